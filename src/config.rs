@@ -1,0 +1,214 @@
+//! Configuration: the TOML file of DESIGN section 3, command-line overrides, and the
+//! embedded defaults used when there is no file at all.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::http::parse::{Limits, MAX_HEADERS_CAP};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge only after the record's batch is fdatasync'ed.
+    Sync,
+    /// Acknowledge once the record is queued for the next write.
+    Async,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Device,
+    Staff,
+    Admin,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub id: String,
+    pub token: String,
+    pub role: Role,
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+/// The `[limits]` section, with the defaults of the API contract.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1 << 20,
+            max_head_bytes: 16 << 10,
+            max_headers: 64,
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn http(&self) -> Limits {
+        Limits {
+            max_head: self.max_head_bytes,
+            max_headers: self.max_headers,
+            max_body: self.max_body_bytes,
+        }
+    }
+}
+
+/// The file as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    shards: Option<usize>,
+    cpus: Option<Vec<usize>>,
+    data_dir: Option<PathBuf>,
+    durability: Option<Durability>,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    principals: Vec<Principal>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+    pub data_dir: Option<PathBuf>,
+    pub durability: Option<Durability>,
+}
+
+/// The resolved configuration a server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub limits: LimitsConfig,
+    pub principals: Vec<Principal>,
+    /// Whether a config file was given (without one, an admin token is generated).
+    pub from_file: bool,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+impl Config {
+    /// Reads `path` (if any), applies `overrides`, and checks every value.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError(format!("invalid config file {}: {e}", path.display()))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!("listen: {listen_text:?} is not an IP:port address"))
+        })?;
+        let config = Config {
+            listen,
+            shards: overrides.shards.or(file.shards),
+            cpus: overrides.cpus.or(file.cpus),
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            durability: overrides
+                .durability
+                .or(file.durability)
+                .unwrap_or(Durability::Sync),
+            limits: file.limits,
+            principals: file.principals,
+            from_file: path.is_some(),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let bad = |key: &str, rule: &str| Err(ConfigError(format!("{key}: {rule}")));
+        if self.shards == Some(0) {
+            return bad("shards", "must be at least 1");
+        }
+        if matches!(&self.cpus, Some(cpus) if cpus.is_empty()) {
+            return bad("cpus", "must list at least one CPU");
+        }
+        if l.max_body_bytes == 0 || l.max_body_bytes > 1 << 30 {
+            return bad("limits.max_body_bytes", "must be between 1 and 1073741824");
+        }
+        if !(256..=1 << 20).contains(&l.max_head_bytes) {
+            return bad("limits.max_head_bytes", "must be between 256 and 1048576");
+        }
+        if !(1..=MAX_HEADERS_CAP).contains(&l.max_headers) {
+            return bad("limits.max_headers", "must be between 1 and 128");
+        }
+        if l.max_connections == 0 {
+            return bad("limits.max_connections", "must be at least 1");
+        }
+        if l.header_timeout_ms == 0 {
+            return bad("limits.header_timeout_ms", "must be at least 1");
+        }
+        if l.idle_timeout_ms == 0 {
+            return bad("limits.idle_timeout_ms", "must be at least 1");
+        }
+        for (i, p) in self.principals.iter().enumerate() {
+            if p.id.is_empty() {
+                return bad(&format!("principals[{i}].id"), "must not be empty");
+            }
+            if p.token.len() < 16 {
+                return bad(
+                    &format!("principals[{i}].token"),
+                    "must be at least 16 characters",
+                );
+            }
+            if self.principals[..i].iter().any(|q| q.token == p.token) {
+                return bad(
+                    &format!("principals[{i}].token"),
+                    "is already used by another principal",
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! One connection: read, frame every complete request in the buffer, dispatch each in
+//! order, write all their responses with one write, repeat. Keep-alive, pipelining,
+//! `Expect: 100-continue`, HTTP/1.0 and `Connection: close`, and two timeouts:
+//!
+//! - *header timeout*: from the first byte of a request (or from accept, for the first
+//!   request) its head must be complete within `header_timeout_ms`, else 408 and close;
+//!   a slowloris client trickling bytes cannot hold the connection longer than that.
+//! - *idle timeout*: a keep-alive connection with nothing pending is closed after
+//!   `idle_timeout_ms`; while a body is arriving each read must make progress within it.
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::accept::Slot;
+use crate::error::Reject;
+use crate::handlers;
+use crate::http::request::{RequestParser, Step};
+use crate::http::response::{self, ConnHeader, CONTINUE};
+use crate::shard::Shard;
+
+/// Bytes of framing overhead allowed beyond head and body limits (chunk lines, trailers).
+const FRAMING_SLACK: usize = 64 << 10;
+
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, mut slot: Slot) {
+    let _ = stream.set_nodelay(true);
+    let idle = Duration::from_millis(shard.config.limits.idle_timeout_ms);
+    let _ = stream.set_write_timeout(Some(idle));
+    let Some(buffers) = slot.buffers.as_mut() else {
+        return;
+    };
+    let _ = run(&shard, &mut stream, buffers).await;
+    let _ = stream.close().await;
+}
+
+async fn run(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    bufs: &mut crate::accept::Buffers,
+) -> io::Result<()> {
+    let limits = shard.limits;
+    let header_timeout = Duration::from_millis(shard.config.limits.header_timeout_ms);
+    let idle_timeout = Duration::from_millis(shard.config.limits.idle_timeout_ms);
+    let max_buffer = limits.max_head + limits.max_body + FRAMING_SLACK;
+    let mut parser = RequestParser::new(limits);
+    // Bytes [start, filled) of the read buffer are received but not yet consumed.
+    let mut start = 0;
+    let mut filled = 0;
+    // When the request now being received began; the first one begins at accept.
+    let mut request_began = Some(Instant::now());
+
+    loop {
+        // Frame and answer every complete request already buffered.
+        let mut close = false;
+        while start < filled {
+            request_began.get_or_insert_with(Instant::now);
+            match parser.next(&bufs.read[start..filled], &mut bufs.body) {
+                Ok(Step::NeedMore { send_continue }) => {
+                    if send_continue {
+                        bufs.write.extend_from_slice(CONTINUE);
+                    }
+                    break;
+                }
+                Ok(Step::Request(request)) => {
+                    start += request.consumed;
+                    request_began = None;
+                    if !handlers::dispatch(shard, &request, &mut bufs.write) {
+                        close = true;
+                        break;
+                    }
+                }
+                Err(reject) => {
+                    respond_and_close(shard, reject, &mut bufs.write);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !bufs.write.is_empty() {
+            stream.write_all(&bufs.write).await?;
+            bufs.write.clear();
+        }
+        if close {
+            return Ok(());
+        }
+
+        // Make room: move the unconsumed tail to the front, grow only for a large body.
+        if start > 0 {
+            bufs.read.copy_within(start..filled, 0);
+            filled -= start;
+            start = 0;
+        }
+        if filled == bufs.read.len() {
+            if bufs.read.len() >= max_buffer {
+                respond_and_close(shard, Reject::BodyTooLarge, &mut bufs.write);
+                stream.write_all(&bufs.write).await?;
+                return Ok(());
+            }
+            let grown = (bufs.read.len() * 2).min(max_buffer);
+            bufs.read.resize(grown, 0);
+        }
+
+        let timeout = match request_began {
+            _ if parser.in_body() => idle_timeout,
+            Some(began) => header_timeout.saturating_sub(began.elapsed()),
+            None => idle_timeout,
+        };
+        let read = if timeout.is_zero() {
+            Err(io::Error::from(io::ErrorKind::TimedOut))
+        } else {
+            stream.set_read_timeout(Some(timeout))?;
+            stream.read(&mut bufs.read[filled..]).await
+        };
+        match read {
+            Ok(0) => return Ok(()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                // A request in progress gets a 408; a quiet connection just closes.
+                if filled > 0 && !parser.in_body() {
+                    respond_and_close(shard, Reject::HeaderTimeout, &mut bufs.write);
+                    stream.write_all(&bufs.write).await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn respond_and_close(shard: &Shard, reject: Reject, out: &mut Vec<u8>) {
+    response::write_reject(out, reject, &shard.date.get(), ConnHeader::Close, None);
+    handlers::log_rejection(shard, reject);
+}

@@ -1,0 +1,169 @@
+//! Every hot-path rejection is a small `Copy` value; this file is the one place that maps
+//! each to its status, its JSON message and whether the connection must close.
+
+use crate::http::response::Status;
+
+/// Why a request was refused before (or instead of) reaching a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    // Request line and head (all close the connection).
+    RequestLine,
+    RequestTarget,
+    Version,
+    HeaderName,
+    SpaceBeforeColon,
+    ObsFold,
+    HeaderValue,
+    BareLf,
+    BareCr,
+    MissingHost,
+    DuplicateHost,
+    DuplicateHeader,
+    UriTooLong,
+    HeadTooLarge,
+    TooManyHeaders,
+    // Body framing (all close the connection).
+    ContentLengthInvalid,
+    ContentLengthConflict,
+    ContentLengthList,
+    LengthAndChunked,
+    TransferEncodingHttp10,
+    TransferEncodingInvalid,
+    TransferEncodingUnsupported,
+    ChunkSize,
+    ChunkExtension,
+    ChunkLineEnding,
+    ChunkDataLength,
+    TrailerInvalid,
+    TrailersTooLarge,
+    BodyTooLarge,
+    ExpectUnsupported,
+    // Routing (the connection stays open).
+    NotFound,
+    MethodNotAllowed,
+    NotImplemented,
+    // Connection-level refusals sent outside any request.
+    Overloaded,
+    HeaderTimeout,
+}
+
+impl Reject {
+    /// Status, JSON-safe message (no quotes or backslashes) and whether to close.
+    pub const fn describe(self) -> (Status, &'static str, bool) {
+        use Reject::*;
+        use Status as S;
+        match self {
+            RequestLine => (S::BadRequest, "malformed request line", true),
+            RequestTarget => (
+                S::BadRequest,
+                "request target must be an absolute path (origin-form)",
+                true,
+            ),
+            Version => (
+                S::VersionNotSupported,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+                true,
+            ),
+            HeaderName => (S::BadRequest, "malformed header field name", true),
+            SpaceBeforeColon => (
+                S::BadRequest,
+                "whitespace between header field name and colon",
+                true,
+            ),
+            ObsFold => (
+                S::BadRequest,
+                "obsolete line folding (obs-fold) in header field",
+                true,
+            ),
+            HeaderValue => (
+                S::BadRequest,
+                "control character in header field value",
+                true,
+            ),
+            BareLf => (
+                S::BadRequest,
+                "bare LF line ending; lines must end with CRLF",
+                true,
+            ),
+            BareCr => (S::BadRequest, "bare CR not followed by LF", true),
+            MissingHost => (S::BadRequest, "HTTP/1.1 request without Host header", true),
+            DuplicateHost => (S::BadRequest, "more than one Host header", true),
+            DuplicateHeader => (
+                S::BadRequest,
+                "duplicate Content-Type, Authorization or Expect header",
+                true,
+            ),
+            UriTooLong => (S::UriTooLong, "request line exceeds max_head_bytes", true),
+            HeadTooLarge => (
+                S::HeaderFieldsTooLarge,
+                "request head exceeds max_head_bytes",
+                true,
+            ),
+            TooManyHeaders => (
+                S::HeaderFieldsTooLarge,
+                "more header fields than max_headers",
+                true,
+            ),
+            ContentLengthInvalid => (
+                S::BadRequest,
+                "Content-Length is not a non-negative decimal integer",
+                true,
+            ),
+            ContentLengthConflict => (S::BadRequest, "conflicting Content-Length headers", true),
+            ContentLengthList => (S::BadRequest, "list-valued Content-Length", true),
+            LengthAndChunked => (
+                S::BadRequest,
+                "both Content-Length and Transfer-Encoding present",
+                true,
+            ),
+            TransferEncodingHttp10 => (
+                S::BadRequest,
+                "Transfer-Encoding in an HTTP/1.0 request",
+                true,
+            ),
+            TransferEncodingInvalid => (
+                S::BadRequest,
+                "Transfer-Encoding must be exactly chunked, once, as the final coding",
+                true,
+            ),
+            TransferEncodingUnsupported => (
+                S::NotImplemented,
+                "unsupported transfer coding; only chunked is accepted",
+                true,
+            ),
+            ChunkSize => (S::BadRequest, "chunk size is not 1 to 16 hex digits", true),
+            ChunkExtension => (
+                S::BadRequest,
+                "malformed or oversized chunk extension",
+                true,
+            ),
+            ChunkLineEnding => (S::BadRequest, "chunk line not ended by CRLF", true),
+            ChunkDataLength => (
+                S::BadRequest,
+                "chunk data does not match its declared size",
+                true,
+            ),
+            TrailerInvalid => (S::BadRequest, "malformed trailer field", true),
+            TrailersTooLarge => (S::HeaderFieldsTooLarge, "trailer section too large", true),
+            BodyTooLarge => (S::PayloadTooLarge, "body exceeds max_body_bytes", true),
+            ExpectUnsupported => (
+                S::ExpectationFailed,
+                "only Expect: 100-continue is supported",
+                true,
+            ),
+            NotFound => (S::NotFound, "no such route", false),
+            MethodNotAllowed => (
+                S::MethodNotAllowed,
+                "method not allowed for this route",
+                false,
+            ),
+            NotImplemented => (S::NotImplemented, "endpoint not implemented yet", false),
+            Overloaded => (S::ServiceUnavailable, "connection limit reached", true),
+            HeaderTimeout => (
+                S::RequestTimeout,
+                "request head not received within header_timeout_ms",
+                true,
+            ),
+        }
+    }
+}

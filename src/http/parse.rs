@@ -1,0 +1,347 @@
+//! The request head: httparse does the tokenizing; this file adds what httparse leaves
+//! to us (RFC 9112 framing and the strictness rules of DESIGN section 4) and turns the
+//! head into a borrowed [`Head`]. "Need more bytes" is `Ok(None)`, never an error.
+
+use crate::error::Reject;
+
+/// Upper bound for `limits.max_headers`; sizes the on-stack header array.
+pub const MAX_HEADERS_CAP: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    /// Any other token: routed to 405 or 404, never to a handler.
+    Other,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Options,
+    ];
+
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// How the body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// Hard limits, from the `[limits]` config section.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_head: usize,
+    pub max_headers: usize,
+    pub max_body: usize,
+}
+
+/// A parsed request head, borrowing from the connection's read buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'b> {
+    pub method: Method,
+    pub path: &'b str,
+    pub query: Option<&'b str>,
+    pub http10: bool,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub content_type: Option<&'b [u8]>,
+    pub authorization: Option<&'b [u8]>,
+    /// Bytes of the head, including the final empty line.
+    pub len: usize,
+}
+
+/// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut headers[..limits.max_headers.min(MAX_HEADERS_CAP)]);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return match size_reject(buf, limits) {
+                Some(reject) => Err(reject),
+                None => Ok(None),
+            }
+        }
+        Err(e) => return Err(classify(e, buf)),
+    };
+    if let Some(reject) = size_reject(&buf[..len], limits) {
+        return Err(reject);
+    }
+    check_line_endings(&buf[..len])?;
+
+    let http10 = req.version == Some(0);
+    let method = Method::from_token(req.method.unwrap_or(""));
+    let target = req.path.unwrap_or("");
+    if !target.starts_with('/') {
+        return Err(Reject::RequestTarget);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+
+    let mut fields = Fields::default();
+    for header in req.headers.iter() {
+        fields.add(header.name, header.value)?;
+    }
+    let framing = fields.framing(http10, limits)?;
+    let keep_alive = if http10 {
+        fields.keep_alive && !fields.close
+    } else {
+        !fields.close
+    };
+    if !http10 {
+        match fields.hosts {
+            0 => return Err(Reject::MissingHost),
+            1 => {}
+            _ => return Err(Reject::DuplicateHost),
+        }
+    }
+    Ok(Some(Head {
+        method,
+        path,
+        query,
+        http10,
+        keep_alive,
+        framing,
+        // HTTP/1.0 clients cannot expect 100 (RFC 9110 10.1.1): ignore it there.
+        expect_continue: fields.expect_continue && !http10,
+        content_type: fields.content_type,
+        authorization: fields.authorization,
+        len,
+    }))
+}
+
+/// 414 when the request line alone is over the limit, 431 when the head is.
+pub(crate) fn size_reject(head: &[u8], limits: &Limits) -> Option<Reject> {
+    if head.len() < limits.max_head {
+        return None;
+    }
+    let first_line_ends = head[..limits.max_head].contains(&b'\n');
+    Some(if first_line_ends {
+        Reject::HeadTooLarge
+    } else {
+        Reject::UriTooLong
+    })
+}
+
+/// httparse tolerates bare LF; RFC 9112 lets us refuse it, and we do.
+fn check_line_endings(head: &[u8]) -> Result<(), Reject> {
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(Reject::BareLf),
+            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(Reject::BareCr),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Names the rule an httparse error broke, looking at the offending bytes (cold path).
+fn classify(e: httparse::Error, buf: &[u8]) -> Reject {
+    match e {
+        httparse::Error::HeaderName => {
+            // Skip the request line; find the first field line httparse would refuse.
+            let mut lines = buf.split(|&b| b == b'\n').skip(1);
+            for line in &mut lines {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    break;
+                }
+                if line[0] == b' ' || line[0] == b'\t' {
+                    return Reject::ObsFold;
+                }
+                if let Some(colon) = line.iter().position(|&b| b == b':') {
+                    if line[..colon].ends_with(b" ") || line[..colon].ends_with(b"\t") {
+                        return Reject::SpaceBeforeColon;
+                    }
+                }
+            }
+            Reject::HeaderName
+        }
+        httparse::Error::HeaderValue => Reject::HeaderValue,
+        httparse::Error::NewLine => {
+            if buf.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') {
+                Reject::BareCr
+            } else {
+                Reject::BareLf
+            }
+        }
+        httparse::Error::Version => Reject::Version,
+        httparse::Error::TooManyHeaders => Reject::TooManyHeaders,
+        httparse::Error::Token | httparse::Error::Status => Reject::RequestLine,
+    }
+}
+
+/// What the header walk learns; one pass over the fields.
+#[derive(Default)]
+struct Fields<'b> {
+    hosts: u32,
+    content_length: Option<usize>,
+    content_length_overflow: bool,
+    transfer_encoding: bool,
+    chunked_count: u32,
+    chunked_last: bool,
+    unknown_coding: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    content_type: Option<&'b [u8]>,
+    authorization: Option<&'b [u8]>,
+}
+
+impl<'b> Fields<'b> {
+    fn add(&mut self, name: &str, value: &'b [u8]) -> Result<(), Reject> {
+        let value = trim_ows(value);
+        if name.eq_ignore_ascii_case("host") {
+            self.hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            self.content_length(value)?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in value.split(|&b| b == b',') {
+                let coding = trim_ows(coding);
+                if coding.is_empty() {
+                    return Err(Reject::TransferEncodingInvalid);
+                }
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                if self.chunked_last {
+                    self.chunked_count += 1;
+                } else {
+                    self.unknown_coding = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(|&b| b == b',') {
+                let option = trim_ows(option);
+                self.close |= option.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if self.expect_continue || !value.eq_ignore_ascii_case(b"100-continue") {
+                return Err(Reject::ExpectUnsupported);
+            }
+            self.expect_continue = true;
+        } else if name.eq_ignore_ascii_case("content-type") {
+            set_once(&mut self.content_type, value)?;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            set_once(&mut self.authorization, value)?;
+        }
+        Ok(())
+    }
+
+    fn content_length(&mut self, value: &[u8]) -> Result<(), Reject> {
+        if value.contains(&b',') {
+            return Err(Reject::ContentLengthList);
+        }
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(Reject::ContentLengthInvalid);
+        }
+        let mut n: usize = 0;
+        for &d in value {
+            match n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(usize::from(d - b'0')))
+            {
+                Some(next) => n = next,
+                None => {
+                    // Too large to represent: far over any body limit, but still
+                    // checked against duplicates first so the reason is the right one.
+                    self.content_length_overflow = true;
+                    n = usize::MAX;
+                    break;
+                }
+            }
+        }
+        match self.content_length {
+            Some(previous) if previous != n => Err(Reject::ContentLengthConflict),
+            _ => {
+                self.content_length = Some(n);
+                Ok(())
+            }
+        }
+    }
+
+    fn framing(&self, http10: bool, limits: &Limits) -> Result<Framing, Reject> {
+        if self.transfer_encoding {
+            if http10 {
+                return Err(Reject::TransferEncodingHttp10);
+            }
+            if self.content_length.is_some() {
+                return Err(Reject::LengthAndChunked);
+            }
+            if self.unknown_coding {
+                return Err(Reject::TransferEncodingUnsupported);
+            }
+            if self.chunked_count != 1 || !self.chunked_last {
+                return Err(Reject::TransferEncodingInvalid);
+            }
+            return Ok(Framing::Chunked);
+        }
+        match self.content_length {
+            None | Some(0) => Ok(Framing::None),
+            Some(_) if self.content_length_overflow => Err(Reject::ContentLengthInvalid),
+            Some(n) if n > limits.max_body => Err(Reject::BodyTooLarge),
+            Some(n) => Ok(Framing::Length(n)),
+        }
+    }
+}
+
+fn set_once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Result<(), Reject> {
+    if slot.is_some() {
+        return Err(Reject::DuplicateHeader);
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
