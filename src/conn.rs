@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::accept::Slot;
+use crate::accept::{Buffers, Slot};
 use crate::error::Reject;
 use crate::handlers;
 use crate::http::request::{RequestParser, Step};
@@ -32,15 +32,43 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, mut slot: Slot) {
     let Some(buffers) = slot.buffers.as_mut() else {
         return;
     };
-    let _ = run(&shard, &mut stream, buffers).await;
+    if let Ok(Ending::Linger) = run(&shard, &mut stream, buffers).await {
+        linger(&mut stream, &mut buffers.read).await;
+    }
     let _ = stream.close().await;
 }
 
-async fn run(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    bufs: &mut crate::accept::Buffers,
-) -> io::Result<()> {
+/// How a connection ends.
+enum Ending {
+    /// The peer closed, or went quiet: nothing more to do.
+    Quiet,
+    /// We decided to close: the peer may still be sending.
+    Linger,
+}
+
+/// Closing a socket with unread input makes the kernel send RST, which can destroy the
+/// final response before the client reads it. So: half-close, then drain briefly.
+async fn linger(stream: &mut TcpStream, scratch: &mut [u8]) {
+    const LINGER: Duration = Duration::from_millis(500);
+    const MAX_DRAIN: usize = 256 << 10;
+    if stream.shutdown(std::net::Shutdown::Write).await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::Result<Ending> {
     let limits = shard.limits;
     let header_timeout = Duration::from_millis(shard.config.limits.header_timeout_ms);
     let idle_timeout = Duration::from_millis(shard.config.limits.idle_timeout_ms);
@@ -84,7 +112,7 @@ async fn run(
             bufs.write.clear();
         }
         if close {
-            return Ok(());
+            return Ok(Ending::Linger);
         }
 
         // Make room: move the unconsumed tail to the front, grow only for a large body.
@@ -97,7 +125,7 @@ async fn run(
             if bufs.read.len() >= max_buffer {
                 respond_and_close(shard, Reject::BodyTooLarge, &mut bufs.write);
                 stream.write_all(&bufs.write).await?;
-                return Ok(());
+                return Ok(Ending::Linger);
             }
             let grown = (bufs.read.len() * 2).min(max_buffer);
             bufs.read.resize(grown, 0);
@@ -115,15 +143,16 @@ async fn run(
             stream.read(&mut bufs.read[filled..]).await
         };
         match read {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Ending::Quiet),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 // A request in progress gets a 408; a quiet connection just closes.
                 if filled > 0 && !parser.in_body() {
                     respond_and_close(shard, Reject::HeaderTimeout, &mut bufs.write);
                     stream.write_all(&bufs.write).await?;
+                    return Ok(Ending::Linger);
                 }
-                return Ok(());
+                return Ok(Ending::Quiet);
             }
             Err(e) => return Err(e),
         }

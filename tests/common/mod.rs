@@ -1,0 +1,251 @@
+//! Test harness: starts the real `epro-ingest` binary on port 0 with a temp data dir
+//! and talks raw bytes to it over TCP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_epro-ingest");
+
+/// A temp dir on the same disk as `target/` (O_DIRECT does not work on tmpfs).
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("epro-test-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create temp dir")
+}
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `serve` with 2 shards on 127.0.0.1:0, the given config file contents
+    /// (empty: no config file) and extra flags.
+    pub fn start(config: &str, extra: &[&str]) -> Server {
+        Self::try_start(config, extra).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    pub fn try_start(config: &str, extra: &[&str]) -> Result<Server, String> {
+        let dir = temp_dir();
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+            .arg("--data-dir")
+            .arg(&data);
+        if !config.is_empty() {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, config).unwrap();
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.args(extra);
+        let (child, addr, log) = spawn_and_wait(cmd)?;
+        Ok(Server {
+            child,
+            addr,
+            dir,
+            log,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` and waits for its `listening on ADDR` line; on failure returns the log.
+pub fn spawn_and_wait(mut cmd: Command) -> Result<(Child, SocketAddr, Arc<Mutex<String>>), String> {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    let mut child = cmd.spawn().expect("spawn server");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => Ok((child, addr.parse().expect("listening address"), log)),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+            let text = log.lock().unwrap().clone();
+            Err(format!("exit: {status:?}\n{text}"))
+        }
+    }
+}
+
+/// One parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("error field")
+            .to_string()
+    }
+}
+
+/// Reads one response (Content-Length framed, as this server always sends).
+/// `None` if the connection closed before a status line.
+pub fn read_response(stream: &mut impl Read) -> Option<Response> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) | Err(_) if head.is_empty() => return None,
+            Ok(0) => panic!(
+                "connection closed inside a response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!("read error inside a response head: {e}"),
+        }
+    }
+    let text = String::from_utf8(head).expect("ASCII head");
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(
+        status_line.starts_with("HTTP/1.1 "),
+        "status line {status_line:?}"
+    );
+    let status = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(": ").expect("header line");
+            (n.to_string(), v.to_string())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    if status != 100 {
+        stream.read_exact(&mut body).expect("body");
+    }
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether the peer closed the connection (within the stream's read timeout).
+pub fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(stream.read(&mut buf), Ok(0))
+        || matches!(stream.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// Sends `bytes` on a fresh connection and collects every response until the server
+/// closes or goes quiet for `quiet`. Returns the responses and whether it closed.
+pub fn exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> (Vec<Response>, bool) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let mut cursor = std::io::Cursor::new(raw);
+    let mut responses = Vec::new();
+    while let Some(r) = read_response(&mut cursor) {
+        responses.push(r);
+    }
+    (responses, closed)
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
