@@ -16,6 +16,7 @@ pub enum Reject {
     HeaderValue,
     BareLf,
     BareCr,
+    LineEnding,
     MissingHost,
     DuplicateHost,
     DuplicateHeader,
@@ -86,6 +87,7 @@ impl Reject {
                 true,
             ),
             BareCr => (S::BadRequest, "bare CR not followed by LF", true),
+            LineEnding => (S::BadRequest, "malformed request line or line ending", true),
             MissingHost => (S::BadRequest, "HTTP/1.1 request without Host header", true),
             DuplicateHost => (S::BadRequest, "more than one Host header", true),
             DuplicateHeader => (

@@ -5,6 +5,7 @@
 //! in byte by byte costs linear time. Everything it does not accept is a [`Reject`].
 
 use crate::error::Reject;
+use crate::http::parse::is_tchar;
 
 /// At most 16 hex digits: a chunk size always fits in 64 bits.
 const MAX_SIZE_DIGITS: usize = 16;
@@ -238,10 +239,6 @@ fn check_trailer(line: &[u8]) -> Result<(), Reject> {
 fn skip_ws(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
     &s[n..]
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// VCHAR, SP, HTAB or obs-text.

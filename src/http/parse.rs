@@ -179,12 +179,13 @@ fn check_line_endings(head: &[u8]) -> Result<(), Reject> {
 }
 
 /// Names the rule an httparse error broke, looking at the offending bytes (cold path).
+/// Only the first offending line decides, so the answer does not depend on how much of
+/// the stream has arrived.
 fn classify(e: httparse::Error, buf: &[u8]) -> Reject {
     match e {
         httparse::Error::HeaderName => {
             // Skip the request line; find the first field line httparse would refuse.
-            let mut lines = buf.split(|&b| b == b'\n').skip(1);
-            for line in &mut lines {
+            for line in buf.split(|&b| b == b'\n').skip(1) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.is_empty() {
                     break;
@@ -192,22 +193,19 @@ fn classify(e: httparse::Error, buf: &[u8]) -> Reject {
                 if line[0] == b' ' || line[0] == b'\t' {
                     return Reject::ObsFold;
                 }
-                if let Some(colon) = line.iter().position(|&b| b == b':') {
-                    if line[..colon].ends_with(b" ") || line[..colon].ends_with(b"\t") {
-                        return Reject::SpaceBeforeColon;
-                    }
+                let name = line.iter().take_while(|&&b| is_tchar(b)).count();
+                match line.get(name) {
+                    Some(b' ' | b'\t') => return Reject::SpaceBeforeColon,
+                    Some(b':') => continue,
+                    _ => return Reject::HeaderName,
                 }
             }
             Reject::HeaderName
         }
         httparse::Error::HeaderValue => Reject::HeaderValue,
-        httparse::Error::NewLine => {
-            if buf.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') {
-                Reject::BareCr
-            } else {
-                Reject::BareLf
-            }
-        }
+        // httparse reports where it stopped, not why; guessing from later bytes would make
+        // the answer depend on how much has arrived.
+        httparse::Error::NewLine => Reject::LineEnding,
         httparse::Error::Version => Reject::Version,
         httparse::Error::TooManyHeaders => Reject::TooManyHeaders,
         httparse::Error::Token | httparse::Error::Status => Reject::RequestLine,
@@ -326,6 +324,10 @@ impl<'b> Fields<'b> {
             Some(n) => Ok(Framing::Length(n)),
         }
     }
+}
+
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn set_once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Result<(), Reject> {

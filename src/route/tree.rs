@@ -36,10 +36,17 @@ const METHODS: usize = Method::ALL.len();
 
 #[derive(Clone, Copy)]
 struct Node {
-    /// Static segment text, or the parameter name of a parameter node.
+    /// Static segment text; empty for a parameter node.
     label: &'static [u8],
+    /// Parameter name of a parameter node.
+    param: &'static str,
+    /// First byte of `label` (0 if empty), checked before comparing whole labels.
+    first: u8,
+    /// Static children: while building, a list through `next_sibling`; once built,
+    /// `child_count` nodes stored contiguously from `first_child` (breadth-first layout).
     first_child: u16,
     next_sibling: u16,
+    child_count: u16,
     param_child: u16,
     /// Index into the route definitions, per method; `NONE` where not routed.
     routes: [u16; METHODS],
@@ -47,8 +54,11 @@ struct Node {
 
 const EMPTY: Node = Node {
     label: b"",
+    param: "",
+    first: 0,
     first_child: NONE,
     next_sibling: NONE,
+    child_count: 0,
     param_child: NONE,
     routes: [NONE; METHODS],
 };
@@ -56,6 +66,9 @@ const EMPTY: Node = Node {
 /// The compiled tree, with room for `N` nodes.
 pub struct Tree<const N: usize> {
     nodes: [Node; N],
+    /// First label byte of every node, by index: a node's children are a contiguous
+    /// byte run here, scanned like matchit's `indices` before any label is compared.
+    firsts: [u8; N],
 }
 
 /// Path parameters of a match, in path order, borrowed from the path.
@@ -77,9 +90,7 @@ impl<'p> Params<'p> {
         self.items[..self.len].iter().copied()
     }
 
-    fn push(&mut self, name: &'static [u8], value: &'p str) {
-        // Names were checked to be ASCII identifiers at build time.
-        let name = std::str::from_utf8(name).unwrap_or("");
+    fn push(&mut self, name: &'static str, value: &'p str) {
         self.items[self.len] = (name, value);
         self.len += 1;
     }
@@ -145,11 +156,11 @@ pub const fn build<const N: usize>(defs: &[(Method, &'static str)]) -> Tree<N> {
                     if len >= N {
                         panic!("route tree capacity exceeded");
                     }
-                    nodes[len].label = name;
+                    nodes[len].param = name;
                     nodes[node].param_child = len as u16;
                     node = len;
                     len += 1;
-                } else if !bytes_eq(nodes[child as usize].label, name) {
+                } else if !bytes_eq(nodes[child as usize].param.as_bytes(), name.as_bytes()) {
                     panic!("two parameter names at the same position");
                 } else {
                     node = child as usize;
@@ -186,83 +197,173 @@ pub const fn build<const N: usize>(defs: &[(Method, &'static str)]) -> Tree<N> {
         nodes[node].routes[m] = d as u16;
         d += 1;
     }
-    Tree { nodes }
+    let nodes = breadth_first(&nodes, len);
+    let mut firsts = [0u8; N];
+    let mut i = 0;
+    while i < len {
+        firsts[i] = nodes[i].first;
+        i += 1;
+    }
+    Tree { nodes, firsts }
+}
+
+/// Re-lays the first `len` nodes breadth-first, so every node's static children are
+/// contiguous and a lookup scans them in one run of memory.
+const fn breadth_first<const N: usize>(nodes: &[Node; N], len: usize) -> [Node; N] {
+    let mut order = [0u16; N]; // new index -> old index
+    let mut new_index = [NONE; N]; // old index -> new index
+    let mut tail = 1;
+    let mut head = 0;
+    while head < tail {
+        let old = order[head] as usize;
+        let mut child = nodes[old].first_child;
+        while child != NONE {
+            order[tail] = child;
+            new_index[child as usize] = tail as u16;
+            tail += 1;
+            child = nodes[child as usize].next_sibling;
+        }
+        let param = nodes[old].param_child;
+        if param != NONE {
+            order[tail] = param;
+            new_index[param as usize] = tail as u16;
+            tail += 1;
+        }
+        head += 1;
+    }
+    if tail != len {
+        panic!("route tree layout lost nodes");
+    }
+    let mut out = [EMPTY; N];
+    let mut i = 0;
+    while i < len {
+        let node = nodes[order[i] as usize];
+        let mut count = 0;
+        let mut child = node.first_child;
+        while child != NONE {
+            count += 1;
+            child = nodes[child as usize].next_sibling;
+        }
+        out[i] = Node {
+            first: if node.label.is_empty() {
+                0
+            } else {
+                node.label[0]
+            },
+            first_child: if node.first_child == NONE {
+                NONE
+            } else {
+                new_index[node.first_child as usize]
+            },
+            next_sibling: NONE,
+            child_count: count,
+            param_child: if node.param_child == NONE {
+                NONE
+            } else {
+                new_index[node.param_child as usize]
+            },
+            ..node
+        };
+        i += 1;
+    }
+    out
 }
 
 impl<const N: usize> Tree<N> {
     /// Finds the route for `method` and `path` (the path without its query).
+    ///
+    /// A path that some route of `method` matches wins over one whose match routes
+    /// other methods only (as in Gin's per-method trees): with `GET /u/me/{part}` and
+    /// `DELETE /u/{id}/{part}`, `DELETE /u/me/x` finds the second.
     pub fn lookup<'p>(&self, method: Method, path: &'p str) -> Lookup<'p> {
         let Some(rest) = path.strip_prefix('/') else {
             return Lookup::NotFound;
         };
-        let mut params = Params::default();
-        let node = if rest.is_empty() {
-            Some(0)
-        } else {
-            self.find(0, rest, &mut params)
-        };
-        let Some(node) = node else {
-            return Lookup::NotFound;
-        };
-        let routes = &self.nodes[node].routes;
         if method != Method::Other {
-            let route = routes[method_index(method)];
-            if route != NONE {
-                return Lookup::Found(route as usize, params);
+            let m = method_index(method);
+            let mut params = Params::default();
+            if let Some(node) = self.find(0, rest, &mut params, Some(m)) {
+                return Lookup::Found(self.nodes[node].routes[m] as usize, params);
             }
         }
+        let Some(node) = self.find(0, rest, &mut Params::default(), None) else {
+            return Lookup::NotFound;
+        };
         let mut allowed = 0u8;
-        for (i, &r) in routes.iter().enumerate() {
+        for (i, &r) in self.nodes[node].routes.iter().enumerate() {
             if r != NONE {
                 allowed |= 1 << i;
             }
         }
-        if allowed == 0 {
-            Lookup::NotFound
-        } else {
-            Lookup::MethodNotAllowed(allowed)
-        }
+        Lookup::MethodNotAllowed(allowed)
     }
 
-    /// Matches `rest` (the path after the `/` that leads to `node`'s children).
-    fn find<'p>(&self, node: usize, rest: &'p str, params: &mut Params<'p>) -> Option<usize> {
-        let (seg, tail) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-            None => (rest, None),
-        };
-        let mut child = self.nodes[node].first_child;
-        while child != NONE {
-            let c = child as usize;
-            if self.nodes[c].label == seg.as_bytes() {
-                if let Some(found) = self.descend(c, tail, params) {
-                    return Some(found);
+    /// Matches `rest` below `node`: the leaf reached, which routes `method` if given,
+    /// any method otherwise. Static children are compared against the front of `rest`
+    /// directly; only a parameter needs the segment's end found.
+    fn find<'p>(
+        &self,
+        node: usize,
+        rest: &'p str,
+        params: &mut Params<'p>,
+        method: Option<usize>,
+    ) -> Option<usize> {
+        if rest.is_empty() && node == 0 {
+            return self.leaf(0, method);
+        }
+        let bytes = rest.as_bytes();
+        let this = &self.nodes[node];
+        if let (Some(&first), true) = (bytes.first(), this.child_count > 0) {
+            let start = this.first_child as usize;
+            let firsts = &self.firsts[start..start + this.child_count as usize];
+            for (offset, _) in firsts.iter().enumerate().filter(|&(_, &b)| b == first) {
+                let c = start + offset;
+                let label = self.nodes[c].label;
+                if bytes.len() < label.len() || &bytes[..label.len()] != label {
+                    continue;
+                }
+                // A sibling label may be a prefix of this segment ("site" and "sites").
+                let found = match bytes.get(label.len()) {
+                    None => self.leaf(c, method),
+                    Some(b'/') => self.find(c, &rest[label.len() + 1..], params, method),
+                    Some(_) => continue,
+                };
+                if found.is_some() {
+                    return found;
                 }
                 break;
             }
-            child = self.nodes[c].next_sibling;
         }
-        let param = self.nodes[node].param_child;
-        if param != NONE && !seg.is_empty() {
-            let saved = *params;
-            params.push(self.nodes[param as usize].label, seg);
-            if let Some(found) = self.descend(param as usize, tail, params) {
-                return Some(found);
-            }
-            *params = saved;
+        let param = this.param_child;
+        if param == NONE {
+            return None;
         }
-        None
+        let (seg, tail) = match bytes.iter().position(|&b| b == b'/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        if seg.is_empty() {
+            return None;
+        }
+        let saved = params.len;
+        params.push(self.nodes[param as usize].param, seg);
+        let found = match tail {
+            None => self.leaf(param as usize, method),
+            Some(tail) => self.find(param as usize, tail, params, method),
+        };
+        if found.is_none() {
+            params.len = saved;
+        }
+        found
     }
 
-    fn descend<'p>(
-        &self,
-        node: usize,
-        tail: Option<&'p str>,
-        params: &mut Params<'p>,
-    ) -> Option<usize> {
-        match tail {
-            None => Some(node).filter(|&n| self.nodes[n].routes != [NONE; METHODS]),
-            Some(rest) => self.find(node, rest, params),
-        }
+    fn leaf(&self, node: usize, method: Option<usize>) -> Option<usize> {
+        let routes = &self.nodes[node].routes;
+        let routed = match method {
+            Some(m) => routes[m] != NONE,
+            None => routes.iter().any(|&r| r != NONE),
+        };
+        routed.then_some(node)
     }
 }
 
@@ -310,7 +411,7 @@ const fn slice(bytes: &'static [u8], start: usize, end: usize) -> &'static [u8] 
 }
 
 /// `{name}` with `name` an ASCII identifier; returns `name`.
-const fn param_name(seg: &'static [u8]) -> &'static [u8] {
+const fn param_name(seg: &'static [u8]) -> &'static str {
     let n = seg.len();
     if n < 3 || seg[n - 1] != b'}' {
         panic!("malformed route parameter; expected {{name}}");
@@ -324,7 +425,10 @@ const fn param_name(seg: &'static [u8]) -> &'static [u8] {
         }
         i += 1;
     }
-    name
+    match std::str::from_utf8(name) {
+        Ok(name) => name,
+        Err(_) => panic!("route parameter names are ASCII"),
+    }
 }
 
 const fn check_static(seg: &[u8]) {

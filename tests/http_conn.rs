@@ -1,0 +1,244 @@
+//! Connection behaviour over real sockets: keep-alive, pipelining, split reads,
+//! `Expect: 100-continue`, both timeouts and the per-shard connection limit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{exchange, read_response, Server};
+
+const GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let server = Server::start("", &[]);
+    let mut stream = server.connect();
+    for _ in 0..100 {
+        stream.write_all(GET).unwrap();
+        let r = read_response(&mut stream).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "ok");
+        assert!(r
+            .header("date")
+            .is_some_and(|d| d.ends_with(" GMT") && d.len() == 29));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start("", &[]);
+    let mut batch = Vec::new();
+    let paths = ["/healthz", "/nope", "/livez", "/readyz", "/epro/submit"];
+    for path in paths {
+        batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    }
+    let mut stream = server.connect();
+    stream.write_all(&batch).unwrap();
+    let statuses: Vec<u16> = (0..paths.len())
+        .map(|_| read_response(&mut stream).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 404, 200, 200, 405]);
+}
+
+#[test]
+fn requests_split_at_every_byte_boundary() {
+    let server = Server::start("", &[]);
+    let request = b"POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET /livez HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut stream = server.connect();
+    for split in 1..request.len() {
+        stream.write_all(&request[..split]).unwrap();
+        stream.flush().unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+        stream.write_all(&request[split..]).unwrap();
+        assert_eq!(
+            read_response(&mut stream).unwrap().status,
+            405,
+            "split at {split}"
+        );
+        assert_eq!(
+            read_response(&mut stream).unwrap().status,
+            200,
+            "split at {split}"
+        );
+    }
+}
+
+#[test]
+fn byte_by_byte_body_is_framed() {
+    let server = Server::start("", &[]);
+    let body = "x".repeat(3000);
+    let request = format!(
+        "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = server.connect();
+    for chunk in request.as_bytes().chunks(7) {
+        stream.write_all(chunk).unwrap();
+    }
+    stream.write_all(GET).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 405);
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+}
+
+#[test]
+fn http10_and_connection_close_are_honoured() {
+    let server = Server::start("", &[]);
+    let (responses, closed) = exchange(
+        server.addr,
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].header("connection"), Some("close"));
+    assert!(closed);
+
+    let (responses, closed) = exchange(
+        server.addr,
+        b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        Duration::from_millis(300),
+    );
+    assert_eq!(responses[0].header("connection"), Some("keep-alive"));
+    assert!(!closed, "HTTP/1.0 keep-alive must keep the connection");
+
+    let (responses, closed) = exchange(
+        server.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(responses[0].header("connection"), Some("close"));
+    assert!(closed);
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let server = Server::start("", &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let interim = read_response(&mut stream).unwrap();
+    assert_eq!(interim.status, 100);
+    stream.write_all(b"hello").unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 405);
+
+    // A body over the limit is refused at once, without 100 Continue.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 413);
+}
+
+const SHORT_TIMEOUTS: &str = "[limits]\nheader_timeout_ms = 400\nidle_timeout_ms = 600\n";
+
+#[test]
+fn slow_header_gets_408_and_close() {
+    let server = Server::start(SHORT_TIMEOUTS, &[]);
+    let mut stream = server.connect();
+    let began = Instant::now();
+    // A slowloris: a byte every 100 ms never completes the head in time.
+    let mut response = None;
+    for &b in b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: 1234567890\r\n".iter() {
+        if stream.write_all(&[b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stream.set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        let ready = matches!(stream.peek(&mut probe), Ok(n) if n > 0);
+        stream.set_nonblocking(false).unwrap();
+        if ready {
+            response = read_response(&mut stream);
+            break;
+        }
+    }
+    let response = response.expect("a 408 before the head completed");
+    assert_eq!(response.status, 408);
+    assert!(began.elapsed() < Duration::from_secs(3));
+    assert!(common::is_closed(&mut stream));
+}
+
+#[test]
+fn silent_connection_is_closed_after_header_timeout() {
+    let server = Server::start(SHORT_TIMEOUTS, &[]);
+    let mut stream = server.connect();
+    let began = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        stream.read(&mut buf).unwrap(),
+        0,
+        "closed without a response"
+    );
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let server = Server::start(SHORT_TIMEOUTS, &[]);
+    let mut stream = server.connect();
+    stream.write_all(GET).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+    let began = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read(&mut buf).unwrap(), 0);
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn connection_limit_answers_503_and_frees_slots() {
+    // One connection per shard; the two shards each take one.
+    let server = Server::start("[limits]\nmax_connections = 1\n", &[]);
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut refused = 0;
+    // Open connections until the limit shows; with 2 shards at most 2 are accepted.
+    for _ in 0..16 {
+        let mut stream = server.connect();
+        stream.write_all(GET).unwrap();
+        let r = read_response(&mut stream).unwrap();
+        match r.status {
+            200 => held.push(stream),
+            503 => {
+                assert_eq!(r.header("connection"), Some("close"));
+                assert!(r.error().contains("connection limit"));
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        held.len() <= 2,
+        "{} connections accepted past a limit of 1 per shard",
+        held.len()
+    );
+    assert!(refused >= 14);
+    // Closing them frees the slots.
+    held.clear();
+    let ok = common::wait_until(Duration::from_secs(5), || {
+        let mut stream = server.connect();
+        stream.write_all(GET).unwrap();
+        read_response(&mut stream).is_some_and(|r| r.status == 200)
+    });
+    assert!(ok, "slots were not freed");
+}
+
+#[test]
+fn method_not_allowed_lists_allowed_methods() {
+    let server = Server::start("", &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"DELETE /epro/submit HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut stream).unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+}
