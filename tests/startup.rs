@@ -1,0 +1,113 @@
+//! Start-up: every failure is one clear message and a non-zero exit, never a panic or
+//! a hang; and a good start logs `listening on ADDR` with the real address.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{read_response, temp_dir, Server, BIN};
+
+/// Runs `sh -c "<prefix> BIN serve <args>"`, expecting it to exit on its own.
+fn failing_start(prefix: &str, args: &str) -> String {
+    let script = format!("{prefix} {BIN} serve {args}");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{script}: still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{script}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{script} panicked: {stderr}");
+    stderr
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir();
+    let err = failing_start(
+        "",
+        &format!("--listen {} --shards 1 --data-dir {}", taken.local_addr().unwrap(), dir.path().display()),
+    );
+    assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"), "{err}");
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let dir = temp_dir();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[limits]\nmax_body_bytez = 5\n").unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(err.contains("max_body_bytez"), "{err}");
+}
+
+#[test]
+fn bad_config_value_is_named() {
+    let dir = temp_dir();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[limits]\nmax_headers = 1000\n").unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(err.contains("limits.max_headers"), "{err}");
+    std::fs::write(&config, "durability = \"sometimes\"\n").unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(err.contains("durability"), "{err}");
+}
+
+#[test]
+fn unwritable_data_dir_is_a_clear_error() {
+    let dir = temp_dir();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let err = failing_start("", &format!("--listen 127.0.0.1:0 --data-dir {}/data", file.display()));
+    assert!(err.contains("cannot create data dir"), "{err}");
+}
+
+#[test]
+fn cpus_outside_the_affinity_mask_are_refused() {
+    let dir = temp_dir();
+    let args = format!("--listen 127.0.0.1:0 --data-dir {}", dir.path().display());
+    let err = failing_start("", &format!("{args} --cpus 4095"));
+    assert!(err.contains("not in this process's affinity mask"), "{err}");
+    // taskset narrows the mask to CPU 0: two shards no longer fit.
+    let err = failing_start("taskset -c 0", &format!("{args} --shards 2"));
+    assert!(err.contains("only 1 CPUs are available"), "{err}");
+}
+
+#[test]
+fn too_little_locked_memory_is_a_clear_error() {
+    let dir = temp_dir();
+    let err = failing_start(
+        "ulimit -l 64 &&",
+        &format!("--listen 127.0.0.1:0 --shards 1 --data-dir {}", dir.path().display()),
+    );
+    assert!(err.contains("locked-memory limit"), "{err}");
+}
+
+#[test]
+fn shards_share_one_port_and_all_answer() {
+    let server = Server::start("", &[]);
+    assert_ne!(server.addr.port(), 0);
+    assert_eq!(server.log().matches("listening on").count(), 1);
+    // The kernel spreads connections over both shards' listeners; all must be served.
+    for _ in 0..32 {
+        let mut stream = server.connect();
+        stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut stream).unwrap().status, 200);
+    }
+}
