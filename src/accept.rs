@@ -68,6 +68,14 @@ impl ConnTable {
         self.live.len()
     }
 
+    /// Shuts the read side of every live connection: a read waiting for the next
+    /// request ends, so the connection closes once its responses are written.
+    pub fn shutdown_reads(&self) {
+        for (_, &fd) in self.live.iter() {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+
     /// Takes a slot and a buffer set, or `None` at the connection limit.
     fn open(&mut self, fd: RawFd) -> Option<(usize, Buffers)> {
         if self.live.len() >= self.max {

@@ -80,6 +80,8 @@ struct FileConfig {
     cpus: Option<Vec<usize>>,
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
+    segment_bytes: Option<u64>,
+    debug_panic_patient: Option<String>,
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
@@ -106,9 +108,16 @@ pub struct Config {
     pub durability: Durability,
     pub limits: LimitsConfig,
     pub principals: Vec<Principal>,
+    /// Target size of a log segment before the next one starts.
+    pub segment_bytes: u64,
+    /// Test seam: a submission with this patientId makes the handler panic, to show
+    /// that a panic becomes a 500 and the shard lives on. Never set in production.
+    pub debug_panic_patient: Option<String>,
     /// Whether a config file was given (without one, an admin token is generated).
     pub from_file: bool,
 }
+
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -159,6 +168,8 @@ impl Config {
                 .unwrap_or(Durability::Sync),
             limits: file.limits,
             principals: file.principals,
+            segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
+            debug_panic_patient: file.debug_panic_patient,
             from_file: path.is_some(),
         };
         config.check()?;
@@ -173,6 +184,9 @@ impl Config {
         }
         if matches!(&self.cpus, Some(cpus) if cpus.is_empty()) {
             return bad("cpus", "must list at least one CPU");
+        }
+        if !(64 << 10..=1 << 40).contains(&self.segment_bytes) {
+            return bad("segment_bytes", "must be between 65536 and 1099511627776");
         }
         if l.max_body_bytes == 0 || l.max_body_bytes > 1 << 30 {
             return bad("limits.max_body_bytes", "must be between 1 and 1073741824");

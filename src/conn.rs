@@ -20,6 +20,7 @@ use crate::error::Reject;
 use crate::handlers;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{self, ConnHeader, CONTINUE};
+use crate::middleware;
 use crate::shard::Shard;
 
 /// Bytes of framing overhead allowed beyond head and body limits (chunk lines, trailers).
@@ -83,6 +84,7 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
     loop {
         // Frame and answer every complete request already buffered.
         let mut close = false;
+        let mut durable = None;
         while start < filled {
             request_began.get_or_insert_with(Instant::now);
             match parser.next(&bufs.read[start..filled], &mut bufs.body) {
@@ -95,7 +97,9 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
                 Ok(Step::Request(request)) => {
                     start += request.consumed;
                     request_began = None;
-                    if !handlers::dispatch(shard, &request, &mut bufs.write) {
+                    let outcome = middleware::handle(shard, &request, &mut bufs.write);
+                    durable = outcome.durable.max(durable);
+                    if !outcome.keep_alive {
                         close = true;
                         break;
                     }
@@ -107,11 +111,19 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
                 }
             }
         }
+        // One wait covers every stored record of the batch: sequence numbers of a shard
+        // become durable in order. If the log failed, nothing of the batch is sent: those
+        // records were not acknowledged, and the client sees the connection close.
+        if let (Some(seq), Some(log)) = (durable, shard.log()) {
+            if log.durable(seq).await.is_err() {
+                return Ok(Ending::Linger);
+            }
+        }
         if !bufs.write.is_empty() {
             stream.write_all(&bufs.write).await?;
             bufs.write.clear();
         }
-        if close {
+        if close || shard.is_shutting_down() {
             return Ok(Ending::Linger);
         }
 

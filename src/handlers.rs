@@ -1,60 +1,332 @@
-//! Dispatch: route the request and run its handler, writing exactly one response.
-//! The health endpoints are served here; the API endpoints answer 501 until their
-//! handlers exist.
+//! One function per endpoint. Each writes exactly one response into the connection's
+//! write buffer and says whether the connection continues and which stored record,
+//! if any, must be durable before the response may leave.
 
+use crate::clock;
+use crate::config::{Durability, Principal};
 use crate::error::Reject;
 use crate::http::parse::Head;
 use crate::http::request::Request;
 use crate::http::response::{self, ConnHeader, Status};
-use crate::route::{self, tree::allow_header, Route, Routed};
+use crate::log::record::Kind;
+use crate::log::LogError;
+use crate::middleware::may_access;
+use crate::route::tree::{allow_header, Params};
+use crate::route::Route;
 use crate::shard::Shard;
+use crate::validate::Invalid;
 
-/// Handles one request, appending its response to `out`. Returns whether the
-/// connection may carry another request.
-pub fn dispatch(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> bool {
-    let head = &request.head;
-    let conn = conn_header(head);
-    let date = shard.date.get();
-    match route::lookup(head.method, head.path) {
-        Routed::Found(route, _params) => match route {
-            Route::Healthz | Route::Livez => {
-                response::write(out, Status::Ok, &date, conn, response::TEXT, None, &[b"ok"]);
-            }
-            Route::Readyz if shard.is_ready() => {
-                response::write(out, Status::Ok, &date, conn, response::TEXT, None, &[b"ok"]);
-            }
-            Route::Readyz => {
-                response::write_json_error(
-                    out,
-                    Status::ServiceUnavailable,
-                    "not ready",
-                    &date,
-                    conn,
-                    None,
-                );
-            }
-            Route::Submit
-            | Route::AddTag
-            | Route::Subjects
-            | Route::Summary
-            | Route::Permissions => {
-                response::write_reject(out, Reject::NotImplemented, &date, conn, None);
-            }
-        },
-        Routed::MethodNotAllowed(allowed) => {
-            let mut allow = [0u8; 64];
-            let len = allow_header(allowed, &mut allow);
-            let extra = Some((&b"Allow"[..], &allow[..len]));
-            response::write_reject(out, Reject::MethodNotAllowed, &date, conn, extra);
+/// What the connection does after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub keep_alive: bool,
+    /// Write the response only once this record sequence number is durable.
+    pub durable: Option<u64>,
+}
+
+impl Outcome {
+    pub fn close() -> Outcome {
+        Outcome {
+            keep_alive: false,
+            durable: None,
         }
-        Routed::NotFound => response::write_reject(out, Reject::NotFound, &date, conn, None),
     }
-    head.keep_alive
+
+    fn after(head: &Head<'_>) -> Outcome {
+        Outcome {
+            keep_alive: head.keep_alive,
+            durable: None,
+        }
+    }
+}
+
+/// Runs the handler of `route` for an authenticated (where required) request.
+pub fn run(
+    shard: &Shard,
+    route: Route,
+    _params: &Params<'_>,
+    principal: Option<&Principal>,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    match (route, principal) {
+        (Route::Healthz | Route::Livez, _) => text_ok(shard, request, out),
+        (Route::Readyz, _) if shard.is_ready() => text_ok(shard, request, out),
+        (Route::Readyz, _) => refuse(shard, request, out, Status::ServiceUnavailable, "not ready"),
+        (Route::Submit, Some(who)) => submit(shard, who, request, out),
+        (Route::AddTag, Some(who)) => add_tag(shard, who, request, out),
+        _ => {
+            let date = shard.date.get();
+            response::write_reject(
+                out,
+                Reject::NotImplemented,
+                &date,
+                conn_header(&request.head),
+                None,
+            );
+            Outcome::after(&request.head)
+        }
+    }
+}
+
+fn text_ok(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    let date = shard.date.get();
+    response::write(
+        out,
+        Status::Ok,
+        &date,
+        conn_header(&request.head),
+        response::TEXT,
+        None,
+        &[b"ok"],
+    );
+    Outcome::after(&request.head)
+}
+
+/// `POST /epro/submit`: validate, check the project scope, append, acknowledge.
+fn submit(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    if let Some(refused) = require_json(shard, request, out) {
+        return refused;
+    }
+    let received_ns = clock::now_ns();
+    let stored = shard
+        .validator
+        .borrow_mut()
+        .submit(request.body, |submission| {
+            if submission
+                .project_id
+                .is_some_and(|project| !may_access(who, project))
+            {
+                return Stored::Forbidden;
+            }
+            if shard.config.debug_panic_patient.as_deref() == Some(submission.patient_id) {
+                panic!("debug_panic_patient matched");
+            }
+            store(shard, Kind::Report, who, received_ns, request.body)
+        });
+    match stored {
+        Err(invalid) => refuse_invalid(shard, request, out, invalid),
+        Ok(Stored::Forbidden) => refuse(
+            shard,
+            request,
+            out,
+            Status::Forbidden,
+            "this principal may not write to the report's projectId",
+        ),
+        Ok(Stored::Failed(e)) => refuse(
+            shard,
+            request,
+            out,
+            Status::ServiceUnavailable,
+            storage_message(e),
+        ),
+        Ok(Stored::Seq(seq)) => {
+            let mut id = [0u8; 32];
+            let id = format_id(shard.id as u16, seq, &mut id);
+            let at = clock::format_rfc3339(received_ns);
+            let body: [&[u8]; 5] = [
+                b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
+                id,
+                b"\",\"receivedAt\":\"",
+                &at,
+                b"\"}",
+            ];
+            let date = shard.date.get();
+            response::write(
+                out,
+                Status::Ok,
+                &date,
+                conn_header(&request.head),
+                response::JSON,
+                None,
+                &body,
+            );
+            durable_outcome(shard, request, seq)
+        }
+    }
+}
+
+/// `POST /api/v1/tags/add`: a tag is a record in the log like a report.
+fn add_tag(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    if let Some(refused) = require_json(shard, request, out) {
+        return refused;
+    }
+    let received_ns = clock::now_ns();
+    let stored = shard.validator.borrow_mut().tag(request.body, |_tag| {
+        store(shard, Kind::Tag, who, received_ns, request.body)
+    });
+    match stored {
+        Err(invalid) => refuse_invalid(shard, request, out, invalid),
+        Ok(Stored::Forbidden) => refuse(shard, request, out, Status::Forbidden, "forbidden"),
+        Ok(Stored::Failed(e)) => refuse(
+            shard,
+            request,
+            out,
+            Status::ServiceUnavailable,
+            storage_message(e),
+        ),
+        Ok(Stored::Seq(seq)) => {
+            let date = shard.date.get();
+            response::write(
+                out,
+                Status::Ok,
+                &date,
+                conn_header(&request.head),
+                response::JSON,
+                None,
+                &[b"{\"success\":true}"],
+            );
+            durable_outcome(shard, request, seq)
+        }
+    }
+}
+
+/// What storing a validated body came to.
+enum Stored {
+    Seq(u64),
+    Forbidden,
+    Failed(LogError),
+}
+
+fn store(shard: &Shard, kind: Kind, who: &Principal, received_ns: u64, body: &[u8]) -> Stored {
+    let appended = match shard.log() {
+        Some(log) => log.append(kind, &who.id, received_ns, body),
+        None => Err(LogError::Closed),
+    };
+    match appended {
+        Ok(seq) => Stored::Seq(seq),
+        Err(e) => Stored::Failed(e),
+    }
+}
+
+fn storage_message(e: LogError) -> &'static str {
+    match e {
+        LogError::Failed => "storage failed on this shard; writes are refused",
+        LogError::Closed => "not accepting writes (starting up or shutting down)",
+    }
+}
+
+fn durable_outcome(shard: &Shard, request: &Request<'_>, seq: u64) -> Outcome {
+    let sync = shard
+        .log()
+        .is_some_and(|log| log.durability() == Durability::Sync);
+    Outcome {
+        keep_alive: request.head.keep_alive,
+        durable: sync.then_some(seq),
+    }
+}
+
+/// 415 unless the body is declared `application/json` (parameters allowed).
+fn require_json(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Option<Outcome> {
+    let is_json = request.head.content_type.is_some_and(|ct| {
+        let media = ct.split(|&b| b == b';').next().unwrap_or(b"");
+        media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    });
+    (!is_json).then(|| {
+        refuse(
+            shard,
+            request,
+            out,
+            Status::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        )
+    })
+}
+
+/// The record id (`s<shard>-<seq>`, as [`record_id`] writes it) without allocating.
+fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
+    let mut shard_digits = itoa::Buffer::new();
+    let mut seq_digits = itoa::Buffer::new();
+    let mut n = 0;
+    for part in [
+        b"s",
+        shard_digits.format(shard).as_bytes(),
+        b"-",
+        seq_digits.format(seq).as_bytes(),
+    ] {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    &buf[..n]
+}
+
+fn refuse_invalid(
+    shard: &Shard,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+    invalid: Invalid,
+) -> Outcome {
+    let mut number = itoa::Buffer::new();
+    let [a, b, c] = invalid.message(&mut number);
+    let body: [&[u8]; 5] = [b"{\"error\":\"", a, b, c, b"\"}"];
+    let date = shard.date.get();
+    response::write(
+        out,
+        Status::BadRequest,
+        &date,
+        conn_header(&request.head),
+        response::JSON,
+        None,
+        &body,
+    );
+    Outcome::after(&request.head)
+}
+
+/// An error response that keeps the connection as the request asked.
+pub fn refuse(
+    shard: &Shard,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+    status: Status,
+    message: &str,
+) -> Outcome {
+    let date = shard.date.get();
+    response::write_json_error(
+        out,
+        status,
+        message,
+        &date,
+        conn_header(&request.head),
+        None,
+    );
+    Outcome::after(&request.head)
+}
+
+pub fn method_not_allowed(
+    shard: &Shard,
+    request: &Request<'_>,
+    allowed: u8,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let mut allow = [0u8; 64];
+    let len = allow_header(allowed, &mut allow);
+    let date = shard.date.get();
+    let extra = Some((&b"Allow"[..], &allow[..len]));
+    response::write_reject(
+        out,
+        Reject::MethodNotAllowed,
+        &date,
+        conn_header(&request.head),
+        extra,
+    );
+    Outcome::after(&request.head)
+}
+
+pub fn not_found(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    let date = shard.date.get();
+    response::write_reject(
+        out,
+        Reject::NotFound,
+        &date,
+        conn_header(&request.head),
+        None,
+    );
+    Outcome::after(&request.head)
 }
 
 /// What the response says about the connection: HTTP/1.0 keep-alive must be confirmed,
 /// a close must be announced.
-fn conn_header(head: &Head<'_>) -> ConnHeader {
+pub fn conn_header(head: &Head<'_>) -> ConnHeader {
     match (head.keep_alive, head.http10) {
         (false, _) => ConnHeader::Close,
         (true, true) => ConnHeader::KeepAlive,

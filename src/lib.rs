@@ -21,10 +21,14 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod log;
+pub mod middleware;
 pub mod route;
 pub mod shard;
+pub mod validate;

@@ -1,11 +1,16 @@
-//! `epro-ingest serve`: parse the command line and config, check the machine, start one
-//! shard per CPU, and turn any start-up failure into one clear message and exit code 1.
+//! `epro-ingest`: `serve` parses the command line and config, checks the machine,
+//! starts one shard per CPU and shuts down on SIGTERM/SIGINT; `export` and `verify`
+//! read a data directory offline. Every failure is one clear message and exit code 1.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use epro_ingest::config::{Config, Durability, Overrides};
+use epro_ingest::config::{Config, Durability, Overrides, Principal, Role};
+use epro_ingest::log::export;
 use epro_ingest::shard;
 
 #[derive(Parser)]
@@ -41,12 +46,21 @@ enum Command {
         #[arg(long, value_enum)]
         durability: Option<Durability>,
     },
+    /// Write every stored record as one JSON object per line to stdout.
+    Export {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Check every record of every segment; exit non-zero on corruption.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Serve {
             config,
             listen,
@@ -64,6 +78,11 @@ fn main() -> ExitCode {
                 durability,
             },
         ),
+        Command::Export { data_dir } => export::export(&data_dir, &mut std::io::stdout().lock())
+            .map(|count| {
+                log::info!("exported {count} records");
+            }),
+        Command::Verify { data_dir } => verify(&data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,20 +94,123 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
-    let config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
+    let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
     let cpus = shard::plan_cpus(&config)?;
     shard::check_memlock(cpus.len())?;
-    check_data_dir(&config)?;
-    shard::run(config, &cpus)
+    check_data_dir(&config, cpus.len())?;
+    if !config.from_file {
+        config.principals.push(generated_admin(&config.data_dir)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&stop))?;
+    shard::run(config, &cpus, stop)
 }
 
-/// The data directory must exist (it is created) and be writable before any shard starts.
-fn check_data_dir(config: &Config) -> Result<(), String> {
+/// The data directory must exist (it is created) and be writable, and hold no log of
+/// a shard this run would not start (its records would silently go unserved).
+fn check_data_dir(config: &Config, shards: usize) -> Result<(), String> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| format!("data dir {} is not writable: {e}", dir.display()))
+        .map_err(|e| format!("data dir {} is not writable: {e}", dir.display()))?;
+    let existing = export::shard_dirs(dir).map_err(|e| e.to_string())?;
+    if let Some((n, path)) = existing.iter().find(|(n, _)| usize::from(*n) >= shards) {
+        return Err(format!(
+            "data dir holds the log of shard {n} ({}) but only {shards} shards would start: \
+             start with at least {} shards",
+            path.display(),
+            n + 1
+        ));
+    }
+    Ok(())
+}
+
+/// Without a config file, the one principal is an admin whose token is generated once
+/// into `<data_dir>/admin.token` (mode 0600): never a shared default secret.
+fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin.token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(token) => token.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut random = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut random))
+                .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+            let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, token.as_bytes()))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            token
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    log::info!(
+        "no config file: admin bearer token is in {}",
+        path.display()
+    );
+    Ok(Principal {
+        id: "admin".to_string(),
+        token,
+        role: Role::Admin,
+        projects: vec!["*".to_string()],
+    })
+}
+
+/// SIGTERM and SIGINT set `stop`; each shard polls it and shuts down gracefully.
+fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: shutting down");
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+    Ok(())
+}
+
+fn verify(data_dir: &Path) -> Result<(), String> {
+    let reports = export::verify(data_dir)?;
+    let mut corrupt = 0;
+    for report in &reports {
+        match &report.result {
+            Ok(scan) => {
+                println!(
+                    "shard {}: {} segments, {} records, {} bytes, next sequence number {}",
+                    report.shard, scan.segments, scan.records, scan.record_bytes, scan.next_seq
+                );
+                if let Some(torn) = &scan.torn {
+                    println!(
+                        "shard {}: incomplete tail at {} offset {} ({}): being written, or torn by a crash \
+                         (cut at the next start)",
+                        report.shard,
+                        torn.path.display(),
+                        torn.offset,
+                        torn.reason
+                    );
+                }
+            }
+            Err(corruption) => {
+                corrupt += 1;
+                println!("shard {}: CORRUPT: {corruption}", report.shard);
+            }
+        }
+    }
+    if corrupt > 0 {
+        return Err(format!("{corrupt} of {} shards corrupt", reports.len()));
+    }
+    println!("ok: {} shards verified", reports.len());
+    Ok(())
 }

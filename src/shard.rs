@@ -2,19 +2,27 @@
 //! listener, connection table, buffers, cached `Date` and counters. Nothing here is
 //! shared with another shard; start-up is the only time shards wait on each other.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
-use log::info;
+use log::{info, warn};
 
 use crate::accept::{self, ConnTable};
 use crate::config::Config;
 use crate::http::date::DateCache;
 use crate::http::parse::Limits;
+use crate::log::recover::{scan_shard, shard_dir, ShardScan, TornTail};
+use crate::log::Log;
+use crate::validate::Validator;
+
+/// How long shutdown waits for in-flight requests before closing what is left.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Memory each executor registers with io_uring. It counts against `RLIMIT_MEMLOCK`
 /// (see [`check_memlock`]); 1 MiB keeps two shards inside the common 8 MiB default.
@@ -27,13 +35,24 @@ pub struct Shard {
     pub limits: Limits,
     pub date: Rc<DateCache>,
     pub conns: RefCell<ConnTable>,
-    ready: Cell<bool>,
+    pub validator: RefCell<Validator>,
+    /// Set once recovery is done.
+    log: OnceCell<Rc<Log>>,
+    shutting_down: Cell<bool>,
 }
 
 impl Shard {
-    /// `/readyz` answers 200 only while this is true.
+    /// `/readyz` answers 200 only while this is true: recovered, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.get()
+        self.log.get().is_some_and(|log| log.is_healthy()) && !self.shutting_down.get()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    pub fn log(&self) -> Option<&Rc<Log>> {
+        self.log.get()
     }
 }
 
@@ -109,17 +128,22 @@ pub fn check_memlock(shards: usize) -> Result<(), String> {
 ///
 /// Shard 0 binds first; the others bind the address it got, so `--listen 127.0.0.1:0`
 /// gives every shard the same port.
-pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
+pub fn run(config: Config, cpus: &[usize], stop: Arc<AtomicBool>) -> Result<(), String> {
     let config = Arc::new(config);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut addr = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
         let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let shard_config = Arc::clone(&config);
+        let ready = ready_tx.clone();
+        let stop = Arc::clone(&stop);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || async move { serve(id, shard_config, addr, bound_tx).await })
+            .spawn(
+                move || async move { serve(id, shard_config, addr, bound_tx, ready, stop).await },
+            )
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
         match bound_rx.recv() {
             Ok(Ok(bound)) => addr = bound,
@@ -140,6 +164,16 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         handles.push(handle);
     }
     info!("listening on {addr}");
+    drop(ready_tx);
+    // Every shard reports once its log is recovered; a corrupt log stops the server.
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(message),
+            Err(_) => return Err("a shard ended during start-up".to_string()),
+        }
+    }
+    info!("ready: {} shards recovered", handles.len());
     for (id, handle) in handles.into_iter().enumerate() {
         handle
             .join()
@@ -153,6 +187,8 @@ async fn serve(
     config: Arc<Config>,
     addr: SocketAddr,
     bound: mpsc::Sender<Result<SocketAddr, String>>,
+    ready: mpsc::Sender<Result<(), String>>,
+    stop: Arc<AtomicBool>,
 ) {
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(listener) => listener,
@@ -166,11 +202,110 @@ async fn serve(
         id,
         limits: config.limits.http(),
         conns: RefCell::new(ConnTable::new(config.limits.max_connections)),
+        validator: RefCell::new(Validator::default()),
         config,
         date: Rc::new(DateCache::new()),
-        ready: Cell::new(true),
+        log: OnceCell::new(),
+        shutting_down: Cell::new(false),
     });
     glommio::spawn_local(Rc::clone(&shard.date).run()).detach();
     let _ = bound.send(Ok(local));
-    accept::run(shard, listener).await;
+    // Serve (readyz says 503) while the log is recovered.
+    let acceptor = glommio::spawn_local(accept::run(Rc::clone(&shard), listener));
+    match recover(&shard).await {
+        Ok(log) => {
+            let _ = shard.log.set(log);
+            let _ = ready.send(Ok(()));
+        }
+        Err(message) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+    }
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown(&shard, acceptor).await;
+}
+
+/// Scans this shard's log on the blocking pool, cuts a torn tail, starts the flusher.
+async fn recover(shard: &Shard) -> Result<Rc<Log>, String> {
+    let dir = shard_dir(&shard.config.data_dir, shard.id);
+    let shard_no = shard.id as u16;
+    let scan_dir = dir.clone();
+    let began = Instant::now();
+    let scan: ShardScan = glommio::executor()
+        .spawn_blocking(move || -> Result<ShardScan, String> {
+            std::fs::create_dir_all(&scan_dir).map_err(|e| format!("creating {}: {e}", scan_dir.display()))?;
+            let scan = scan_shard(&scan_dir, shard_no, |_| {}).map_err(|c| {
+                format!(
+                    "shard {shard_no}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
+                )
+            })?;
+            if let Some(torn) = &scan.torn {
+                cut_torn_tail(torn).map_err(|e| format!("cutting torn tail of {}: {e}", torn.path.display()))?;
+            }
+            Ok(scan)
+        })
+        .await?;
+    if let Some(torn) = &scan.torn {
+        warn!(
+            "shard {}: cut torn tail of {} at offset {} ({}; {} unacknowledged records after it dropped)",
+            shard.id,
+            torn.path.display(),
+            torn.offset,
+            torn.reason,
+            torn.dropped_records
+        );
+    }
+    info!(
+        "shard {}: recovered {} records in {} segments in {:?}; next sequence number {}",
+        shard.id,
+        scan.records,
+        scan.segments,
+        began.elapsed(),
+        scan.next_seq
+    );
+    let config = &shard.config;
+    let log = Rc::new(Log::new(
+        shard_no,
+        dir,
+        config.segment_bytes,
+        config.durability,
+        scan.next_seq,
+    ));
+    let last = scan.last.map(|(segment, pos)| (segment.path, pos));
+    glommio::spawn_local(Rc::clone(&log).run_flusher(last)).detach();
+    Ok(log)
+}
+
+/// Zeroes the torn bytes so that nothing of them can ever read as a record again.
+fn cut_torn_tail(torn: &TornTail) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(&torn.path)?;
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = torn.offset;
+    while at < torn.dirty_end {
+        let n = (torn.dirty_end - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
+}
+
+/// Graceful shutdown: readyz turns 503, accepting stops, connections are told to close
+/// (idle ones at once, busy ones after their current responses), the log is synced.
+async fn shutdown(shard: &Shard, acceptor: glommio::Task<()>) {
+    shard.shutting_down.set(true);
+    let _ = acceptor.cancel().await;
+    shard.conns.borrow().shutdown_reads();
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while shard.conns.borrow().live() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(log) = shard.log() {
+        log.close();
+        log.stopped().await;
+    }
+    info!("shard {}: stopped", shard.id);
 }

@@ -6,7 +6,12 @@ use epro_ingest::route::{lookup, Route, Routed};
 
 /// One spec line: method, path, the route (or index) expected or the status, and the
 /// parameters expected.
-type Case<T> = (Method, &'static str, Result<T, u16>, &'static [(&'static str, &'static str)]);
+type Case<T> = (
+    Method,
+    &'static str,
+    Result<T, u16>,
+    &'static [(&'static str, &'static str)],
+);
 
 const API: &[Case<Route>] = &[
     (Get, "/healthz", Ok(Route::Healthz), &[]),

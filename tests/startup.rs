@@ -43,9 +43,16 @@ fn port_in_use_is_a_clear_error() {
     let dir = temp_dir();
     let err = failing_start(
         "",
-        &format!("--listen {} --shards 1 --data-dir {}", taken.local_addr().unwrap(), dir.path().display()),
+        &format!(
+            "--listen {} --shards 1 --data-dir {}",
+            taken.local_addr().unwrap(),
+            dir.path().display()
+        ),
     );
-    assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"), "{err}");
+    assert!(
+        err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,7 +81,10 @@ fn unwritable_data_dir_is_a_clear_error() {
     let dir = temp_dir();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let err = failing_start("", &format!("--listen 127.0.0.1:0 --data-dir {}/data", file.display()));
+    let err = failing_start(
+        "",
+        &format!("--listen 127.0.0.1:0 --data-dir {}/data", file.display()),
+    );
     assert!(err.contains("cannot create data dir"), "{err}");
 }
 
@@ -94,7 +104,10 @@ fn too_little_locked_memory_is_a_clear_error() {
     let dir = temp_dir();
     let err = failing_start(
         "ulimit -l 64 &&",
-        &format!("--listen 127.0.0.1:0 --shards 1 --data-dir {}", dir.path().display()),
+        &format!(
+            "--listen 127.0.0.1:0 --shards 1 --data-dir {}",
+            dir.path().display()
+        ),
     );
     assert!(err.contains("locked-memory limit"), "{err}");
 }
@@ -103,11 +116,18 @@ fn too_little_locked_memory_is_a_clear_error() {
 fn shards_share_one_port_and_all_answer() {
     let server = Server::start("", &[]);
     assert_ne!(server.addr.port(), 0);
-    assert_eq!(server.log().matches("listening on").count(), 1);
+    assert_eq!(
+        server.log().matches("listening on").count(),
+        1,
+        "{}",
+        server.log()
+    );
     // The kernel spreads connections over both shards' listeners; all must be served.
     for _ in 0..32 {
         let mut stream = server.connect();
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
         assert_eq!(read_response(&mut stream).unwrap().status, 200);
     }
 }

@@ -20,21 +20,30 @@ pub fn temp_dir() -> tempfile::TempDir {
 }
 
 pub struct Server {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts `serve` with 2 shards on 127.0.0.1:0, the given config file contents
-    /// (empty: no config file) and extra flags.
+    /// (empty: no config file) and extra flags, and waits until it is ready.
     pub fn start(config: &str, extra: &[&str]) -> Server {
-        Self::try_start(config, extra).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+        Self::start_in(temp_dir(), config, extra)
     }
 
-    pub fn try_start(config: &str, extra: &[&str]) -> Result<Server, String> {
-        let dir = temp_dir();
+    /// As [`Server::start`], over an existing directory (for restarts).
+    pub fn start_in(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Server {
+        Self::try_start_in(dir, config, extra)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    pub fn try_start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let data = dir.path().join("data");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -48,16 +57,22 @@ impl Server {
         }
         cmd.args(extra);
         let (child, addr, log) = spawn_and_wait(cmd)?;
-        Ok(Server {
-            child,
+        let server = Server {
+            child: Some(child),
             addr,
-            dir,
+            dir: Some(dir),
             log,
-        })
+        };
+        if !wait_until(Duration::from_secs(30), || {
+            server.log().contains("] ready: ")
+        }) {
+            return Err(format!("never ready:\n{}", server.log()));
+        }
+        Ok(server)
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.dir.as_ref().unwrap().path().join("data")
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -75,14 +90,50 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// The admin bearer token generated without a config file.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token")).expect("admin.token")
+    }
+
+    /// `kill -9`; returns the directory for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        self.dir.take().unwrap()
+    }
+
+    /// SIGTERM, then waits (up to 30 s) for the exit status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let began = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if began.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("server did not exit after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        (status, self.dir.take().unwrap())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

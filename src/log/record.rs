@@ -1,0 +1,199 @@
+//! The on-disk format, byte by byte. All integers are little-endian.
+//!
+//! A segment file starts with a 32-byte header:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `EPROLOG\0` |
+//! | 8 | 2 | format version, `1` |
+//! | 10 | 2 | shard number |
+//! | 12 | 4 | reserved, zero |
+//! | 16 | 8 | sequence number of the segment's first record |
+//! | 24 | 4 | CRC32C of bytes 0..24 |
+//! | 28 | 4 | reserved, zero |
+//!
+//! Records follow back to back. Each is an 8-byte frame and a payload:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
+//! | 4 | 4 | `len`: payload bytes, 24 + principal + body |
+//! | 8 | 1 | kind: 1 report, 2 tag (other values reserved) |
+//! | 9 | 1 | principal length `p` (1..=255) |
+//! | 10 | 2 | shard number |
+//! | 12 | 8 | sequence number |
+//! | 20 | 8 | server receive time, nanoseconds since the Unix epoch, UTC |
+//! | 28 | 4 | body length `b` |
+//! | 32 | p | principal id, UTF-8 |
+//! | 32+p | b | the request body exactly as received |
+//!
+//! A reader never trusts `len` alone: it must be at least 24, at most
+//! [`MAX_PAYLOAD`], fit in the file, agree with `24 + p + b`, and the CRC (which covers
+//! the length) must match; the shard and sequence number must be the ones expected at
+//! that position. After the last record the file holds zeros (preallocated space), so a
+//! frame of eight zero bytes ends the segment.
+
+/// Segment header size.
+pub const HEADER_LEN: usize = 32;
+pub const MAGIC: &[u8; 8] = b"EPROLOG\0";
+pub const VERSION: u16 = 1;
+/// Frame (CRC + length) plus the fixed part of the payload.
+pub const FIXED_LEN: usize = 8 + 24;
+/// Largest payload a reader accepts: a body limit of 1 GiB plus principal and fixed part.
+pub const MAX_PAYLOAD: usize = (1 << 30) + 24 + 255;
+
+/// What a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Report = 1,
+    Tag = 2,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Report),
+            2 => Some(Kind::Tag),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Report => "report",
+            Kind::Tag => "tag",
+        }
+    }
+}
+
+/// A record read back from a segment, borrowing its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub kind: Kind,
+    pub shard: u16,
+    pub seq: u64,
+    pub received_ns: u64,
+    pub principal: &'a str,
+    pub body: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Encoded size of a record with this principal and body.
+    pub fn encoded_len(principal: &str, body: &[u8]) -> usize {
+        FIXED_LEN + principal.len() + body.len()
+    }
+
+    /// Appends the encoded record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let payload = 24 + self.principal.len() + self.body.len();
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(payload as u32).to_le_bytes());
+        out.push(self.kind as u8);
+        out.push(self.principal.len() as u8);
+        out.extend_from_slice(&self.shard.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.received_ns.to_le_bytes());
+        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.principal.as_bytes());
+        out.extend_from_slice(self.body);
+        let crc = crc32c::crc32c(&out[start + 4..]);
+        out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// What is at an offset of a segment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A valid record and its encoded length.
+    Record(Record<'a>, usize),
+    /// Eight zero bytes, or the end of the file: no more records here.
+    End,
+    /// Something that is not a valid record; the reason names the check that failed.
+    Invalid(&'static str),
+}
+
+/// Decodes the record at the start of `buf`; `expect` is the (shard, seq) it must carry.
+pub fn decode(buf: &[u8], expect: (u16, u64)) -> Decoded<'_> {
+    if buf.len() < 8 {
+        return if buf.iter().all(|&b| b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid("truncated record frame")
+        };
+    }
+    let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default());
+    let len = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default()) as usize;
+    if crc == 0 && len == 0 {
+        return Decoded::End;
+    }
+    if !(24..=MAX_PAYLOAD).contains(&len) {
+        return Decoded::Invalid("record length out of range");
+    }
+    if 8 + len > buf.len() {
+        return Decoded::Invalid("record extends past the end of the file");
+    }
+    if crc32c::crc32c(&buf[4..8 + len]) != crc {
+        return Decoded::Invalid("record checksum mismatch");
+    }
+    let p = &buf[8..8 + len];
+    let Some(kind) = Kind::from_byte(p[0]) else {
+        return Decoded::Invalid("unknown record kind");
+    };
+    let principal_len = p[1] as usize;
+    let shard = u16::from_le_bytes([p[2], p[3]]);
+    let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
+    let received_ns = u64::from_le_bytes(p[12..20].try_into().unwrap_or_default());
+    let body_len = u32::from_le_bytes(p[20..24].try_into().unwrap_or_default()) as usize;
+    if 24 + principal_len + body_len != len {
+        return Decoded::Invalid("record field lengths disagree with the frame");
+    }
+    if (shard, seq) != expect {
+        return Decoded::Invalid("record shard or sequence number out of order");
+    }
+    let Ok(principal) = std::str::from_utf8(&p[24..24 + principal_len]) else {
+        return Decoded::Invalid("principal is not UTF-8");
+    };
+    let record = Record {
+        kind,
+        shard,
+        seq,
+        received_ns,
+        principal,
+        body: &p[24 + principal_len..],
+    };
+    Decoded::Record(record, 8 + len)
+}
+
+/// Encodes a segment header.
+pub fn encode_header(shard: u16, first_seq: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&shard.to_le_bytes());
+    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decodes a segment header into (shard, first sequence number).
+pub fn decode_header(buf: &[u8]) -> Result<(u16, u64), &'static str> {
+    if buf.len() < HEADER_LEN {
+        return Err("segment shorter than its header");
+    }
+    if &buf[0..8] != MAGIC {
+        return Err("bad segment magic");
+    }
+    let crc = u32::from_le_bytes(buf[24..28].try_into().unwrap_or_default());
+    if crc32c::crc32c(&buf[0..24]) != crc {
+        return Err("segment header checksum mismatch");
+    }
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    if version != VERSION {
+        return Err("unsupported segment format version");
+    }
+    let shard = u16::from_le_bytes([buf[10], buf[11]]);
+    let first_seq = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
+    Ok((shard, first_seq))
+}

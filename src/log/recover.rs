@@ -1,0 +1,227 @@
+//! Reading a shard's log back: at start-up (verify, cut a torn tail, resume), and for
+//! the offline `export` and `verify` commands, which may run beside a live server.
+//!
+//! The rule for a bad record: the log is written one batch at a time and a batch is
+//! acknowledged only after its `fdatasync`, so only the last batch of the last segment
+//! can be torn by a crash, and every record of that batch starts within [`BATCH_MAX`]
+//! bytes of the batch's start. An invalid record in the last segment with no valid
+//! record after it, or with valid records only within `BATCH_MAX` bytes of it, is a torn
+//! tail: cut (zeroed) at recovery. Anything else (a bad record with valid ones later, in
+//! an earlier segment, or a sequence gap between segments) is corruption of data that
+//! was acknowledged: the server refuses to start and names the file and offset.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::log::record::{decode, decode_header, Decoded, Record, HEADER_LEN};
+
+/// Most bytes one write batch holds (a single larger record is a batch of its own).
+pub const BATCH_MAX: usize = 1 << 20;
+
+/// A segment file of a shard.
+#[derive(Clone, Debug)]
+pub struct SegmentFile {
+    pub path: PathBuf,
+    pub first_seq: u64,
+}
+
+/// Segment files are named by their first sequence number, 20 digits, so names sort
+/// in log order.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard}"))
+}
+
+/// The segment files of a shard directory, in order. A missing directory has none.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("listing {}: {e}", dir.display()),
+            ))
+        }
+    };
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        if let Ok(first_seq) = stem.parse::<u64>() {
+            segments.push(SegmentFile {
+                path: entry.path(),
+                first_seq,
+            });
+        }
+    }
+    segments.sort_by_key(|s| s.first_seq);
+    Ok(segments)
+}
+
+/// Corruption that must not be cut silently.
+#[derive(Debug)]
+pub struct Corruption {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+/// A torn tail found at the end of the last segment.
+#[derive(Debug, Clone)]
+pub struct TornTail {
+    pub path: PathBuf,
+    pub offset: u64,
+    /// Where the non-zero bytes after `offset` end (what a cut must zero).
+    pub dirty_end: u64,
+    /// Valid-looking records after the torn one, dropped with it (never acknowledged).
+    pub dropped_records: u64,
+    pub reason: &'static str,
+}
+
+/// What a scan of one shard found.
+#[derive(Debug, Default)]
+pub struct ShardScan {
+    pub segments: usize,
+    pub records: u64,
+    pub record_bytes: u64,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// The last segment and the offset where its valid records end.
+    pub last: Option<(SegmentFile, u64)>,
+    pub torn: Option<TornTail>,
+}
+
+/// Scans every segment of shard `shard` in `dir`, calling `each` for every valid
+/// record in order. Corruption is an error; a torn tail is reported, not changed.
+pub fn scan_shard(
+    dir: &Path,
+    shard: u16,
+    mut each: impl FnMut(&Record<'_>),
+) -> Result<ShardScan, Corruption> {
+    let io_err = |path: &Path, e: io::Error| Corruption {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: format!("cannot read: {e}"),
+    };
+    let segments = list_segments(dir).map_err(|e| io_err(dir, e))?;
+    let mut scan = ShardScan {
+        next_seq: 1,
+        ..ShardScan::default()
+    };
+    for (i, segment) in segments.iter().enumerate() {
+        let is_last = i + 1 == segments.len();
+        let bytes = fs::read(&segment.path).map_err(|e| io_err(&segment.path, e))?;
+        let corrupt = |offset: usize, reason: String| Corruption {
+            path: segment.path.clone(),
+            offset: offset as u64,
+            reason,
+        };
+        let (header_shard, first_seq) =
+            decode_header(&bytes).map_err(|r| corrupt(0, r.to_string()))?;
+        if header_shard != shard || first_seq != segment.first_seq {
+            return Err(corrupt(
+                0,
+                "segment header disagrees with its shard or file name".into(),
+            ));
+        }
+        if first_seq != scan.next_seq && !(i == 0 && first_seq > 0) {
+            return Err(corrupt(
+                0,
+                format!(
+                    "sequence gap: expected first record {}, segment starts at {first_seq}",
+                    scan.next_seq
+                ),
+            ));
+        }
+        scan.next_seq = first_seq;
+        scan.segments += 1;
+        let mut offset = HEADER_LEN;
+        loop {
+            match decode(&bytes[offset..], (shard, scan.next_seq)) {
+                Decoded::Record(record, len) => {
+                    each(&record);
+                    scan.records += 1;
+                    scan.record_bytes += len as u64;
+                    scan.next_seq += 1;
+                    offset += len;
+                }
+                Decoded::End => break,
+                Decoded::Invalid(reason) => {
+                    let later = valid_records_after(&bytes, offset + 1, shard, scan.next_seq);
+                    let torn = is_last && later.iter().all(|&at| at < offset + BATCH_MAX);
+                    if !torn {
+                        let at = later.first().copied().unwrap_or(offset);
+                        return Err(corrupt(
+                            offset,
+                            format!("{reason}, and a valid record follows at offset {at}"),
+                        ));
+                    }
+                    let dirty_end = bytes
+                        .iter()
+                        .rposition(|&b| b != 0)
+                        .map_or(offset, |i| i + 1);
+                    scan.torn = Some(TornTail {
+                        path: segment.path.clone(),
+                        offset: offset as u64,
+                        dirty_end: dirty_end.max(offset) as u64,
+                        dropped_records: later.len() as u64,
+                        reason,
+                    });
+                    break;
+                }
+            }
+        }
+        if is_last {
+            scan.last = Some((segment.clone(), offset as u64));
+        } else if offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
+            return Err(corrupt(
+                offset,
+                "bytes after the last record of a closed segment".into(),
+            ));
+        }
+    }
+    Ok(scan)
+}
+
+/// Offsets from `from` on where a record of `shard` with a sequence number of at least
+/// `min_seq` decodes. Cheap checks first: most offsets fail on the length or kind.
+fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut at = from;
+    while at + 32 <= bytes.len() {
+        let p = &bytes[at + 8..];
+        let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
+        let plausible =
+            matches!(p[0], 1 | 2) && u16::from_le_bytes([p[2], p[3]]) == shard && seq >= min_seq;
+        if plausible {
+            if let Decoded::Record(_, len) = decode(&bytes[at..], (shard, seq)) {
+                found.push(at);
+                at += len;
+                continue;
+            }
+        }
+        at += 1;
+    }
+    found
+}

@@ -1,0 +1,211 @@
+//! Request bodies: JSON parsed with simd-json into a reused tape, checked field by
+//! field, returning strings borrowed from the parse. The body itself is never changed:
+//! simd-json parses in place, so it parses a copy in a reused scratch buffer, and what
+//! is stored is the original bytes.
+//!
+//! Rules: the body is a JSON object; a required field missing, of the wrong type or
+//! empty is refused naming the field; optional fields, when present, are non-empty
+//! strings; a field given twice is refused (which one would count is ambiguous);
+//! identifiers are at most [`MAX_ID`] bytes; unknown fields are allowed and kept.
+
+use simd_json::prelude::*;
+use simd_json::tape::{Object, Value};
+use simd_json::{Buffers, Tape};
+
+/// Longest identifier accepted (patient, project, site, submission, tag).
+pub const MAX_ID: usize = 128;
+
+/// Why a body was refused: the message names the field and the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not JSON; the byte offset where parsing failed.
+    Malformed(usize),
+    NotObject,
+    Missing(&'static str),
+    NotString(&'static str),
+    Empty(&'static str),
+    TooLong(&'static str),
+    Duplicate(&'static str),
+    ReportDataType,
+    Timestamp,
+}
+
+impl Invalid {
+    /// Writes the message; every part is JSON-safe.
+    pub fn message<'a>(&self, number: &'a mut itoa::Buffer) -> [&'a [u8]; 3] {
+        let field = |f: &'static str, rule: &'static str| -> [&'a [u8]; 3] {
+            [f.as_bytes(), rule.as_bytes(), b""]
+        };
+        match *self {
+            Invalid::Malformed(at) => [
+                b"malformed JSON at byte ",
+                number.format(at).as_bytes(),
+                b"",
+            ],
+            Invalid::NotObject => [b"body must be a JSON object", b"", b""],
+            Invalid::Missing(f) => field(f, " is required"),
+            Invalid::NotString(f) => field(f, " must be a string"),
+            Invalid::Empty(f) => field(f, " must not be empty"),
+            Invalid::TooLong(f) => field(f, " is longer than 128 bytes"),
+            Invalid::Duplicate(f) => field(f, " is given more than once"),
+            Invalid::ReportDataType => {
+                [b"reportData must be a non-empty string or object", b"", b""]
+            }
+            Invalid::Timestamp => [b"timestamp must be an RFC 3339 date-time", b"", b""],
+        }
+    }
+}
+
+/// A valid `/epro/submit` body.
+#[derive(Debug, Default)]
+pub struct Submission<'a> {
+    pub patient_id: &'a str,
+    pub project_id: Option<&'a str>,
+    pub site_id: Option<&'a str>,
+    pub submission_id: Option<&'a str>,
+}
+
+/// A valid `/api/v1/tags/add` body.
+#[derive(Debug, Default)]
+pub struct TagAdd<'a> {
+    pub patient_id: &'a str,
+    pub tag_name: &'a str,
+}
+
+/// One shard's reusable parse state.
+pub struct Validator {
+    scratch: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Validator {
+            scratch: Vec::with_capacity(4096),
+            buffers: Buffers::new(4096),
+            tape: Some(Tape::null()),
+        }
+    }
+}
+
+impl Validator {
+    /// Validates a submission; `then` runs on the valid fields while they are borrowed.
+    pub fn submit<R>(
+        &mut self,
+        body: &[u8],
+        then: impl FnOnce(&Submission<'_>) -> R,
+    ) -> Result<R, Invalid> {
+        self.parse(body, |object| {
+            let mut fields: [Option<Value<'_, '_>>; 6] = Default::default();
+            const NAMES: [&str; 6] = [
+                "patientId",
+                "reportData",
+                "timestamp",
+                "projectId",
+                "siteId",
+                "submissionId",
+            ];
+            collect(object, &NAMES, &mut fields)?;
+            let [patient, report, timestamp, project, site, submission] = fields;
+            let patient_id = required_id(patient, "patientId")?;
+            match report {
+                None => return Err(Invalid::Missing("reportData")),
+                Some(v) => match (v.as_str(), v.as_object()) {
+                    (Some(s), _) if !s.is_empty() => {}
+                    (_, Some(o)) if !o.is_empty() => {}
+                    _ => return Err(Invalid::ReportDataType),
+                },
+            }
+            if let Some(v) = timestamp {
+                let text = v.as_str().ok_or(Invalid::NotString("timestamp"))?;
+                if !crate::clock::is_rfc3339(text) {
+                    return Err(Invalid::Timestamp);
+                }
+            }
+            let submission = Submission {
+                patient_id,
+                project_id: optional_id(project, "projectId")?,
+                site_id: optional_id(site, "siteId")?,
+                submission_id: optional_id(submission, "submissionId")?,
+            };
+            Ok(then(&submission))
+        })
+    }
+
+    /// Validates a tag; `then` runs on the valid fields while they are borrowed.
+    pub fn tag<R>(
+        &mut self,
+        body: &[u8],
+        then: impl FnOnce(&TagAdd<'_>) -> R,
+    ) -> Result<R, Invalid> {
+        self.parse(body, |object| {
+            let mut fields: [Option<Value<'_, '_>>; 2] = Default::default();
+            collect(object, &["patientId", "tagName"], &mut fields)?;
+            let [patient, tag] = fields;
+            let tag = TagAdd {
+                patient_id: required_id(patient, "patientId")?,
+                tag_name: required_id(tag, "tagName")?,
+            };
+            Ok(then(&tag))
+        })
+    }
+
+    /// Parses `body` (a copy of it: simd-json parses in place) into the reused tape.
+    fn parse<R>(
+        &mut self,
+        body: &[u8],
+        f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalid>,
+    ) -> Result<R, Invalid> {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(body);
+        let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
+            Err(e) => Err(Invalid::Malformed(e.index())),
+            Ok(()) => match tape.as_value().as_object() {
+                None => Err(Invalid::NotObject),
+                Some(object) => f(&object),
+            },
+        };
+        self.tape = Some(tape.reset());
+        result
+    }
+}
+
+/// Picks the named fields out of `object`, refusing a name given twice.
+fn collect<'t, 'i>(
+    object: &Object<'t, 'i>,
+    names: &[&'static str],
+    out: &mut [Option<Value<'t, 'i>>],
+) -> Result<(), Invalid> {
+    for (key, value) in object.iter() {
+        if let Some(i) = names.iter().position(|n| *n == key) {
+            if out[i].is_some() {
+                return Err(Invalid::Duplicate(names[i]));
+            }
+            out[i] = Some(value);
+        }
+    }
+    Ok(())
+}
+
+fn required_id<'i>(value: Option<Value<'_, 'i>>, name: &'static str) -> Result<&'i str, Invalid> {
+    optional_id(value, name)?.ok_or(Invalid::Missing(name))
+}
+
+fn optional_id<'i>(
+    value: Option<Value<'_, 'i>>,
+    name: &'static str,
+) -> Result<Option<&'i str>, Invalid> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.into_string().ok_or(Invalid::NotString(name))?;
+    if text.is_empty() {
+        return Err(Invalid::Empty(name));
+    }
+    if text.len() > MAX_ID {
+        return Err(Invalid::TooLong(name));
+    }
+    Ok(Some(text))
+}
