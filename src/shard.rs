@@ -17,7 +17,7 @@ use crate::accept::{self, ConnTable};
 use crate::config::Config;
 use crate::http::date::DateCache;
 use crate::http::parse::Limits;
-use crate::log::recover::{scan_shard, shard_dir, ShardScan, TornTail};
+use crate::log::recover::{remove_unfinished, scan_shard, shard_dir, ShardScan, TornTail};
 use crate::log::Log;
 use crate::validate::Validator;
 
@@ -237,6 +237,7 @@ async fn recover(shard: &Shard) -> Result<Rc<Log>, String> {
     let scan: ShardScan = glommio::executor()
         .spawn_blocking(move || -> Result<ShardScan, String> {
             std::fs::create_dir_all(&scan_dir).map_err(|e| format!("creating {}: {e}", scan_dir.display()))?;
+            remove_unfinished(&scan_dir).map_err(|e| format!("cleaning {}: {e}", scan_dir.display()))?;
             let scan = scan_shard(&scan_dir, shard_no, |_| {}).map_err(|c| {
                 format!(
                     "shard {shard_no}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""

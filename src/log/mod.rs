@@ -49,6 +49,10 @@ struct State {
     pending: Vec<u8>,
     spare: Vec<u8>,
     next_seq: u64,
+    /// The write group being filled in `pending`: its first record and its size. A new
+    /// group starts with an empty `pending` or when one would pass `BATCH_MAX`.
+    group_first_seq: u64,
+    group_bytes: usize,
     /// Every record up to this sequence number is on stable storage.
     durable_seq: u64,
     failed: bool,
@@ -86,6 +90,8 @@ impl Log {
                 pending: Vec::with_capacity(BATCH_MAX),
                 spare: Vec::with_capacity(BATCH_MAX),
                 next_seq,
+                group_first_seq: next_seq,
+                group_bytes: 0,
                 durable_seq: next_seq - 1,
                 failed: false,
                 closed: false,
@@ -123,11 +129,19 @@ impl Log {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
+        let len = Record::encoded_len(principal, body);
+        if state.pending.is_empty() || state.group_bytes + len > BATCH_MAX {
+            state.group_first_seq = seq;
+            state.group_bytes = 0;
+        }
+        state.group_bytes += len;
         let record = Record {
             kind,
             shard: self.shard,
             seq,
             received_ns,
+            // Bounded by BATCH_MAX records.
+            group_index: (seq - state.group_first_seq) as u32,
             principal,
             body,
         };
@@ -252,25 +266,19 @@ impl Log {
     }
 }
 
-/// The records of `batch` from `at` that fit in one write of at most `BATCH_MAX`
-/// bytes (at least one record): (end offset, first and last sequence numbers).
+/// The write group of `batch` starting at `at` (groups were cut by `append` at
+/// `BATCH_MAX` bytes): (end offset, first and last sequence numbers).
 fn chunk(batch: &[u8], at: usize) -> (usize, u64, u64) {
-    let seq_at = |offset: usize| {
-        u64::from_le_bytes(
-            batch[offset + 12..offset + 20]
-                .try_into()
-                .unwrap_or_default(),
-        )
+    let field = |offset: usize, range: std::ops::Range<usize>| -> u64 {
+        let bytes = &batch[offset + range.start..offset + range.end];
+        bytes.iter().rev().fold(0, |n, &b| (n << 8) | u64::from(b))
     };
-    let len_at = |offset: usize| {
-        8 + u32::from_le_bytes(batch[offset + 4..offset + 8].try_into().unwrap_or_default())
-            as usize
-    };
-    let first_seq = seq_at(at);
-    let mut end = at + len_at(at);
+    let len_at = |offset: usize| 8 + field(offset, 4..8) as usize;
+    let first_seq = field(at, 12..20);
     let mut last_seq = first_seq;
-    while end < batch.len() && end + len_at(end) - at <= BATCH_MAX {
-        last_seq = seq_at(end);
+    let mut end = at + len_at(at);
+    while end < batch.len() && field(end, 32..36) != 0 {
+        last_seq = field(end, 12..20);
         end += len_at(end);
     }
     (end, first_seq, last_seq)

@@ -17,18 +17,24 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
-//! | 4 | 4 | `len`: payload bytes, 24 + principal + body |
+//! | 4 | 4 | `len`: payload bytes, 28 + principal + body |
 //! | 8 | 1 | kind: 1 report, 2 tag (other values reserved) |
 //! | 9 | 1 | principal length `p` (1..=255) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
 //! | 20 | 8 | server receive time, nanoseconds since the Unix epoch, UTC |
 //! | 28 | 4 | body length `b` |
-//! | 32 | p | principal id, UTF-8 |
-//! | 32+p | b | the request body exactly as received |
+//! | 32 | 4 | group index: the record's position in its write group (0 starts a group) |
+//! | 36 | p | principal id, UTF-8 |
+//! | 36+p | b | the request body exactly as received |
 //!
-//! A reader never trusts `len` alone: it must be at least 24, at most
-//! [`MAX_PAYLOAD`], fit in the file, agree with `24 + p + b`, and the CRC (which covers
+//! A *write group* is the set of records written by one `write` + `fdatasync`; groups
+//! are written strictly one after another. So `seq - group index` names the group, and
+//! recovery can tell a torn last group (every valid record after a bad one belongs to
+//! the bad one's group) from corruption of acknowledged data (a later group exists).
+//!
+//! A reader never trusts `len` alone: it must be at least 28, at most
+//! [`MAX_PAYLOAD`], fit in the file, agree with `28 + p + b`, and the CRC (which covers
 //! the length) must match; the shard and sequence number must be the ones expected at
 //! that position. After the last record the file holds zeros (preallocated space), so a
 //! frame of eight zero bytes ends the segment.
@@ -37,10 +43,12 @@
 pub const HEADER_LEN: usize = 32;
 pub const MAGIC: &[u8; 8] = b"EPROLOG\0";
 pub const VERSION: u16 = 1;
+/// Fixed part of the payload.
+const FIXED_PAYLOAD: usize = 28;
 /// Frame (CRC + length) plus the fixed part of the payload.
-pub const FIXED_LEN: usize = 8 + 24;
+pub const FIXED_LEN: usize = 8 + FIXED_PAYLOAD;
 /// Largest payload a reader accepts: a body limit of 1 GiB plus principal and fixed part.
-pub const MAX_PAYLOAD: usize = (1 << 30) + 24 + 255;
+pub const MAX_PAYLOAD: usize = (1 << 30) + FIXED_PAYLOAD + 255;
 
 /// What a record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +81,8 @@ pub struct Record<'a> {
     pub shard: u16,
     pub seq: u64,
     pub received_ns: u64,
+    /// Position in its write group; `seq - group_index` is the group's first record.
+    pub group_index: u32,
     pub principal: &'a str,
     pub body: &'a [u8],
 }
@@ -86,7 +96,7 @@ impl Record<'_> {
     /// Appends the encoded record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        let payload = 24 + self.principal.len() + self.body.len();
+        let payload = FIXED_PAYLOAD + self.principal.len() + self.body.len();
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&(payload as u32).to_le_bytes());
         out.push(self.kind as u8);
@@ -95,6 +105,7 @@ impl Record<'_> {
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.received_ns.to_le_bytes());
         out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.group_index.to_le_bytes());
         out.extend_from_slice(self.principal.as_bytes());
         out.extend_from_slice(self.body);
         let crc = crc32c::crc32c(&out[start + 4..]);
@@ -113,8 +124,9 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the record at the start of `buf`; `expect` is the (shard, seq) it must carry.
-pub fn decode(buf: &[u8], expect: (u16, u64)) -> Decoded<'_> {
+/// Decodes the record at the start of `buf`; `expect` is the (shard, seq) it must carry
+/// (`None`: any, for searching past a bad record).
+pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     if buf.len() < 8 {
         return if buf.iter().all(|&b| b == 0) {
             Decoded::End
@@ -127,7 +139,7 @@ pub fn decode(buf: &[u8], expect: (u16, u64)) -> Decoded<'_> {
     if crc == 0 && len == 0 {
         return Decoded::End;
     }
-    if !(24..=MAX_PAYLOAD).contains(&len) {
+    if !(FIXED_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
         return Decoded::Invalid("record length out of range");
     }
     if 8 + len > buf.len() {
@@ -145,13 +157,18 @@ pub fn decode(buf: &[u8], expect: (u16, u64)) -> Decoded<'_> {
     let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
     let received_ns = u64::from_le_bytes(p[12..20].try_into().unwrap_or_default());
     let body_len = u32::from_le_bytes(p[20..24].try_into().unwrap_or_default()) as usize;
-    if 24 + principal_len + body_len != len {
+    let group_index = u32::from_le_bytes(p[24..28].try_into().unwrap_or_default());
+    if FIXED_PAYLOAD + principal_len + body_len != len {
         return Decoded::Invalid("record field lengths disagree with the frame");
     }
-    if (shard, seq) != expect {
+    if expect.is_some_and(|e| e != (shard, seq)) {
         return Decoded::Invalid("record shard or sequence number out of order");
     }
-    let Ok(principal) = std::str::from_utf8(&p[24..24 + principal_len]) else {
+    if u64::from(group_index) >= seq {
+        return Decoded::Invalid("record group index beyond its sequence number");
+    }
+    let Ok(principal) = std::str::from_utf8(&p[FIXED_PAYLOAD..FIXED_PAYLOAD + principal_len])
+    else {
         return Decoded::Invalid("principal is not UTF-8");
     };
     let record = Record {
@@ -159,8 +176,9 @@ pub fn decode(buf: &[u8], expect: (u16, u64)) -> Decoded<'_> {
         shard,
         seq,
         received_ns,
+        group_index,
         principal,
-        body: &p[24 + principal_len..],
+        body: &p[FIXED_PAYLOAD + principal_len..],
     };
     Decoded::Record(record, 8 + len)
 }

@@ -1,14 +1,16 @@
 //! Reading a shard's log back: at start-up (verify, cut a torn tail, resume), and for
 //! the offline `export` and `verify` commands, which may run beside a live server.
 //!
-//! The rule for a bad record: the log is written one batch at a time and a batch is
-//! acknowledged only after its `fdatasync`, so only the last batch of the last segment
-//! can be torn by a crash, and every record of that batch starts within [`BATCH_MAX`]
-//! bytes of the batch's start. An invalid record in the last segment with no valid
-//! record after it, or with valid records only within `BATCH_MAX` bytes of it, is a torn
-//! tail: cut (zeroed) at recovery. Anything else (a bad record with valid ones later, in
-//! an earlier segment, or a sequence gap between segments) is corruption of data that
-//! was acknowledged: the server refuses to start and names the file and offset.
+//! The rule for a bad record: the log is written one write group at a time (one write,
+//! one `fdatasync`), the next group only after the previous one is synced, and a record
+//! is acknowledged only once its group is synced. So only the last group of the last
+//! segment can be torn by a crash. Each record carries its position in its group, so
+//! `seq - group index` names its group. An invalid record in the last segment after
+//! which every valid record belongs to a group that started at or before it (or after
+//! which nothing valid follows) is a torn tail: cut (zeroed) at recovery. A valid record
+//! of a *later* group after a bad one, a bad record in an earlier segment, or a
+//! sequence gap between segments is corruption of acknowledged data: the server refuses
+//! to start and names the file and offset.
 
 use std::fmt;
 use std::fs;
@@ -65,6 +67,20 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     }
     segments.sort_by_key(|s| s.first_seq);
     Ok(segments)
+}
+
+/// Removes `.seg.tmp` files: segments whose creation a crash interrupted before they
+/// were renamed into place (they hold no record). Returns how many.
+pub fn remove_unfinished(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.to_str().is_some_and(|p| p.ends_with(".seg.tmp")) {
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Corruption that must not be cut silently.
@@ -158,7 +174,7 @@ pub fn scan_shard(
         scan.segments += 1;
         let mut offset = HEADER_LEN;
         loop {
-            match decode(&bytes[offset..], (shard, scan.next_seq)) {
+            match decode(&bytes[offset..], Some((shard, scan.next_seq))) {
                 Decoded::Record(record, len) => {
                     each(&record);
                     scan.records += 1;
@@ -169,18 +185,23 @@ pub fn scan_shard(
                 Decoded::End => break,
                 Decoded::Invalid(reason) => {
                     let later = valid_records_after(&bytes, offset + 1, shard, scan.next_seq);
-                    let torn = is_last && later.iter().all(|&at| at < offset + BATCH_MAX);
-                    if !torn {
-                        let at = later.first().copied().unwrap_or(offset);
+                    // A later group was written after this record's group was synced.
+                    let acknowledged = later
+                        .iter()
+                        .find(|&&(_, group_first)| group_first > scan.next_seq);
+                    if let Some(&(at, _)) = acknowledged {
                         return Err(corrupt(
                             offset,
-                            format!("{reason}, and a valid record follows at offset {at}"),
+                            format!("{reason}, and a record of a later write group follows at offset {at}"),
                         ));
                     }
-                    let dirty_end = bytes
-                        .iter()
-                        .rposition(|&b| b != 0)
-                        .map_or(offset, |i| i + 1);
+                    if !is_last {
+                        return Err(corrupt(
+                            offset,
+                            format!("{reason}, in a segment that is not the last"),
+                        ));
+                    }
+                    let dirty_end = last_nonzero(&bytes).map_or(offset, |i| i + 1);
                     scan.torn = Some(TornTail {
                         path: segment.path.clone(),
                         offset: offset as u64,
@@ -204,19 +225,24 @@ pub fn scan_shard(
     Ok(scan)
 }
 
-/// Offsets from `from` on where a record of `shard` with a sequence number of at least
-/// `min_seq` decodes. Cheap checks first: most offsets fail on the length or kind.
-fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<usize> {
+/// Valid records of `shard` with a sequence number of at least `min_seq` from `from`
+/// on: (offset, first sequence number of the record's write group). Zero runs are
+/// skipped a word at a time; most other offsets fail the cheap checks before the CRC.
+fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<(usize, u64)> {
     let mut found = Vec::new();
     let mut at = from;
-    while at + 32 <= bytes.len() {
+    while at + 36 <= bytes.len() {
+        if bytes[at..at + 8] == [0; 8] {
+            at += 8;
+            continue;
+        }
         let p = &bytes[at + 8..];
         let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
         let plausible =
             matches!(p[0], 1 | 2) && u16::from_le_bytes([p[2], p[3]]) == shard && seq >= min_seq;
         if plausible {
-            if let Decoded::Record(_, len) = decode(&bytes[at..], (shard, seq)) {
-                found.push(at);
+            if let Decoded::Record(record, len) = decode(&bytes[at..], None) {
+                found.push((at, record.seq - u64::from(record.group_index)));
                 at += len;
                 continue;
             }
@@ -224,4 +250,17 @@ fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> V
         at += 1;
     }
     found
+}
+
+/// Index of the last non-zero byte, scanning back a 4 KiB block at a time.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(4096);
+        if let Some(i) = bytes[start..end].iter().rposition(|&b| b != 0) {
+            return Some(start + i);
+        }
+        end = start;
+    }
+    None
 }

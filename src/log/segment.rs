@@ -29,27 +29,37 @@ fn op_err(op: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Segment {
-    /// Creates segment `first_seq` of `shard` in `dir`: preallocated, header written,
-    /// synced, and the directory synced so the new name survives a crash.
+    /// Creates segment `first_seq` of `shard` in `dir`: preallocated and its header
+    /// synced under a temporary name, then renamed and the directory synced. A crash
+    /// at any point leaves either no segment or a complete empty one (and perhaps a
+    /// `.tmp` file, which recovery removes).
     pub async fn create(dir: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
         let path = dir.join(segment_name(first_seq));
+        let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .dma_open(&path)
+            .create(true)
+            .truncate(true)
+            .dma_open(&tmp)
             .await
-            .map_err(|e| op_err("creating", &path, e))?;
+            .map_err(|e| op_err("creating", &tmp, e))?;
         file.pre_allocate(size, false)
             .await
-            .map_err(|e| op_err("preallocating", &path, e))?;
+            .map_err(|e| op_err("preallocating", &tmp, e))?;
         let mut segment = Segment {
             file,
-            path,
+            path: tmp,
             pos: 0,
             tail: Vec::with_capacity(BLOCK as usize),
         };
         segment.write(&encode_header(shard, first_seq)).await?;
+        segment
+            .file
+            .rename(&path)
+            .await
+            .map_err(|e| op_err("renaming to", &path, e))?;
+        segment.path = path;
         sync_dir(dir).await?;
         Ok(segment)
     }

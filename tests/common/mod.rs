@@ -27,7 +27,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `serve` with 2 shards on 127.0.0.1:0, the given config file contents
+    /// Starts `serve` with 2 shards (unless `extra` says) on 127.0.0.1:0, the given config file contents
     /// (empty: no config file) and extra flags, and waits until it is ready.
     pub fn start(config: &str, extra: &[&str]) -> Server {
         Self::start_in(temp_dir(), config, extra)
@@ -47,9 +47,12 @@ impl Server {
         let data = dir.path().join("data");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data);
+        if !extra.contains(&"--shards") {
+            cmd.args(["--shards", "2"]);
+        }
         if !config.is_empty() {
             let path = dir.path().join("config.toml");
             std::fs::write(&path, config).unwrap();
@@ -57,16 +60,25 @@ impl Server {
         }
         cmd.args(extra);
         let (child, addr, log) = spawn_and_wait(cmd)?;
-        let server = Server {
+        let mut server = Server {
             child: Some(child),
             addr,
             dir: Some(dir),
             log,
         };
-        if !wait_until(Duration::from_secs(30), || {
-            server.log().contains("] ready: ")
-        }) {
-            return Err(format!("never ready:\n{}", server.log()));
+        // Ready once every shard recovered its log; a server that exits instead failed.
+        let ready = |server: &mut Server| server.log().contains("] ready: ");
+        let began = Instant::now();
+        while !ready(&mut server) {
+            let exited = server
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || began.elapsed() > Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(format!("never ready:\n{}", server.log()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(server)
     }
@@ -299,4 +311,63 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// Sends one POST with a JSON body on `stream` and reads the response.
+pub fn post(stream: &mut TcpStream, path: &str, token: &str, body: &str) -> Response {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream).expect("a response")
+}
+
+/// Sends one GET and reads the response.
+pub fn get(stream: &mut TcpStream, path: &str, token: &str) -> Response {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream).expect("a response")
+}
+
+/// A submission body in the original Gin clients' shape, with the given patient.
+pub fn report(patient: &str) -> String {
+    format!(
+        r#"{{"patientId":"{patient}","reportData":"{{\"q1\":3,\"painScore\":6}}","timestamp":"2026-11-26T08:15:30Z"}}"#
+    )
+}
+
+/// Runs `epro-ingest export` over `data_dir`: the JSON lines, parsed.
+pub fn export(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .arg("export")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad export line {l:?}: {e}")))
+        .collect()
+}
+
+/// Runs `epro-ingest verify`: (success, stdout).
+pub fn verify(data_dir: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
