@@ -21,6 +21,7 @@ use crate::handlers;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{self, ConnHeader, CONTINUE};
 use crate::middleware;
+use crate::reads;
 use crate::shard::Shard;
 
 /// Bytes of framing overhead allowed beyond head and body limits (chunk lines, trailers).
@@ -97,7 +98,11 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
                 Ok(Step::Request(request)) => {
                     start += request.consumed;
                     request_began = None;
-                    let outcome = middleware::handle(shard, &request, &mut bufs.write);
+                    let mut outcome = middleware::handle(shard, &request, &mut bufs.write);
+                    if let Some(deferred) = outcome.deferred.take() {
+                        outcome =
+                            reads::answer(shard, deferred, &request.head, &mut bufs.write).await;
+                    }
                     durable = outcome.durable.max(durable);
                     if !outcome.keep_alive {
                         close = true;

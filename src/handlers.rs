@@ -3,7 +3,7 @@
 //! if any, must be durable before the response may leave.
 
 use crate::clock;
-use crate::config::{Durability, Principal};
+use crate::config::{Durability, Principal, Role};
 use crate::error::Reject;
 use crate::http::parse::Head;
 use crate::http::request::Request;
@@ -11,17 +11,21 @@ use crate::http::response::{self, ConnHeader, Status};
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::middleware::may_access;
+use crate::reads::{Deferred, Read};
 use crate::route::tree::{allow_header, Params};
 use crate::route::Route;
 use crate::shard::Shard;
 use crate::validate::Invalid;
 
-/// What the connection does after a response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the connection does after a handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub keep_alive: bool,
     /// Write the response only once this record sequence number is durable.
     pub durable: Option<u64>,
+    /// No response written yet: the connection awaits this cross-shard read, which
+    /// writes it (see [`crate::reads`]).
+    pub deferred: Option<Deferred>,
 }
 
 impl Outcome {
@@ -29,13 +33,15 @@ impl Outcome {
         Outcome {
             keep_alive: false,
             durable: None,
+            deferred: None,
         }
     }
 
-    fn after(head: &Head<'_>) -> Outcome {
+    pub fn after(head: &Head<'_>) -> Outcome {
         Outcome {
             keep_alive: head.keep_alive,
             durable: None,
+            deferred: None,
         }
     }
 }
@@ -44,7 +50,7 @@ impl Outcome {
 pub fn run(
     shard: &Shard,
     route: Route,
-    _params: &Params<'_>,
+    params: &Params<'_>,
     principal: Option<&Principal>,
     request: &Request<'_>,
     out: &mut Vec<u8>,
@@ -55,18 +61,89 @@ pub fn run(
         (Route::Readyz, _) => refuse(shard, request, out, Status::ServiceUnavailable, "not ready"),
         (Route::Submit, Some(who)) => submit(shard, who, request, out),
         (Route::AddTag, Some(who)) => add_tag(shard, who, request, out),
-        _ => {
-            let date = shard.date.get();
-            response::write_reject(
-                out,
-                Reject::NotImplemented,
-                &date,
-                conn_header(&request.head),
-                None,
-            );
-            Outcome::after(&request.head)
+        (Route::Subjects | Route::Summary, Some(who)) => {
+            let project = params.get("projectId").unwrap_or("");
+            if !may_access(who, project) {
+                return refuse(
+                    shard,
+                    request,
+                    out,
+                    Status::Forbidden,
+                    "this principal may not read this project",
+                );
+            }
+            let read = match route {
+                Route::Subjects => Read::Subjects {
+                    project: project.to_string(),
+                    site: params.get("siteId").unwrap_or("").to_string(),
+                },
+                _ => Read::Summary {
+                    project: project.to_string(),
+                },
+            };
+            Outcome {
+                deferred: Some(Deferred {
+                    read,
+                    principal: who.id.clone(),
+                }),
+                ..Outcome::after(&request.head)
+            }
         }
+        (Route::Permissions, Some(who)) => {
+            permissions(shard, who, params.get("userId").unwrap_or(""), request, out)
+        }
+        // The onion authenticates every route but the health endpoints.
+        (
+            Route::Submit | Route::AddTag | Route::Permissions | Route::Subjects | Route::Summary,
+            None,
+        ) => refuse(
+            shard,
+            request,
+            out,
+            Status::Unauthorized,
+            "missing or unknown bearer token",
+        ),
     }
+}
+
+/// `GET /api/v1/users/{userId}/permissions`: a principal's own, or anyone's for admin.
+fn permissions(
+    shard: &Shard,
+    who: &Principal,
+    user: &str,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    if who.id != user && who.role != Role::Admin {
+        return refuse(
+            shard,
+            request,
+            out,
+            Status::Forbidden,
+            "only admin may read another user's permissions",
+        );
+    }
+    let Some(target) = shard.config.principals.iter().find(|p| p.id == user) else {
+        return refuse(shard, request, out, Status::NotFound, "no such user");
+    };
+    let role = match target.role {
+        Role::Device => "device",
+        Role::Staff => "staff",
+        Role::Admin => "admin",
+    };
+    let body = serde_json::json!({"userId": target.id, "role": role, "projects": target.projects})
+        .to_string();
+    let date = shard.date.get();
+    response::write(
+        out,
+        Status::Ok,
+        &date,
+        conn_header(&request.head),
+        response::JSON,
+        None,
+        &[body.as_bytes()],
+    );
+    Outcome::after(&request.head)
 }
 
 fn text_ok(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
@@ -102,7 +179,19 @@ fn submit(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<u
             if shard.config.debug_panic_patient.as_deref() == Some(submission.patient_id) {
                 panic!("debug_panic_patient matched");
             }
-            store(shard, Kind::Report, who, received_ns, request.body)
+            let stored = store(shard, Kind::Report, who, received_ns, request.body);
+            if let Stored::Seq(_) = stored {
+                let (patient, project, site) = (
+                    submission.patient_id,
+                    submission.project_id,
+                    submission.site_id,
+                );
+                shard
+                    .index
+                    .borrow_mut()
+                    .add_report(patient, project, site, received_ns);
+            }
+            stored
         });
     match stored {
         Err(invalid) => refuse_invalid(shard, request, out, invalid),
@@ -152,8 +241,15 @@ fn add_tag(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<
         return refused;
     }
     let received_ns = clock::now_ns();
-    let stored = shard.validator.borrow_mut().tag(request.body, |_tag| {
-        store(shard, Kind::Tag, who, received_ns, request.body)
+    let stored = shard.validator.borrow_mut().tag(request.body, |tag| {
+        let stored = store(shard, Kind::Tag, who, received_ns, request.body);
+        if let Stored::Seq(_) = stored {
+            shard
+                .index
+                .borrow_mut()
+                .add_tag(tag.patient_id, tag.tag_name);
+        }
+        stored
     });
     match stored {
         Err(invalid) => refuse_invalid(shard, request, out, invalid),
@@ -211,8 +307,8 @@ fn durable_outcome(shard: &Shard, request: &Request<'_>, seq: u64) -> Outcome {
         .log()
         .is_some_and(|log| log.durability() == Durability::Sync);
     Outcome {
-        keep_alive: request.head.keep_alive,
         durable: sync.then_some(seq),
+        ..Outcome::after(&request.head)
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::config::{Principal, Role};
 use crate::handlers::{self, Outcome};
+use crate::http::parse::Head;
 use crate::http::request::Request;
 use crate::http::response::{self, ConnHeader, Status};
 use crate::route::{self, Route, Routed};
@@ -43,7 +44,16 @@ pub fn handle(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcom
             Outcome::close()
         }
     };
-    access_log(shard, request, &out[start..], began, principal);
+    // A deferred read logs once its response exists.
+    if outcome.deferred.is_none() {
+        access_log(
+            shard,
+            &request.head,
+            &out[start..],
+            began,
+            principal.map_or("-", |p| p.id.as_str()),
+        );
+    }
     outcome
 }
 
@@ -126,12 +136,12 @@ pub fn may_access(principal: &Principal, project: &str) -> bool {
 
 /// One line per request on target `access`: shard, method, path, status, response
 /// bytes, microseconds, principal. Level-gated first, so it costs nothing when off.
-fn access_log(
+pub fn access_log(
     shard: &Shard,
-    request: &Request<'_>,
+    head: &Head<'_>,
     response: &[u8],
     began: Instant,
-    principal: Option<&Principal>,
+    principal: &str,
 ) {
     if !log::log_enabled!(target: "access", log::Level::Info) {
         return;
@@ -144,11 +154,11 @@ fn access_log(
         target: "access",
         "shard={} {} {} {} {}B {}us principal={}",
         shard.id,
-        request.head.method.as_str(),
-        request.head.path,
+        head.method.as_str(),
+        head.path,
         status,
         response.len(),
         began.elapsed().as_micros(),
-        principal.map_or("-", |p| p.id.as_str())
+        principal
     );
 }

@@ -15,11 +15,14 @@ use log::{info, warn};
 
 use crate::accept::{self, ConnTable};
 use crate::config::Config;
+use crate::fanout::{self, Fanout, Message};
 use crate::http::date::DateCache;
 use crate::http::parse::Limits;
+use crate::index::Index;
 use crate::log::recover::{remove_unfinished, scan_shard, shard_dir, ShardScan, TornTail};
 use crate::log::Log;
 use crate::validate::Validator;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 
 /// How long shutdown waits for in-flight requests before closing what is left.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -36,6 +39,8 @@ pub struct Shard {
     pub date: Rc<DateCache>,
     pub conns: RefCell<ConnTable>,
     pub validator: RefCell<Validator>,
+    pub index: RefCell<Index>,
+    fanout: OnceCell<Fanout>,
     /// Set once recovery is done.
     log: OnceCell<Rc<Log>>,
     shutting_down: Cell<bool>,
@@ -53,6 +58,10 @@ impl Shard {
 
     pub fn log(&self) -> Option<&Rc<Log>> {
         self.log.get()
+    }
+
+    pub fn fanout(&self) -> Option<&Fanout> {
+        self.fanout.get()
     }
 }
 
@@ -131,6 +140,7 @@ pub fn check_memlock(shards: usize) -> Result<(), String> {
 pub fn run(config: Config, cpus: &[usize], stop: Arc<AtomicBool>) -> Result<(), String> {
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), 64);
     let mut addr = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
@@ -138,12 +148,13 @@ pub fn run(config: Config, cpus: &[usize], stop: Arc<AtomicBool>) -> Result<(), 
         let shard_config = Arc::clone(&config);
         let ready = ready_tx.clone();
         let stop = Arc::clone(&stop);
+        let mesh = mesh.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
-            .spawn(
-                move || async move { serve(id, shard_config, addr, bound_tx, ready, stop).await },
-            )
+            .spawn(move || async move {
+                serve(id, shard_config, addr, bound_tx, ready, stop, mesh).await
+            })
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
         match bound_rx.recv() {
             Ok(Ok(bound)) => addr = bound,
@@ -189,6 +200,7 @@ async fn serve(
     bound: mpsc::Sender<Result<SocketAddr, String>>,
     ready: mpsc::Sender<Result<(), String>>,
     stop: Arc<AtomicBool>,
+    mesh: MeshBuilder<Message, Full>,
 ) {
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(listener) => listener,
@@ -203,6 +215,8 @@ async fn serve(
         limits: config.limits.http(),
         conns: RefCell::new(ConnTable::new(config.limits.max_connections)),
         validator: RefCell::new(Validator::default()),
+        index: RefCell::new(Index::default()),
+        fanout: OnceCell::new(),
         config,
         date: Rc::new(DateCache::new()),
         log: OnceCell::new(),
@@ -212,9 +226,16 @@ async fn serve(
     let _ = bound.send(Ok(local));
     // Serve (readyz says 503) while the log is recovered.
     let acceptor = glommio::spawn_local(accept::run(Rc::clone(&shard), listener));
+    let Ok((senders, receivers)) = mesh.join().await else {
+        let _ = ready.send(Err(format!("shard {id}: joining the shard mesh failed")));
+        return;
+    };
+    let _ = shard.fanout.set(Fanout::new(senders));
     match recover(&shard).await {
         Ok(log) => {
             let _ = shard.log.set(log);
+            // Peers' queries are answered only from a complete index.
+            fanout::serve_peers(&shard, receivers);
             let _ = ready.send(Ok(()));
         }
         Err(message) => {
@@ -234,11 +255,13 @@ async fn recover(shard: &Shard) -> Result<Rc<Log>, String> {
     let shard_no = shard.id as u16;
     let scan_dir = dir.clone();
     let began = Instant::now();
-    let scan: ShardScan = glommio::executor()
-        .spawn_blocking(move || -> Result<ShardScan, String> {
+    let (scan, index) = glommio::executor()
+        .spawn_blocking(move || -> Result<(ShardScan, Index), String> {
             std::fs::create_dir_all(&scan_dir).map_err(|e| format!("creating {}: {e}", scan_dir.display()))?;
             remove_unfinished(&scan_dir).map_err(|e| format!("cleaning {}: {e}", scan_dir.display()))?;
-            let scan = scan_shard(&scan_dir, shard_no, |_| {}).map_err(|c| {
+            let mut index = Index::default();
+            let each = |r: &crate::log::record::Record<'_>| index.add_stored(r.kind, r.body, r.received_ns);
+            let scan = scan_shard(&scan_dir, shard_no, each).map_err(|c| {
                 format!(
                     "shard {shard_no}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
                 )
@@ -246,9 +269,10 @@ async fn recover(shard: &Shard) -> Result<Rc<Log>, String> {
             if let Some(torn) = &scan.torn {
                 cut_torn_tail(torn).map_err(|e| format!("cutting torn tail of {}: {e}", torn.path.display()))?;
             }
-            Ok(scan)
+            Ok((scan, index))
         })
         .await?;
+    *shard.index.borrow_mut() = index;
     if let Some(torn) = &scan.torn {
         warn!(
             "shard {}: cut torn tail of {} at offset {} ({}; {} unacknowledged records after it dropped)",

@@ -16,21 +16,33 @@ fn sigterm_drains_and_exits_cleanly() {
     let mut busy = server.connect();
     let mut ids = Vec::new();
     for i in 0..20 {
-        let r = post(&mut busy, "/epro/submit", &token, &report(&format!("P-{i}")));
+        let r = post(
+            &mut busy,
+            "/epro/submit",
+            &token,
+            &report(&format!("P-{i}")),
+        );
         assert_eq!(r.status, 200);
         ids.push(r.json()["id"].as_str().unwrap().to_string());
     }
     let began = Instant::now();
     let (status, dir) = server.terminate();
     assert!(status.success(), "exit status {status:?}");
-    assert!(began.elapsed() < Duration::from_secs(5), "shutdown took {:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        began.elapsed()
+    );
     // Both connections were closed by the server.
     let mut buf = [0u8; 8];
     assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
     assert_eq!(busy.read(&mut buf).unwrap_or(0), 0);
 
     let data = dir.path().join("data");
-    let exported: Vec<String> = export(&data).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let exported: Vec<String> = export(&data)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     for id in &ids {
         assert!(exported.contains(id), "{id} missing after shutdown");
     }

@@ -1,0 +1,96 @@
+//! Each shard's in-memory read index over its own records: per project and site, the
+//! subjects with their report counts and last receive times, and each patient's tags.
+//! Updated on every stored record, rebuilt from the log at start-up; the read APIs
+//! merge the indexes of all shards (see [`crate::fanout`]).
+//!
+//! Steady-state updates allocate nothing: keys are looked up by `&str` and only a new
+//! project, site, subject or tag allocates its key once.
+
+use std::collections::HashMap;
+
+/// One subject's reports at one site of one project, on one shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubjectStats {
+    pub reports: u64,
+    pub last_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SiteStats {
+    pub subjects: HashMap<String, SubjectStats>,
+}
+
+/// Reports of one project: those with a `siteId` are also counted under their site.
+#[derive(Debug, Default)]
+pub struct ProjectStats {
+    pub reports: u64,
+    pub last_ns: u64,
+    /// Every patient with a report in the project, with or without a site.
+    pub subjects: HashMap<String, u64>,
+    pub sites: HashMap<String, SiteStats>,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    pub projects: HashMap<String, ProjectStats>,
+    pub tags: HashMap<String, Vec<String>>,
+}
+
+fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
+impl Index {
+    /// Counts a stored report. Reports without a `projectId` are in no project summary.
+    pub fn add_report(
+        &mut self,
+        patient: &str,
+        project: Option<&str>,
+        site: Option<&str>,
+        received_ns: u64,
+    ) {
+        let Some(project) = project else {
+            return;
+        };
+        let p = slot(&mut self.projects, project);
+        p.reports += 1;
+        p.last_ns = p.last_ns.max(received_ns);
+        *slot(&mut p.subjects, patient) += 1;
+        if let Some(site) = site {
+            let s = slot(&mut slot(&mut p.sites, site).subjects, patient);
+            s.reports += 1;
+            s.last_ns = s.last_ns.max(received_ns);
+        }
+    }
+
+    /// Records a tag on a patient (once per name).
+    pub fn add_tag(&mut self, patient: &str, tag: &str) {
+        let tags = slot(&mut self.tags, patient);
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
+        }
+    }
+
+    /// Rebuilds from one stored record's body (start-up; cold path, so serde_json).
+    pub fn add_stored(&mut self, kind: crate::log::record::Kind, body: &[u8], received_ns: u64) {
+        use crate::log::record::Kind;
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let field = |name: &str| value.get(name).and_then(|v| v.as_str());
+        match (kind, field("patientId")) {
+            (Kind::Report, Some(patient)) => {
+                self.add_report(patient, field("projectId"), field("siteId"), received_ns)
+            }
+            (Kind::Tag, Some(patient)) => {
+                if let Some(tag) = field("tagName") {
+                    self.add_tag(patient, tag);
+                }
+            }
+            _ => {}
+        }
+    }
+}
