@@ -1,0 +1,355 @@
+//! The API contract over real sockets: every status path of every endpoint, exact
+//! cross-shard reads (also after a restart), and nothing stored for a rejection.
+
+mod common;
+
+use std::io::Write;
+
+use common::{get, post, read_response, report, Server};
+use epro_ingest::log::recover::scan_shard;
+
+const DEVICE: &str = "device-token-0123456789";
+const STAFF: &str = "staff-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+const CONFIG: &str = r#"
+debug_panic_patient = "PANIC"
+
+[limits]
+max_body_bytes = 4096
+
+[[principals]]
+id = "device-1"
+token = "device-token-0123456789"
+role = "device"
+projects = ["P001"]
+
+[[principals]]
+id = "staff-1"
+token = "staff-token-0123456789"
+role = "staff"
+projects = ["P001"]
+
+[[principals]]
+id = "admin-1"
+token = "admin-token-0123456789"
+role = "admin"
+projects = ["*"]
+"#;
+
+/// The original Gin clients' exact request body.
+const GIN_BODY: &str = r#"{"patientId":"P-000123","reportData":"{\"q1\":3,\"painScore\":6}","timestamp":"2026-11-26T08:15:30Z"}"#;
+
+/// Every stored body, read back from the log files themselves.
+fn stored_bodies(server: &Server) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    for shard in 0..2u16 {
+        let dir = server.data_dir().join(format!("shard-{shard}"));
+        scan_shard(&dir, shard, |r| bodies.push(r.body.to_vec())).unwrap();
+    }
+    bodies
+}
+
+#[test]
+fn submit_accepts_the_gin_body_and_stores_it_byte_for_byte() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let r = post(&mut s, "/epro/submit", DEVICE, GIN_BODY);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let json = r.json();
+    assert_eq!(json["status"], "success");
+    assert_eq!(json["message"], "report received");
+    assert!(json["id"].as_str().unwrap().starts_with('s'));
+    let received = json["receivedAt"].as_str().unwrap();
+    assert!(
+        epro_ingest::clock::is_rfc3339(received) && received.ends_with('Z'),
+        "{received}"
+    );
+
+    // Unknown fields, an object reportData and odd spacing are kept exactly.
+    let odd = "{ \"patientId\" : \"P-9\", \"reportData\": {\"q\": [1, 2]}, \"deviceModel\": \"Pixel\\u00e9\", \"projectId\":\"P001\" }";
+    assert_eq!(post(&mut s, "/epro/submit", DEVICE, odd).status, 200);
+    let bodies = stored_bodies(&server);
+    assert!(bodies.contains(&GIN_BODY.as_bytes().to_vec()));
+    assert!(bodies.contains(&odd.as_bytes().to_vec()));
+}
+
+#[test]
+fn every_rejection_names_the_problem_and_stores_nothing() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let cases: &[(&str, &str)] = &[
+        (r#"{"reportData":"x"}"#, "patientId is required"),
+        (
+            r#"{"patientId":"","reportData":"x"}"#,
+            "patientId must not be empty",
+        ),
+        (
+            r#"{"patientId":7,"reportData":"x"}"#,
+            "patientId must be a string",
+        ),
+        (r#"{"patientId":"P-1"}"#, "reportData is required"),
+        (
+            r#"{"patientId":"P-1","reportData":""}"#,
+            "reportData must be a non-empty string or object",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":{}}"#,
+            "reportData must be a non-empty string or object",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":42}"#,
+            "reportData must be a non-empty string or object",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","timestamp":"yesterday"}"#,
+            "timestamp must be an RFC 3339 date-time",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","timestamp":1700000000}"#,
+            "timestamp must be a string",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","projectId":""}"#,
+            "projectId must not be empty",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","siteId":3}"#,
+            "siteId must be a string",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","submissionId":[]}"#,
+            "submissionId must be a string",
+        ),
+        (
+            r#"{"patientId":"P-1","patientId":"P-2","reportData":"x"}"#,
+            "patientId is given more than once",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x""#,
+            "malformed JSON at byte",
+        ),
+        (r#"["P-1"]"#, "body must be a JSON object"),
+        ("", "malformed JSON at byte"),
+    ];
+    for (body, message) in cases {
+        let r = post(&mut s, "/epro/submit", DEVICE, body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.error().contains(message),
+            "{body}: {:?} lacks {message:?}",
+            r.error()
+        );
+    }
+    let long_id = format!(r#"{{"patientId":"{}","reportData":"x"}}"#, "p".repeat(129));
+    assert!(post(&mut s, "/epro/submit", DEVICE, &long_id)
+        .error()
+        .contains("longer than 128 bytes"));
+
+    // 415: no or another content type.
+    let raw = format!(
+        "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{GIN_BODY}",
+        GIN_BODY.len()
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 415);
+    assert!(r.error().contains("application/json"));
+
+    // 401: none, unknown, wrong scheme.
+    for auth in [
+        "",
+        "Authorization: Bearer nope-nope-nope-nope\r\n",
+        &format!("Authorization: Basic {DEVICE}\r\n"),
+    ] {
+        let raw = format!(
+            "POST /epro/submit HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{GIN_BODY}",
+            GIN_BODY.len()
+        );
+        s.write_all(raw.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert!(r.error().contains("bearer token"));
+    }
+
+    // 403: a device writing to a project outside its scope.
+    let other = r#"{"patientId":"P-1","reportData":"x","projectId":"P999"}"#;
+    let r = post(&mut s, "/epro/submit", DEVICE, other);
+    assert_eq!(r.status, 403);
+    assert!(r.error().contains("projectId"));
+
+    // The connection survived all of that.
+    assert_eq!(post(&mut s, "/epro/submit", DEVICE, GIN_BODY).status, 200);
+    // 413: over max_body_bytes, which closes the connection.
+    let big = format!(
+        r#"{{"patientId":"P-1","reportData":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let r = post(&mut s, "/epro/submit", DEVICE, &big);
+    assert_eq!(r.status, 413);
+
+    assert_eq!(
+        stored_bodies(&server),
+        vec![GIN_BODY.as_bytes().to_vec()],
+        "a rejected body was stored"
+    );
+}
+
+#[test]
+fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
+    let server = Server::start(CONFIG, &[]);
+    for _ in 0..4 {
+        let mut s = server.connect();
+        let r = post(&mut s, "/epro/submit", DEVICE, &report("PANIC"));
+        assert_eq!(r.status, 500);
+        assert_eq!(r.error(), "internal error");
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    // Every shard still serves (connections spread over both).
+    for i in 0..16 {
+        let mut s = server.connect();
+        assert_eq!(
+            post(&mut s, "/epro/submit", DEVICE, &report(&format!("P-{i}"))).status,
+            200
+        );
+    }
+    assert!(server.log().contains("handler panicked"));
+}
+
+#[test]
+fn tags_and_roles() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let tag = r#"{"patientId":"P-1","tagName":"high-risk"}"#;
+    let r = post(&mut s, "/api/v1/tags/add", STAFF, tag);
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!({"success": true}))
+    );
+    let r = post(&mut s, "/api/v1/tags/add", STAFF, r#"{"patientId":"P-1"}"#);
+    assert_eq!(
+        (r.status, r.error()),
+        (400, "tagName is required".to_string())
+    );
+    let r = post(&mut s, "/api/v1/tags/add", DEVICE, tag);
+    assert_eq!(r.status, 403);
+    let r = get(&mut s, "/api/v1/projects/P001/reports/summary", DEVICE);
+    assert_eq!(r.status, 403);
+    let r = get(&mut s, "/api/v1/projects/P999/reports/summary", STAFF);
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        get(&mut s, "/api/v1/projects/P999/reports/summary", ADMIN).status,
+        200
+    );
+    let r = get(
+        &mut s,
+        "/api/v1/projects/P001/reports/summary",
+        "wrong-token-0000000",
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn permissions_self_or_admin() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let r = get(&mut s, "/api/v1/users/staff-1/permissions", STAFF);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"userId": "staff-1", "role": "staff", "projects": ["P001"]})
+    );
+    assert_eq!(
+        get(&mut s, "/api/v1/users/device-1/permissions", STAFF).status,
+        403
+    );
+    let r = get(&mut s, "/api/v1/users/device-1/permissions", ADMIN);
+    assert_eq!(r.json()["role"], "device");
+    let r = get(&mut s, "/api/v1/users/nobody/permissions", ADMIN);
+    assert_eq!((r.status, r.error()), (404, "no such user".to_string()));
+    assert_eq!(
+        get(&mut s, "/api/v1/users/staff-1/permissions", DEVICE).status,
+        403
+    );
+}
+
+/// Reports from many connections (so both shards store some), then exact reads.
+#[test]
+fn summary_and_subjects_are_exact_across_shards_and_restarts() {
+    let server = Server::start(CONFIG, &[]);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                for i in 0..25 {
+                    // 8 x 25 = 200 reports: patients P-0..P-9, sites S1 (even i) and S2 (odd i).
+                    let body = format!(
+                        r#"{{"patientId":"P-{}","projectId":"P001","siteId":"S{}","reportData":"x"}}"#,
+                        (t * 25 + i) % 10,
+                        1 + i % 2
+                    );
+                    assert_eq!(post(&mut s, "/epro/submit", DEVICE, &body).status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut s = server.connect();
+    assert_eq!(
+        post(
+            &mut s,
+            "/api/v1/tags/add",
+            STAFF,
+            r#"{"patientId":"P-3","tagName":"high-risk"}"#
+        )
+        .status,
+        200
+    );
+    let per_shard: Vec<usize> = (0..2u16)
+        .map(|shard| {
+            let mut n = 0;
+            scan_shard(
+                &server.data_dir().join(format!("shard-{shard}")),
+                shard,
+                |_| n += 1,
+            )
+            .unwrap();
+            n
+        })
+        .collect();
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "one shard stored nothing: {per_shard:?}"
+    );
+
+    let check = |server: &Server| {
+        let mut s = server.connect();
+        let summary = get(&mut s, "/api/v1/projects/P001/reports/summary", STAFF).json();
+        assert_eq!(summary["projectId"], "P001");
+        assert_eq!(summary["reports"], 200);
+        assert_eq!(summary["subjects"], 10);
+        // Site S1 takes the even i of each thread (13 of 25), S2 the odd ones.
+        let s1 = summary["sites"]["S1"]["reports"].as_u64().unwrap();
+        let s2 = summary["sites"]["S2"]["reports"].as_u64().unwrap();
+        assert_eq!((s1, s2), (8 * 13, 8 * 12));
+        assert_eq!(summary["sites"]["S1"]["subjects"], 10);
+        assert!(summary["lastReceivedAt"].as_str().is_some());
+
+        let subjects = get(&mut s, "/api/v1/projects/P001/sites/S1/subjects", STAFF).json();
+        let rows = subjects["subjects"].as_array().unwrap();
+        assert_eq!(rows.len(), 10);
+        let total: u64 = rows.iter().map(|r| r["reports"].as_u64().unwrap()).sum();
+        assert_eq!(total, s1);
+        let p3 = rows.iter().find(|r| r["patientId"] == "P-3").unwrap();
+        assert_eq!(p3["tags"], serde_json::json!(["high-risk"]));
+        let empty = get(&mut s, "/api/v1/projects/P001/sites/S9/subjects", STAFF).json();
+        assert_eq!(empty["subjects"], serde_json::json!([]));
+    };
+    check(&server);
+    let dir = server.kill();
+    let server = Server::start_in(dir, CONFIG, &[]);
+    check(&server);
+}
