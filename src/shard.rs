@@ -63,6 +63,29 @@ impl Shard {
     pub fn fanout(&self) -> Option<&Fanout> {
         self.fanout.get()
     }
+
+    /// A shard with nothing open yet: no listener, no log, not ready.
+    pub fn new(id: usize, config: Arc<Config>) -> Shard {
+        Shard {
+            id,
+            limits: config.limits.http(),
+            conns: RefCell::new(ConnTable::new(config.limits.max_connections)),
+            validator: RefCell::new(Validator::default()),
+            index: RefCell::new(Index::default()),
+            fanout: OnceCell::new(),
+            config,
+            date: Rc::new(DateCache::new()),
+            log: OnceCell::new(),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    /// Recovers this shard's log (and index) and starts its flusher.
+    pub async fn open_log(&self) -> Result<(), String> {
+        let log = recover(self).await?;
+        let _ = self.log.set(log);
+        Ok(())
+    }
 }
 
 /// The CPUs to run shards on: `config.cpus` or the process's affinity mask, cut to
@@ -210,18 +233,7 @@ async fn serve(
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
-    let shard = Rc::new(Shard {
-        id,
-        limits: config.limits.http(),
-        conns: RefCell::new(ConnTable::new(config.limits.max_connections)),
-        validator: RefCell::new(Validator::default()),
-        index: RefCell::new(Index::default()),
-        fanout: OnceCell::new(),
-        config,
-        date: Rc::new(DateCache::new()),
-        log: OnceCell::new(),
-        shutting_down: Cell::new(false),
-    });
+    let shard = Rc::new(Shard::new(id, config));
     glommio::spawn_local(Rc::clone(&shard.date).run()).detach();
     let _ = bound.send(Ok(local));
     // Serve (readyz says 503) while the log is recovered.
@@ -231,9 +243,8 @@ async fn serve(
         return;
     };
     let _ = shard.fanout.set(Fanout::new(senders));
-    match recover(&shard).await {
-        Ok(log) => {
-            let _ = shard.log.set(log);
+    match shard.open_log().await {
+        Ok(()) => {
             // Peers' queries are answered only from a complete index.
             fanout::serve_peers(&shard, receivers);
             let _ = ready.send(Ok(()));
