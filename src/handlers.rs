@@ -106,6 +106,16 @@ pub fn run(
     }
 }
 
+/// The permissions endpoint's body for `target`.
+pub fn permissions_json(target: &Principal) -> serde_json::Value {
+    let role = match target.role {
+        Role::Device => "device",
+        Role::Staff => "staff",
+        Role::Admin => "admin",
+    };
+    serde_json::json!({"userId": target.id, "role": role, "projects": target.projects})
+}
+
 /// `GET /api/v1/users/{userId}/permissions`: a principal's own, or anyone's for admin.
 fn permissions(
     shard: &Shard,

@@ -106,13 +106,21 @@ fn route_and_run<'s>(
 /// The principal whose token the `Authorization: Bearer` header carries. Every
 /// principal's token is compared in full, so timing reveals nothing of the tokens.
 pub fn authenticate<'s>(shard: &'s Shard, authorization: Option<&[u8]>) -> Option<&'s Principal> {
+    authenticate_in(&shard.config.principals, authorization)
+}
+
+/// [`authenticate`] over any principal list.
+pub fn authenticate_in<'p>(
+    principals: &'p [Principal],
+    authorization: Option<&[u8]>,
+) -> Option<&'p Principal> {
     let value = authorization?;
     if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
         return None;
     }
     let token = &value[7..];
     let mut found = None;
-    for principal in &shard.config.principals {
+    for principal in principals {
         if constant_time_eq(token, principal.token.as_bytes()) {
             found = Some(principal);
         }

@@ -87,8 +87,48 @@ async fn subjects(
         project: project.to_string(),
         site: site.to_string(),
     };
+    let answers = ask(shard, query).await?;
+    let patients = subject_ids(&answers);
+    // Tags live on whichever shard stored them.
+    let tags = if patients.is_empty() {
+        Vec::new()
+    } else {
+        ask(shard, Query::Tags { patients }).await?
+    };
+    Ok(subjects_json(project, site, answers, tags))
+}
+
+async fn summary(shard: &Shard, project: &str) -> Result<serde_json::Value, &'static str> {
+    let answers = ask(
+        shard,
+        Query::Summary {
+            project: project.to_string(),
+        },
+    )
+    .await?;
+    Ok(summary_json(project, answers))
+}
+
+/// Every patient named in subjects answers.
+pub fn subject_ids(answers: &[Answer]) -> Vec<String> {
+    let mut ids = BTreeSet::new();
+    for answer in answers {
+        if let Answer::Subjects(rows) = answer {
+            ids.extend(rows.iter().map(|(patient, _)| patient.clone()));
+        }
+    }
+    ids.into_iter().collect()
+}
+
+/// Merges every shard's subjects and tags answers into the API's JSON.
+pub fn subjects_json(
+    project: &str,
+    site: &str,
+    answers: Vec<Answer>,
+    tag_answers: Vec<Answer>,
+) -> serde_json::Value {
     let mut merged: BTreeMap<String, SubjectStats> = BTreeMap::new();
-    for answer in ask(shard, query).await? {
+    for answer in answers {
         if let Answer::Subjects(rows) = answer {
             for (patient, stats) in rows {
                 let m = merged.entry(patient).or_default();
@@ -97,15 +137,11 @@ async fn subjects(
             }
         }
     }
-    // Tags live on whichever shard stored them.
     let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    if !merged.is_empty() {
-        let patients = merged.keys().cloned().collect();
-        for answer in ask(shard, Query::Tags { patients }).await? {
-            if let Answer::Tags(rows) = answer {
-                for (patient, names) in rows {
-                    tags.entry(patient).or_default().extend(names);
-                }
+    for answer in tag_answers {
+        if let Answer::Tags(rows) = answer {
+            for (patient, names) in rows {
+                tags.entry(patient).or_default().extend(names);
             }
         }
     }
@@ -120,22 +156,16 @@ async fn subjects(
             })
         })
         .collect();
-    Ok(json!({"projectId": project, "siteId": site, "subjects": subjects}))
+    json!({"projectId": project, "siteId": site, "subjects": subjects})
 }
 
-async fn summary(shard: &Shard, project: &str) -> Result<serde_json::Value, &'static str> {
+/// Merges every shard's summary answers into the API's JSON (subjects as sets).
+pub fn summary_json(project: &str, answers: Vec<Answer>) -> serde_json::Value {
     let mut reports = 0;
     let mut last_ns = 0;
     let mut subjects = BTreeSet::new();
     let mut sites: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
-    for answer in ask(
-        shard,
-        Query::Summary {
-            project: project.to_string(),
-        },
-    )
-    .await?
-    {
+    for answer in answers {
         if let Answer::Summary(part) = answer {
             reports += part.reports;
             last_ns = last_ns.max(part.last_ns);
@@ -151,13 +181,13 @@ async fn summary(shard: &Shard, project: &str) -> Result<serde_json::Value, &'st
         .into_iter()
         .map(|(site, (n, s))| (site, json!({"reports": n, "subjects": s.len()})))
         .collect();
-    Ok(json!({
+    json!({
         "projectId": project,
         "reports": reports,
         "subjects": subjects.len(),
         "sites": sites,
         "lastReceivedAt": (last_ns > 0).then(|| rfc3339(last_ns)),
-    }))
+    })
 }
 
 fn rfc3339(ns: u64) -> String {

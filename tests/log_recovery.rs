@@ -1,6 +1,6 @@
 //! The log on disk: torn tails at every byte, flipped bits, empty and preallocated
 //! segments, restarts that resume sequence numbers, and segment rotation under load.
-//! Files are real (O_DIRECT, under target/tmp), servers are real.
+//! Files are real (under target/tmp, on disk), servers are real.
 
 mod common;
 

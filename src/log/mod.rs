@@ -4,11 +4,11 @@
 //! its sequence number; the connection then awaits [`Log::durable`] for the highest
 //! sequence number among the responses it is about to write, so one wait covers a
 //! whole pipelined batch. The shard's flusher task ([`Log::run_flusher`]) takes
-//! everything pending, writes it with one O_DIRECT write and one `fdatasync` per chunk
+//! everything pending, writes it with one write and one `fdatasync` per write group
 //! of at most [`recover::BATCH_MAX`] bytes, and wakes the waiters: one sync covers every
 //! record appended while the previous one ran (group commit).
 //!
-//! Files: [`record`] is the format byte by byte, [`segment`] one O_DIRECT segment
+//! Files: [`record`] is the format byte by byte, [`segment`] one segment
 //! file, [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands.
 //!

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_epro-ingest");
 
-/// A temp dir on the same disk as `target/` (O_DIRECT does not work on tmpfs).
+/// A temp dir on the same disk as `target/`: fdatasync on tmpfs proves nothing.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("epro-test-")

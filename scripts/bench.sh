@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: epro-ingest (durability async and sync) against the axum
+# baseline (buffered and fdatasync-per-request) and a do-nothing glommio responder, on
+# the same pinned CPUs, servers run in alternation for several rounds (these machines
+# are noisy). Prints a markdown table of medians and the ratios ours/axum.
+#
+#   scripts/bench.sh [--server-cpus 0] [--wrk-cpus 1] [--connections 64]
+#                    [--duration 5] [--rounds 3] [--threads 1]
+#
+# Defaults fit a 2-core machine: the server on CPU 0, wrk on CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPUS=0 WRK_CPUS=1 CONNECTIONS=64 DURATION=5 ROUNDS=3 THREADS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --server-cpus) SERVER_CPUS=$2; shift 2 ;;
+    --wrk-cpus) WRK_CPUS=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+SHARDS=$(echo "$SERVER_CPUS" | tr ',' '\n' | wc -l)
+
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bench.sh: installing wrk" >&2
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null; }
+  fi
+  command -v wrk >/dev/null 2>&1 || {
+    echo "bench.sh: wrk is needed: install it (Debian/Ubuntu: apt-get install wrk) and retry." >&2
+    exit 1
+  }
+fi
+command -v python3 >/dev/null 2>&1 || { echo "bench.sh: python3 is needed for the report." >&2; exit 1; }
+
+cargo build --release --locked --features bench-servers --bins >&2
+ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+
+WORK=$(mktemp -d -p "$PWD/target" bench.XXXXXX)   # on the real disk, not tmpfs
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+DEVICE=device-token-0123456789
+ADMIN=admin-token-0123456789
+cat > "$WORK/config.toml" <<TOML
+[[principals]]
+id = "device-1"
+token = "$DEVICE"
+role = "device"
+projects = ["P001"]
+
+[[principals]]
+id = "admin-1"
+token = "$ADMIN"
+role = "admin"
+projects = ["*"]
+TOML
+
+# A ~280-byte report, as the reference setup says.
+BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionId":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
+cat > "$WORK/submit.lua" <<LUA
+wrk.method = "POST"
+wrk.path = "/epro/submit"
+wrk.body = [[$BODY]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $DEVICE"
+LUA
+cat > "$WORK/route.lua" <<LUA
+wrk.method = "GET"
+wrk.path = "/api/v1/users/device-1/permissions"
+wrk.headers["Authorization"] = "Bearer $ADMIN"
+LUA
+cat > "$WORK/health.lua" <<LUA
+wrk.method = "GET"
+wrk.path = "/healthz"
+LUA
+
+PORT=18080
+start() { # name -> sets PID, URL
+  local name=$1 data="$WORK/data-$1-$RANDOM"
+  PORT=$((PORT + 1))
+  case "$name" in
+    ours-async|ours-sync)
+      taskset -c "$SERVER_CPUS" ./target/release/epro-ingest serve --config "$WORK/config.toml" \
+        --listen 127.0.0.1:$PORT --cpus "$SERVER_CPUS" --data-dir "$data" \
+        --durability "${name#ours-}" 2>"$WORK/$name.log" &
+      ;;
+    axum-buffered|axum-durable)
+      local flag=""; [ "$name" = axum-durable ] && flag=--durable
+      taskset -c "$SERVER_CPUS" ./target/release/axum-baseline --config "$WORK/config.toml" \
+        --listen 127.0.0.1:$PORT --workers "$SHARDS" --data-dir "$data" $flag 2>"$WORK/$name.log" &
+      ;;
+    floor)
+      taskset -c "$SERVER_CPUS" ./target/release/glommio-floor --listen 127.0.0.1:$PORT \
+        --cpus "$SERVER_CPUS" 2>"$WORK/$name.log" &
+      ;;
+  esac
+  PID=$!
+  URL=http://127.0.0.1:$PORT
+  for _ in $(seq 200); do
+    curl -sf "$URL/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "bench.sh: $name did not start:" >&2; cat "$WORK/$name.log" >&2; exit 1
+}
+
+stop() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+measure() { # server workload round -> appends a row to results.tsv
+  local name=$1 workload=$2 before after out
+  before=$(cpu_ticks "$PID")
+  out=$(taskset -c "$WRK_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+        -s "$WORK/$workload.lua" "$URL")
+  after=$(cpu_ticks "$PID")
+  echo "$out" > "$WORK/wrk-$name-$workload-$3.txt"
+  python3 "$WORK/parse.py" "$name" "$workload" "$((after - before))" "$TCK" <<<"$out" >> "$WORK/results.tsv"
+}
+
+# Parses one wrk run: req/s, p50 and p99 (µs), server CPU µs per request.
+cat > "$WORK/parse.py" <<'PY'
+import re, sys
+name, workload, ticks, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+text = sys.stdin.read()
+def us(v):
+    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+total = int(re.search(r"(\d+) requests in", text).group(1))
+p50 = us(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = us(re.search(r"99%\s+(\S+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+bad = int(errors.group(1)) if errors else 0
+cpu = ticks * 1e6 / tck / max(total, 1)
+print(f"{name}\t{workload}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{bad}")
+PY
+
+: > "$WORK/results.tsv"
+for round in $(seq "$ROUNDS"); do
+  echo "bench.sh: round $round of $ROUNDS" >&2
+  for name in ours-async axum-buffered ours-sync axum-durable floor; do
+    start "$name"
+    case "$name" in
+      ours-async|axum-buffered) workloads="submit route health" ;;
+      ours-sync|axum-durable) workloads="submit" ;;
+      floor) workloads="health" ;;
+    esac
+    for w in $workloads; do measure "$name" "$w" "$round"; done
+    stop
+  done
+done
+
+echo
+echo "Server on CPU(s) $SERVER_CPUS ($SHARDS shard(s) / tokio workers), wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on CPU(s) $WRK_CPUS, median of $ROUNDS rounds; $(nproc) CPUs, $(uname -r)."
+python3 - "$WORK/results.tsv" <<'PY'
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
+by = {}
+for name, w, rps, p50, p99, cpu, bad in rows:
+    by.setdefault((name, w), []).append((float(rps), float(p50), float(p99), float(cpu), int(bad)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(4)] + [sum(x[4] for x in v)] for k, v in by.items()}
+print()
+print("| workload | server | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for (name, w), (rps, p50, p99, cpu, bad) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    print(f"| {w} | {name} | {rps:.0f} | {p50:.0f} | {p99:.0f} | {cpu:.2f} | {bad} |")
+print()
+print("| ratio | req/s | CPU µs/req |")
+print("|---|---:|---:|")
+def ratio(a, b, label):
+    if a in med and b in med:
+        print(f"| {label} | {med[a][0] / med[b][0]:.2f} | {med[a][3] / med[b][3]:.2f} |")
+ratio(("ours-async", "submit"), ("axum-buffered", "submit"), "submit: ours async / axum buffered")
+ratio(("ours-sync", "submit"), ("axum-buffered", "submit"), "submit: ours sync / axum buffered")
+ratio(("ours-sync", "submit"), ("axum-durable", "submit"), "submit: ours sync / axum durable")
+ratio(("ours-async", "route"), ("axum-buffered", "route"), "route: ours / axum")
+ratio(("ours-async", "health"), ("axum-buffered", "health"), "health: ours / axum")
+ratio(("ours-async", "health"), ("floor", "health"), "health: ours / floor")
+ratio(("ours-async", "route"), ("floor", "health"), "route: ours / floor (health)")
+PY
