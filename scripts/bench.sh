@@ -131,8 +131,9 @@ def us(v):
     return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 total = int(re.search(r"(\d+) requests in", text).group(1))
-p50 = us(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = us(re.search(r"99%\s+(\S+)", text).group(1))
+# The latency distribution lines, not the "99%" that ends a stats column.
+p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 bad = int(errors.group(1)) if errors else 0
 cpu = ticks * 1e6 / tck / max(total, 1)

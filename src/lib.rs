@@ -30,6 +30,7 @@ pub mod handlers;
 pub mod http;
 pub mod index;
 pub mod log;
+pub mod logger;
 pub mod middleware;
 pub mod reads;
 pub mod route;

@@ -59,7 +59,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    epro_ingest::logger::init();
     let result = match Cli::parse().command {
         Command::Serve {
             config,

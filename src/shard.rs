@@ -233,6 +233,14 @@ async fn serve(
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
+    crate::logger::buffer_this_thread();
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            crate::logger::flush_this_thread();
+        }
+    })
+    .detach();
     let shard = Rc::new(Shard::new(id, config));
     glommio::spawn_local(Rc::clone(&shard.date).run()).detach();
     let _ = bound.send(Ok(local));
@@ -344,4 +352,5 @@ async fn shutdown(shard: &Shard, acceptor: glommio::Task<()>) {
         log.stopped().await;
     }
     info!("shard {}: stopped", shard.id);
+    crate::logger::flush_this_thread();
 }
