@@ -87,7 +87,6 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
         let mut close = false;
         let mut durable = None;
         while start < filled {
-            request_began.get_or_insert_with(Instant::now);
             match parser.next(&bufs.read[start..filled], &mut bufs.body) {
                 Ok(Step::NeedMore { send_continue }) => {
                     if send_continue {
@@ -148,6 +147,11 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
             bufs.read.resize(grown, 0);
         }
 
+        // A request now partly received started its header clock; complete requests
+        // never read the clock.
+        if start < filled && request_began.is_none() {
+            request_began = Some(Instant::now());
+        }
         let timeout = match request_began {
             _ if parser.in_body() => idle_timeout,
             Some(began) => header_timeout.saturating_sub(began.elapsed()),
