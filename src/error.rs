@@ -42,7 +42,6 @@ pub enum Reject {
     // Routing (the connection stays open).
     NotFound,
     MethodNotAllowed,
-    NotImplemented,
     // Connection-level refusals sent outside any request.
     Overloaded,
     HeaderTimeout,
@@ -159,7 +158,6 @@ impl Reject {
                 "method not allowed for this route",
                 false,
             ),
-            NotImplemented => (S::NotImplemented, "endpoint not implemented yet", false),
             Overloaded => (S::ServiceUnavailable, "connection limit reached", true),
             HeaderTimeout => (
                 S::RequestTimeout,

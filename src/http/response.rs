@@ -25,29 +25,25 @@ pub enum Status {
 }
 
 impl Status {
-    pub const fn code(self) -> u16 {
-        self.line_and_code().1
-    }
-
-    const fn line_and_code(self) -> (&'static [u8], u16) {
+    const fn line(self) -> &'static [u8] {
         use Status::*;
         match self {
-            Ok => (b"HTTP/1.1 200 OK\r\n", 200),
-            BadRequest => (b"HTTP/1.1 400 Bad Request\r\n", 400),
-            Unauthorized => (b"HTTP/1.1 401 Unauthorized\r\n", 401),
-            Forbidden => (b"HTTP/1.1 403 Forbidden\r\n", 403),
-            NotFound => (b"HTTP/1.1 404 Not Found\r\n", 404),
-            MethodNotAllowed => (b"HTTP/1.1 405 Method Not Allowed\r\n", 405),
-            RequestTimeout => (b"HTTP/1.1 408 Request Timeout\r\n", 408),
-            PayloadTooLarge => (b"HTTP/1.1 413 Content Too Large\r\n", 413),
-            UriTooLong => (b"HTTP/1.1 414 URI Too Long\r\n", 414),
-            UnsupportedMediaType => (b"HTTP/1.1 415 Unsupported Media Type\r\n", 415),
-            ExpectationFailed => (b"HTTP/1.1 417 Expectation Failed\r\n", 417),
-            HeaderFieldsTooLarge => (b"HTTP/1.1 431 Request Header Fields Too Large\r\n", 431),
-            InternalServerError => (b"HTTP/1.1 500 Internal Server Error\r\n", 500),
-            NotImplemented => (b"HTTP/1.1 501 Not Implemented\r\n", 501),
-            ServiceUnavailable => (b"HTTP/1.1 503 Service Unavailable\r\n", 503),
-            VersionNotSupported => (b"HTTP/1.1 505 HTTP Version Not Supported\r\n", 505),
+            Ok => b"HTTP/1.1 200 OK\r\n",
+            BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
+            Unauthorized => b"HTTP/1.1 401 Unauthorized\r\n",
+            Forbidden => b"HTTP/1.1 403 Forbidden\r\n",
+            NotFound => b"HTTP/1.1 404 Not Found\r\n",
+            MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
+            RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\n",
+            PayloadTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
+            UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
+            UnsupportedMediaType => b"HTTP/1.1 415 Unsupported Media Type\r\n",
+            ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
+            HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+            InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
+            NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
+            ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
+            VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         }
     }
 }
@@ -77,7 +73,7 @@ pub fn write(
     body: &[&[u8]],
 ) {
     let body_len: usize = body.iter().map(|part| part.len()).sum();
-    out.extend_from_slice(status.line_and_code().0);
+    out.extend_from_slice(status.line());
     out.extend_from_slice(b"Server: epro-ingest\r\nDate: ");
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\nContent-Type: ");

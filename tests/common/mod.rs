@@ -101,10 +101,6 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// The admin bearer token generated without a config file.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("admin.token")).expect("admin.token")
@@ -307,10 +303,6 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
-}
-
-pub fn path_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// Sends one POST with a JSON body on `stream` and reads the response.
