@@ -15,7 +15,7 @@ use crate::reads::{Deferred, Read};
 use crate::route::tree::{allow_header, Params};
 use crate::route::Route;
 use crate::shard::Shard;
-use crate::validate::Invalid;
+use crate::validate::{is_json_media_type, Invalid};
 
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,30 +143,19 @@ fn permissions(
     };
     let body = serde_json::json!({"userId": target.id, "role": role, "projects": target.projects})
         .to_string();
-    let date = shard.date.get();
-    response::write(
+    reply(
+        shard,
+        request,
         out,
         Status::Ok,
-        &date,
-        conn_header(&request.head),
         response::JSON,
-        None,
         &[body.as_bytes()],
     );
     Outcome::after(&request.head)
 }
 
 fn text_ok(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
-    let date = shard.date.get();
-    response::write(
-        out,
-        Status::Ok,
-        &date,
-        conn_header(&request.head),
-        response::TEXT,
-        None,
-        &[b"ok"],
-    );
+    reply(shard, request, out, Status::Ok, response::TEXT, &[b"ok"]);
     Outcome::after(&request.head)
 }
 
@@ -230,16 +219,7 @@ fn submit(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<u
                 &at,
                 b"\"}",
             ];
-            let date = shard.date.get();
-            response::write(
-                out,
-                Status::Ok,
-                &date,
-                conn_header(&request.head),
-                response::JSON,
-                None,
-                &body,
-            );
+            reply(shard, request, out, Status::Ok, response::JSON, &body);
             durable_outcome(shard, request, seq)
         }
     }
@@ -272,14 +252,12 @@ fn add_tag(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<
             storage_message(e),
         ),
         Ok(Stored::Seq(seq)) => {
-            let date = shard.date.get();
-            response::write(
+            reply(
+                shard,
+                request,
                 out,
                 Status::Ok,
-                &date,
-                conn_header(&request.head),
                 response::JSON,
-                None,
                 &[b"{\"success\":true}"],
             );
             durable_outcome(shard, request, seq)
@@ -324,10 +302,7 @@ fn durable_outcome(shard: &Shard, request: &Request<'_>, seq: u64) -> Outcome {
 
 /// 415 unless the body is declared `application/json` (parameters allowed).
 fn require_json(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Option<Outcome> {
-    let is_json = request.head.content_type.is_some_and(|ct| {
-        let media = ct.split(|&b| b == b';').next().unwrap_or(b"");
-        media.trim_ascii().eq_ignore_ascii_case(b"application/json")
-    });
+    let is_json = request.head.content_type.is_some_and(is_json_media_type);
     (!is_json).then(|| {
         refuse(
             shard,
@@ -339,7 +314,8 @@ fn require_json(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Opti
     })
 }
 
-/// The record id (`s<shard>-<seq>`, as [`record_id`] writes it) without allocating.
+/// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
+/// without allocating.
 fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
     let mut shard_digits = itoa::Buffer::new();
     let mut seq_digits = itoa::Buffer::new();
@@ -365,17 +341,36 @@ fn refuse_invalid(
     let mut number = itoa::Buffer::new();
     let [a, b, c] = invalid.message(&mut number);
     let body: [&[u8]; 5] = [b"{\"error\":\"", a, b, c, b"\"}"];
-    let date = shard.date.get();
-    response::write(
+    reply(
+        shard,
+        request,
         out,
         Status::BadRequest,
-        &date,
-        conn_header(&request.head),
         response::JSON,
-        None,
         &body,
     );
     Outcome::after(&request.head)
+}
+
+/// A response that keeps the connection as the request asked.
+fn reply(
+    shard: &Shard,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &[u8],
+    body: &[&[u8]],
+) {
+    let date = shard.date.get();
+    response::write(
+        out,
+        status,
+        &date,
+        conn_header(&request.head),
+        content_type,
+        None,
+        body,
+    );
 }
 
 /// An error response that keeps the connection as the request asked.

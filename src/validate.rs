@@ -56,6 +56,12 @@ impl Invalid {
     }
 }
 
+/// Whether a `Content-Type` value is `application/json` (parameters allowed).
+pub fn is_json_media_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
+    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+}
+
 /// A valid `/epro/submit` body.
 #[derive(Debug, Default)]
 pub struct Submission<'a> {

@@ -37,7 +37,7 @@ use epro_ingest::index::Index;
 use epro_ingest::log::record::{Kind, Record};
 use epro_ingest::middleware::{authenticate_in, may_access};
 use epro_ingest::reads::{subject_ids, subjects_json, summary_json};
-use epro_ingest::validate::{Invalid, MAX_ID};
+use epro_ingest::validate::{is_json_media_type, Invalid, MAX_ID};
 
 #[derive(Parser)]
 struct Args {
@@ -97,11 +97,10 @@ fn auth<'a>(app: &'a App, headers: &HeaderMap, roles: &[Role]) -> Result<&'a Pri
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
-    let ok = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let media = v.as_bytes().split(|&b| b == b';').next().unwrap_or(b"");
-        media.trim_ascii().eq_ignore_ascii_case(b"application/json")
-    });
-    if ok {
+    if headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| is_json_media_type(v.as_bytes()))
+    {
         Ok(())
     } else {
         Err((
@@ -322,20 +321,25 @@ async fn permissions(
     }
 }
 
+/// Staff of the project or admin may read it.
+fn may_read(app: &App, headers: &HeaderMap, project: &str) -> Option<Refusal> {
+    match auth(app, headers, &[Role::Staff, Role::Admin]) {
+        Ok(who) if may_access(who, project) => None,
+        Ok(_) => Some((
+            StatusCode::FORBIDDEN,
+            "this principal may not read this project",
+        )),
+        Err(refusal) => Some(refusal),
+    }
+}
+
 async fn subjects(
     State(app): State<Shared>,
     headers: HeaderMap,
     Path((project, site)): Path<(String, String)>,
 ) -> Response {
-    match auth(&app, &headers, &[Role::Staff, Role::Admin]) {
-        Ok(who) if may_access(who, &project) => {}
-        Ok(_) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "this principal may not read this project",
-            )
-        }
-        Err(r) => return refused(r),
+    if let Some(refusal) = may_read(&app, &headers, &project) {
+        return refused(refusal);
     }
     let index = app.index.lock().unwrap();
     let rows = answer(
@@ -355,15 +359,8 @@ async fn summary(
     headers: HeaderMap,
     Path(project): Path<String>,
 ) -> Response {
-    match auth(&app, &headers, &[Role::Staff, Role::Admin]) {
-        Ok(who) if may_access(who, &project) => {}
-        Ok(_) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "this principal may not read this project",
-            )
-        }
-        Err(r) => return refused(r),
+    if let Some(refusal) = may_read(&app, &headers, &project) {
+        return refused(refusal);
     }
     let part = answer(
         &app.index.lock().unwrap(),

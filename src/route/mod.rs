@@ -1,5 +1,5 @@
 //! The route table: every endpoint of the API contract, declared once, here. The
-//! [`routes!`] invocation below produces the [`Route`] enum, the table and the
+//! `routes!` invocation below produces the [`Route`] enum, the table and the
 //! compile-time [`tree`] that [`lookup`] walks.
 
 pub mod tree;
