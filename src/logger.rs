@@ -9,7 +9,7 @@
 //! request path. Other threads write each line at once. A crash can lose at most the
 //! last 100 ms of buffered info lines, never a warning or an error.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 
 use log::{Level, Log, Metadata, Record};
@@ -56,12 +56,24 @@ fn write_out(buf: &mut Vec<u8>) {
     }
 }
 
+thread_local! {
+    /// The formatted `[YYYY-MM-DDTHH:MM:SSZ ` prefix of the current second.
+    static STAMP: Cell<(u64, [u8; 22])> = const { Cell::new((u64::MAX, [0; 22])) };
+}
+
 fn format(record: &Record<'_>, out: &mut Vec<u8>) {
-    // Second precision: the coarse clock is enough and cheaper than a precise read.
-    let now = crate::clock::format_rfc3339(coarse_now_ns());
-    out.push(b'[');
-    out.extend_from_slice(&now[..19]);
-    out.extend_from_slice(b"Z ");
+    // Second precision from the coarse clock, formatted once per second per thread.
+    let now = coarse_now_ns();
+    let second = now / 1_000_000_000;
+    let (cached, mut stamp) = STAMP.get();
+    if cached != second {
+        let text = crate::clock::format_rfc3339(now);
+        stamp[0] = b'[';
+        stamp[1..20].copy_from_slice(&text[..19]);
+        stamp[20..22].copy_from_slice(b"Z ");
+        STAMP.set((second, stamp));
+    }
+    out.extend_from_slice(&stamp);
     let _ = write!(
         out,
         "{:<5} {}] {}",

@@ -242,3 +242,48 @@ fn method_not_allowed_lists_allowed_methods() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
 }
+
+/// Garbage from many peers (random bytes, and mutations of valid requests) never
+/// takes the server down or stops it serving others.
+#[test]
+fn garbage_from_peers_never_stops_the_server() {
+    let server = Server::start(SHORT_TIMEOUTS, &[]);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = b"POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for i in 0..300 {
+        let mut bytes: Vec<u8> = if i % 2 == 0 {
+            (0..(next() % 2000) as usize)
+                .map(|_| next() as u8)
+                .collect()
+        } else {
+            valid.to_vec()
+        };
+        for _ in 0..(next() % 6) {
+            if !bytes.is_empty() {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+        }
+        let Ok(mut stream) = TcpStream::connect(server.addr) else {
+            panic!("connect failed after {i} garbage connections");
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = stream.write_all(&bytes);
+        let mut sink = [0u8; 4096];
+        let _ = stream.read(&mut sink);
+    }
+    for _ in 0..8 {
+        let mut stream = server.connect();
+        stream.write_all(GET).unwrap();
+        assert_eq!(read_response(&mut stream).unwrap().status, 200);
+    }
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
