@@ -122,36 +122,33 @@ fn affinity() -> Result<Vec<usize>, String> {
         .collect())
 }
 
-/// Raises the soft `RLIMIT_MEMLOCK` towards what `shards` executors register, if the
-/// hard limit allows; refuses to start below glommio's floor with a message saying what
-/// to raise. Each executor registers its `IO_MEMORY` with three rings.
+/// Makes sure `RLIMIT_MEMLOCK` covers what `shards` executors register with io_uring
+/// (each registers its `IO_MEMORY` with three rings), raising the limit where this
+/// process may, and otherwise refusing to start with a message saying what to raise.
+/// Starting below it is not an option: glommio then fails part-way through registering
+/// and its executor thread panics.
 pub fn check_memlock(shards: usize) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    const GLOMMIO_FLOOR: u64 = 512 * 1024;
     let wanted = (shards * IO_MEMORY * 3) as u64;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK)
-        .map_err(|e| format!("getrlimit(RLIMIT_MEMLOCK): {e}"))?;
-    if soft < wanted && hard > soft {
-        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, wanted.min(hard), hard);
+    let read = || {
+        getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| format!("getrlimit(RLIMIT_MEMLOCK): {e}"))
+    };
+    let (soft, hard) = read()?;
+    if soft < wanted {
+        // Raising the hard limit needs CAP_SYS_RESOURCE; otherwise go as far as it allows.
+        if setrlimit(Resource::RLIMIT_MEMLOCK, wanted, hard.max(wanted)).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_MEMLOCK, wanted.min(hard), hard);
+        }
     }
-    let (soft, _) = getrlimit(Resource::RLIMIT_MEMLOCK)
-        .map_err(|e| format!("getrlimit(RLIMIT_MEMLOCK): {e}"))?;
-    if soft < GLOMMIO_FLOOR {
+    let (soft, _) = read()?;
+    if soft < wanted {
         return Err(format!(
-            "locked-memory limit (ulimit -l) is {} KiB; io_uring needs at least {} KiB per process \
-             and {} KiB for {shards} shards: raise it (ulimit -l, or LimitMEMLOCK= in the systemd unit)",
+            "locked-memory limit (ulimit -l) is {} KiB, but {shards} shards need {} KiB for \
+             io_uring's registered buffers (3 MiB each): raise it (ulimit -l, or LimitMEMLOCK= \
+             in the systemd unit) or run fewer shards (--shards)",
             soft / 1024,
-            GLOMMIO_FLOOR / 1024,
             wanted / 1024
         ));
-    }
-    if soft < wanted {
-        log::warn!(
-            "locked-memory limit is {} KiB, below the {} KiB that {shards} shards register; \
-             io_uring falls back to unregistered buffers (slower). Raise ulimit -l.",
-            soft / 1024,
-            wanted / 1024
-        );
     }
     Ok(())
 }

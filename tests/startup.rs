@@ -101,15 +101,22 @@ fn cpus_outside_the_affinity_mask_are_refused() {
 
 #[test]
 fn too_little_locked_memory_is_a_clear_error() {
+    // As an unprivileged user, who cannot raise the hard limit (root could).
     let dir = temp_dir();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let err = failing_start(
-        "ulimit -l 64 &&",
+        "ulimit -l 4096 && setpriv --reuid 65534 --regid 65534 --clear-groups",
         &format!(
-            "--listen 127.0.0.1:0 --shards 1 --data-dir {}",
-            dir.path().display()
+            "--listen 127.0.0.1:0 --shards 2 --data-dir {}",
+            data.display()
         ),
     );
-    assert!(err.contains("locked-memory limit"), "{err}");
+    assert!(
+        err.contains("locked-memory limit (ulimit -l) is 4096 KiB") && err.contains("6144 KiB"),
+        "{err}"
+    );
 }
 
 #[test]
