@@ -1,0 +1,82 @@
+//! /readyz is 503 until every record of the log has been recovered, and writes are
+//! refused until then; afterwards both work.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{post, read_response, report, spawn_and_wait, temp_dir, BIN};
+use epro_ingest::log::record::{encode_header, Kind, Record};
+
+#[test]
+fn readyz_is_503_until_recovery_is_done() {
+    // A log big enough that recovery takes a while: 150k records in one segment.
+    let dir = temp_dir();
+    let shard_dir = dir.path().join("data/shard-0");
+    std::fs::create_dir_all(&shard_dir).unwrap();
+    let mut bytes = encode_header(0, 1).to_vec();
+    let body = report("P-1");
+    for seq in 1..=150_000u64 {
+        let record = Record {
+            kind: Kind::Report,
+            shard: 0,
+            seq,
+            received_ns: 1,
+            group_index: 0,
+            principal: "admin",
+            body: body.as_bytes(),
+        };
+        record.encode(&mut bytes);
+    }
+    std::fs::write(shard_dir.join("00000000000000000001.seg"), &bytes).unwrap();
+
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"));
+    let (mut child, addr, log) = spawn_and_wait(cmd).expect("server starts");
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+
+    let mut statuses = Vec::new();
+    let mut write_refused = false;
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(60) {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let status = read_response(&mut stream).unwrap().status;
+        if status == 503 && !write_refused {
+            let r = post(&mut stream, "/epro/submit", &token, &report("P-2"));
+            write_refused = r.status == 503 && r.error().contains("not accepting writes");
+        }
+        if statuses.last() != Some(&status) {
+            statuses.push(status);
+        }
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(statuses, [503, 200], "{}", log.lock().unwrap());
+    assert!(write_refused, "a write during recovery was not refused");
+    // Shard log lines are flushed within 100 ms.
+    let logged = common::wait_until(Duration::from_secs(3), || {
+        log.lock().unwrap().contains("recovered 150000 records")
+    });
+    assert!(logged, "{}", log.lock().unwrap());
+
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let r = post(&mut stream, "/epro/submit", &token, &report("P-3"));
+    assert_eq!(r.json()["id"], "s0-150001");
+    let _ = child.kill();
+    let _ = child.wait();
+}
