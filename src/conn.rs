@@ -1,6 +1,8 @@
-//! One connection: read, frame every complete request in the buffer, dispatch each in
-//! order, write all their responses with one write, repeat. Keep-alive, pipelining,
-//! `Expect: 100-continue`, HTTP/1.0 and `Connection: close`, and two timeouts:
+//! One connection: read; frame every complete request in the buffer and run each, in
+//! order, through the onion ([`crate::middleware`]), awaiting a cross-shard read in
+//! place; wait once until the highest record stored by the batch is durable; write all
+//! the responses with one write; repeat. Keep-alive, pipelining, `Expect: 100-continue`,
+//! HTTP/1.0 and `Connection: close`, and two timeouts:
 //!
 //! - *header timeout*: from the first byte of a request (or from accept, for the first
 //!   request) its head must be complete within `header_timeout_ms`, else 408 and close;
