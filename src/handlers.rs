@@ -201,13 +201,7 @@ fn submit(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<u
             Status::Forbidden,
             "this principal may not write to the report's projectId",
         ),
-        Ok(Stored::Failed(e)) => refuse(
-            shard,
-            request,
-            out,
-            Status::ServiceUnavailable,
-            storage_message(e),
-        ),
+        Ok(Stored::Failed(e)) => refuse_storage(shard, request, out, e),
         Ok(Stored::Seq(seq)) => {
             let mut id = [0u8; 32];
             let id = format_id(shard.id as u16, seq, &mut id);
@@ -232,8 +226,8 @@ fn add_tag(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<
     }
     let received_ns = clock::now_ns();
     let stored = shard.validator.borrow_mut().tag(request.body, |tag| {
-        let stored = store(shard, Kind::Tag, who, received_ns, request.body);
-        if let Stored::Seq(_) = stored {
+        let stored = append(shard, Kind::Tag, who, received_ns, request.body);
+        if stored.is_ok() {
             shard
                 .index
                 .borrow_mut()
@@ -243,15 +237,8 @@ fn add_tag(shard: &Shard, who: &Principal, request: &Request<'_>, out: &mut Vec<
     });
     match stored {
         Err(invalid) => refuse_invalid(shard, request, out, invalid),
-        Ok(Stored::Forbidden) => refuse(shard, request, out, Status::Forbidden, "forbidden"),
-        Ok(Stored::Failed(e)) => refuse(
-            shard,
-            request,
-            out,
-            Status::ServiceUnavailable,
-            storage_message(e),
-        ),
-        Ok(Stored::Seq(seq)) => {
+        Ok(Err(e)) => refuse_storage(shard, request, out, e),
+        Ok(Ok(seq)) => {
             reply(
                 shard,
                 request,
@@ -273,14 +260,34 @@ enum Stored {
 }
 
 fn store(shard: &Shard, kind: Kind, who: &Principal, received_ns: u64, body: &[u8]) -> Stored {
-    let appended = match shard.log() {
-        Some(log) => log.append(kind, &who.id, received_ns, body),
-        None => Err(LogError::Closed),
-    };
-    match appended {
+    match append(shard, kind, who, received_ns, body) {
         Ok(seq) => Stored::Seq(seq),
         Err(e) => Stored::Failed(e),
     }
+}
+
+fn append(
+    shard: &Shard,
+    kind: Kind,
+    who: &Principal,
+    received_ns: u64,
+    body: &[u8],
+) -> Result<u64, LogError> {
+    match shard.log() {
+        Some(log) => log.append(kind, &who.id, received_ns, body),
+        None => Err(LogError::Closed),
+    }
+}
+
+/// 503: this shard cannot store records now.
+fn refuse_storage(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>, e: LogError) -> Outcome {
+    refuse(
+        shard,
+        request,
+        out,
+        Status::ServiceUnavailable,
+        storage_message(e),
+    )
 }
 
 fn storage_message(e: LogError) -> &'static str {
