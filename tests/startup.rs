@@ -11,7 +11,11 @@ use common::{read_response, temp_dir, Server, BIN};
 
 /// Runs `sh -c "<prefix> BIN serve <args>"`, expecting it to exit on its own.
 fn failing_start(prefix: &str, args: &str) -> String {
-    let script = format!("{prefix} {BIN} serve {args}");
+    failing_start_of(BIN, prefix, args)
+}
+
+fn failing_start_of(bin: &str, prefix: &str, args: &str) -> String {
+    let script = format!("{prefix} {bin} serve {args}");
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(&script)
@@ -101,12 +105,22 @@ fn cpus_outside_the_affinity_mask_are_refused() {
 
 #[test]
 fn too_little_locked_memory_is_a_clear_error() {
-    // As an unprivileged user, who cannot raise the hard limit (root could).
+    // As an unprivileged user, who cannot raise the hard limit (root could). The binary
+    // is copied where that user can reach it, whatever the checkout's permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let open = tempfile::Builder::new()
+        .prefix("epro-memlock-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = open.path().join("epro-ingest");
+    std::fs::copy(BIN, &bin).unwrap();
     let dir = temp_dir();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let err = failing_start(
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = failing_start_of(
+        bin.to_str().unwrap(),
         "ulimit -l 4096 && setpriv --reuid 65534 --regid 65534 --clear-groups",
         &format!(
             "--listen 127.0.0.1:0 --shards 2 --data-dir {}",
