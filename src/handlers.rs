@@ -294,6 +294,7 @@ fn storage_message(e: LogError) -> &'static str {
     match e {
         LogError::Failed => "storage failed on this shard; writes are refused",
         LogError::Closed => "not accepting writes (starting up or shutting down)",
+        LogError::Behind => "storage is behind on this shard; retry later",
     }
 }
 

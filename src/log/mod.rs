@@ -42,7 +42,13 @@ pub enum LogError {
     Failed,
     /// The shard is shutting down.
     Closed,
+    /// More than [`MAX_PENDING`] bytes wait for the disk: refuse rather than grow
+    /// without bound (only reachable with durability `async`, where nothing waits).
+    Behind,
 }
+
+/// Most bytes of records that may wait for the flusher.
+pub const MAX_PENDING: usize = 64 << 20;
 
 struct State {
     /// Encoded records not yet taken by the flusher, and the spare buffer it swaps in.
@@ -126,6 +132,9 @@ impl Log {
         }
         if state.closed {
             return Err(LogError::Closed);
+        }
+        if state.pending.len() >= MAX_PENDING {
+            return Err(LogError::Behind);
         }
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -282,4 +291,26 @@ fn chunk(batch: &[u8], at: usize) -> (usize, u64, u64) {
         end += len_at(end);
     }
     (end, first_seq, last_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_refused_when_the_disk_falls_behind() {
+        // No flusher runs, as when the disk stalls: pending grows to the cap, then stops.
+        let log = Log::new(0, PathBuf::from("unused"), 1 << 20, Durability::Async, 1);
+        let body = vec![b'x'; 64 << 10];
+        let mut stored = 0;
+        while log.append(Kind::Report, "p", 0, &body).is_ok() {
+            stored += 1;
+        }
+        assert_eq!(
+            log.append(Kind::Report, "p", 0, b"{}"),
+            Err(LogError::Behind)
+        );
+        let per_record = Record::encoded_len("p", &body);
+        assert_eq!(stored, MAX_PENDING.div_ceil(per_record));
+    }
 }
