@@ -117,10 +117,8 @@ impl Server {
     /// SIGTERM, then waits (up to 30 s) for the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
         let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let began = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
