@@ -215,13 +215,20 @@ fn segments_rotate_under_load() {
             })
         })
         .collect();
+    // export and verify only read: both work beside the live, writing server.
+    let data = server.data_dir();
+    for _ in 0..3 {
+        let (ok, out) = verify(&data);
+        assert!(ok, "verify beside a live server: {out}");
+        export(&data);
+    }
     let mut acked: Vec<String> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
     let (status, dir) = server.terminate();
     assert!(status.success());
-    let data = dir.path().join("data");
+    assert_eq!(data, dir.path().join("data"));
     let segments: usize = (0..2)
         .map(|s| {
             list_segments(&data.join(format!("shard-{s}")))
