@@ -2,9 +2,10 @@
 //! and a pool of spare buffer sets, so a new connection reuses the buffers a closed one
 //! left behind instead of allocating (the thread-per-core form of Gin's `sync.Pool`).
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -48,9 +49,27 @@ impl Buffers {
     }
 }
 
-/// Live connections (by slab key, holding the socket's fd) and spare buffer sets.
+/// How often the sweeper looks for connections past their deadline.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(20);
+
+/// A live connection as the shard sees it.
+struct Live {
+    fd: RawFd,
+    /// The connection must have received something by then (set before each read).
+    deadline: Cell<Instant>,
+    /// The sweeper shut its read side because the deadline passed.
+    expired: Cell<bool>,
+}
+
+/// Live connections (by slab key) and spare buffer sets.
+///
+/// Timeouts are enforced here rather than by a timer per read: each connection writes
+/// its deadline before it reads, and the shard's sweeper, every [`SWEEP_EVERY`], shuts
+/// the read side of every connection past it, which ends the pending read. That costs a
+/// connection one clock read and a store per read instead of a timer insertion and
+/// removal (and the io_uring timeout re-arming that follows) per blocked read.
 pub struct ConnTable {
-    live: Slab<RawFd>,
+    live: Slab<Live>,
     spare: Vec<Buffers>,
     max: usize,
 }
@@ -71,17 +90,43 @@ impl ConnTable {
     /// Shuts the read side of every live connection: a read waiting for the next
     /// request ends, so the connection closes once its responses are written.
     pub fn shutdown_reads(&self) {
-        for (_, &fd) in self.live.iter() {
-            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        for (_, live) in self.live.iter() {
+            let _ = nix::sys::socket::shutdown(live.fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+
+    /// Connection `key` must receive something by `deadline`.
+    pub fn set_deadline(&self, key: usize, deadline: Instant) {
+        if let Some(live) = self.live.get(key) {
+            live.deadline.set(deadline);
+        }
+    }
+
+    /// Whether the sweeper ended connection `key`'s read for passing its deadline.
+    pub fn expired(&self, key: usize) -> bool {
+        self.live.get(key).is_some_and(|live| live.expired.get())
+    }
+
+    /// Shuts the read side of every connection past its deadline at `now`.
+    fn expire(&self, now: Instant) {
+        for (_, live) in self.live.iter() {
+            if !live.expired.get() && live.deadline.get() <= now {
+                live.expired.set(true);
+                let _ = nix::sys::socket::shutdown(live.fd, nix::sys::socket::Shutdown::Read);
+            }
         }
     }
 
     /// Takes a slot and a buffer set, or `None` at the connection limit.
-    fn open(&mut self, fd: RawFd) -> Option<(usize, Buffers)> {
+    fn open(&mut self, fd: RawFd, deadline: Instant) -> Option<(usize, Buffers)> {
         if self.live.len() >= self.max {
             return None;
         }
-        let key = self.live.insert(fd);
+        let key = self.live.insert(Live {
+            fd,
+            deadline: Cell::new(deadline),
+            expired: Cell::new(false),
+        });
         Some((key, self.spare.pop().unwrap_or_else(Buffers::new)))
     }
 
@@ -95,7 +140,7 @@ impl ConnTable {
 /// Returns the slot and buffers when the connection task ends, even by unwinding.
 pub struct Slot {
     shard: Rc<Shard>,
-    key: usize,
+    pub key: usize,
     pub buffers: Option<Buffers>,
 }
 
@@ -119,7 +164,10 @@ pub async fn run(shard: Rc<Shard>, listener: TcpListener) {
                 continue;
             }
         };
-        let opened = shard.conns.borrow_mut().open(stream.as_raw_fd());
+        // The first request's head must arrive within the header timeout of the accept.
+        let header_timeout = Duration::from_millis(shard.config.limits.header_timeout_ms);
+        let deadline = Instant::now() + header_timeout;
+        let opened = shard.conns.borrow_mut().open(stream.as_raw_fd(), deadline);
         match opened {
             Some((key, buffers)) => {
                 let slot = Slot {
@@ -133,6 +181,15 @@ pub async fn run(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::spawn_local(refuse(Rc::clone(&shard), stream)).detach();
             }
         }
+    }
+}
+
+/// The shard's sweeper: ends the reads of connections past their deadline, until the
+/// executor ends.
+pub async fn sweep(shard: Rc<Shard>) {
+    loop {
+        glommio::timer::sleep(SWEEP_EVERY).await;
+        shard.conns.borrow().expire(Instant::now());
     }
 }
 

@@ -9,6 +9,10 @@
 //!   a slowloris client trickling bytes cannot hold the connection longer than that.
 //! - *idle timeout*: a keep-alive connection with nothing pending is closed after
 //!   `idle_timeout_ms`; while a body is arriving each read must make progress within it.
+//!
+//! Both are deadlines the connection records in the shard's connection table before
+//! each read; the shard's sweeper ([`crate::accept::sweep`]) ends the read of any
+//! connection past its deadline, so no read arms a timer of its own.
 
 use std::io;
 use std::rc::Rc;
@@ -36,7 +40,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, mut slot: Slot) {
     let Some(buffers) = slot.buffers.as_mut() else {
         return;
     };
-    if let Ok(Ending::Linger) = run(&shard, &mut stream, buffers).await {
+    if let Ok(Ending::Linger) = run(&shard, &mut stream, buffers, slot.key).await {
         linger(&mut stream, &mut buffers.read).await;
     }
     let _ = stream.close().await;
@@ -72,7 +76,12 @@ async fn linger(stream: &mut TcpStream, scratch: &mut [u8]) {
     }
 }
 
-async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::Result<Ending> {
+async fn run(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    bufs: &mut Buffers,
+    key: usize,
+) -> io::Result<Ending> {
     let limits = shard.limits;
     let header_timeout = Duration::from_millis(shard.config.limits.header_timeout_ms);
     let idle_timeout = Duration::from_millis(shard.config.limits.idle_timeout_ms);
@@ -149,35 +158,40 @@ async fn run(shard: &Shard, stream: &mut TcpStream, bufs: &mut Buffers) -> io::R
             bufs.read.resize(grown, 0);
         }
 
-        // A request now partly received started its header clock; complete requests
-        // never read the clock.
+        // A request now partly received started its header clock. The deadline goes to
+        // the connection table, whose sweeper ends the read once it passes.
+        let now = Instant::now();
         if start < filled && request_began.is_none() {
-            request_began = Some(Instant::now());
+            request_began = Some(now);
         }
-        let timeout = match request_began {
-            _ if parser.in_body() => idle_timeout,
-            Some(began) => header_timeout.saturating_sub(began.elapsed()),
-            None => idle_timeout,
+        let deadline = match request_began {
+            _ if parser.in_body() => now + idle_timeout,
+            Some(began) => began + header_timeout,
+            None => now + idle_timeout,
         };
-        let read = if timeout.is_zero() {
-            Err(io::Error::from(io::ErrorKind::TimedOut))
+        let timed_out = if deadline <= now {
+            true
         } else {
-            stream.set_read_timeout(Some(timeout))?;
-            stream.read(&mut bufs.read[filled..]).await
-        };
-        match read {
-            Ok(0) => return Ok(Ending::Quiet),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                // A request in progress gets a 408; a quiet connection just closes.
-                if filled > 0 && !parser.in_body() {
-                    respond_and_close(shard, Reject::HeaderTimeout, &mut bufs.write);
-                    stream.write_all(&bufs.write).await?;
-                    return Ok(Ending::Linger);
+            shard.conns.borrow().set_deadline(key, deadline);
+            match stream.read(&mut bufs.read[filled..]).await {
+                // End of input: the peer closed, or the sweeper or shutdown ended the read.
+                Ok(0) if shard.conns.borrow().expired(key) => true,
+                Ok(0) => return Ok(Ending::Quiet),
+                Ok(n) => {
+                    filled += n;
+                    false
                 }
-                return Ok(Ending::Quiet);
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        };
+        if timed_out {
+            // A request head in progress gets a 408; a quiet connection just closes.
+            if filled > 0 && !parser.in_body() {
+                respond_and_close(shard, Reject::HeaderTimeout, &mut bufs.write);
+                stream.write_all(&bufs.write).await?;
+                return Ok(Ending::Linger);
+            }
+            return Ok(Ending::Quiet);
         }
     }
 }

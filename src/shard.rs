@@ -240,6 +240,7 @@ async fn serve(
     .detach();
     let shard = Rc::new(Shard::new(id, config));
     glommio::spawn_local(Rc::clone(&shard.date).run()).detach();
+    glommio::spawn_local(accept::sweep(Rc::clone(&shard))).detach();
     let _ = bound.send(Ok(local));
     // Serve (readyz says 503) while the log is recovered.
     let acceptor = glommio::spawn_local(accept::run(Rc::clone(&shard), listener));

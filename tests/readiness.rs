@@ -42,7 +42,16 @@ fn readyz_is_503_until_recovery_is_done() {
         "--data-dir",
     ])
     .arg(dir.path().join("data"));
-    let (mut child, addr, log) = spawn_and_wait(cmd).expect("server starts");
+    let (child, addr, log) = spawn_and_wait(cmd).expect("server starts");
+    // Killed however the test ends, so a failed assertion leaves no server behind.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(child);
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
 
     let mut statuses = Vec::new();
@@ -77,6 +86,4 @@ fn readyz_is_503_until_recovery_is_done() {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let r = post(&mut stream, "/epro/submit", &token, &report("P-3"));
     assert_eq!(r.json()["id"], "s0-150001");
-    let _ = child.kill();
-    let _ = child.wait();
 }
