@@ -133,24 +133,12 @@ fn permissions(
             "only admin may read another user's permissions",
         );
     }
-    let Some(target) = shard.config.principals.iter().find(|p| p.id == user) else {
+    // Bodies are built once per shard at start-up: principals do not change.
+    let Some(i) = shard.config.principals.iter().position(|p| p.id == user) else {
         return refuse(shard, request, out, Status::NotFound, "no such user");
     };
-    let role = match target.role {
-        Role::Device => "device",
-        Role::Staff => "staff",
-        Role::Admin => "admin",
-    };
-    let body = serde_json::json!({"userId": target.id, "role": role, "projects": target.projects})
-        .to_string();
-    reply(
-        shard,
-        request,
-        out,
-        Status::Ok,
-        response::JSON,
-        &[body.as_bytes()],
-    );
+    let body = &shard.permission_bodies[i];
+    reply(shard, request, out, Status::Ok, response::JSON, &[body]);
     Outcome::after(&request.head)
 }
 

@@ -40,6 +40,8 @@ pub struct Shard {
     pub conns: RefCell<ConnTable>,
     pub validator: RefCell<Validator>,
     pub index: RefCell<Index>,
+    /// The permissions endpoint's body for each configured principal, in order.
+    pub permission_bodies: Vec<Vec<u8>>,
     fanout: OnceCell<Fanout>,
     /// Set once recovery is done.
     log: OnceCell<Rc<Log>>,
@@ -72,6 +74,15 @@ impl Shard {
             conns: RefCell::new(ConnTable::new(config.limits.max_connections)),
             validator: RefCell::new(Validator::default()),
             index: RefCell::new(Index::default()),
+            permission_bodies: config
+                .principals
+                .iter()
+                .map(|p| {
+                    crate::handlers::permissions_json(p)
+                        .to_string()
+                        .into_bytes()
+                })
+                .collect(),
             fanout: OnceCell::new(),
             config,
             date: Rc::new(DateCache::new()),
