@@ -397,27 +397,29 @@ pub fn method_not_allowed(
 ) -> Outcome {
     let mut allow = [0u8; 64];
     let len = allow_header(allowed, &mut allow);
-    let date = shard.date.get();
-    let extra = Some((&b"Allow"[..], &allow[..len]));
-    response::write_reject(
+    reject(
+        shard,
+        request,
         out,
         Reject::MethodNotAllowed,
-        &date,
-        conn_header(&request.head),
-        extra,
-    );
-    Outcome::after(&request.head)
+        Some((b"Allow", &allow[..len])),
+    )
 }
 
 pub fn not_found(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    reject(shard, request, out, Reject::NotFound, None)
+}
+
+/// A routing rejection that keeps the connection as the request asked.
+fn reject(
+    shard: &Shard,
+    request: &Request<'_>,
+    out: &mut Vec<u8>,
+    reject: Reject,
+    extra: Option<(&[u8], &[u8])>,
+) -> Outcome {
     let date = shard.date.get();
-    response::write_reject(
-        out,
-        Reject::NotFound,
-        &date,
-        conn_header(&request.head),
-        None,
-    );
+    response::write_reject(out, reject, &date, conn_header(&request.head), extra);
     Outcome::after(&request.head)
 }
 

@@ -11,16 +11,7 @@ use std::time::Duration;
 
 use common::{export, read_response, report, temp_dir, verify, Server};
 
-const TOKEN: &str = "device-token-0123456789";
-const CONFIG: &str = r#"
-segment_bytes = 65536
-
-[[principals]]
-id = "site-app-001"
-token = "device-token-0123456789"
-role = "device"
-projects = ["*"]
-"#;
+use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN as TOKEN};
 
 /// Submits until the server dies or `stop` is set, `depth` requests pipelined at a
 /// time; records the ids of the 200 responses.

@@ -85,17 +85,7 @@ const CASES: &[(&str, &str, &[u16], bool)] = &[
 #[test]
 fn framing_vectors() {
     let server = Server::start("", &[]);
-    let mut failures = Vec::new();
-    for &(name, raw, statuses, closes) in CASES {
-        if let Err(why) = run_case(&server, raw.as_bytes(), statuses, closes) {
-            failures.push(format!("{name}: {why}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "failed cases:\n{}",
-        failures.join("\n")
-    );
+    run_all(&server, CASES);
 }
 
 /// Limits, generated vectors too long for one line each.
@@ -146,17 +136,7 @@ fn size_limits() {
             true,
         ),
     ];
-    let mut failures = Vec::new();
-    for (name, raw, statuses, closes) in cases {
-        if let Err(why) = run_case(&server, raw.as_bytes(), statuses, closes) {
-            failures.push(format!("{name}: {why}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "failed cases:\n{}",
-        failures.join("\n")
-    );
+    run_all(&server, &cases);
 }
 
 /// Every rejection carries a JSON body with a specific message.
@@ -181,6 +161,23 @@ fn rejections_name_the_problem() {
             "{raw:?}: message {message:?} lacks {needle:?}"
         );
     }
+}
+
+/// Runs every case on its own connection and reports all failures at once.
+fn run_all(server: &Server, cases: &[(&str, &str, &[u16], bool)]) {
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|&(name, raw, statuses, closes)| {
+            run_case(server, raw.as_bytes(), statuses, closes)
+                .err()
+                .map(|why| format!("{name}: {why}"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn run_case(server: &Server, raw: &[u8], statuses: &[u16], closes: bool) -> Result<(), String> {

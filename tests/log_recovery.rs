@@ -29,22 +29,13 @@ fn write_reports(n: usize, config: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Small segments keep the scans of these tests (debug builds) quick.
-const CONFIG: &str = r#"
-segment_bytes = 65536
-
-[[principals]]
-id = "site-app-001"
-token = "device-token-0123456789"
-role = "device"
-projects = ["*"]
-"#;
+use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
 
 fn token_of(server: &Server, config: &str) -> String {
     if config.is_empty() {
         server.admin_token()
     } else {
-        "device-token-0123456789".to_string()
+        DEVICE_TOKEN.to_string()
     }
 }
 
@@ -98,12 +89,7 @@ fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     assert!(server.log().contains("cut torn tail"), "{}", server.log());
     let mut stream = server.connect();
-    let r = post(
-        &mut stream,
-        "/epro/submit",
-        "device-token-0123456789",
-        &report("P-new"),
-    );
+    let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-new"));
     assert_eq!(r.json()["id"], "s0-5");
     let (status, dir) = server.terminate();
     assert!(status.success());
@@ -159,12 +145,7 @@ fn empty_and_preallocated_segments_recover() {
     assert!(out.contains("0 records"), "{out}");
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
-    let r = post(
-        &mut stream,
-        "/epro/submit",
-        "device-token-0123456789",
-        &report("P-1"),
-    );
+    let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-1"));
     assert_eq!(r.json()["id"], "s0-1");
     let (_, dir) = server.terminate();
     assert_eq!(export(&dir.path().join("data")).len(), 1);
@@ -178,7 +159,7 @@ fn restart_resumes_sequence_numbers() {
     let r = post(
         &mut stream,
         "/epro/submit",
-        "device-token-0123456789",
+        DEVICE_TOKEN,
         &report("P-after"),
     );
     assert_eq!(r.json()["id"], "s0-4");
@@ -188,7 +169,7 @@ fn restart_resumes_sequence_numbers() {
     let r = post(
         &mut stream,
         "/epro/submit",
-        "device-token-0123456789",
+        DEVICE_TOKEN,
         &report("P-again"),
     );
     assert_eq!(r.json()["id"], "s0-5");
@@ -197,7 +178,7 @@ fn restart_resumes_sequence_numbers() {
 #[test]
 fn segments_rotate_under_load() {
     let server = Server::start(CONFIG, &[]);
-    let token = "device-token-0123456789";
+    let token = DEVICE_TOKEN;
     // Many connections, so both shards take writes and batches grow.
     let threads: Vec<_> = (0..8)
         .map(|t| {

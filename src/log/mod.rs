@@ -43,7 +43,7 @@ pub enum LogError {
     /// The shard is shutting down.
     Closed,
     /// More than [`MAX_PENDING`] bytes wait for the disk: refuse rather than grow
-    /// without bound (only reachable with durability `async`, where nothing waits).
+    /// without bound (in practice with durability `async`, where nothing waits).
     Behind,
 }
 

@@ -11,6 +11,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_epro-ingest");
 
+/// A device principal allowed every project, with small segments so that the scans of
+/// storage tests stay quick in debug builds.
+pub const DEVICE_CONFIG: &str = r#"
+segment_bytes = 65536
+
+[[principals]]
+id = "site-app-001"
+token = "device-token-0123456789"
+role = "device"
+projects = ["*"]
+"#;
+pub const DEVICE_TOKEN: &str = "device-token-0123456789";
+
 /// A temp dir on the same disk as `target/`: fdatasync on tmpfs proves nothing.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
