@@ -21,7 +21,7 @@ pub mod record;
 pub mod recover;
 pub mod segment;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::path::PathBuf;
@@ -50,21 +50,55 @@ pub enum LogError {
 /// Most bytes of records that may wait for the flusher.
 pub const MAX_PENDING: usize = 64 << 20;
 
+/// A write group of the pending batch: records written with one write and one
+/// `fdatasync`. `append` cuts groups as it encodes, so the flusher never re-parses
+/// the bytes it is given.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    /// Where the group ends in the batch (it starts where the previous one ends).
+    end: usize,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// The encoded records waiting for the flusher, cut into write groups.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    groups: Vec<Group>,
+}
+
+impl Batch {
+    fn with_capacity(bytes: usize) -> Self {
+        Batch {
+            bytes: Vec::with_capacity(bytes),
+            // Groups per batch: MAX_PENDING / BATCH_MAX in the worst case, one or two
+            // in practice; reserved so steady state never grows it.
+            groups: Vec::with_capacity(MAX_PENDING / BATCH_MAX + 1),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.groups.clear();
+    }
+}
+
 struct State {
-    /// Encoded records not yet taken by the flusher, and the spare buffer it swaps in.
-    pending: Vec<u8>,
-    spare: Vec<u8>,
+    /// Encoded records not yet taken by the flusher, and the spare batch it swaps in.
+    pending: Batch,
+    spare: Batch,
     next_seq: u64,
-    /// The write group being filled in `pending`: its first record and its size. A new
-    /// group starts with an empty `pending` or when one would pass `BATCH_MAX`.
-    group_first_seq: u64,
-    group_bytes: usize,
     /// Every record up to this sequence number is on stable storage.
     durable_seq: u64,
     failed: bool,
     closed: bool,
+    /// The flusher has ended (everything appended is durable, or the log failed).
+    stopped: bool,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
+    /// Who waits in [`Log::stopped`].
+    stop_waiter: Option<Waker>,
 }
 
 /// One shard's log writer.
@@ -74,8 +108,6 @@ pub struct Log {
     segment_bytes: u64,
     durability: Durability,
     state: RefCell<State>,
-    /// The flusher has finished (after close or failure).
-    stopped: Cell<bool>,
 }
 
 impl Log {
@@ -93,18 +125,17 @@ impl Log {
             segment_bytes,
             durability,
             state: RefCell::new(State {
-                pending: Vec::with_capacity(BATCH_MAX),
-                spare: Vec::with_capacity(BATCH_MAX),
+                pending: Batch::with_capacity(BATCH_MAX),
+                spare: Batch::with_capacity(BATCH_MAX),
                 next_seq,
-                group_first_seq: next_seq,
-                group_bytes: 0,
                 durable_seq: next_seq - 1,
                 failed: false,
                 closed: false,
+                stopped: false,
                 waiters: Vec::new(),
                 flusher: None,
+                stop_waiter: None,
             }),
-            stopped: Cell::new(false),
         }
     }
 
@@ -133,28 +164,41 @@ impl Log {
         if state.closed {
             return Err(LogError::Closed);
         }
-        if state.pending.len() >= MAX_PENDING {
+        if state.pending.bytes.len() >= MAX_PENDING {
             return Err(LogError::Behind);
         }
         let seq = state.next_seq;
         state.next_seq += 1;
+        let pending = &mut state.pending;
+        let start = pending.bytes.len();
         let len = Record::encoded_len(principal, body);
-        if state.pending.is_empty() || state.group_bytes + len > BATCH_MAX {
-            state.group_first_seq = seq;
-            state.group_bytes = 0;
-        }
-        state.group_bytes += len;
+        let groups = pending.groups.len();
+        let group_start = groups.checked_sub(2).map_or(0, |i| pending.groups[i].end);
+        let group = match pending.groups.last_mut() {
+            // Continue the open group while it stays within BATCH_MAX.
+            Some(g) if g.end - group_start + len <= BATCH_MAX => g,
+            _ => {
+                pending.groups.push(Group {
+                    end: start,
+                    first_seq: seq,
+                    last_seq: seq,
+                });
+                pending.groups.last_mut().expect("pushed above")
+            }
+        };
         let record = Record {
             kind,
             shard: self.shard,
             seq,
             received_ns,
             // Bounded by BATCH_MAX records.
-            group_index: (seq - state.group_first_seq) as u32,
+            group_index: (seq - group.first_seq) as u32,
             principal,
             body,
         };
-        record.encode(&mut state.pending);
+        record.encode(&mut pending.bytes);
+        group.end = pending.bytes.len();
+        group.last_seq = seq;
         if let Some(flusher) = state.flusher.take() {
             flusher.wake();
         }
@@ -188,9 +232,16 @@ impl Log {
 
     /// Resolves when the flusher has ended (everything appended is durable, or failed).
     pub async fn stopped(&self) {
-        while !self.stopped.get() {
-            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.stopped {
+                Poll::Ready(())
+            } else {
+                state.stop_waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// The flusher: runs until [`Log::close`] (after writing everything pending) or
@@ -205,10 +256,30 @@ impl Log {
             );
             state.failed = true;
         }
+        state.stopped = true;
         for waiter in state.waiters.drain(..) {
             waiter.wake();
         }
-        self.stopped.set(true);
+        if let Some(waiter) = state.stop_waiter.take() {
+            waiter.wake();
+        }
+    }
+
+    /// The next batch to write, once there is one; `None` once closed and drained.
+    async fn next_batch(&self) -> Option<Batch> {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if !state.pending.bytes.is_empty() {
+                let spare = std::mem::take(&mut state.spare);
+                Poll::Ready(Some(std::mem::replace(&mut state.pending, spare)))
+            } else if state.closed {
+                Poll::Ready(None)
+            } else {
+                state.flusher = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     async fn flush_loop(&self, last: Option<(PathBuf, u64)>) -> io::Result<()> {
@@ -216,55 +287,19 @@ impl Log {
             Some((path, pos)) => Some(Segment::open(&path, pos).await?),
             None => None,
         };
-        loop {
-            let batch = poll_fn(|cx| {
-                let mut state = self.state.borrow_mut();
-                if !state.pending.is_empty() {
-                    let spare = std::mem::take(&mut state.spare);
-                    Poll::Ready(Some(std::mem::replace(&mut state.pending, spare)))
-                } else if state.closed {
-                    Poll::Ready(None)
-                } else {
-                    state.flusher = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            let Some(mut batch) = batch else {
-                if let Some(segment) = segment {
-                    segment.close().await?;
-                }
-                return Ok(());
-            };
+        while let Some(mut batch) = self.next_batch().await {
             let mut at = 0;
-            while at < batch.len() {
-                let (end, first_seq, last_seq) = chunk(&batch, at);
-                let rotate = match &segment {
-                    None => true,
-                    Some(s) => {
-                        s.pos > HEADER_LEN as u64 && s.pos + (end - at) as u64 > self.segment_bytes
-                    }
-                };
-                if rotate {
-                    if let Some(old) = segment.take() {
-                        old.close().await?;
-                    }
-                    let created =
-                        Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes)
-                            .await?;
-                    info!(
-                        "shard {}: new segment {}",
-                        self.shard,
-                        created.path.display()
-                    );
-                    segment = Some(created);
-                }
-                if let Some(s) = segment.as_mut() {
-                    s.write(&batch[at..end]).await?;
-                }
-                at = end;
+            for group in &batch.groups {
+                let bytes = &batch.bytes[at..group.end];
+                let current = segment.take();
+                let s = segment.insert(
+                    self.segment_for(current, group.first_seq, bytes.len())
+                        .await?,
+                );
+                s.write(bytes).await?;
+                at = group.end;
                 let mut state = self.state.borrow_mut();
-                state.durable_seq = last_seq;
+                state.durable_seq = group.last_seq;
                 for waiter in state.waiters.drain(..) {
                     waiter.wake();
                 }
@@ -272,25 +307,35 @@ impl Log {
             batch.clear();
             self.state.borrow_mut().spare = batch;
         }
+        match segment {
+            Some(segment) => segment.close().await,
+            None => Ok(()),
+        }
     }
-}
 
-/// The write group of `batch` starting at `at` (groups were cut by `append` at
-/// `BATCH_MAX` bytes): (end offset, first and last sequence numbers).
-fn chunk(batch: &[u8], at: usize) -> (usize, u64, u64) {
-    let field = |offset: usize, range: std::ops::Range<usize>| -> u64 {
-        let bytes = &batch[offset + range.start..offset + range.end];
-        bytes.iter().rev().fold(0, |n, &b| (n << 8) | u64::from(b))
-    };
-    let len_at = |offset: usize| 8 + field(offset, 4..8) as usize;
-    let first_seq = field(at, 12..20);
-    let mut last_seq = first_seq;
-    let mut end = at + len_at(at);
-    while end < batch.len() && field(end, 32..36) != 0 {
-        last_seq = field(end, 12..20);
-        end += len_at(end);
+    /// The segment a group of `len` bytes starting at `first_seq` goes to: the current
+    /// one, or a new one when there is none or the group would pass `segment_bytes`
+    /// (a group larger than a whole segment still goes into a fresh one of its own).
+    async fn segment_for(
+        &self,
+        current: Option<Segment>,
+        first_seq: u64,
+        len: usize,
+    ) -> io::Result<Segment> {
+        if let Some(s) = current {
+            if s.pos <= HEADER_LEN as u64 || s.pos + len as u64 <= self.segment_bytes {
+                return Ok(s);
+            }
+            s.close().await?;
+        }
+        let created = Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await?;
+        info!(
+            "shard {}: new segment {}",
+            self.shard,
+            created.path.display()
+        );
+        Ok(created)
     }
-    (end, first_seq, last_seq)
 }
 
 #[cfg(test)]

@@ -39,16 +39,57 @@
 //! that position. After the last record the file holds zeros (preallocated space), so a
 //! frame of eight zero bytes ends the segment.
 
+/// Byte offsets of a segment header's fields (the first table above).
+pub mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const SHARD: usize = 10;
+    pub const FIRST_SEQ: usize = 16;
+    pub const CRC: usize = 24;
+    /// Header size.
+    pub const LEN: usize = 32;
+}
+
+/// Byte offsets of a record's fields from the start of its frame (the second table).
+pub mod field {
+    pub const CRC: usize = 0;
+    pub const LEN: usize = 4;
+    /// Where the payload, and so `len`, starts.
+    pub const PAYLOAD: usize = 8;
+    pub const KIND: usize = 8;
+    pub const PRINCIPAL_LEN: usize = 9;
+    pub const SHARD: usize = 10;
+    pub const SEQ: usize = 12;
+    pub const RECEIVED_NS: usize = 20;
+    pub const BODY_LEN: usize = 28;
+    pub const GROUP_INDEX: usize = 32;
+    /// The principal id, then the body.
+    pub const PRINCIPAL: usize = 36;
+}
+
 /// Segment header size.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = header::LEN;
 pub const MAGIC: &[u8; 8] = b"EPROLOG\0";
 pub const VERSION: u16 = 1;
-/// Fixed part of the payload.
-const FIXED_PAYLOAD: usize = 28;
 /// Frame (CRC + length) plus the fixed part of the payload.
-pub const FIXED_LEN: usize = 8 + FIXED_PAYLOAD;
+pub const FIXED_LEN: usize = field::PRINCIPAL;
+/// Fixed part of the payload.
+const FIXED_PAYLOAD: usize = FIXED_LEN - field::PAYLOAD;
 /// Largest payload a reader accepts: a body limit of 1 GiB plus principal and fixed part.
 pub const MAX_PAYLOAD: usize = (1 << 30) + FIXED_PAYLOAD + 255;
+
+/// Little-endian integers at an offset; the caller has checked the length.
+pub(crate) fn u16_at(buf: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([buf[at], buf[at + 1]])
+}
+
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default())
+}
+
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().unwrap_or_default())
+}
 
 /// What a record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +99,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_byte(b: u8) -> Option<Kind> {
+    pub fn from_byte(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Report),
             2 => Some(Kind::Tag),
@@ -97,19 +138,21 @@ impl Record<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         let payload = FIXED_PAYLOAD + self.principal.len() + self.body.len();
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&(payload as u32).to_le_bytes());
-        out.push(self.kind as u8);
-        out.push(self.principal.len() as u8);
-        out.extend_from_slice(&self.shard.to_le_bytes());
-        out.extend_from_slice(&self.seq.to_le_bytes());
-        out.extend_from_slice(&self.received_ns.to_le_bytes());
-        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.group_index.to_le_bytes());
+        let mut fixed = [0u8; FIXED_LEN];
+        let mut put = |at: usize, bytes: &[u8]| fixed[at..at + bytes.len()].copy_from_slice(bytes);
+        put(field::LEN, &(payload as u32).to_le_bytes());
+        put(field::KIND, &[self.kind as u8]);
+        put(field::PRINCIPAL_LEN, &[self.principal.len() as u8]);
+        put(field::SHARD, &self.shard.to_le_bytes());
+        put(field::SEQ, &self.seq.to_le_bytes());
+        put(field::RECEIVED_NS, &self.received_ns.to_le_bytes());
+        put(field::BODY_LEN, &(self.body.len() as u32).to_le_bytes());
+        put(field::GROUP_INDEX, &self.group_index.to_le_bytes());
+        out.extend_from_slice(&fixed);
         out.extend_from_slice(self.principal.as_bytes());
         out.extend_from_slice(self.body);
-        let crc = crc32c::crc32c(&out[start + 4..]);
-        out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&out[start + field::LEN..]);
+        out[start + field::CRC..start + field::LEN].copy_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -127,37 +170,37 @@ pub enum Decoded<'a> {
 /// Decodes the record at the start of `buf`; `expect` is the (shard, seq) it must carry
 /// (`None`: any, for searching past a bad record).
 pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
-    if buf.len() < 8 {
+    if buf.len() < field::PAYLOAD {
         return if buf.iter().all(|&b| b == 0) {
             Decoded::End
         } else {
             Decoded::Invalid("truncated record frame")
         };
     }
-    let crc = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default());
-    let len = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default()) as usize;
+    let crc = u32_at(buf, field::CRC);
+    let len = u32_at(buf, field::LEN) as usize;
     if crc == 0 && len == 0 {
         return Decoded::End;
     }
     if !(FIXED_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
         return Decoded::Invalid("record length out of range");
     }
-    if 8 + len > buf.len() {
+    let end = field::PAYLOAD + len;
+    if end > buf.len() {
         return Decoded::Invalid("record extends past the end of the file");
     }
-    if crc32c::crc32c(&buf[4..8 + len]) != crc {
+    if crc32c::crc32c(&buf[field::LEN..end]) != crc {
         return Decoded::Invalid("record checksum mismatch");
     }
-    let p = &buf[8..8 + len];
-    let Some(kind) = Kind::from_byte(p[0]) else {
+    let Some(kind) = Kind::from_byte(buf[field::KIND]) else {
         return Decoded::Invalid("unknown record kind");
     };
-    let principal_len = p[1] as usize;
-    let shard = u16::from_le_bytes([p[2], p[3]]);
-    let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
-    let received_ns = u64::from_le_bytes(p[12..20].try_into().unwrap_or_default());
-    let body_len = u32::from_le_bytes(p[20..24].try_into().unwrap_or_default()) as usize;
-    let group_index = u32::from_le_bytes(p[24..28].try_into().unwrap_or_default());
+    let principal_len = buf[field::PRINCIPAL_LEN] as usize;
+    let shard = u16_at(buf, field::SHARD);
+    let seq = u64_at(buf, field::SEQ);
+    let received_ns = u64_at(buf, field::RECEIVED_NS);
+    let body_len = u32_at(buf, field::BODY_LEN) as usize;
+    let group_index = u32_at(buf, field::GROUP_INDEX);
     if FIXED_PAYLOAD + principal_len + body_len != len {
         return Decoded::Invalid("record field lengths disagree with the frame");
     }
@@ -167,8 +210,8 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     if u64::from(group_index) >= seq {
         return Decoded::Invalid("record group index beyond its sequence number");
     }
-    let Ok(principal) = std::str::from_utf8(&p[FIXED_PAYLOAD..FIXED_PAYLOAD + principal_len])
-    else {
+    let body_at = field::PRINCIPAL + principal_len;
+    let Ok(principal) = std::str::from_utf8(&buf[field::PRINCIPAL..body_at]) else {
         return Decoded::Invalid("principal is not UTF-8");
     };
     let record = Record {
@@ -178,20 +221,20 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         received_ns,
         group_index,
         principal,
-        body: &p[FIXED_PAYLOAD + principal_len..],
+        body: &buf[body_at..end],
     };
-    Decoded::Record(record, 8 + len)
+    Decoded::Record(record, end)
 }
 
 /// Encodes a segment header.
 pub fn encode_header(shard: u16, first_seq: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    h[0..8].copy_from_slice(MAGIC);
-    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
-    h[10..12].copy_from_slice(&shard.to_le_bytes());
-    h[16..24].copy_from_slice(&first_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..24]);
-    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h[header::MAGIC..header::MAGIC + 8].copy_from_slice(MAGIC);
+    h[header::VERSION..header::VERSION + 2].copy_from_slice(&VERSION.to_le_bytes());
+    h[header::SHARD..header::SHARD + 2].copy_from_slice(&shard.to_le_bytes());
+    h[header::FIRST_SEQ..header::FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..header::CRC]);
+    h[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -200,18 +243,14 @@ pub fn decode_header(buf: &[u8]) -> Result<(u16, u64), &'static str> {
     if buf.len() < HEADER_LEN {
         return Err("segment shorter than its header");
     }
-    if &buf[0..8] != MAGIC {
+    if &buf[header::MAGIC..header::MAGIC + 8] != MAGIC {
         return Err("bad segment magic");
     }
-    let crc = u32::from_le_bytes(buf[24..28].try_into().unwrap_or_default());
-    if crc32c::crc32c(&buf[0..24]) != crc {
+    if crc32c::crc32c(&buf[..header::CRC]) != u32_at(buf, header::CRC) {
         return Err("segment header checksum mismatch");
     }
-    let version = u16::from_le_bytes([buf[8], buf[9]]);
-    if version != VERSION {
+    if u16_at(buf, header::VERSION) != VERSION {
         return Err("unsupported segment format version");
     }
-    let shard = u16::from_le_bytes([buf[10], buf[11]]);
-    let first_seq = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
-    Ok((shard, first_seq))
+    Ok((u16_at(buf, header::SHARD), u64_at(buf, header::FIRST_SEQ)))
 }

@@ -17,7 +17,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::log::record::{decode, decode_header, Decoded, Record, HEADER_LEN};
+use crate::log::record::{
+    decode, decode_header, field, u16_at, u64_at, Decoded, Kind, Record, FIXED_LEN, HEADER_LEN,
+};
 
 /// Most bytes one write batch holds (a single larger record is a batch of its own).
 pub const BATCH_MAX: usize = 1 << 20;
@@ -231,15 +233,15 @@ pub fn scan_shard(
 fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<(usize, u64)> {
     let mut found = Vec::new();
     let mut at = from;
-    while at + 36 <= bytes.len() {
+    while at + FIXED_LEN <= bytes.len() {
         if bytes[at..at + 8] == [0; 8] {
             at += 8;
             continue;
         }
-        let p = &bytes[at + 8..];
-        let seq = u64::from_le_bytes(p[4..12].try_into().unwrap_or_default());
-        let plausible =
-            matches!(p[0], 1 | 2) && u16::from_le_bytes([p[2], p[3]]) == shard && seq >= min_seq;
+        let seq = u64_at(bytes, at + field::SEQ);
+        let plausible = Kind::from_byte(bytes[at + field::KIND]).is_some()
+            && u16_at(bytes, at + field::SHARD) == shard
+            && seq >= min_seq;
         if plausible {
             if let Decoded::Record(record, len) = decode(&bytes[at..], None) {
                 found.push((at, record.seq - u64::from(record.group_index)));
