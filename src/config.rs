@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::Principal;
 use crate::http::parse::{Limits, MAX_HEADERS_CAP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -16,24 +17,6 @@ pub enum Durability {
     Sync,
     /// Acknowledge once the record is queued for the next write.
     Async,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Device,
-    Staff,
-    Admin,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Principal {
-    pub id: String,
-    pub token: String,
-    pub role: Role,
-    #[serde(default)]
-    pub projects: Vec<String>,
 }
 
 /// The `[limits]` section, with the defaults of the API contract.

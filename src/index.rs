@@ -1,7 +1,8 @@
 //! Each shard's in-memory read index over its own records: per project and site, the
 //! subjects with their report counts and last receive times, and each patient's tags.
-//! Updated on every stored record, rebuilt from the log at start-up; the read APIs
-//! merge the indexes of all shards (see [`crate::fanout`]).
+//! Updated on every stored record, rebuilt from the log at start-up. A read is a
+//! [`Query`] each shard answers from its own index ([`Index::answer`]); the answers of
+//! every shard are merged by [`crate::merge`].
 //!
 //! Steady-state updates allocate nothing: keys are looked up by `&str` and only a new
 //! project, site, subject or tag allocates its key once.
@@ -91,6 +92,76 @@ impl Index {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// What one shard's index is asked.
+#[derive(Clone, Debug)]
+pub enum Query {
+    Subjects { project: String, site: String },
+    Summary { project: String },
+    Tags { patients: Vec<String> },
+}
+
+/// One shard's part of a project summary.
+#[derive(Debug, Default)]
+pub struct SummaryPart {
+    pub reports: u64,
+    pub last_ns: u64,
+    pub subjects: Vec<String>,
+    /// (site, reports, subjects)
+    pub sites: Vec<(String, u64, Vec<String>)>,
+}
+
+/// One shard's answer to a [`Query`].
+#[derive(Debug)]
+pub enum Answer {
+    Subjects(Vec<(String, SubjectStats)>),
+    Summary(SummaryPart),
+    Tags(Vec<(String, Vec<String>)>),
+}
+
+impl Index {
+    /// Answers a query from this index alone.
+    pub fn answer(&self, query: &Query) -> Answer {
+        match query {
+            Query::Subjects { project, site } => Answer::Subjects(
+                self.projects
+                    .get(project)
+                    .and_then(|p| p.sites.get(site))
+                    .map(|s| {
+                        s.subjects
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            Query::Summary { project } => Answer::Summary(
+                self.projects
+                    .get(project)
+                    .map(|p| SummaryPart {
+                        reports: p.reports,
+                        last_ns: p.last_ns,
+                        subjects: p.subjects.keys().cloned().collect(),
+                        sites: p
+                            .sites
+                            .iter()
+                            .map(|(site, s)| {
+                                let reports = s.subjects.values().map(|v| v.reports).sum();
+                                (site.clone(), reports, s.subjects.keys().cloned().collect())
+                            })
+                            .collect(),
+                    })
+                    .unwrap_or_default(),
+            ),
+            Query::Tags { patients } => Answer::Tags(
+                patients
+                    .iter()
+                    .filter_map(|p| self.tags.get(p).map(|t| (p.clone(), t.clone())))
+                    .collect(),
+            ),
         }
     }
 }

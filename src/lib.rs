@@ -7,17 +7,17 @@
 //! | step | module | what happens |
 //! |---|---|---|
 //! | start | `main.rs`, [`config`], [`logger`] | CLI and TOML config, embedded defaults, per-shard buffered logging |
-//! | shards | [`shard`] | one glommio executor pinned per CPU; owns everything below; recovery, shutdown |
-//! | accept | [`accept`] | per-shard `SO_REUSEPORT` listener, connection slab, buffer pool, connection limit |
-//! | connection | [`conn`] | read; frame every buffered request; run each; wait for durability once; one write; timeouts |
+//! | process | [`server`] | CPUs, locked memory, one glommio executor pinned per CPU, signals to every shard |
+//! | shard | [`shard`] | one shard's life: listener, timers, recovery, mesh, drain on stop |
+//! | accept | [`accept`] | the shard's `SO_REUSEPORT` listener; a slot per connection; the connection limit |
+//! | connection | [`conn`], [`conn::table`] | a `Connection` owning its buffers: read, frame, dispatch, await durability, one write; timeouts |
 //! | framing | [`http::request`], [`http::parse`], [`http::chunked`] | httparse plus our strict RFC 9112 framing and limits |
-//! | routing | [`route`] | the route table and its compile-time tree: 404, 405 with `Allow` |
-//! | onion | [`middleware`] | recovery, access log, auth, permission |
-//! | handlers | [`handlers`], [`validate`] | one function per endpoint; simd-json validation on a reused tape |
+//! | onion | [`middleware`], [`auth`] | recovery, access log, bearer auth, the route's role rule |
+//! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
+//! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack |
-//! | reads | [`index`], [`fanout`], [`reads`] | per-shard index; queries to every shard over a channel mesh; merge |
-//! | response | [`http::response`], [`http::date`] | precomputed status lines, cached `Date`, exact `Content-Length` |
-//! | errors | [`error`] | every hot-path rejection and the one place mapping it to a status |
+//! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
+//! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
 //!
 //! Off the request path: [`log::recover`] (start-up scan, torn tails), [`log::export`]
 //! (the `export` and `verify` commands), [`clock`] (UTC time and RFC 3339).
@@ -25,22 +25,71 @@
 //! Shards share nothing on the request path: no lock, no shared atomic. Each keeps its
 //! own listener (the kernel spreads connections across them), connection table,
 //! buffers, log and index; reads that need every shard go by message passing.
+//!
+//! ## Layers
+//!
+//! A module imports only from layers below its own, never sideways into a layer above,
+//! so there is no import cycle between top-level modules:
+//!
+//! | layer | modules | knows |
+//! |---|---|---|
+//! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
+//! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
+//! | 3 request | [`middleware`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
+//! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`merge`], [`config`] | bytes, rules, records; no shards |
+//! | 0 base | [`clock`], [`logger`] | time and log lines |
+//!
+//! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
+//!
+//! ```text
+//! server     -> config, peers, shard
+//! shard      -> accept, config, conn, context, index, log, logger, peers
+//! accept     -> conn, context, http
+//! conn       -> context, http, middleware
+//! middleware -> auth, context, handlers, http, outcome, reads, route
+//! handlers   -> auth, clock, config, context, http, log, outcome, route, validate
+//! reads      -> context, http, index, merge, outcome
+//! outcome    -> http
+//! context    -> auth, config, http, index, log, peers, validate
+//! peers      -> index
+//! merge      -> clock, index
+//! index      -> log
+//! log        -> clock, config
+//! route      -> auth, http
+//! config     -> auth, http
+//! validate   -> clock
+//! logger     -> clock
+//! auth, clock, http -> nothing
+//! ```
+//!
+//! ## The surface for embedders
+//!
+//! Another program (the axum baseline in `src/bin/axum-baseline.rs` is one) can reuse
+//! the rules without any of the shard machinery: [`validate`] (body rules and their
+//! messages), [`log::record`] (the record encoding), [`auth`] (principals, tokens,
+//! project scope), [`route`] (the table and its access rules), [`index`] and [`merge`]
+//! (the read model and how answers merge), [`clock`] and [`config`].
 
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod conn;
-pub mod error;
-pub mod fanout;
+pub mod context;
 pub mod handlers;
 pub mod http;
 pub mod index;
 pub mod log;
 pub mod logger;
+pub mod merge;
 pub mod middleware;
+pub mod outcome;
+pub mod peers;
 pub mod reads;
 pub mod route;
+pub mod server;
 pub mod shard;
 pub mod validate;

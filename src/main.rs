@@ -1,17 +1,17 @@
-//! `epro-ingest`: `serve` parses the command line and config, checks the machine,
-//! starts one shard per CPU and shuts down on SIGTERM/SIGINT; `export` and `verify`
+//! `epro-ingest`: `serve` parses the command line and config, checks the machine and
+//! hands over to [`epro_ingest::server`], which starts one shard per CPU and shuts
+//! down on SIGTERM/SIGINT; `export` and `verify`
 //! read a data directory offline. Every failure is one clear message and exit code 1.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use epro_ingest::config::{Config, Durability, Overrides, Principal, Role};
+use epro_ingest::auth::{Principal, Role};
+use epro_ingest::config::{Config, Durability, Overrides};
 use epro_ingest::log::export;
-use epro_ingest::shard;
+use epro_ingest::server;
 
 #[derive(Parser)]
 #[command(
@@ -95,15 +95,13 @@ fn main() -> ExitCode {
 
 fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
     let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
-    let cpus = shard::plan_cpus(&config)?;
-    shard::check_memlock(cpus.len())?;
+    let cpus = server::plan_cpus(&config)?;
+    server::check_memlock(cpus.len())?;
     check_data_dir(&config, cpus.len())?;
     if !config.from_file {
         config.principals.push(generated_admin(&config.data_dir)?);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(Arc::clone(&stop))?;
-    shard::run(config, &cpus, stop)
+    server::run(config, &cpus)
 }
 
 /// The data directory must exist (it is created) and be writable, and hold no log of
@@ -162,23 +160,6 @@ fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
         role: Role::Admin,
         projects: vec!["*".to_string()],
     })
-}
-
-/// SIGTERM and SIGINT set `stop`; each shard polls it and shuts down gracefully.
-fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("signal {signal}: shutting down");
-                stop.store(true, Ordering::Relaxed);
-            }
-        })
-        .map_err(|e| format!("starting the signal thread: {e}"))?;
-    Ok(())
 }
 
 fn verify(data_dir: &Path) -> Result<(), String> {

@@ -1,158 +1,123 @@
 //! The onion every request passes through, outermost first: recovery (a panicking
 //! handler becomes a 500; the connection closes and the shard lives on), access log,
-//! auth (`Authorization: Bearer`, constant-time), permission (role and project scope),
-//! then the handler, which records the principal and the server's receive time with
-//! every stored record (audit). Plain functions, no boxing.
+//! auth (`Authorization: Bearer`, constant-time) and the route's access rule from the
+//! route table, then the handler, which records the principal and the server's receive
+//! time with every stored record (audit). Plain functions, no boxing.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use crate::config::{Principal, Role};
-use crate::handlers::{self, Outcome};
+use crate::auth::Principal;
+use crate::context::Context;
+use crate::handlers;
 use crate::http::parse::Head;
+use crate::http::reject::Reject;
 use crate::http::request::Request;
-use crate::http::response::{self, ConnHeader, Status};
-use crate::route::{self, Route, Routed};
-use crate::shard::Shard;
+use crate::http::response::{Reply, Status};
+use crate::outcome::{Deferred, Outcome};
+use crate::reads;
+use crate::route::tree::allow_header;
+use crate::route::{self, Access, Routed};
 
-/// Runs the onion for one request, appending exactly one response to `out`.
-pub fn handle(shard: &Shard, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
-    // The access log's duration is the only use of the clock here.
-    let began = log::log_enabled!(target: "access", log::Level::Info).then(Instant::now);
-    let start = out.len();
+/// Runs the onion for one request, appending exactly one response to `out`, unless
+/// the outcome defers it to a cross-shard read ([`finish`]).
+pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
+    let began = access_log_enabled().then(Instant::now);
+    let head = &request.head;
+    let mut reply = ctx.reply(out, head);
+    let mark = reply.mark();
     let mut principal: Option<&Principal> = None;
-    let outcome = match catch_unwind(AssertUnwindSafe(|| {
-        route_and_run(shard, request, out, &mut principal)
-    })) {
+    let run = AssertUnwindSafe(|| route_and_run(ctx, request, &mut reply, &mut principal));
+    let outcome = match catch_unwind(run) {
         Ok(outcome) => outcome,
         Err(_) => {
-            out.truncate(start);
-            let date = shard.date.get();
-            response::write_json_error(
-                out,
-                Status::InternalServerError,
-                "internal error",
-                &date,
-                ConnHeader::Close,
-                None,
-            );
+            reply.rewind(mark);
+            reply.closing();
+            reply.error(Status::InternalServerError, &[b"internal error"], None);
             log::error!(
                 "shard {}: handler panicked on {} {}",
-                shard.id,
-                request.head.method.as_str(),
-                request.head.path
+                ctx.shard(),
+                head.method.as_str(),
+                head.path
             );
             Outcome::close()
         }
     };
     // A deferred read logs once its response exists.
     if let (Some(began), None) = (began, &outcome.deferred) {
-        access_log(
-            shard,
-            &request.head,
-            &out[start..],
-            began,
-            principal.map_or("-", |p| p.id.as_str()),
-        );
+        let who = principal.map_or("-", |p| p.id.as_str());
+        access_log(ctx, head, reply.since(mark), began, who);
     }
     outcome
 }
 
-fn route_and_run<'s>(
-    shard: &'s Shard,
-    request: &Request<'_>,
+/// Answers a request whose handler deferred to a read across every shard.
+pub async fn finish(
+    ctx: &Context,
+    deferred: Deferred,
+    head: &Head<'_>,
     out: &mut Vec<u8>,
-    principal: &mut Option<&'s Principal>,
+) -> Outcome {
+    let began = Instant::now();
+    let mut reply = ctx.reply(out, head);
+    let mark = reply.mark();
+    reads::answer(ctx, &deferred.read, &mut reply).await;
+    access_log(ctx, head, reply.since(mark), began, &deferred.principal);
+    Outcome::after(head)
+}
+
+fn route_and_run<'c>(
+    ctx: &'c Context,
+    request: &Request<'_>,
+    reply: &mut Reply<'_>,
+    principal: &mut Option<&'c Principal>,
 ) -> Outcome {
     let head = &request.head;
-    match route::lookup(head.method, head.path) {
-        Routed::Found(route, params) => {
-            let needs = match route {
-                Route::Healthz | Route::Livez | Route::Readyz => None,
-                Route::Submit => Some(&[Role::Device, Role::Staff, Role::Admin][..]),
-                Route::AddTag | Route::Subjects | Route::Summary | Route::Permissions => {
-                    Some(&[Role::Staff, Role::Admin][..])
-                }
-            };
-            if let Some(roles) = needs {
-                let Some(who) = authenticate(shard, head.authorization) else {
-                    return handlers::refuse(
-                        shard,
-                        request,
-                        out,
-                        Status::Unauthorized,
-                        "missing or unknown bearer token",
-                    );
-                };
-                *principal = Some(who);
-                if !roles.contains(&who.role) {
-                    return handlers::refuse(
-                        shard,
-                        request,
-                        out,
-                        Status::Forbidden,
-                        "this principal's role may not use this endpoint",
-                    );
-                }
-            }
-            handlers::run(shard, route, &params, *principal, request, out)
-        }
+    let (route, params) = match route::lookup(head.method, head.path) {
+        Routed::Found(route, params) => (route, params),
         Routed::MethodNotAllowed(allowed) => {
-            handlers::method_not_allowed(shard, request, allowed, out)
+            let mut allow = [0u8; 64];
+            let len = allow_header(allowed, &mut allow);
+            reply.reject(Reject::MethodNotAllowed, Some((b"Allow", &allow[..len])));
+            return Outcome::after(head);
         }
-        Routed::NotFound => handlers::not_found(shard, request, out),
-    }
-}
-
-/// The principal whose token the `Authorization: Bearer` header carries. Every
-/// principal's token is compared in full, so timing reveals nothing of the tokens.
-pub fn authenticate<'s>(shard: &'s Shard, authorization: Option<&[u8]>) -> Option<&'s Principal> {
-    authenticate_in(&shard.config.principals, authorization)
-}
-
-/// [`authenticate`] over any principal list.
-pub fn authenticate_in<'p>(
-    principals: &'p [Principal],
-    authorization: Option<&[u8]>,
-) -> Option<&'p Principal> {
-    let value = authorization?;
-    if value.len() < 7 || !value[..7].eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = &value[7..];
-    let mut found = None;
-    for principal in principals {
-        if constant_time_eq(token, principal.token.as_bytes()) {
-            found = Some(principal);
+        Routed::NotFound => {
+            reply.reject(Reject::NotFound, None);
+            return Outcome::after(head);
         }
+    };
+    let roles = match route.access() {
+        Access::Open => return handlers::open(ctx, route, head, reply),
+        Access::Roles(roles) => roles,
+    };
+    let Some(who) = ctx.principals().authenticate(head.authorization) else {
+        return handlers::refuse(
+            reply,
+            head,
+            Status::Unauthorized,
+            "missing or unknown bearer token",
+        );
+    };
+    *principal = Some(who);
+    if !roles.contains(&who.role) {
+        return handlers::refuse(
+            reply,
+            head,
+            Status::Forbidden,
+            "this principal's role may not use this endpoint",
+        );
     }
-    found
+    handlers::run(ctx, route, &params, who, request, reply)
 }
 
-/// Equality whose time depends only on the lengths, never on where bytes differ.
-fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
-    let mut diff = presented.len() ^ secret.len();
-    for (i, &b) in presented.iter().enumerate() {
-        diff |= usize::from(b ^ secret.get(i).copied().unwrap_or(!b));
-    }
-    diff == 0
-}
-
-/// Whether `principal` may act on `project`.
-pub fn may_access(principal: &Principal, project: &str) -> bool {
-    principal.role == Role::Admin || principal.projects.iter().any(|p| p == "*" || p == project)
+fn access_log_enabled() -> bool {
+    log::log_enabled!(target: "access", log::Level::Info)
 }
 
 /// One line per request on target `access`: shard, method, path, status, response
 /// bytes, microseconds, principal. Level-gated first, so it costs nothing when off.
-pub fn access_log(
-    shard: &Shard,
-    head: &Head<'_>,
-    response: &[u8],
-    began: Instant,
-    principal: &str,
-) {
-    if !log::log_enabled!(target: "access", log::Level::Info) {
+fn access_log(ctx: &Context, head: &Head<'_>, response: &[u8], began: Instant, principal: &str) {
+    if !access_log_enabled() {
         return;
     }
     let status = response
@@ -162,7 +127,7 @@ pub fn access_log(
     log::info!(
         target: "access",
         "shard={} {} {} {} {}B {}us principal={}",
-        shard.id,
+        ctx.shard(),
         head.method.as_str(),
         head.path,
         status,

@@ -15,6 +15,18 @@ use simd_json::{Buffers, Tape};
 /// Longest identifier accepted (patient, project, site, submission, tag).
 pub const MAX_ID: usize = 128;
 
+/// The fields a submit body's rules read, in the order [`Validator::submit`] takes them.
+pub const SUBMIT_FIELDS: [&str; 6] = [
+    "patientId",
+    "reportData",
+    "timestamp",
+    "projectId",
+    "siteId",
+    "submissionId",
+];
+/// The fields a tag body's rules read.
+pub const TAG_FIELDS: [&str; 2] = ["patientId", "tagName"];
+
 /// Why a body was refused: the message names the field and the rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
@@ -104,15 +116,7 @@ impl Validator {
     ) -> Result<R, Invalid> {
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 6] = Default::default();
-            const NAMES: [&str; 6] = [
-                "patientId",
-                "reportData",
-                "timestamp",
-                "projectId",
-                "siteId",
-                "submissionId",
-            ];
-            collect(object, &NAMES, &mut fields)?;
+            collect(object, &SUBMIT_FIELDS, &mut fields)?;
             let [patient, report, timestamp, project, site, submission] = fields;
             let patient_id = required_id(patient, "patientId")?;
             match report {
@@ -147,7 +151,7 @@ impl Validator {
     ) -> Result<R, Invalid> {
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 2] = Default::default();
-            collect(object, &["patientId", "tagName"], &mut fields)?;
+            collect(object, &TAG_FIELDS, &mut fields)?;
             let [patient, tag] = fields;
             let tag = TagAdd {
                 patient_id: required_id(patient, "patientId")?,

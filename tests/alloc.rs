@@ -10,9 +10,10 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use epro_ingest::config::{Config, Overrides};
+use epro_ingest::context::Context;
 use epro_ingest::http::request::{RequestParser, Step};
 use epro_ingest::middleware;
-use epro_ingest::shard::Shard;
+use epro_ingest::shard;
 use glommio::{LocalExecutorBuilder, Placement};
 
 struct Counting;
@@ -63,8 +64,8 @@ fn a_submit_allocates_nothing_in_steady_state() {
     let (per_request, per_group) = LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let shard = Shard::new(0, Arc::clone(&config));
-            shard.open_log().await.unwrap();
+            let ctx = Context::new(0, Arc::clone(&config));
+            shard::recover(&ctx).await.unwrap();
             let one = format!(
                 "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",
                 BODY.len()
@@ -81,7 +82,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
                 while start < batch.len() {
                     match parser.next(&batch.as_bytes()[start..], &mut body) {
                         Ok(Step::Request(request)) => {
-                            let outcome = middleware::handle(&shard, &request, &mut out);
+                            let outcome = middleware::handle(&ctx, &request, &mut out);
                             assert!(out.starts_with(b"HTTP/1.1 200 OK"));
                             durable = outcome.durable.max(durable);
                             start += request.consumed;
@@ -93,7 +94,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
                     }
                 }
                 let between = allocations();
-                shard.log().unwrap().durable(durable.unwrap()).await.unwrap();
+                ctx.log().unwrap().durable(durable.unwrap()).await.unwrap();
                 out.clear();
                 if round >= 1000 {
                     in_requests += between - before;

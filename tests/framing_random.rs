@@ -4,8 +4,8 @@
 //! the outcome never depends on how the bytes were split across reads (a framing layer
 //! that accepts something it then mis-frames shows up as a split-dependent result).
 
-use epro_ingest::error::Reject;
 use epro_ingest::http::parse::Limits;
+use epro_ingest::http::reject::Reject;
 use epro_ingest::http::request::{RequestParser, Step};
 
 const LIMITS: Limits = Limits {

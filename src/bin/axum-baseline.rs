@@ -29,15 +29,14 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use epro_ingest::auth::{authenticate, Principal, Role};
 use epro_ingest::clock;
-use epro_ingest::config::{Config, Overrides, Principal, Role};
-use epro_ingest::fanout::{answer, Query};
-use epro_ingest::handlers::permissions_json;
-use epro_ingest::index::Index;
+use epro_ingest::config::{Config, Overrides};
+use epro_ingest::index::{Index, Query};
 use epro_ingest::log::record::{Kind, Record};
-use epro_ingest::middleware::{authenticate_in, may_access};
-use epro_ingest::reads::{subject_ids, subjects_json, summary_json};
-use epro_ingest::validate::{is_json_media_type, Invalid, MAX_ID};
+use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
+use epro_ingest::route::{Access, Route};
+use epro_ingest::validate::{is_json_media_type, Invalid, MAX_ID, SUBMIT_FIELDS, TAG_FIELDS};
 
 #[derive(Parser)]
 struct Args {
@@ -83,10 +82,15 @@ fn refused((status, message): Refusal) -> Response {
     error(status, message)
 }
 
-fn auth<'a>(app: &'a App, headers: &HeaderMap, roles: &[Role]) -> Result<&'a Principal, Refusal> {
+/// Authenticates for `route` under the access rule of the server's own route table.
+fn auth<'a>(app: &'a App, headers: &HeaderMap, route: Route) -> Result<&'a Principal, Refusal> {
     let value = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let unauthorized = (StatusCode::UNAUTHORIZED, "missing or unknown bearer token");
-    let who = authenticate_in(&app.principals, value).ok_or(unauthorized)?;
+    let who = authenticate(&app.principals, value).ok_or(unauthorized)?;
+    let roles: &[Role] = match route.access() {
+        Access::Open => return Ok(who),
+        Access::Roles(roles) => roles,
+    };
     if !roles.contains(&who.role) {
         return Err((
             StatusCode::FORBIDDEN,
@@ -136,16 +140,8 @@ fn parse(body: &[u8]) -> Result<Fields<'_>, Invalid> {
             .strip_prefix("duplicate field `")
             .and_then(|t| t.split('`').next())
         {
-            for name in [
-                "patientId",
-                "reportData",
-                "timestamp",
-                "projectId",
-                "siteId",
-                "submissionId",
-                "tagName",
-            ] {
-                if name == field {
+            for name in SUBMIT_FIELDS.iter().chain(&TAG_FIELDS) {
+                if *name == field {
                     return Invalid::Duplicate(name);
                 }
             }
@@ -217,7 +213,7 @@ async fn store(
 }
 
 async fn submit(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match auth(&app, &headers, &[Role::Device, Role::Staff, Role::Admin]) {
+    let who = match auth(&app, &headers, Route::Submit) {
         Ok(who) => who.clone(),
         Err(r) => return refused(r),
     };
@@ -254,7 +250,7 @@ async fn submit(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         Ok(fields) => fields,
         Err(e) => return invalid(e),
     };
-    if project.as_deref().is_some_and(|p| !may_access(&who, p)) {
+    if project.as_deref().is_some_and(|p| !who.may_access(p)) {
         return error(
             StatusCode::FORBIDDEN,
             "this principal may not write to the report's projectId",
@@ -276,7 +272,7 @@ async fn submit(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> R
 }
 
 async fn add_tag(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match auth(&app, &headers, &[Role::Staff, Role::Admin]) {
+    let who = match auth(&app, &headers, Route::AddTag) {
         Ok(who) => who.clone(),
         Err(r) => return refused(r),
     };
@@ -305,7 +301,7 @@ async fn permissions(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Response {
-    let who = match auth(&app, &headers, &[Role::Staff, Role::Admin]) {
+    let who = match auth(&app, &headers, Route::Permissions) {
         Ok(who) => who,
         Err(r) => return refused(r),
     };
@@ -316,15 +312,15 @@ async fn permissions(
         );
     }
     match app.principals.iter().find(|p| p.id == user) {
-        Some(target) => Json(permissions_json(target)).into_response(),
+        Some(target) => Json(target.permissions_json()).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such user"),
     }
 }
 
 /// Staff of the project or admin may read it.
-fn may_read(app: &App, headers: &HeaderMap, project: &str) -> Option<Refusal> {
-    match auth(app, headers, &[Role::Staff, Role::Admin]) {
-        Ok(who) if may_access(who, project) => None,
+fn may_read(app: &App, headers: &HeaderMap, route: Route, project: &str) -> Option<Refusal> {
+    match auth(app, headers, route) {
+        Ok(who) if who.may_access(project) => None,
         Ok(_) => Some((
             StatusCode::FORBIDDEN,
             "this principal may not read this project",
@@ -338,19 +334,16 @@ async fn subjects(
     headers: HeaderMap,
     Path((project, site)): Path<(String, String)>,
 ) -> Response {
-    if let Some(refusal) = may_read(&app, &headers, &project) {
+    if let Some(refusal) = may_read(&app, &headers, Route::Subjects, &project) {
         return refused(refusal);
     }
     let index = app.index.lock().unwrap();
-    let rows = answer(
-        &index,
-        &Query::Subjects {
-            project: project.clone(),
-            site: site.clone(),
-        },
-    );
+    let rows = index.answer(&Query::Subjects {
+        project: project.clone(),
+        site: site.clone(),
+    });
     let patients = subject_ids(std::slice::from_ref(&rows));
-    let tags = answer(&index, &Query::Tags { patients });
+    let tags = index.answer(&Query::Tags { patients });
     Json(subjects_json(&project, &site, vec![rows], vec![tags])).into_response()
 }
 
@@ -359,15 +352,12 @@ async fn summary(
     headers: HeaderMap,
     Path(project): Path<String>,
 ) -> Response {
-    if let Some(refusal) = may_read(&app, &headers, &project) {
+    if let Some(refusal) = may_read(&app, &headers, Route::Summary, &project) {
         return refused(refusal);
     }
-    let part = answer(
-        &app.index.lock().unwrap(),
-        &Query::Summary {
-            project: project.clone(),
-        },
-    );
+    let part = app.index.lock().unwrap().answer(&Query::Summary {
+        project: project.clone(),
+    });
     Json(summary_json(&project, vec![part])).into_response()
 }
 

@@ -4,7 +4,7 @@
 //! and appends chunk data to the connection's reusable body buffer, so a body trickling
 //! in byte by byte costs linear time. Everything it does not accept is a [`Reject`].
 
-use crate::error::Reject;
+use crate::http::reject::Reject;
 use crate::http::parse::is_tchar;
 
 /// At most 16 hex digits: a chunk size always fits in 64 bits.

@@ -5,6 +5,9 @@ use std::time::{Duration, SystemTime};
 
 /// IMF-fixdate is always 29 bytes: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const LEN: usize = 29;
+/// How often the value is refreshed: half its one-second resolution, so it is never
+/// more than 0.5 s stale.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// One shard's cached `Date` value; refreshed by [`DateCache::run`].
 pub struct DateCache {
@@ -32,11 +35,10 @@ impl DateCache {
         self.value.set(bytes);
     }
 
-    /// Refreshes the value every half second, so it is never more than 0.5 s stale,
-    /// until the shard's executor ends.
+    /// Refreshes the value every `REFRESH_EVERY` until the shard's executor ends.
     pub async fn run(self: std::rc::Rc<Self>) {
         loop {
-            glommio::timer::sleep(Duration::from_millis(500)).await;
+            glommio::timer::sleep(REFRESH_EVERY).await;
             self.refresh();
         }
     }

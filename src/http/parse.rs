@@ -2,7 +2,7 @@
 //! to us (RFC 9112 framing and the strictness rules of DESIGN section 4) and turns the
 //! head into a borrowed [`Head`]. "Need more bytes" is `Ok(None)`, never an error.
 
-use crate::error::Reject;
+use crate::http::reject::Reject;
 
 /// Upper bound for `limits.max_headers`; sizes the on-stack header array.
 pub const MAX_HEADERS_CAP: usize = 128;

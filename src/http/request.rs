@@ -4,9 +4,9 @@
 //! This is the one piece the connection loop, the table-driven vectors and the
 //! randomized split test all drive, so what the tests prove is what the server runs.
 
-use crate::error::Reject;
 use crate::http::chunked::Decoder;
 use crate::http::parse::{parse_head, size_reject, Framing, Head, Limits};
+use crate::http::reject::Reject;
 
 /// A complete request: its head, its body (decoded if chunked) and the raw bytes it took.
 #[derive(Debug)]

@@ -1,7 +1,12 @@
 //! Response encoding into a connection's reusable write buffer: precomputed status
 //! lines, the shard's cached `Date`, an exact `Content-Length`, then the body.
 
-use crate::error::Reject;
+use crate::http::date;
+use crate::http::parse::Head;
+use crate::http::reject::Reject;
+
+/// An extra header field: (name, value).
+pub type Header<'a> = (&'a [u8], &'a [u8]);
 
 /// The statuses this server sends, each with its precomputed status line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,68 +63,115 @@ pub enum ConnHeader {
     Close,
 }
 
+impl ConnHeader {
+    /// What a response to `head` says about the connection: HTTP/1.0 keep-alive must
+    /// be confirmed, a close must be announced.
+    pub fn for_request(head: &Head<'_>) -> ConnHeader {
+        match (head.keep_alive, head.http10) {
+            (false, _) => ConnHeader::Close,
+            (true, true) => ConnHeader::KeepAlive,
+            (true, false) => ConnHeader::None,
+        }
+    }
+}
+
 pub const JSON: &[u8] = b"application/json";
 pub const TEXT: &[u8] = b"text/plain; charset=utf-8";
 
-/// Appends a complete response to `out`; the body is the concatenation of `body`'s
-/// parts, so callers can frame a message without building it in a temporary buffer.
-pub fn write(
-    out: &mut Vec<u8>,
-    status: Status,
-    date: &[u8],
+/// Writes the responses of one connection into its reusable write buffer. Every
+/// response the server sends goes through [`Reply::ok`] or [`Reply::error`]; the
+/// latter is the one place an error body is written.
+pub struct Reply<'o> {
+    out: &'o mut Vec<u8>,
+    date: [u8; date::LEN],
     conn: ConnHeader,
-    content_type: &[u8],
-    extra: Option<(&[u8], &[u8])>,
-    body: &[&[u8]],
-) {
-    let body_len: usize = body.iter().map(|part| part.len()).sum();
-    out.extend_from_slice(status.line());
-    out.extend_from_slice(b"Server: epro-ingest\r\nDate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type);
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
-    match conn {
-        ConnHeader::None => {}
-        ConnHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
-        ConnHeader::Close => out.extend_from_slice(b"\r\nConnection: close"),
-    }
-    if let Some((name, value)) = extra {
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-    }
-    out.extend_from_slice(b"\r\n\r\n");
-    for part in body {
-        out.extend_from_slice(part);
-    }
 }
 
-/// Appends `{"error":"<message>"}` with `status`; `message` must need no JSON escaping.
-pub fn write_json_error(
-    out: &mut Vec<u8>,
-    status: Status,
-    message: &str,
-    date: &[u8],
-    conn: ConnHeader,
-    extra: Option<(&[u8], &[u8])>,
-) {
-    let body: [&[u8]; 3] = [b"{\"error\":\"", message.as_bytes(), b"\"}"];
-    write(out, status, date, conn, JSON, extra, &body);
-}
+impl<'o> Reply<'o> {
+    pub fn new(out: &'o mut Vec<u8>, date: [u8; date::LEN], conn: ConnHeader) -> Self {
+        Reply { out, date, conn }
+    }
 
-/// Appends the error response of a rejection.
-pub fn write_reject(
-    out: &mut Vec<u8>,
-    reject: Reject,
-    date: &[u8],
-    conn: ConnHeader,
-    extra: Option<(&[u8], &[u8])>,
-) {
-    let (status, message, _) = reject.describe();
-    write_json_error(out, status, message, date, conn, extra);
+    /// A reply that keeps the connection as `head` asked.
+    pub fn to(out: &'o mut Vec<u8>, date: [u8; date::LEN], head: &Head<'_>) -> Self {
+        Reply::new(out, date, ConnHeader::for_request(head))
+    }
+
+    /// From now on, responses announce `Connection: close`.
+    pub fn closing(&mut self) {
+        self.conn = ConnHeader::Close;
+    }
+
+    /// Where the next response starts: for [`Reply::rewind`] and [`Reply::since`].
+    pub fn mark(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Drops whatever was written after `mark` (a handler that panicked half-way).
+    pub fn rewind(&mut self, mark: usize) {
+        self.out.truncate(mark);
+    }
+
+    /// The bytes written since `mark`.
+    pub fn since(&self, mark: usize) -> &[u8] {
+        &self.out[mark..]
+    }
+
+    /// A successful response; the body is the concatenation of `body`'s parts, so
+    /// callers frame a message without building it in a temporary buffer.
+    pub fn ok(&mut self, content_type: &[u8], body: &[&[u8]]) {
+        self.write(Status::Ok, content_type, None, body);
+    }
+
+    /// `{"error":"<message>"}` with `status`; the parts of `message` need no JSON
+    /// escaping (every caller passes fixed text, digits or validated identifiers).
+    pub fn error(&mut self, status: Status, message: &[&[u8]], extra: Option<Header<'_>>) {
+        let mut body: [&[u8]; 6] = [b""; 6];
+        body[0] = b"{\"error\":\"";
+        let n = message.len().min(4);
+        body[1..1 + n].copy_from_slice(&message[..n]);
+        body[1 + n] = b"\"}";
+        self.write(status, JSON, extra, &body[..2 + n]);
+    }
+
+    /// The error response of a rejection.
+    pub fn reject(&mut self, reject: Reject, extra: Option<Header<'_>>) {
+        let (status, message, _) = reject.describe();
+        self.error(status, &[message.as_bytes()], extra);
+    }
+
+    fn write(
+        &mut self,
+        status: Status,
+        content_type: &[u8],
+        extra: Option<Header<'_>>,
+        body: &[&[u8]],
+    ) {
+        let out = &mut *self.out;
+        let body_len: usize = body.iter().map(|part| part.len()).sum();
+        out.extend_from_slice(status.line());
+        out.extend_from_slice(b"Server: epro-ingest\r\nDate: ");
+        out.extend_from_slice(&self.date);
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(content_type);
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        match self.conn {
+            ConnHeader::None => {}
+            ConnHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+            ConnHeader::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        }
+        if let Some((name, value)) = extra {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        for part in body {
+            out.extend_from_slice(part);
+        }
+    }
 }
 
 /// `100 Continue`, sent before reading a body the client is holding back.

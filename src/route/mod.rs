@@ -1,15 +1,36 @@
-//! The route table: every endpoint of the API contract, declared once, here. The
-//! `routes!` invocation below produces the [`Route`] enum, the table and the
-//! compile-time [`tree`] that [`lookup`] walks.
+//! The route table: every endpoint of the API contract, declared once, here, with who
+//! may call it. The `routes!` invocation below produces the [`Route`] enum, the table,
+//! each route's [`Access`] and the compile-time [`tree`] that [`lookup`] walks.
 
 pub mod tree;
 
+use crate::auth::Role;
 use crate::http::parse::Method;
 use tree::{build, capacity, Lookup, Tree};
 
-/// Declares the routes: `METHOD "path" => Variant`. The variant names the handler.
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (health and readiness probes).
+    Open,
+    /// A bearer token of a principal with one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// `open` or `[Role, ...]` in a `routes!` line.
+macro_rules! access {
+    (open) => {
+        Access::Open
+    };
+    ([$($role:ident),+]) => {
+        Access::Roles(&[$(Role::$role),+])
+    };
+}
+
+/// Declares the routes: `METHOD "path" => Variant, access`. The variant names the
+/// handler; the access is enforced by the onion, and nowhere else.
 macro_rules! routes {
-    ($($method:ident $path:literal => $route:ident,)*) => {
+    ($($method:ident $path:literal => $route:ident, $access:tt;)*) => {
         /// One variant per routed (method, path) pair.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Route { $($route,)* }
@@ -17,18 +38,25 @@ macro_rules! routes {
         /// (method, path pattern, route), in declaration order.
         pub const TABLE: &[(Method, &str, Route)] = &[$((Method::$method, $path, Route::$route),)*];
         const PATHS: &[(Method, &str)] = &[$((Method::$method, $path),)*];
+
+        impl Route {
+            /// Who may call this route.
+            pub const fn access(self) -> Access {
+                match self { $(Route::$route => access!($access),)* }
+            }
+        }
     };
 }
 
 routes! {
-    Get "/healthz" => Healthz,
-    Get "/livez" => Livez,
-    Get "/readyz" => Readyz,
-    Post "/epro/submit" => Submit,
-    Post "/api/v1/tags/add" => AddTag,
-    Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects,
-    Get "/api/v1/projects/{projectId}/reports/summary" => Summary,
-    Get "/api/v1/users/{userId}/permissions" => Permissions,
+    Get "/healthz" => Healthz, open;
+    Get "/livez" => Livez, open;
+    Get "/readyz" => Readyz, open;
+    Post "/epro/submit" => Submit, [Device, Staff, Admin];
+    Post "/api/v1/tags/add" => AddTag, [Staff, Admin];
+    Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects, [Staff, Admin];
+    Get "/api/v1/projects/{projectId}/reports/summary" => Summary, [Staff, Admin];
+    Get "/api/v1/users/{userId}/permissions" => Permissions, [Staff, Admin];
 }
 
 static TREE: Tree<{ capacity(PATHS) }> = build(PATHS);

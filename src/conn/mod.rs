@@ -1,0 +1,290 @@
+//! One connection, as a [`Connection`] that owns its socket, its buffers (through its
+//! [`Slot`] in the shard's table) and its framing state. Its loop is a few named steps:
+//!
+//! 1. `answer_buffered`: frame every complete request
+//!    already read and run each, in order, through the onion ([`crate::middleware`]),
+//!    awaiting a cross-shard read in place;
+//! 2. `await_durable`: wait once until the highest record
+//!    stored by the batch is durable;
+//! 3. `flush`: write all the responses with one write;
+//! 4. `read_more`: make room and read, under a deadline.
+//!
+//! Keep-alive, pipelining, `Expect: 100-continue`, HTTP/1.0 and `Connection: close`,
+//! and two timeouts:
+//! - *header timeout*: from the first byte of a request (or from accept, for the first
+//!   request) its head must be complete within `header_timeout_ms`, else 408 and close;
+//!   a slowloris client trickling bytes cannot hold the connection longer than that.
+//! - *idle timeout*: a keep-alive connection with nothing pending is closed after
+//!   `idle_timeout_ms`; while a body is arriving each read must make progress within it.
+//!
+//! Both are deadlines the connection records in the shard's table ([`table`]) before
+//! each read; the table's sweeper ends the read of any connection past its deadline, so
+//! no read arms a timer of its own.
+
+pub mod table;
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::context::Context;
+use crate::http::reject::Reject;
+use crate::http::request::{RequestParser, Step};
+use crate::http::response::{ConnHeader, Reply, CONTINUE};
+use crate::middleware;
+use table::Slot;
+
+/// Bytes of framing overhead allowed beyond head and body limits (chunk lines, trailers).
+const FRAMING_SLACK: usize = 64 << 10;
+/// How long a closing connection drains the peer's unread input after its last
+/// response: long enough for that response to reach a client still sending.
+const LINGER: Duration = Duration::from_millis(500);
+/// Most bytes drained while lingering; a peer sending more is cut off.
+const MAX_DRAIN: usize = 256 << 10;
+
+/// Serves one accepted connection until it ends, then returns its slot to the table.
+pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
+    let mut conn = Connection::new(&ctx, stream, slot);
+    if let Ok(Ending::Linger) = conn.run().await {
+        conn.linger().await;
+    }
+    let _ = conn.stream.close().await;
+}
+
+/// How a connection ends.
+enum Ending {
+    /// The peer closed, or went quiet: nothing more to do.
+    Quiet,
+    /// We decided to close: the peer may still be sending.
+    Linger,
+}
+
+/// What answering the buffered requests left to do.
+struct Batch {
+    /// The highest sequence number stored by the batch's requests.
+    durable: Option<u64>,
+    /// Close once the batch's responses are written.
+    close: bool,
+}
+
+pub struct Connection<'c> {
+    ctx: &'c Context,
+    stream: TcpStream,
+    slot: Slot,
+    parser: RequestParser,
+    /// Bytes `[start, filled)` of the read buffer are received but not yet consumed.
+    start: usize,
+    filled: usize,
+    /// When the request now being received began; the first one begins at accept.
+    request_began: Option<Instant>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// The read buffer never grows past a largest head and body plus framing.
+    max_buffer: usize,
+}
+
+impl<'c> Connection<'c> {
+    fn new(ctx: &'c Context, stream: TcpStream, slot: Slot) -> Self {
+        let limits = ctx.limits();
+        let config = &ctx.config().limits;
+        let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(idle_timeout));
+        Connection {
+            ctx,
+            stream,
+            slot,
+            parser: RequestParser::new(limits),
+            start: 0,
+            filled: 0,
+            request_began: Some(Instant::now()),
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            idle_timeout,
+            max_buffer: limits.max_head + limits.max_body + FRAMING_SLACK,
+        }
+    }
+
+    async fn run(&mut self) -> io::Result<Ending> {
+        loop {
+            let batch = self.answer_buffered().await;
+            // If the log failed, nothing of the batch is sent: those records were not
+            // acknowledged, and the client sees the connection close.
+            if !self.await_durable(batch.durable).await {
+                return Ok(Ending::Linger);
+            }
+            self.flush().await?;
+            if batch.close || self.ctx.is_shutting_down() {
+                return Ok(Ending::Linger);
+            }
+            if let Some(ending) = self.read_more().await? {
+                return Ok(ending);
+            }
+        }
+    }
+
+    /// Frames and answers every complete request already buffered, appending each
+    /// response to the write buffer in order.
+    async fn answer_buffered(&mut self) -> Batch {
+        let ctx = self.ctx;
+        let mut batch = Batch {
+            durable: None,
+            close: false,
+        };
+        let bufs = self.slot.buffers();
+        while self.start < self.filled {
+            let input = &bufs.read[self.start..self.filled];
+            match self.parser.next(input, &mut bufs.body) {
+                Ok(Step::NeedMore { send_continue }) => {
+                    if send_continue {
+                        bufs.write.extend_from_slice(CONTINUE);
+                    }
+                    break;
+                }
+                Ok(Step::Request(request)) => {
+                    self.start += request.consumed;
+                    self.request_began = None;
+                    let mut outcome = middleware::handle(ctx, &request, &mut bufs.write);
+                    if let Some(deferred) = outcome.deferred.take() {
+                        outcome =
+                            middleware::finish(ctx, deferred, &request.head, &mut bufs.write).await;
+                    }
+                    batch.durable = outcome.durable.max(batch.durable);
+                    if !outcome.keep_alive {
+                        batch.close = true;
+                        break;
+                    }
+                }
+                Err(reject) => {
+                    refuse(ctx, reject, &mut bufs.write);
+                    batch.close = true;
+                    break;
+                }
+            }
+        }
+        batch
+    }
+
+    /// Waits until record `seq` is durable: one wait covers every stored record of
+    /// the batch, since a shard's sequence numbers become durable in order. False when
+    /// the log failed.
+    async fn await_durable(&self, seq: Option<u64>) -> bool {
+        match (seq, self.ctx.log()) {
+            (Some(seq), Some(log)) => log.durable(seq).await.is_ok(),
+            _ => true,
+        }
+    }
+
+    /// Writes every queued response with one write.
+    async fn flush(&mut self) -> io::Result<()> {
+        let write = &mut self.slot.buffers().write;
+        if !write.is_empty() {
+            self.stream.write_all(write).await?;
+            write.clear();
+        }
+        Ok(())
+    }
+
+    /// Makes room in the read buffer and reads, under the header or idle deadline.
+    /// `Some` when the connection ends instead.
+    async fn read_more(&mut self) -> io::Result<Option<Ending>> {
+        if !self.make_room() {
+            return self.refuse_and_close(Reject::BodyTooLarge).await.map(Some);
+        }
+        // A request now partly received started its header clock. The deadline goes to
+        // the table, whose sweeper ends the read once it passes.
+        let now = Instant::now();
+        if self.start < self.filled && self.request_began.is_none() {
+            self.request_began = Some(now);
+        }
+        let deadline = match self.request_began {
+            _ if self.parser.in_body() => now + self.idle_timeout,
+            Some(began) => began + self.header_timeout,
+            None => now + self.idle_timeout,
+        };
+        if deadline > now {
+            let key = self.slot.key();
+            self.slot.table().set_deadline(key, deadline);
+            let filled = self.filled;
+            match self
+                .stream
+                .read(&mut self.slot.buffers().read[filled..])
+                .await?
+            {
+                // End of input: the peer closed, or the sweeper or shutdown ended the read.
+                0 if !self.slot.table().expired(key) => return Ok(Some(Ending::Quiet)),
+                0 => {}
+                n => {
+                    self.filled += n;
+                    return Ok(None);
+                }
+            }
+        }
+        // Timed out: a request head in progress gets a 408; a quiet connection closes.
+        if self.filled > 0 && !self.parser.in_body() {
+            return self.refuse_and_close(Reject::HeaderTimeout).await.map(Some);
+        }
+        Ok(Some(Ending::Quiet))
+    }
+
+    /// Moves the unconsumed tail to the front, and grows the buffer when it is full
+    /// (only a large body does that). False when it is full at its largest.
+    fn make_room(&mut self) -> bool {
+        let read = &mut self.slot.buffers().read;
+        if self.start > 0 {
+            read.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.filled == read.len() {
+            if read.len() >= self.max_buffer {
+                return false;
+            }
+            let grown = (read.len() * 2).min(self.max_buffer);
+            read.resize(grown, 0);
+        }
+        true
+    }
+
+    async fn refuse_and_close(&mut self, reject: Reject) -> io::Result<Ending> {
+        refuse(self.ctx, reject, &mut self.slot.buffers().write);
+        self.flush().await?;
+        Ok(Ending::Linger)
+    }
+
+    /// Closing a socket with unread input makes the kernel send RST, which can destroy
+    /// the final response before the client reads it. So: half-close, then drain
+    /// briefly.
+    async fn linger(&mut self) {
+        if self
+            .stream
+            .shutdown(std::net::Shutdown::Write)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let deadline = Instant::now() + LINGER;
+        let scratch = &mut self.slot.buffers().read;
+        let mut drained = 0;
+        while drained < MAX_DRAIN {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    }
+}
+
+/// A framing or connection-level rejection: its error response, and the connection
+/// closes. Logged at debug level so a flood of garbage cannot flood the log.
+fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
+    Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
+    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+}

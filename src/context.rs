@@ -1,0 +1,126 @@
+//! One shard's state, as the request path sees it: its number and config, cached
+//! `Date`, principals, validator, read index, log and its ends of the shard mesh. The
+//! handlers, the onion and the reads take a `&Context`; they never see the executor,
+//! the listener or the connections. Everything here is owned by one shard and used
+//! only on its thread.
+//!
+//! The bootstrap ([`crate::shard`]) creates it empty (not ready: no log, no peers),
+//! installs the recovered log and index, then the mesh.
+
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::auth::Principals;
+use crate::config::Config;
+use crate::http::date::{self, DateCache};
+use crate::http::parse::{Head, Limits};
+use crate::http::response::Reply;
+use crate::index::Index;
+use crate::log::Log;
+use crate::peers::Peers;
+use crate::validate::Validator;
+
+pub struct Context {
+    shard: usize,
+    config: Arc<Config>,
+    limits: Limits,
+    date: Rc<DateCache>,
+    principals: Principals,
+    validator: RefCell<Validator>,
+    index: Rc<RefCell<Index>>,
+    /// Set once recovery is done.
+    log: OnceCell<Rc<Log>>,
+    /// Set once the mesh is joined.
+    peers: OnceCell<Peers>,
+    shutting_down: Cell<bool>,
+}
+
+impl Context {
+    /// A shard with nothing open yet: no log, no peers, not ready.
+    pub fn new(shard: usize, config: Arc<Config>) -> Context {
+        Context {
+            shard,
+            limits: config.limits.http(),
+            principals: Principals::new(config.principals.clone()),
+            validator: RefCell::new(Validator::default()),
+            index: Rc::new(RefCell::new(Index::default())),
+            log: OnceCell::new(),
+            peers: OnceCell::new(),
+            date: Rc::new(DateCache::new()),
+            shutting_down: Cell::new(false),
+            config,
+        }
+    }
+
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The current `Date` header value.
+    pub fn date(&self) -> [u8; date::LEN] {
+        self.date.get()
+    }
+
+    /// The cache behind [`Context::date`], for the task that refreshes it.
+    pub fn date_cache(&self) -> Rc<DateCache> {
+        Rc::clone(&self.date)
+    }
+
+    /// A writer for the response to `head`, keeping the connection as it asked.
+    pub fn reply<'o>(&self, out: &'o mut Vec<u8>, head: &Head<'_>) -> Reply<'o> {
+        Reply::to(out, self.date(), head)
+    }
+
+    pub fn principals(&self) -> &Principals {
+        &self.principals
+    }
+
+    pub fn validator(&self) -> RefMut<'_, Validator> {
+        self.validator.borrow_mut()
+    }
+
+    /// This shard's read index (shared with the task answering peers' queries).
+    pub fn index(&self) -> &Rc<RefCell<Index>> {
+        &self.index
+    }
+
+    pub fn log(&self) -> Option<&Rc<Log>> {
+        self.log.get()
+    }
+
+    pub fn peers(&self) -> Option<&Peers> {
+        self.peers.get()
+    }
+
+    /// Installs the recovered log and the index rebuilt from it.
+    pub fn open(&self, log: Rc<Log>, index: Index) {
+        *self.index.borrow_mut() = index;
+        let _ = self.log.set(log);
+    }
+
+    pub fn join_peers(&self, peers: Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// `/readyz` answers 200 only while this is true: recovered, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.log().is_some_and(|log| log.is_healthy()) && !self.shutting_down.get()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+    }
+}

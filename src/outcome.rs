@@ -1,0 +1,50 @@
+//! What a handler leaves the connection to do once it has run: keep the connection or
+//! close it, wait for a record to be durable before the response may leave, or finish
+//! a read that needs every shard (which writes the response itself).
+
+use crate::http::parse::Head;
+
+/// What the connection does after a handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub keep_alive: bool,
+    /// Write the response only once this record sequence number is durable.
+    pub durable: Option<u64>,
+    /// No response written yet: the connection awaits this cross-shard read, which
+    /// writes it (see [`crate::reads`]).
+    pub deferred: Option<Deferred>,
+}
+
+impl Outcome {
+    pub fn close() -> Outcome {
+        Outcome {
+            keep_alive: false,
+            durable: None,
+            deferred: None,
+        }
+    }
+
+    /// The connection continues as the request asked.
+    pub fn after(head: &Head<'_>) -> Outcome {
+        Outcome {
+            keep_alive: head.keep_alive,
+            durable: None,
+            deferred: None,
+        }
+    }
+}
+
+/// A read that needs every shard, authorized, with its parameters owned so they
+/// outlive the request's borrow while the answers come in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    pub read: Read,
+    /// For the access log.
+    pub principal: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    Subjects { project: String, site: String },
+    Summary { project: String },
+}

@@ -1,0 +1,174 @@
+//! The process: which CPUs get a shard, the locked memory io_uring needs, one glommio
+//! executor pinned per CPU running [`crate::shard::serve`], SIGTERM/SIGINT delivered to
+//! every shard by message, and the exit once every shard has ended. Start-up is the
+//! only time shards wait on each other.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::{LocalExecutorBuilder, Placement};
+use log::info;
+
+use crate::config::Config;
+use crate::peers::Message;
+use crate::shard::{self, Reports};
+
+/// Memory each executor registers with io_uring. It counts against `RLIMIT_MEMLOCK`
+/// (see [`check_memlock`]); 1 MiB keeps two shards inside the common 8 MiB default.
+pub const IO_MEMORY: usize = 1 << 20;
+/// Capacity of each channel of the shard mesh: queries waiting for one peer.
+const MESH_CHANNEL: usize = 64;
+
+/// The CPUs to run shards on: `config.cpus` or the process's affinity mask, cut to
+/// `config.shards`. A shard is never placed outside the affinity mask.
+pub fn plan_cpus(config: &Config) -> Result<Vec<usize>, String> {
+    let allowed = affinity()?;
+    let cpus = match &config.cpus {
+        Some(list) => {
+            if let Some(cpu) = list.iter().find(|c| !allowed.contains(c)) {
+                return Err(format!(
+                    "--cpus: CPU {cpu} is not in this process's affinity mask {allowed:?}"
+                ));
+            }
+            list.clone()
+        }
+        None => allowed,
+    };
+    let shards = config.shards.unwrap_or(cpus.len());
+    if shards > cpus.len() {
+        return Err(format!(
+            "--shards {shards}: only {} CPUs are available ({cpus:?}); one shard per CPU",
+            cpus.len()
+        ));
+    }
+    Ok(cpus[..shards].to_vec())
+}
+
+fn affinity() -> Result<Vec<usize>, String> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| format!("sched_getaffinity: {e}"))?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// Makes sure `RLIMIT_MEMLOCK` covers what `shards` executors register with io_uring
+/// (each registers its `IO_MEMORY` with three rings), raising the limit where this
+/// process may, and otherwise refusing to start with a message saying what to raise.
+/// Starting below it is not an option: glommio then fails part-way through registering
+/// and its executor thread panics.
+pub fn check_memlock(shards: usize) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = (shards * IO_MEMORY * 3) as u64;
+    let read = || {
+        getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| format!("getrlimit(RLIMIT_MEMLOCK): {e}"))
+    };
+    let (soft, hard) = read()?;
+    if soft < wanted {
+        // Raising the hard limit needs CAP_SYS_RESOURCE; otherwise go as far as it allows.
+        if setrlimit(Resource::RLIMIT_MEMLOCK, wanted, hard.max(wanted)).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_MEMLOCK, wanted.min(hard), hard);
+        }
+    }
+    let (soft, _) = read()?;
+    if soft < wanted {
+        return Err(format!(
+            "locked-memory limit (ulimit -l) is {} KiB, but {shards} shards need {} KiB for \
+             io_uring's registered buffers (3 MiB each): raise it (ulimit -l, or LimitMEMLOCK= \
+             in the systemd unit) or run fewer shards (--shards)",
+            soft / 1024,
+            wanted / 1024
+        ));
+    }
+    Ok(())
+}
+
+/// Starts one shard per CPU in `cpus` and blocks until they all end, which they do
+/// after SIGTERM or SIGINT.
+///
+/// Shard 0 binds first; the others bind the address it got, so `--listen 127.0.0.1:0`
+/// gives every shard the same port.
+pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
+    let config = Arc::new(config);
+    let mut stops = watch_signals(cpus.len())?.into_iter();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
+    let mut addr = config.listen;
+    let mut handles = Vec::with_capacity(cpus.len());
+    for (id, &cpu) in cpus.iter().enumerate() {
+        let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+        let shard_config = Arc::clone(&config);
+        let reports = Reports {
+            bound: bound_tx,
+            ready: ready_tx.clone(),
+        };
+        let stop = stops.next().expect("one stop per shard");
+        let mesh = mesh.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                shard::serve(id, shard_config, addr, reports, stop, mesh).await
+            })
+            .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
+        match bound_rx.recv() {
+            Ok(Ok(bound)) => addr = bound,
+            Ok(Err(message)) => return Err(message),
+            // The executor ended before running the shard: io_uring could not be set up.
+            Err(_) => {
+                let cause = match handle.join() {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "executor exited early".to_string(),
+                };
+                return Err(format!(
+                    "cannot start shard {id} on CPU {cpu}: {cause}. io_uring needs Linux 5.8+, \
+                     must not be blocked by a seccomp profile (Docker's default blocks it), and \
+                     needs locked memory (ulimit -l)"
+                ));
+            }
+        }
+        handles.push(handle);
+    }
+    info!("listening on {addr}");
+    drop(ready_tx);
+    // Every shard reports once its log is recovered; a corrupt log stops the server.
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(message),
+            Err(_) => return Err("a shard ended during start-up".to_string()),
+        }
+    }
+    info!("ready: {} shards recovered", handles.len());
+    for (id, handle) in handles.into_iter().enumerate() {
+        handle
+            .join()
+            .map_err(|e| format!("shard {id} failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Installs the SIGTERM/SIGINT handler: a thread that, on the first signal, tells each
+/// of `shards` shards through its own channel. Returns the receiving ends.
+fn watch_signals(shards: usize) -> Result<Vec<oneshot::Receiver<()>>, String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| oneshot::channel()).unzip();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!("signal {signal}: shutting down");
+                for stop in senders {
+                    let _ = stop.send(());
+                }
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+    Ok(receivers)
+}
