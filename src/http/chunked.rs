@@ -4,8 +4,8 @@
 //! and appends chunk data to the connection's reusable body buffer, so a body trickling
 //! in byte by byte costs linear time. Everything it does not accept is a [`Reject`].
 
-use crate::http::reject::Reject;
 use crate::http::parse::is_tchar;
+use crate::http::reject::Reject;
 
 /// At most 16 hex digits: a chunk size always fits in 64 bits.
 const MAX_SIZE_DIGITS: usize = 16;
@@ -40,6 +40,16 @@ impl Default for Decoder {
     }
 }
 
+/// What one step of the decoder came to.
+enum Progress {
+    /// The state advanced; keep going.
+    Next,
+    /// The bytes so far are consumed; read more.
+    NeedMore,
+    /// The body is complete.
+    Done,
+}
+
 impl Decoder {
     /// Consumes what it can of `raw` (all body bytes received so far, from the first
     /// chunk-size line on). Returns `Ok(Some(n))` once the whole body, trailers and the
@@ -51,75 +61,96 @@ impl Decoder {
         max_body: usize,
     ) -> Result<Option<usize>, Reject> {
         loop {
-            match self.state {
-                State::Size => {
-                    let Some(line) = self.line(
-                        raw,
-                        MAX_SIZE_DIGITS + MAX_EXTENSION + 2,
-                        Reject::ChunkExtension,
-                    )?
-                    else {
-                        return Ok(None);
-                    };
-                    let size = parse_size_line(line)?;
-                    if (out.len() as u64).saturating_add(size) > max_body as u64 {
-                        return Err(Reject::BodyTooLarge);
-                    }
-                    self.pos += line.len() + 2;
-                    self.state = if size == 0 {
-                        State::Trailers { bytes: 0, lines: 0 }
-                    } else {
-                        State::Data { remaining: size }
-                    };
-                }
-                State::Data { remaining } => {
-                    let available = raw.len() - self.pos;
-                    if available == 0 {
-                        return Ok(None);
-                    }
-                    // Bounded by max_body above, so it fits in usize.
-                    let take = remaining.min(available as u64) as usize;
-                    out.extend_from_slice(&raw[self.pos..self.pos + take]);
-                    self.pos += take;
-                    let remaining = remaining - take as u64;
-                    self.state = if remaining == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data { remaining }
-                    };
-                }
-                State::DataEnd => match &raw[self.pos..] {
-                    [] | [b'\r'] => return Ok(None),
-                    [b'\r', b'\n', ..] => {
-                        self.pos += 2;
-                        self.state = State::Size;
-                    }
-                    _ => return Err(Reject::ChunkDataLength),
-                },
-                State::Trailers { bytes, lines } => {
-                    let Some(line) = self.line(
-                        raw,
-                        MAX_TRAILER_BYTES.saturating_sub(bytes) + 2,
-                        Reject::TrailersTooLarge,
-                    )?
-                    else {
-                        return Ok(None);
-                    };
-                    self.pos += line.len() + 2;
-                    if line.is_empty() {
-                        return Ok(Some(self.pos));
-                    }
-                    if lines + 1 > MAX_TRAILERS {
-                        return Err(Reject::TrailersTooLarge);
-                    }
-                    check_trailer(line)?;
-                    self.state = State::Trailers {
-                        bytes: bytes + line.len() + 2,
-                        lines: lines + 1,
-                    };
-                }
+            let progress = match self.state {
+                State::Size => self.size_line(raw, out.len(), max_body)?,
+                State::Data { remaining } => self.data(raw, out, remaining),
+                State::DataEnd => self.data_end(raw)?,
+                State::Trailers { bytes, lines } => self.trailer(raw, bytes, lines)?,
+            };
+            match progress {
+                Progress::Next => {}
+                Progress::NeedMore => return Ok(None),
+                Progress::Done => return Ok(Some(self.pos)),
             }
         }
+    }
+
+    /// A chunk-size line; a size that would take the body past `max_body` is refused
+    /// before any of its data is read.
+    fn size_line(
+        &mut self,
+        raw: &[u8],
+        body_len: usize,
+        max_body: usize,
+    ) -> Result<Progress, Reject> {
+        let limit = MAX_SIZE_DIGITS + MAX_EXTENSION + 2;
+        let Some(line) = self.line(raw, limit, Reject::ChunkExtension)? else {
+            return Ok(Progress::NeedMore);
+        };
+        let size = parse_size_line(line)?;
+        if (body_len as u64).saturating_add(size) > max_body as u64 {
+            return Err(Reject::BodyTooLarge);
+        }
+        self.pos += line.len() + 2;
+        self.state = if size == 0 {
+            State::Trailers { bytes: 0, lines: 0 }
+        } else {
+            State::Data { remaining: size }
+        };
+        Ok(Progress::Next)
+    }
+
+    /// As much of the chunk's data as has arrived.
+    fn data(&mut self, raw: &[u8], out: &mut Vec<u8>, remaining: u64) -> Progress {
+        let available = raw.len() - self.pos;
+        if available == 0 {
+            return Progress::NeedMore;
+        }
+        // Bounded by max_body in size_line, so it fits in usize.
+        let take = remaining.min(available as u64) as usize;
+        out.extend_from_slice(&raw[self.pos..self.pos + take]);
+        self.pos += take;
+        let remaining = remaining - take as u64;
+        self.state = if remaining == 0 {
+            State::DataEnd
+        } else {
+            State::Data { remaining }
+        };
+        Progress::Next
+    }
+
+    /// The CRLF that must follow a chunk's data exactly.
+    fn data_end(&mut self, raw: &[u8]) -> Result<Progress, Reject> {
+        match &raw[self.pos..] {
+            [] | [b'\r'] => Ok(Progress::NeedMore),
+            [b'\r', b'\n', ..] => {
+                self.pos += 2;
+                self.state = State::Size;
+                Ok(Progress::Next)
+            }
+            _ => Err(Reject::ChunkDataLength),
+        }
+    }
+
+    /// One trailer line, or the empty line that ends the body.
+    fn trailer(&mut self, raw: &[u8], bytes: usize, lines: usize) -> Result<Progress, Reject> {
+        let limit = MAX_TRAILER_BYTES.saturating_sub(bytes) + 2;
+        let Some(line) = self.line(raw, limit, Reject::TrailersTooLarge)? else {
+            return Ok(Progress::NeedMore);
+        };
+        self.pos += line.len() + 2;
+        if line.is_empty() {
+            return Ok(Progress::Done);
+        }
+        if lines + 1 > MAX_TRAILERS {
+            return Err(Reject::TrailersTooLarge);
+        }
+        check_trailer(line)?;
+        self.state = State::Trailers {
+            bytes: bytes + line.len() + 2,
+            lines: lines + 1,
+        };
+        Ok(Progress::Next)
     }
 
     /// The next CRLF-terminated line at `pos`, without its CRLF; `None` if incomplete.
