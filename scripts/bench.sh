@@ -6,12 +6,17 @@
 #
 #   scripts/bench.sh [--server-cpus 0] [--wrk-cpus 1] [--connections 64]
 #                    [--duration 5] [--rounds 3] [--threads 1]
+#                    [--against BIN] [--servers "ours-async ours-sync ..."]
 #
 # Defaults fit a 2-core machine: the server on CPU 0, wrk on CPU 1.
+# --against BIN adds base-async and base-sync: another epro-ingest binary (say, a
+# release build of an earlier commit) in the same alternating rounds, for an A/B of a
+# change. --servers picks which servers run (default: every one). BENCH_KEEP=FILE keeps
+# the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVER_CPUS=0 WRK_CPUS=1 CONNECTIONS=64 DURATION=5 ROUNDS=3 THREADS=1
+SERVER_CPUS=0 WRK_CPUS=1 CONNECTIONS=64 DURATION=5 ROUNDS=3 THREADS=1 AGAINST="" SERVERS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --server-cpus) SERVER_CPUS=$2; shift 2 ;;
@@ -20,10 +25,19 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --against) AGAINST=$(realpath "$2"); shift 2 ;;
+    --servers) SERVERS=$2; shift 2 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 SHARDS=$(echo "$SERVER_CPUS" | tr ',' '\n' | wc -l)
+if [ -z "$SERVERS" ]; then
+  SERVERS="ours-async axum-buffered ours-sync axum-durable floor"
+  [ -n "$AGAINST" ] && SERVERS="$SERVERS base-async base-sync"
+fi
+case " $SERVERS " in
+  *" base-"*) [ -x "$AGAINST" ] || { echo "bench.sh: base-* servers need --against BIN" >&2; exit 2; } ;;
+esac
 
 if ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -41,7 +55,7 @@ cargo build --release --locked --features bench-servers --bins >&2
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 WORK=$(mktemp -d -p "$PWD/target" bench.XXXXXX)   # on the real disk, not tmpfs
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] && cp "$WORK/results.tsv" "$BENCH_KEEP"; rm -rf "$WORK"' EXIT
 DEVICE=device-token-0123456789
 ADMIN=admin-token-0123456789
 cat > "$WORK/config.toml" <<TOML
@@ -82,10 +96,12 @@ start() { # name -> sets PID, URL
   local name=$1 data="$WORK/data-$1-$RANDOM"
   PORT=$((PORT + 1))
   case "$name" in
-    ours-async|ours-sync)
-      taskset -c "$SERVER_CPUS" ./target/release/epro-ingest serve --config "$WORK/config.toml" \
+    ours-async|ours-sync|base-async|base-sync)
+      local bin=./target/release/epro-ingest
+      case "$name" in base-*) bin=$AGAINST ;; esac
+      taskset -c "$SERVER_CPUS" "$bin" serve --config "$WORK/config.toml" \
         --listen 127.0.0.1:$PORT --cpus "$SERVER_CPUS" --data-dir "$data" \
-        --durability "${name#ours-}" 2>"$WORK/$name.log" &
+        --durability "${name#*-}" 2>"$WORK/$name.log" &
       ;;
     axum-buffered|axum-durable)
       local flag=""; [ "$name" = axum-durable ] && flag=--durable
@@ -143,11 +159,11 @@ PY
 : > "$WORK/results.tsv"
 for round in $(seq "$ROUNDS"); do
   echo "bench.sh: round $round of $ROUNDS" >&2
-  for name in ours-async axum-buffered ours-sync axum-durable floor; do
+  for name in $SERVERS; do
     start "$name"
     case "$name" in
-      ours-async|axum-buffered) workloads="submit route health" ;;
-      ours-sync|axum-durable) workloads="submit" ;;
+      ours-async|base-async|axum-buffered) workloads="submit route health" ;;
+      ours-sync|base-sync|axum-durable) workloads="submit" ;;
       floor) workloads="health" ;;
     esac
     for w in $workloads; do measure "$name" "$w" "$round"; done
@@ -182,4 +198,8 @@ ratio(("ours-async", "route"), ("axum-buffered", "route"), "route: ours / axum")
 ratio(("ours-async", "health"), ("axum-buffered", "health"), "health: ours / axum")
 ratio(("ours-async", "health"), ("floor", "health"), "health: ours / floor")
 ratio(("ours-async", "route"), ("floor", "health"), "route: ours / floor (health)")
+ratio(("ours-async", "submit"), ("base-async", "submit"), "submit async: ours / base")
+ratio(("ours-sync", "submit"), ("base-sync", "submit"), "submit sync: ours / base")
+ratio(("ours-async", "route"), ("base-async", "route"), "route: ours / base")
+ratio(("ours-async", "health"), ("base-async", "health"), "health: ours / base")
 PY
