@@ -11,5 +11,20 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The power-loss tests mount a fault-injecting FUSE filesystem: as root through the
+# mount syscall, otherwise through fusermount3 (Debian's fuse3). They never skip, so a
+# machine without FUSE fails here, with the reason, rather than in the middle.
+if [ ! -c /dev/fuse ] && [ "$(id -u)" = 0 ]; then
+  modprobe fuse 2>/dev/null || true
+fi
+if [ ! -c /dev/fuse ]; then
+  echo "test.sh: /dev/fuse is missing: the power-loss tests need FUSE (modprobe fuse; in a container, --device /dev/fuse)." >&2
+  exit 1
+fi
+if [ "$(id -u)" != 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
+  echo "test.sh: fusermount3 is missing: install it (Debian/Ubuntu: apt-get install fuse3) or run as root." >&2
+  exit 1
+fi
+
 cargo check --locked --all-targets --all-features
 cargo test --locked "$@"
