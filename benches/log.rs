@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use epro_ingest::config::Durability;
+use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::Kind;
 use epro_ingest::log::segment::Segment;
 use epro_ingest::log::Log;
@@ -29,8 +30,15 @@ fn dir(name: &str) -> PathBuf {
 
 async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64, f64) {
     let path = dir(&format!("{durability:?}-{writers}"));
-    let log = Rc::new(Log::new(0, path.clone(), 64 << 20, durability, 1));
-    glommio::spawn_local(Rc::clone(&log).run_flusher(None)).detach();
+    let manifest = Manifest::new(0, 1 << 40);
+    let log = Rc::new(Log::new(
+        path.clone(),
+        64 << 20,
+        durability,
+        (1, 1),
+        manifest,
+    ));
+    glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_| {})).detach();
     let began = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|_| {

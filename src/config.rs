@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::http::parse::{Limits, MAX_HEADERS_CAP};
+use crate::validate::MAX_ID;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -190,8 +191,14 @@ impl Config {
             return bad("limits.idle_timeout_ms", "must be at least 1");
         }
         for (i, p) in self.principals.iter().enumerate() {
-            if p.id.is_empty() {
-                return bad(&format!("principals[{i}].id"), "must not be empty");
+            if p.id.is_empty() || p.id.len() > MAX_ID {
+                return bad(&format!("principals[{i}].id"), "must be 1 to 128 bytes");
+            }
+            if self.principals[..i].iter().any(|q| q.id == p.id) {
+                return bad(
+                    &format!("principals[{i}].id"),
+                    "is already used by another principal",
+                );
             }
             if p.token.len() < 16 {
                 return bad(

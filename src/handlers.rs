@@ -125,18 +125,7 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
         if ctx.config().debug_panic_patient.as_deref() == Some(submission.patient_id) {
             panic!("debug_panic_patient matched");
         }
-        let stored = append(ctx, Kind::Report, who, received_ns, request.body);
-        if stored.is_ok() {
-            let (patient, project, site) = (
-                submission.patient_id,
-                submission.project_id,
-                submission.site_id,
-            );
-            ctx.index()
-                .borrow_mut()
-                .add_report(patient, project, site, received_ns);
-        }
-        Stored::Appended(stored)
+        Stored::Appended(append(ctx, Kind::Report, who, received_ns, request.body))
     });
     match stored {
         Err(invalid) => refuse_invalid(reply, head, invalid),
@@ -222,8 +211,17 @@ fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcom
         LogError::Failed => "storage failed on this shard; writes are refused",
         LogError::Closed => "not accepting writes (starting up or shutting down)",
         LogError::Behind => "storage is behind on this shard; retry later",
+        LogError::Unencodable => "the record does not fit the log format",
+        LogError::NoSpace => "no space for the log on this shard; retry later",
     };
-    refuse(reply, head, Status::ServiceUnavailable, message)
+    // Waiting can help while the disk is behind or full, not after it failed.
+    let retry = matches!(e, LogError::Behind | LogError::NoSpace | LogError::Closed);
+    reply.error(
+        Status::ServiceUnavailable,
+        &[message.as_bytes()],
+        retry.then_some((b"Retry-After", b"1")),
+    );
+    Outcome::after(head)
 }
 
 fn durable_outcome(ctx: &Context, head: &Head<'_>, seq: u64) -> Outcome {

@@ -1,6 +1,7 @@
 //! Each shard's in-memory read index over its own records: per project and site, the
 //! subjects with their report counts and last receive times, and each patient's tags.
-//! Updated on every stored record, rebuilt from the log at start-up. A read is a
+//! Updated as each record becomes durable (never before: a read counts only what is
+//! on stable storage), rebuilt from the log at start-up. A read is a
 //! [`Query`] each shard answers from its own index ([`Index::answer`]); the answers of
 //! every shard are merged by [`crate::merge`].
 //!
@@ -8,6 +9,9 @@
 //! project, site, subject or tag allocates its key once.
 
 use std::collections::HashMap;
+
+use crate::log::record::{Kind, Record};
+use crate::validate::Validator;
 
 /// One subject's reports at one site of one project, on one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct ProjectStats {
 pub struct Index {
     pub projects: HashMap<String, ProjectStats>,
     pub tags: HashMap<String, Vec<String>>,
+    /// Stored records the validator's rules refused when counting them.
+    pub unindexed: u64,
 }
 
 fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
@@ -75,23 +81,30 @@ impl Index {
         }
     }
 
-    /// Rebuilds from one stored record's body (start-up; cold path, so serde_json).
-    pub fn add_stored(&mut self, kind: crate::log::record::Kind, body: &[u8], received_ns: u64) {
-        use crate::log::record::Kind;
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return;
+    /// Counts a stored record, read through the same validator rules as a live
+    /// request, so a record counts the same whether it was just synced or read back at
+    /// start-up. A record those rules refuse (stored under older rules, say) is not
+    /// counted, and said, never skipped silently.
+    pub fn add_stored(&mut self, validator: &mut Validator, record: &Record<'_>) {
+        let counted = match record.kind {
+            Kind::Report => validator.submit(record.body, |s| {
+                self.add_report(s.patient_id, s.project_id, s.site_id, record.received_ns)
+            }),
+            Kind::Tag => validator.tag(record.body, |t| self.add_tag(t.patient_id, t.tag_name)),
         };
-        let field = |name: &str| value.get(name).and_then(|v| v.as_str());
-        match (kind, field("patientId")) {
-            (Kind::Report, Some(patient)) => {
-                self.add_report(patient, field("projectId"), field("siteId"), received_ns)
-            }
-            (Kind::Tag, Some(patient)) => {
-                if let Some(tag) = field("tagName") {
-                    self.add_tag(patient, tag);
-                }
-            }
-            _ => {}
+        if let Err(invalid) = counted {
+            self.unindexed += 1;
+            let mut number = itoa::Buffer::new();
+            let why: String = invalid
+                .message(&mut number)
+                .iter()
+                .map(|part| String::from_utf8_lossy(part))
+                .collect();
+            log::warn!(
+                "record s{}-{} is stored but not counted in reads: {why}",
+                record.shard,
+                record.seq
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
-use epro_ingest::log::export;
+use epro_ingest::log::{datadir, export};
 use epro_ingest::server;
 
 #[derive(Parser)]
@@ -97,33 +97,11 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), Strin
     let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
     let cpus = server::plan_cpus(&config)?;
     server::check_memlock(cpus.len())?;
-    check_data_dir(&config, cpus.len())?;
+    let _held = datadir::open(&config.data_dir, cpus.len())?;
     if !config.from_file {
         config.principals.push(generated_admin(&config.data_dir)?);
     }
     server::run(config, &cpus)
-}
-
-/// The data directory must exist (it is created) and be writable, and hold no log of
-/// a shard this run would not start (its records would silently go unserved).
-fn check_data_dir(config: &Config, shards: usize) -> Result<(), String> {
-    let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-    let probe = dir.join(".write-probe");
-    std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| format!("data dir {} is not writable: {e}", dir.display()))?;
-    let existing = export::shard_dirs(dir).map_err(|e| e.to_string())?;
-    if let Some((n, path)) = existing.iter().find(|(n, _)| usize::from(*n) >= shards) {
-        return Err(format!(
-            "data dir holds the log of shard {n} ({}) but only {shards} shards would start: \
-             start with at least {} shards",
-            path.display(),
-            n + 1
-        ));
-    }
-    Ok(())
 }
 
 /// Without a config file, the one principal is an admin whose token is generated once

@@ -18,9 +18,12 @@ use crate::config::Config;
 use crate::conn::table::Connections;
 use crate::context::Context;
 use crate::index::Index;
-use crate::log::recover::{remove_unfinished, scan_shard, shard_dir, ShardScan, TornTail};
+use crate::log::open::{open_shard, Opened};
+use crate::log::record::Record;
+use crate::log::recover::shard_dir;
 use crate::log::Log;
 use crate::peers::{self, Message, Peers};
+use crate::validate::Validator;
 
 /// How long shutdown waits for in-flight requests before closing what is left: longer
 /// than a slow fdatasync, shorter than systemd's default stop timeout (90 s).
@@ -84,74 +87,56 @@ pub async fn serve(
     shutdown(&ctx, &conns, acceptor).await;
 }
 
-/// Scans this shard's log on the blocking pool, cuts a torn tail, rebuilds the index,
-/// starts the flusher and installs log and index in `ctx`.
+/// Opens this shard's log on the blocking pool (scan, cut a torn tail, rebuild the
+/// index, write the run's manifest), starts the flusher and installs log and index in
+/// `ctx`. The index counts a record once it is durable, through the same validator
+/// rules as a live request.
 pub async fn recover(ctx: &Context) -> Result<(), String> {
     let dir = shard_dir(&ctx.config().data_dir, ctx.shard());
-    let shard_no = ctx.shard() as u16;
+    let shard = ctx.shard() as u16;
     let scan_dir = dir.clone();
     let began = Instant::now();
-    let (scan, index) = glommio::executor()
-        .spawn_blocking(move || -> Result<(ShardScan, Index), String> {
-            std::fs::create_dir_all(&scan_dir).map_err(|e| format!("creating {}: {e}", scan_dir.display()))?;
-            remove_unfinished(&scan_dir).map_err(|e| format!("cleaning {}: {e}", scan_dir.display()))?;
+    let (opened, index) = glommio::executor()
+        .spawn_blocking(move || -> Result<(Opened, Index), String> {
             let mut index = Index::default();
-            let each = |r: &crate::log::record::Record<'_>| index.add_stored(r.kind, r.body, r.received_ns);
-            let scan = scan_shard(&scan_dir, shard_no, each).map_err(|c| {
-                format!(
-                    "shard {shard_no}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
-                )
-            })?;
-            if let Some(torn) = &scan.torn {
-                cut_torn_tail(torn).map_err(|e| format!("cutting torn tail of {}: {e}", torn.path.display()))?;
-            }
-            Ok((scan, index))
+            let mut validator = Validator::default();
+            let opened = open_shard(&scan_dir, shard, |r| index.add_stored(&mut validator, r))?;
+            Ok((opened, index))
         })
         .await?;
-    if let Some(torn) = &scan.torn {
+    if let Some(torn) = &opened.scan.torn {
         warn!(
-            "shard {}: cut torn tail of {} at offset {} ({}; {} unacknowledged records after it dropped)",
-            ctx.shard(),
+            "shard {shard}: cut torn tail of {} at offset {}..{} ({}): the last write group, never \
+             synced; {} valid records after the damage were cut with it; bytes saved in {}",
             torn.path.display(),
             torn.offset,
+            torn.dirty_end,
             torn.reason,
-            torn.dropped_records
+            torn.valid_after,
+            opened.torn_copy.as_deref().map_or("-".into(), |p| p.display().to_string()),
         );
     }
     info!(
-        "shard {}: recovered {} records in {} segments in {:?}; next sequence number {}",
-        ctx.shard(),
-        scan.records,
-        scan.segments,
+        "shard {shard}: recovered {} records in {} segments in {:?}; next sequence number {}",
+        opened.scan.records,
+        opened.scan.segments,
         began.elapsed(),
-        scan.next_seq
+        opened.next_seq
     );
     let config = ctx.config();
     let log = Rc::new(Log::new(
-        shard_no,
         dir,
         config.segment_bytes,
         config.durability,
-        scan.next_seq,
+        (opened.scan.next_seq, opened.next_seq),
+        opened.manifest,
     ));
-    let last = scan.last.map(|(segment, pos)| (segment.path, pos));
-    glommio::spawn_local(Rc::clone(&log).run_flusher(last)).detach();
+    let live_index = Rc::clone(ctx.index());
+    let mut validator = Validator::default();
+    let on_durable = move |r: &Record<'_>| live_index.borrow_mut().add_stored(&mut validator, r);
+    glommio::spawn_local(Rc::clone(&log).run_flusher(opened.last, on_durable)).detach();
     ctx.open(log, index);
     Ok(())
-}
-
-/// Zeroes the torn bytes so that nothing of them can ever read as a record again.
-fn cut_torn_tail(torn: &TornTail) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().write(true).open(&torn.path)?;
-    let zeros = vec![0u8; 64 << 10];
-    let mut at = torn.offset;
-    while at < torn.dirty_end {
-        let n = (torn.dirty_end - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_data()
 }
 
 /// Graceful shutdown: readyz turns 503, accepting stops, connections are told to close

@@ -12,6 +12,16 @@ use epro_ingest::log::recover::{list_segments, scan_shard};
 
 /// Starts a 1-shard server, stores `n` reports, stops it gracefully.
 fn write_reports(n: usize, config: &str) -> tempfile::TempDir {
+    write_reports_then(n, config, Ending::Clean)
+}
+
+enum Ending {
+    Clean,
+    Crash,
+}
+
+/// Starts a 1-shard server, stores `n` reports, then stops it gracefully or kills it.
+fn write_reports_then(n: usize, config: &str, ending: Ending) -> tempfile::TempDir {
     let server = Server::start(config, &["--shards", "1"]);
     let token = token_of(&server, config);
     let mut stream = server.connect();
@@ -24,9 +34,18 @@ fn write_reports(n: usize, config: &str) -> tempfile::TempDir {
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let (status, dir) = server.terminate();
-    assert!(status.success(), "{status:?}");
-    dir
+    match ending {
+        Ending::Crash => server.kill(),
+        Ending::Clean => {
+            let (status, dir) = server.terminate();
+            assert!(status.success(), "{status:?}");
+            dir
+        }
+    }
+}
+
+fn seq_of(id: &serde_json::Value) -> u64 {
+    id.as_str().unwrap().strip_prefix("s0-").unwrap().parse().unwrap()
 }
 
 use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
@@ -60,7 +79,8 @@ fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
 
 #[test]
 fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
-    let dir = write_reports(5, CONFIG);
+    // A crash (no clean-shutdown mark), then the last write reads as half written.
+    let dir = write_reports_then(5, CONFIG, Ending::Crash);
     let data = dir.path().join("data");
     let segment = only_segment(&data);
     let original = std::fs::read(&segment).unwrap();
@@ -90,7 +110,9 @@ fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
     assert!(server.log().contains("cut torn tail"), "{}", server.log());
     let mut stream = server.connect();
     let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-new"));
-    assert_eq!(r.json()["id"], "s0-5");
+    // s0-5 was handed out before the crash: the new record never gets it again.
+    let new_id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(seq_of(&r.json()["id"]) > 5, "{new_id} reissues an id");
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
@@ -99,7 +121,7 @@ fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, ["s0-1", "s0-2", "s0-3", "s0-4", "s0-5"]);
+    assert_eq!(ids, ["s0-1", "s0-2", "s0-3", "s0-4", new_id.as_str()]);
     assert_eq!(records[4]["body"]["patientId"], "P-new");
     let (ok, out) = verify(&data);
     assert!(ok && !out.contains("incomplete tail"), "{out}");
@@ -162,7 +184,8 @@ fn restart_resumes_sequence_numbers() {
         DEVICE_TOKEN,
         &report("P-after"),
     );
-    assert_eq!(r.json()["id"], "s0-4");
+    assert_eq!(r.json()["id"], "s0-4", "a clean restart continues where it ended");
+    // After a crash, numbering resumes past every id that may have been handed out.
     let dir = server.kill();
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
@@ -172,7 +195,13 @@ fn restart_resumes_sequence_numbers() {
         DEVICE_TOKEN,
         &report("P-again"),
     );
-    assert_eq!(r.json()["id"], "s0-5");
+    let after_crash = seq_of(&r.json()["id"]);
+    assert!(after_crash > 4);
+    let (_, dir) = server.terminate();
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-3"));
+    assert_eq!(seq_of(&r.json()["id"]), after_crash + 1);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn readyz_is_503_until_recovery_is_done() {
             principal: "admin",
             body: body.as_bytes(),
         };
-        record.encode(&mut bytes);
+        record.encode(&mut bytes).expect("fits the format");
     }
     std::fs::write(shard_dir.join("00000000000000000001.seg"), &bytes).unwrap();
 

@@ -186,7 +186,7 @@ async fn store(
     body: &Bytes,
 ) -> Result<u64, Refusal> {
     let seq = app.seq.fetch_add(1, Ordering::Relaxed);
-    let mut bytes = Vec::with_capacity(Record::encoded_len(&who.id, body));
+    let mut bytes = Vec::with_capacity(body.len() + 64);
     let record = Record {
         kind,
         shard: 0,
@@ -196,7 +196,7 @@ async fn store(
         principal: &who.id,
         body,
     };
-    record.encode(&mut bytes);
+    record.encode(&mut bytes).expect("fits the format");
     if !app.durable {
         app.pending.lock().unwrap().extend_from_slice(&bytes);
         return Ok(seq);

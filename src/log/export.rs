@@ -4,7 +4,7 @@
 //! the end of a shard's last segment is seen as an incomplete tail and left out.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
@@ -19,24 +19,37 @@ pub fn record_id(shard: u16, seq: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
 }
 
-/// The shard directories of a data directory, by shard number.
-pub fn shard_dirs(data_dir: &Path) -> io::Result<Vec<(u16, PathBuf)>> {
+/// The shard directories of a data directory, by shard number. An entry that looks
+/// like a shard directory but is not named as this server names them (`shard-01`, a
+/// copy `shard-1.bak`) is an error: its records would be silently ignored or doubled.
+pub fn shard_dirs(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
     let mut shards = Vec::new();
-    let entries = fs::read_dir(data_dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", data_dir.display())))?;
+    let entries =
+        fs::read_dir(data_dir).map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?;
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?;
         let name = entry.file_name();
-        if let Some(n) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("shard-"))
-            .and_then(|n| n.parse::<u16>().ok())
-        {
-            shards.push((n, entry.path()));
+        let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix("shard-")) else {
+            if name.to_string_lossy().starts_with("shard") {
+                return Err(stray(&entry.path()));
+            }
+            continue;
+        };
+        match suffix.parse::<u16>() {
+            Ok(n) if n.to_string() == suffix => shards.push((n, entry.path())),
+            _ => return Err(stray(&entry.path())),
         }
     }
     shards.sort_unstable_by_key(|&(n, _)| n);
     Ok(shards)
+}
+
+fn stray(path: &Path) -> String {
+    format!(
+        "{}: not a shard directory this server writes (shard-<n>): a copy or a stray? \
+         Move it out of the data directory",
+        path.display()
+    )
 }
 
 /// Writes one record as a JSON object line.
@@ -69,7 +82,7 @@ pub fn export(data_dir: &Path, out: &mut impl Write) -> Result<u64, String> {
     let mut count = 0;
     let mut line = Vec::with_capacity(4096);
     let mut write_err = None;
-    for (shard, dir) in shard_dirs(data_dir).map_err(|e| e.to_string())? {
+    for (shard, dir) in shard_dirs(data_dir)? {
         scan_shard(&dir, shard, |record| {
             line.clear();
             write_json_line(record, &mut line);
@@ -98,7 +111,7 @@ pub struct ShardReport {
 /// `epro-ingest verify`: scans every shard; the caller prints the reports and exits
 /// non-zero if any shard is corrupt.
 pub fn verify(data_dir: &Path) -> Result<Vec<ShardReport>, String> {
-    let shards = shard_dirs(data_dir).map_err(|e| e.to_string())?;
+    let shards = shard_dirs(data_dir)?;
     Ok(shards
         .into_iter()
         .map(|(shard, dir)| ShardReport {

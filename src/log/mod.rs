@@ -8,32 +8,35 @@
 //! of at most [`recover::BATCH_MAX`] bytes, and wakes the waiters: one sync covers every
 //! record appended while the previous one ran (group commit).
 //!
-//! Files: [`record`] is the format byte by byte, [`segment`] one segment
-//! file, [`recover`] reading back (start-up recovery, export, verify), [`export`] the
-//! offline commands.
+//! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
+//! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
+//! `flusher` the task that writes, [`recover`] reading back (start-up recovery,
+//! export, verify), [`export`] the offline commands, [`datadir`] the directory's lock.
 //!
 //! A write or sync error is fatal for the shard's log: it is never retried (after a
 //! failed `fdatasync` the page state is unknown), waiters get an error, and every later
-//! append is refused, so the shard answers 503 to writes.
+//! append is refused, so the shard answers 503 to writes. Failing to *create* a segment
+//! (a full disk) is not: nothing was written, so the flusher retries every
+//! second while appends are refused, and resumes by itself.
 
+pub mod datadir;
 pub mod export;
+mod flusher;
+pub mod manifest;
+pub mod open;
 pub mod record;
 pub mod recover;
 pub mod segment;
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use log::{error, info};
-
 use crate::config::Durability;
-use record::{Kind, Record, HEADER_LEN};
+use manifest::Manifest;
+use record::{Kind, Record};
 use recover::BATCH_MAX;
-use segment::Segment;
 
 /// Why an append or a wait failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +48,10 @@ pub enum LogError {
     /// More than [`MAX_PENDING`] bytes wait for the disk: refuse rather than grow
     /// without bound (in practice with durability `async`, where nothing waits).
     Behind,
+    /// The record does not fit the format (see [`record::Unencodable`]).
+    Unencodable,
+    /// No new segment can be created (the disk is full); retried until one can.
+    NoSpace,
 }
 
 /// Most bytes of records that may wait for the flusher.
@@ -93,6 +100,13 @@ struct State {
     durable_seq: u64,
     failed: bool,
     closed: bool,
+    /// Ids below this are reserved durably in the manifest; none beyond is given out.
+    reserved_seq: u64,
+    /// The sequence number after the last record in the segments (what a scan finds):
+    /// below `next_seq` when ids were skipped after a crash and none written since.
+    log_end: u64,
+    /// No new segment could be created (a full disk): writes wait and are refused.
+    no_space: bool,
     /// The flusher has ended (everything appended is durable, or the log failed).
     stopped: bool,
     waiters: Vec<Waker>,
@@ -108,23 +122,30 @@ pub struct Log {
     segment_bytes: u64,
     durability: Durability,
     state: RefCell<State>,
+    /// The manifest as last written; only the flusher changes it.
+    manifest: RefCell<Manifest>,
 }
 
 impl Log {
-    /// A writer that continues after a recovered log whose next record is `next_seq`.
+    /// A writer that continues after a recovered log whose records end before
+    /// `log_end` and whose next record is `next_seq` (later, if ids were skipped), under
+    /// `manifest` as written to disk (its reservation covers `next_seq`).
     pub fn new(
-        shard: u16,
         dir: PathBuf,
         segment_bytes: u64,
         durability: Durability,
-        next_seq: u64,
+        (log_end, next_seq): (u64, u64),
+        manifest: Manifest,
     ) -> Log {
         Log {
-            shard,
+            shard: manifest.shard,
             dir,
             segment_bytes,
             durability,
             state: RefCell::new(State {
+                reserved_seq: manifest.reserved_seq,
+                log_end,
+                no_space: false,
                 pending: Batch::with_capacity(BATCH_MAX),
                 spare: Batch::with_capacity(BATCH_MAX),
                 next_seq,
@@ -136,6 +157,7 @@ impl Log {
                 flusher: None,
                 stop_waiter: None,
             }),
+            manifest: RefCell::new(manifest),
         }
     }
 
@@ -164,14 +186,17 @@ impl Log {
         if state.closed {
             return Err(LogError::Closed);
         }
-        if state.pending.bytes.len() >= MAX_PENDING {
+        if state.no_space {
+            return Err(LogError::NoSpace);
+        }
+        if state.pending.bytes.len() >= MAX_PENDING || state.next_seq >= state.reserved_seq {
             return Err(LogError::Behind);
         }
+        let len = Record::encoded_len(principal, body).map_err(|_| LogError::Unencodable)?;
         let seq = state.next_seq;
         state.next_seq += 1;
         let pending = &mut state.pending;
         let start = pending.bytes.len();
-        let len = Record::encoded_len(principal, body);
         let groups = pending.groups.len();
         let group_start = groups.checked_sub(2).map_or(0, |i| pending.groups[i].end);
         let group = match pending.groups.last_mut() {
@@ -196,7 +221,10 @@ impl Log {
             principal,
             body,
         };
-        record.encode(&mut pending.bytes);
+        // Cannot fail: encoded_len accepted these lengths above.
+        record
+            .encode(&mut pending.bytes)
+            .map_err(|_| LogError::Unencodable)?;
         group.end = pending.bytes.len();
         group.last_seq = seq;
         if let Some(flusher) = state.flusher.take() {
@@ -243,99 +271,6 @@ impl Log {
         })
         .await
     }
-
-    /// The flusher: runs until [`Log::close`] (after writing everything pending) or
-    /// the first I/O error. `last` is the recovered last segment and its end, if any.
-    pub async fn run_flusher(self: Rc<Self>, last: Option<(PathBuf, u64)>) {
-        let result = self.flush_loop(last).await;
-        let mut state = self.state.borrow_mut();
-        if let Err(e) = result {
-            error!(
-                "shard {}: log write failed, refusing all further writes: {e}",
-                self.shard
-            );
-            state.failed = true;
-        }
-        state.stopped = true;
-        for waiter in state.waiters.drain(..) {
-            waiter.wake();
-        }
-        if let Some(waiter) = state.stop_waiter.take() {
-            waiter.wake();
-        }
-    }
-
-    /// The next batch to write, once there is one; `None` once closed and drained.
-    async fn next_batch(&self) -> Option<Batch> {
-        poll_fn(|cx| {
-            let mut state = self.state.borrow_mut();
-            if !state.pending.bytes.is_empty() {
-                let spare = std::mem::take(&mut state.spare);
-                Poll::Ready(Some(std::mem::replace(&mut state.pending, spare)))
-            } else if state.closed {
-                Poll::Ready(None)
-            } else {
-                state.flusher = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    async fn flush_loop(&self, last: Option<(PathBuf, u64)>) -> io::Result<()> {
-        let mut segment = match last {
-            Some((path, pos)) => Some(Segment::open(&path, pos).await?),
-            None => None,
-        };
-        while let Some(mut batch) = self.next_batch().await {
-            let mut at = 0;
-            for group in &batch.groups {
-                let bytes = &batch.bytes[at..group.end];
-                let current = segment.take();
-                let s = segment.insert(
-                    self.segment_for(current, group.first_seq, bytes.len())
-                        .await?,
-                );
-                s.write(bytes).await?;
-                at = group.end;
-                let mut state = self.state.borrow_mut();
-                state.durable_seq = group.last_seq;
-                for waiter in state.waiters.drain(..) {
-                    waiter.wake();
-                }
-            }
-            batch.clear();
-            self.state.borrow_mut().spare = batch;
-        }
-        match segment {
-            Some(segment) => segment.close().await,
-            None => Ok(()),
-        }
-    }
-
-    /// The segment a group of `len` bytes starting at `first_seq` goes to: the current
-    /// one, or a new one when there is none or the group would pass `segment_bytes`
-    /// (a group larger than a whole segment still goes into a fresh one of its own).
-    async fn segment_for(
-        &self,
-        current: Option<Segment>,
-        first_seq: u64,
-        len: usize,
-    ) -> io::Result<Segment> {
-        if let Some(s) = current {
-            if s.pos <= HEADER_LEN as u64 || s.pos + len as u64 <= self.segment_bytes {
-                return Ok(s);
-            }
-            s.close().await?;
-        }
-        let created = Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await?;
-        info!(
-            "shard {}: new segment {}",
-            self.shard,
-            created.path.display()
-        );
-        Ok(created)
-    }
 }
 
 #[cfg(test)]
@@ -345,7 +280,14 @@ mod tests {
     #[test]
     fn appends_are_refused_when_the_disk_falls_behind() {
         // No flusher runs, as when the disk stalls: pending grows to the cap, then stops.
-        let log = Log::new(0, PathBuf::from("unused"), 1 << 20, Durability::Async, 1);
+        let manifest = Manifest::new(0, 1 << 40);
+        let log = Log::new(
+            PathBuf::from("unused"),
+            1 << 20,
+            Durability::Async,
+            (1, 1),
+            manifest,
+        );
         let body = vec![b'x'; 64 << 10];
         let mut stored = 0;
         while log.append(Kind::Report, "p", 0, &body).is_ok() {
@@ -355,7 +297,7 @@ mod tests {
             log.append(Kind::Report, "p", 0, b"{}"),
             Err(LogError::Behind)
         );
-        let per_record = Record::encoded_len("p", &body);
+        let per_record = Record::encoded_len("p", &body).unwrap();
         assert_eq!(stored, MAX_PENDING.div_ceil(per_record));
     }
 }

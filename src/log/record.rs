@@ -19,7 +19,7 @@
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
 //! | 4 | 4 | `len`: payload bytes, 28 + principal + body |
 //! | 8 | 1 | kind: 1 report, 2 tag (other values reserved) |
-//! | 9 | 1 | principal length `p` (1..=255) |
+//! | 9 | 1 | principal length `p` (1..=255; the config allows at most 128) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
 //! | 20 | 8 | server receive time, nanoseconds since the Unix epoch, UTC |
@@ -128,14 +128,25 @@ pub struct Record<'a> {
     pub body: &'a [u8],
 }
 
+/// A principal or body whose length the format cannot hold (a principal id over 255
+/// bytes, a payload over [`MAX_PAYLOAD`]): refused, never wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unencodable;
+
 impl Record<'_> {
-    /// Encoded size of a record with this principal and body.
-    pub fn encoded_len(principal: &str, body: &[u8]) -> usize {
-        FIXED_LEN + principal.len() + body.len()
+    /// Encoded size of a record with this principal and body, if the format can hold
+    /// them.
+    pub fn encoded_len(principal: &str, body: &[u8]) -> Result<usize, Unencodable> {
+        let payload = FIXED_PAYLOAD + principal.len() + body.len();
+        if principal.len() > usize::from(u8::MAX) || payload > MAX_PAYLOAD {
+            return Err(Unencodable);
+        }
+        Ok(FIXED_LEN + principal.len() + body.len())
     }
 
-    /// Appends the encoded record to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the encoded record to `out`, or refuses a record the format cannot hold.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), Unencodable> {
+        Record::encoded_len(self.principal, self.body)?;
         let start = out.len();
         let payload = FIXED_PAYLOAD + self.principal.len() + self.body.len();
         let mut fixed = [0u8; FIXED_LEN];
@@ -153,6 +164,7 @@ impl Record<'_> {
         out.extend_from_slice(self.body);
         let crc = crc32c::crc32c(&out[start + field::LEN..]);
         out[start + field::CRC..start + field::LEN].copy_from_slice(&crc.to_le_bytes());
+        Ok(())
     }
 }
 
@@ -253,4 +265,37 @@ pub fn decode_header(buf: &[u8]) -> Result<(u16, u64), &'static str> {
         return Err("unsupported segment format version");
     }
     Ok((u16_at(buf, header::SHARD), u64_at(buf, header::FIRST_SEQ)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(principal: &'a str, body: &'a [u8]) -> Record<'a> {
+        Record {
+            kind: Kind::Report,
+            shard: 0,
+            seq: 1,
+            received_ns: 0,
+            group_index: 0,
+            principal,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_principal_longer_than_its_length_byte_is_refused_not_wrapped() {
+        let mut out = Vec::new();
+        let long = "p".repeat(256);
+        assert_eq!(record(&long, b"{}").encode(&mut out), Err(Unencodable));
+        assert!(out.is_empty(), "nothing is written for a refused record");
+        let longest = "p".repeat(255);
+        record(&longest, b"{}").encode(&mut out).unwrap();
+        match decode(&out, Some((0, 1))) {
+            Decoded::Record(r, len) => {
+                assert_eq!((r.principal, len), (longest.as_str(), out.len()))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

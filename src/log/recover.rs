@@ -17,8 +17,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
-    decode, decode_header, field, u16_at, u64_at, Decoded, Kind, Record, FIXED_LEN, HEADER_LEN,
+    decode, decode_header, field, u16_at, u32_at, u64_at, Decoded, Kind, Record, FIXED_LEN,
+    HEADER_LEN, MAX_PAYLOAD,
 };
 
 /// Most bytes one write batch holds (a single larger record is a batch of its own).
@@ -85,16 +87,41 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Corruption that must not be cut silently.
+/// A problem that must not be cut silently: corruption of acknowledged data, or a file
+/// that cannot be read at all (`unreadable`: permissions, I/O errors).
 #[derive(Debug)]
 pub struct Corruption {
     pub path: PathBuf,
     pub offset: u64,
     pub reason: String,
+    pub unreadable: bool,
+}
+
+impl Corruption {
+    fn at(path: &Path, offset: usize, reason: impl Into<String>) -> Corruption {
+        Corruption {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            reason: reason.into(),
+            unreadable: false,
+        }
+    }
+
+    fn unreadable(path: &Path, e: impl fmt::Display) -> Corruption {
+        Corruption {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: e.to_string(),
+            unreadable: true,
+        }
+    }
 }
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unreadable {
+            return write!(f, "cannot read {}: {}", self.path.display(), self.reason);
+        }
         write!(
             f,
             "{} at offset {}: {}",
@@ -105,15 +132,17 @@ impl fmt::Display for Corruption {
     }
 }
 
-/// A torn tail found at the end of the last segment.
+/// A torn tail found at the end of the last segment: the last write group, never
+/// synced, that a crash left partly written.
 #[derive(Debug, Clone)]
 pub struct TornTail {
     pub path: PathBuf,
     pub offset: u64,
     /// Where the non-zero bytes after `offset` end (what a cut must zero).
     pub dirty_end: u64,
-    /// Valid-looking records after the torn one, dropped with it (never acknowledged).
-    pub dropped_records: u64,
+    /// Valid records after the damaged bytes, cut with them (never acknowledged: their
+    /// group was never synced). How many records the damaged bytes held is unknown.
+    pub valid_after: u64,
     pub reason: &'static str,
 }
 
@@ -123,38 +152,50 @@ pub struct ShardScan {
     pub segments: usize,
     pub records: u64,
     pub record_bytes: u64,
-    /// The sequence number the next record gets.
+    /// The sequence number after the last valid record.
     pub next_seq: u64,
     /// The last segment and the offset where its valid records end.
     pub last: Option<(SegmentFile, u64)>,
     pub torn: Option<TornTail>,
+    /// The shard's manifest, if it has one.
+    pub manifest: Option<Manifest>,
+    /// Segments on disk that the manifest does not list yet: created just before a
+    /// crash, holding no record.
+    pub unlisted: Vec<Listed>,
 }
 
-/// Scans every segment of shard `shard` in `dir`, calling `each` for every valid
-/// record in order. Corruption is an error; a torn tail is reported, not changed.
+impl ShardScan {
+    /// The sequence number new records start at: past every valid record and every id
+    /// the manifest says may have been given out.
+    pub fn resume_seq(&self) -> u64 {
+        let reserved = self.manifest.as_ref().map_or(0, |m| m.reserved_seq);
+        self.next_seq.max(reserved)
+    }
+}
+
+/// Scans every segment of shard `shard` in `dir` against its manifest, calling `each`
+/// for every valid record in order. Corruption is an error; a torn tail is reported,
+/// not changed.
 pub fn scan_shard(
     dir: &Path,
     shard: u16,
     mut each: impl FnMut(&Record<'_>),
 ) -> Result<ShardScan, Corruption> {
-    let io_err = |path: &Path, e: io::Error| Corruption {
-        path: path.to_path_buf(),
-        offset: 0,
-        reason: format!("cannot read: {e}"),
-    };
-    let segments = list_segments(dir).map_err(|e| io_err(dir, e))?;
+    // Segments first, then the manifest: beside a live server, the manifest read then
+    // lists every segment seen (a segment is listed before any record goes into it).
+    let segments = list_segments(dir).map_err(|e| Corruption::unreadable(dir, e))?;
+    let manifest =
+        Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e))?;
+    let unlisted = check_listing(dir, &segments, manifest.as_ref())?;
     let mut scan = ShardScan {
         next_seq: 1,
         ..ShardScan::default()
     };
     for (i, segment) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let bytes = fs::read(&segment.path).map_err(|e| io_err(&segment.path, e))?;
-        let corrupt = |offset: usize, reason: String| Corruption {
-            path: segment.path.clone(),
-            offset: offset as u64,
-            reason,
-        };
+        let bytes =
+            fs::read(&segment.path).map_err(|e| Corruption::unreadable(&segment.path, e))?;
+        let corrupt = |offset: usize, reason: String| Corruption::at(&segment.path, offset, reason);
         let (header_shard, first_seq) =
             decode_header(&bytes).map_err(|r| corrupt(0, r.to_string()))?;
         if header_shard != shard || first_seq != segment.first_seq {
@@ -163,7 +204,11 @@ pub fn scan_shard(
                 "segment header disagrees with its shard or file name".into(),
             ));
         }
-        if first_seq != scan.next_seq && !(i == 0 && first_seq > 0) {
+        // With a manifest, ids may have been skipped between segments (a block reserved
+        // before a crash); never may a segment start inside what came before.
+        let gap_allowed = manifest.is_some() || i == 0;
+        let continues = first_seq == scan.next_seq || (gap_allowed && first_seq > scan.next_seq);
+        if !continues {
             return Err(corrupt(
                 0,
                 format!(
@@ -176,44 +221,27 @@ pub fn scan_shard(
         scan.segments += 1;
         let mut offset = HEADER_LEN;
         loop {
-            match decode(&bytes[offset..], Some((shard, scan.next_seq))) {
+            let reason = match decode(&bytes[offset..], Some((shard, scan.next_seq))) {
                 Decoded::Record(record, len) => {
                     each(&record);
                     scan.records += 1;
                     scan.record_bytes += len as u64;
                     scan.next_seq += 1;
                     offset += len;
+                    continue;
                 }
-                Decoded::End => break,
-                Decoded::Invalid(reason) => {
-                    let later = valid_records_after(&bytes, offset + 1, shard, scan.next_seq);
-                    // A later group was written after this record's group was synced.
-                    let acknowledged = later
-                        .iter()
-                        .find(|&&(_, group_first)| group_first > scan.next_seq);
-                    if let Some(&(at, _)) = acknowledged {
-                        return Err(corrupt(
-                            offset,
-                            format!("{reason}, and a record of a later write group follows at offset {at}"),
-                        ));
-                    }
-                    if !is_last {
-                        return Err(corrupt(
-                            offset,
-                            format!("{reason}, in a segment that is not the last"),
-                        ));
-                    }
-                    let dirty_end = last_nonzero(&bytes).map_or(offset, |i| i + 1);
-                    scan.torn = Some(TornTail {
-                        path: segment.path.clone(),
-                        offset: offset as u64,
-                        dirty_end: dirty_end.max(offset) as u64,
-                        dropped_records: later.len() as u64,
-                        reason,
-                    });
-                    break;
-                }
-            }
+                // Zeros end a segment only if nothing but zeros follows them.
+                Decoded::End if !is_last || last_nonzero(&bytes[offset..]).is_none() => break,
+                Decoded::End => "zeros where a record should start, with data after them",
+                Decoded::Invalid(reason) => reason,
+            };
+            let torn = torn_tail(&bytes, offset, shard, scan.next_seq, reason, is_last)
+                .map_err(|why| corrupt(offset, why))?;
+            scan.torn = Some(TornTail {
+                path: segment.path.clone(),
+                ..torn
+            });
+            break;
         }
         if is_last {
             scan.last = Some((segment.clone(), offset as u64));
@@ -224,7 +252,158 @@ pub fn scan_shard(
             ));
         }
     }
+    // Records go into a segment only once the manifest lists it.
+    if let Some(first) = unlisted.first() {
+        if scan.next_seq > first.first_seq {
+            let path = dir.join(segment_name(first.first_seq));
+            return Err(Corruption::at(
+                &path,
+                HEADER_LEN,
+                "records in a segment the manifest does not list",
+            ));
+        }
+    }
+    if let Some(end) = manifest.as_ref().and_then(|m| m.clean_end) {
+        after_clean_shutdown(dir, &scan, end)?;
+    }
+    scan.manifest = manifest;
+    scan.unlisted = unlisted;
     Ok(scan)
+}
+
+/// Damaged bytes at `offset` of a segment: a torn tail if the last, never-synced write
+/// group explains them, else why not (the caller reports corruption).
+fn torn_tail(
+    bytes: &[u8],
+    offset: usize,
+    shard: u16,
+    next_seq: u64,
+    reason: &'static str,
+    is_last: bool,
+) -> Result<TornTail, String> {
+    if !is_last {
+        return Err(format!("{reason}, in a segment that is not the last"));
+    }
+    let later = valid_records_after(bytes, offset + 1, shard, next_seq);
+    // A later group is written only after this record's group was synced.
+    if let Some(&(at, _)) = later
+        .iter()
+        .find(|&&(_, group_first)| group_first > next_seq)
+    {
+        return Err(format!(
+            "{reason}, and a record of a later write group follows at offset {at}"
+        ));
+    }
+    let dirty_end = last_nonzero(bytes).map_or(offset, |i| i + 1).max(offset);
+    // One write group is at most BATCH_MAX bytes, or one record larger than that.
+    let declared = if bytes.len() >= offset + FIXED_LEN {
+        u32_at(bytes, offset + field::LEN) as usize + field::PAYLOAD
+    } else {
+        0
+    };
+    let group_max = BATCH_MAX.max(declared.min(MAX_PAYLOAD + field::PAYLOAD));
+    if dirty_end - offset > group_max {
+        return Err(format!(
+            "{reason}, and {} damaged bytes follow: more than one write group",
+            dirty_end - offset
+        ));
+    }
+    Ok(TornTail {
+        path: PathBuf::new(),
+        offset: offset as u64,
+        dirty_end: dirty_end as u64,
+        valid_after: later.len() as u64,
+        reason,
+    })
+}
+
+/// After a clean shutdown nothing was being written: the log must end exactly where
+/// the shutdown said, with no torn tail.
+fn after_clean_shutdown(dir: &Path, scan: &ShardScan, end: u64) -> Result<(), Corruption> {
+    if let Some(torn) = &scan.torn {
+        return Err(Corruption::at(
+            &torn.path,
+            torn.offset as usize,
+            format!(
+                "{} after a clean shutdown (nothing was being written, so this is damage, not a torn write)",
+                torn.reason
+            ),
+        ));
+    }
+    if scan.next_seq != end {
+        return Err(Corruption::at(
+            &dir.join(MANIFEST),
+            0,
+            format!(
+                "the clean shutdown recorded the log ending before record {end}, but it ends before {}",
+                scan.next_seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the segment files against the manifest: each listed one present and at least
+/// its preallocated size. Returns the unlisted ones, which may only follow every listed
+/// one (created just before a crash; the scan then finds them empty).
+fn check_listing(
+    dir: &Path,
+    segments: &[SegmentFile],
+    manifest: Option<&Manifest>,
+) -> Result<Vec<Listed>, Corruption> {
+    let Some(manifest) = manifest else {
+        return Ok(Vec::new());
+    };
+    for listed in &manifest.segments {
+        let path = dir.join(segment_name(listed.first_seq));
+        let len = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Corruption::at(
+                    &path,
+                    0,
+                    "segment listed in the manifest is missing",
+                ))
+            }
+            Err(e) => return Err(Corruption::unreadable(&path, e)),
+        };
+        if len < listed.size {
+            return Err(Corruption::at(
+                &path,
+                len as usize,
+                format!(
+                    "segment is {len} bytes, shorter than the {} it was preallocated to: truncated",
+                    listed.size
+                ),
+            ));
+        }
+    }
+    let last_listed = manifest.segments.last().map_or(0, |s| s.first_seq);
+    let mut unlisted = Vec::new();
+    for segment in segments {
+        if manifest
+            .segments
+            .iter()
+            .any(|l| l.first_seq == segment.first_seq)
+        {
+            continue;
+        }
+        if segment.first_seq <= last_listed {
+            return Err(Corruption::at(
+                &segment.path,
+                0,
+                "segment not listed in the manifest (copied in?)",
+            ));
+        }
+        let size = fs::metadata(&segment.path)
+            .map_err(|e| Corruption::unreadable(&segment.path, e))?
+            .len();
+        unlisted.push(Listed {
+            first_seq: segment.first_seq,
+            size,
+        });
+    }
+    Ok(unlisted)
 }
 
 /// Valid records of `shard` with a sequence number of at least `min_seq` from `from`

@@ -1,0 +1,91 @@
+//! The data directory as a whole: created private (0700), held by exactly one server
+//! through an exclusive `flock` on `<data_dir>/LOCK` (which names the holder's pid),
+//! and checked for shard logs this run would not serve. `export` and `verify` take no
+//! lock: they only read, so they work beside a live server.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use crate::log::export::shard_dirs;
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The data directory, held: the lock lasts as long as this value (and the process).
+pub struct DataDir {
+    _lock: File,
+}
+
+/// Creates (0700) and locks `dir` for a server of `shards` shards. Refuses a directory
+/// another process holds, one that is not writable, and one holding the log of a shard
+/// this run would not start (its records would silently go unserved).
+pub fn open(dir: &Path, shards: usize) -> Result<DataDir, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    make_private(dir)?;
+    let lock = lock(dir)?;
+    let existing = shard_dirs(dir)?;
+    if let Some((n, path)) = existing.iter().find(|(n, _)| usize::from(*n) >= shards) {
+        return Err(format!(
+            "data dir holds the log of shard {n} ({}) but only {shards} shards would start: \
+             start with at least {} shards",
+            path.display(),
+            n + 1
+        ));
+    }
+    Ok(DataDir { _lock: lock })
+}
+
+/// Patient data: owner only. An existing directory open to others is closed, and said.
+pub fn make_private(dir: &Path) -> Result<(), String> {
+    let meta = fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private (chmod 0700): {e}", dir.display()))?;
+        log::info!("{}: mode {mode:o} changed to 700", dir.display());
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock and writes this process's pid into the lock file.
+fn lock(dir: &Path) -> Result<File, String> {
+    use nix::fcntl::{flock, FlockArg};
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            format!(
+                "data dir {} is not writable: {}: {e}",
+                dir.display(),
+                path.display()
+            )
+        })?;
+    if flock(file.as_raw_fd(), FlockArg::LockExclusiveNonblock).is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let holder = if holder.is_empty() { "unknown" } else { holder };
+        return Err(format!(
+            "data dir {} is in use by another epro-ingest server (pid {holder}): \
+             one server per data directory",
+            dir.display()
+        ));
+    }
+    let pid = std::process::id().to_string();
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(file)
+}

@@ -1,0 +1,216 @@
+//! The shard's flusher task: takes the pending batch, writes each write group with one
+//! write and one `fdatasync` (rotating segments as they fill), then wakes the waiters
+//! and reports each record of the group as durable. It keeps the manifest current: a
+//! new segment is listed before any record goes into it, ids are reserved a block
+//! ahead, and a clean stop is marked once everything is synced.
+
+use std::future::poll_fn;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
+use super::record::{decode, Decoded, Record, HEADER_LEN};
+use super::segment::Segment;
+use super::{Batch, Log};
+
+/// How often segment creation is retried while it fails (a full disk): soon enough
+/// that writes resume within a second of space returning, rarely enough to cost nothing.
+pub const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+impl Log {
+    /// Runs until [`Log::close`] (after writing everything pending) or the first I/O
+    /// error. `last` is the recovered last segment to continue and its end, if any.
+    /// `on_durable` sees every record once its group is on stable storage.
+    pub async fn run_flusher(
+        self: Rc<Self>,
+        last: Option<(PathBuf, u64)>,
+        mut on_durable: impl FnMut(&Record<'_>),
+    ) {
+        let result = self.flush_loop(last, &mut on_durable).await;
+        let mut state = self.state.borrow_mut();
+        if let Err(e) = result {
+            error!(
+                "shard {}: log write failed, refusing all further writes: {e}",
+                self.shard
+            );
+            state.failed = true;
+        }
+        state.stopped = true;
+        for waiter in state.waiters.drain(..) {
+            waiter.wake();
+        }
+        if let Some(waiter) = state.stop_waiter.take() {
+            waiter.wake();
+        }
+    }
+
+    /// The next batch to write, once there is one; `None` once closed and drained.
+    async fn next_batch(&self) -> Option<Batch> {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if !state.pending.bytes.is_empty() {
+                let spare = std::mem::take(&mut state.spare);
+                Poll::Ready(Some(std::mem::replace(&mut state.pending, spare)))
+            } else if state.closed {
+                Poll::Ready(None)
+            } else {
+                state.flusher = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    async fn flush_loop(
+        &self,
+        last: Option<(PathBuf, u64)>,
+        on_durable: &mut impl FnMut(&Record<'_>),
+    ) -> io::Result<()> {
+        let mut segment = match last {
+            Some((path, pos)) => Some(Segment::open(&path, pos).await?),
+            None => None,
+        };
+        while let Some(mut batch) = self.next_batch().await {
+            let mut at = 0;
+            for group in &batch.groups {
+                let bytes = &batch.bytes[at..group.end];
+                let current = segment.take();
+                let s = segment.insert(
+                    self.segment_for(current, group.first_seq, bytes.len())
+                        .await?,
+                );
+                s.write(bytes).await?;
+                at = group.end;
+                let mut state = self.state.borrow_mut();
+                state.durable_seq = group.last_seq;
+                state.log_end = group.last_seq + 1;
+                for waiter in state.waiters.drain(..) {
+                    waiter.wake();
+                }
+                drop(state);
+                each_record(bytes, on_durable);
+            }
+            batch.clear();
+            self.state.borrow_mut().spare = batch;
+            self.renew_reservation().await?;
+        }
+        if let Some(segment) = segment {
+            segment.close().await?;
+        }
+        self.mark_clean().await
+    }
+
+    /// The segment a group of `len` bytes starting at `first_seq` goes to: the current
+    /// one, or a new one when there is none or the group would pass `segment_bytes`
+    /// (a group larger than a whole segment still goes into a fresh one of its own).
+    async fn segment_for(
+        &self,
+        current: Option<Segment>,
+        first_seq: u64,
+        len: usize,
+    ) -> io::Result<Segment> {
+        if let Some(s) = current {
+            if s.pos <= HEADER_LEN as u64 || s.pos + len as u64 <= self.segment_bytes {
+                return Ok(s);
+            }
+            s.close().await?;
+        }
+        let created = self.create_segment(first_seq).await?;
+        let mut manifest = self.manifest.borrow().clone();
+        manifest.segments.push(Listed {
+            first_seq,
+            size: self.segment_bytes,
+        });
+        self.write_manifest(manifest).await?;
+        info!(
+            "shard {}: new segment {}",
+            self.shard,
+            created.path.display()
+        );
+        Ok(created)
+    }
+
+    /// Creates segment `first_seq`, retrying while it fails: nothing was written, so a
+    /// failure (no space for the preallocation, say) is not fatal. Meanwhile appends are
+    /// refused, and what is pending waits; a shutdown ends the wait with an error.
+    async fn create_segment(&self, first_seq: u64) -> io::Result<Segment> {
+        loop {
+            match Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await {
+                Ok(segment) => {
+                    if std::mem::take(&mut self.state.borrow_mut().no_space) {
+                        info!(
+                            "shard {}: segment created again; accepting writes",
+                            self.shard
+                        );
+                    }
+                    return Ok(segment);
+                }
+                Err(e) => {
+                    let mut state = self.state.borrow_mut();
+                    if state.closed {
+                        return Err(io::Error::other(format!(
+                            "stopping while no segment can be created; records from {first_seq} on are not written: {e}"
+                        )));
+                    }
+                    if !state.no_space {
+                        warn!(
+                            "shard {}: cannot create a segment, refusing writes and retrying every {CREATE_RETRY:?}: {e}",
+                            self.shard
+                        );
+                        state.no_space = true;
+                    }
+                }
+            }
+            glommio::timer::sleep(CREATE_RETRY).await;
+        }
+    }
+
+    /// Reserves the next block of ids once less than half a block is left.
+    async fn renew_reservation(&self) -> io::Result<()> {
+        let next_seq = self.state.borrow().next_seq;
+        let mut manifest = self.manifest.borrow().clone();
+        if next_seq + RESERVE_BLOCK / 2 < manifest.reserved_seq {
+            return Ok(());
+        }
+        manifest.reserved_seq = next_seq + RESERVE_BLOCK;
+        self.write_manifest(manifest).await
+    }
+
+    /// After a clean stop (everything appended is written and synced): the log ends
+    /// exactly here, and the next run continues at the next id, skipping no more.
+    async fn mark_clean(&self) -> io::Result<()> {
+        let (log_end, next_seq) = {
+            let state = self.state.borrow();
+            (state.log_end, state.next_seq)
+        };
+        let mut manifest = self.manifest.borrow().clone();
+        manifest.clean_end = Some(log_end);
+        manifest.reserved_seq = next_seq;
+        self.write_manifest(manifest).await
+    }
+
+    /// Writes `manifest` durably (on the blocking pool), then makes it current.
+    async fn write_manifest(&self, manifest: Manifest) -> io::Result<()> {
+        let dir = self.dir.clone();
+        let written = manifest.clone();
+        glommio::executor()
+            .spawn_blocking(move || written.write(&dir))
+            .await?;
+        self.state.borrow_mut().reserved_seq = manifest.reserved_seq;
+        *self.manifest.borrow_mut() = manifest;
+        Ok(())
+    }
+}
+
+/// Calls `f` for each record of an encoded write group.
+fn each_record(mut bytes: &[u8], f: &mut impl FnMut(&Record<'_>)) {
+    while let Decoded::Record(record, len) = decode(bytes, None) {
+        f(&record);
+        bytes = &bytes[len..];
+    }
+}

@@ -1,0 +1,125 @@
+//! Opening a shard's log at start-up (blocking; the shard runs it on its blocking
+//! pool): remove unfinished segment creations, scan against the manifest, cut a torn
+//! tail (keeping a copy of the bytes cut), and write this run's manifest, which
+//! reserves the first block of ids and clears the clean-shutdown mark, before any
+//! record is accepted.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::log::datadir::make_private;
+use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
+use crate::log::record::Record;
+use crate::log::recover::{list_segments, remove_unfinished, scan_shard, ShardScan, TornTail};
+
+/// A shard's log, ready for its writer.
+pub struct Opened {
+    pub scan: ShardScan,
+    /// The manifest as now on disk.
+    pub manifest: Manifest,
+    /// The sequence number of the next record.
+    pub next_seq: u64,
+    /// The segment to continue and where its records end; `None` when the next record
+    /// starts a new segment (no segment yet, or ids were skipped after a crash).
+    pub last: Option<(PathBuf, u64)>,
+    /// Where the bytes of a cut torn tail were saved.
+    pub torn_copy: Option<PathBuf>,
+}
+
+/// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record.
+pub fn open_shard(dir: &Path, shard: u16, each: impl FnMut(&Record<'_>)) -> Result<Opened, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    make_private(dir)?;
+    remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
+    let scan = scan_shard(dir, shard, each).map_err(|c| {
+        format!(
+            "shard {shard}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
+        )
+    })?;
+    let torn_copy = match &scan.torn {
+        Some(torn) => Some(
+            cut_torn_tail(torn)
+                .map_err(|e| format!("cutting torn tail of {}: {e}", torn.path.display()))?,
+        ),
+        None => None,
+    };
+    for segment in list_segments(dir).map_err(|e| e.to_string())? {
+        fs::set_permissions(&segment.path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod 600 {}: {e}", segment.path.display()))?;
+    }
+    let next_seq = scan.resume_seq();
+    let manifest = Manifest {
+        shard,
+        reserved_seq: next_seq + RESERVE_BLOCK,
+        clean_end: None,
+        segments: listed_segments(dir, &scan)?,
+    };
+    manifest
+        .write(dir)
+        .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
+    let last = match &scan.last {
+        Some((segment, end)) if next_seq == scan.next_seq => Some((segment.path.clone(), *end)),
+        _ => None,
+    };
+    Ok(Opened {
+        scan,
+        manifest,
+        next_seq,
+        last,
+        torn_copy,
+    })
+}
+
+/// The segments this run's manifest lists: the old manifest's and any created just
+/// before a crash, or (a log from before manifests) every segment, as large as it is.
+fn listed_segments(dir: &Path, scan: &ShardScan) -> Result<Vec<Listed>, String> {
+    if let Some(manifest) = &scan.manifest {
+        let mut listed = manifest.segments.clone();
+        listed.extend(&scan.unlisted);
+        return Ok(listed);
+    }
+    let mut listed = Vec::new();
+    for segment in list_segments(dir).map_err(|e| e.to_string())? {
+        let size = fs::metadata(&segment.path)
+            .map_err(|e| format!("cannot read {}: {e}", segment.path.display()))?
+            .len();
+        listed.push(Listed {
+            first_seq: segment.first_seq,
+            size,
+        });
+    }
+    Ok(listed)
+}
+
+/// Saves the torn bytes beside the segment (`<segment>.torn-<offset>`, 0600) for
+/// whoever wants to look at them, then zeroes them so that nothing of them can ever
+/// read as a record again. Returns the copy's path.
+fn cut_torn_tail(torn: &TornTail) -> io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let len = (torn.dirty_end - torn.offset) as usize;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&torn.path)?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, torn.offset)?;
+    let copy = PathBuf::from(format!("{}.torn-{}", torn.path.display(), torn.offset));
+    let mut saved = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&copy)?;
+    saved.write_all(&bytes)?;
+    saved.sync_all()?;
+    file.write_all_at(&vec![0u8; len], torn.offset)?;
+    file.sync_data()?;
+    Ok(copy)
+}
