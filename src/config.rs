@@ -102,6 +102,9 @@ pub struct Config {
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Largest segment: recovery reads one segment into memory at a time, and a larger
+/// preallocation only delays the next segment's creation.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -169,8 +172,11 @@ impl Config {
         if matches!(&self.cpus, Some(cpus) if cpus.is_empty()) {
             return bad("cpus", "must list at least one CPU");
         }
-        if !(64 << 10..=1 << 40).contains(&self.segment_bytes) {
-            return bad("segment_bytes", "must be between 65536 and 1099511627776");
+        if !(64 << 10..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return bad(
+                "segment_bytes",
+                "must be between 65536 and 1073741824 (1 GiB)",
+            );
         }
         if l.max_body_bytes == 0 || l.max_body_bytes > 1 << 30 {
             return bad("limits.max_body_bytes", "must be between 1 and 1073741824");

@@ -46,13 +46,20 @@ enum Command {
         #[arg(long, value_enum)]
         durability: Option<Durability>,
     },
-    /// Write every stored record as one JSON object per line to stdout.
+    /// Write every stored record as one JSON object per line to stdout. A damaged shard
+    /// is exported up to the damage and the command fails; see --salvage.
     Export {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Export every record that still verifies, past any damage, and report each
+        /// byte range skipped on stderr.
+        #[arg(long)]
+        salvage: bool,
     },
-    /// Check every record of every segment; exit non-zero on corruption.
+    /// Check every record of every segment; list every problem; exit non-zero on any.
     Verify {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -78,10 +85,14 @@ fn main() -> ExitCode {
                 durability,
             },
         ),
-        Command::Export { data_dir } => export::export(&data_dir, &mut std::io::stdout().lock())
-            .map(|count| {
-                log::info!("exported {count} records");
-            }),
+        Command::Export { data_dir, salvage } => export::export(
+            &data_dir,
+            &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+            salvage,
+        )
+        .map(|count| {
+            log::info!("exported {count} records");
+        }),
         Command::Verify { data_dir } => verify(&data_dir),
     };
     match result {
@@ -161,14 +172,22 @@ fn verify(data_dir: &Path) -> Result<(), String> {
                     );
                 }
             }
-            Err(corruption) => {
+            Err(problem) => {
                 corrupt += 1;
-                println!("shard {}: CORRUPT: {corruption}", report.shard);
+                let what = if problem.unreadable { "" } else { "CORRUPT: " };
+                println!("shard {}: {what}{problem}", report.shard);
+                for more in &report.problems {
+                    println!("shard {}: problem: {more}", report.shard);
+                }
             }
         }
     }
     if corrupt > 0 {
-        return Err(format!("{corrupt} of {} shards corrupt", reports.len()));
+        return Err(format!(
+            "{corrupt} of {} shards damaged or unreadable; `export --salvage` recovers every \
+             record that still verifies",
+            reports.len()
+        ));
     }
     println!("ok: {} shards verified", reports.len());
     Ok(())

@@ -14,7 +14,7 @@ use log::info;
 
 use crate::config::Config;
 use crate::peers::Message;
-use crate::shard::{self, Reports};
+use crate::shard::{self, Reports, Started};
 
 /// Memory each executor registers with io_uring. It counts against `RLIMIT_MEMLOCK`
 /// (see [`check_memlock`]); 1 MiB keeps two shards inside the common 8 MiB default.
@@ -95,7 +95,7 @@ pub fn check_memlock(shards: usize) -> Result<(), String> {
 pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     let config = Arc::new(config);
     let mut stops = watch_signals(cpus.len())?.into_iter();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
     let mut addr = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
@@ -136,9 +136,15 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     info!("listening on {addr}");
     drop(ready_tx);
     // Every shard reports once its log is recovered; a corrupt log stops the server.
+    // A stop signal during recovery ends the process at once, without waiting for the
+    // scans still running on the blocking threads.
     for _ in 0..handles.len() {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(Started::Ready)) => {}
+            Ok(Ok(Started::Stopped)) => {
+                info!("stopped during recovery, before accepting any record");
+                return Ok(());
+            }
             Ok(Err(message)) => return Err(message),
             Err(_) => return Err("a shard ended during start-up".to_string()),
         }

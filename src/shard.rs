@@ -29,11 +29,20 @@ use crate::validate::Validator;
 /// than a slow fdatasync, shorter than systemd's default stop timeout (90 s).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How a shard tells the process where it listens, and then that it is ready (or why
-/// it could not start).
+/// How a shard tells the process where it listens, and then how its start ended (or
+/// why it could not start).
 pub struct Reports {
     pub bound: mpsc::Sender<Result<SocketAddr, String>>,
-    pub ready: mpsc::Sender<Result<(), String>>,
+    pub ready: mpsc::Sender<Result<Started, String>>,
+}
+
+/// How a shard's start ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started {
+    /// Recovered and serving.
+    Ready,
+    /// Told to stop while still recovering: it stopped there.
+    Stopped,
 }
 
 /// Runs shard `id` until `stop` fires (or its sender is gone), then drains.
@@ -45,6 +54,7 @@ pub async fn serve(
     stop: oneshot::Receiver<()>,
     mesh: MeshBuilder<Message, Full>,
 ) {
+    let mut stop = stop;
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(listener) => listener,
         Err(e) => {
@@ -76,13 +86,26 @@ pub async fn serve(
         return;
     };
     ctx.join_peers(Peers::new(senders));
-    if let Err(message) = recover(&ctx).await {
-        let _ = reports.ready.send(Err(message));
-        return;
+    // A stop during recovery ends the shard there: nothing was accepted yet.
+    let recovered = futures_lite::future::or(async { Some(recover(&ctx).await) }, async {
+        let _ = (&mut stop).await;
+        None
+    })
+    .await;
+    match recovered {
+        Some(Ok(())) => {}
+        Some(Err(message)) => {
+            let _ = reports.ready.send(Err(message));
+            return;
+        }
+        None => {
+            let _ = reports.ready.send(Ok(Started::Stopped));
+            return;
+        }
     }
     // Peers' queries are answered only from a complete index.
     peers::serve(ctx.index(), receivers);
-    let _ = reports.ready.send(Ok(()));
+    let _ = reports.ready.send(Ok(Started::Ready));
     let _ = stop.await;
     shutdown(&ctx, &conns, acceptor).await;
 }

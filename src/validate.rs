@@ -6,7 +6,8 @@
 //! Rules: the body is a JSON object; a required field missing, of the wrong type or
 //! empty is refused naming the field; optional fields, when present, are non-empty
 //! strings; a field given twice is refused (which one would count is ambiguous);
-//! identifiers are at most [`MAX_ID`] bytes; unknown fields are allowed and kept.
+//! identifiers are at most [`MAX_ID`] bytes; arrays and objects nest at most
+//! [`MAX_DEPTH`] levels; unknown fields are allowed and kept.
 
 use simd_json::prelude::*;
 use simd_json::tape::{Object, Value};
@@ -14,6 +15,10 @@ use simd_json::{Buffers, Tape};
 
 /// Longest identifier accepted (patient, project, site, submission, tag).
 pub const MAX_ID: usize = 128;
+/// Deepest nesting of arrays and objects accepted in a body (the body object itself is
+/// level 1). Deeper is refused with 400: no ePRO form nests that deep, and every reader
+/// of a stored record (the index at start-up, export, PostgreSQL) then parses it.
+pub const MAX_DEPTH: usize = 64;
 
 /// The fields a submit body's rules read, in the order [`Validator::submit`] takes them.
 pub const SUBMIT_FIELDS: [&str; 6] = [
@@ -40,6 +45,7 @@ pub enum Invalid {
     Duplicate(&'static str),
     ReportDataType,
     Timestamp,
+    TooDeep,
 }
 
 impl Invalid {
@@ -64,6 +70,11 @@ impl Invalid {
                 [b"reportData must be a non-empty string or object", b"", b""]
             }
             Invalid::Timestamp => [b"timestamp must be an RFC 3339 date-time", b"", b""],
+            Invalid::TooDeep => [
+                b"body nests arrays and objects deeper than 64 levels",
+                b"",
+                b"",
+            ],
         }
     }
 }
@@ -167,6 +178,9 @@ impl Validator {
         body: &[u8],
         f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalid>,
     ) -> Result<R, Invalid> {
+        if nesting_exceeds(body, MAX_DEPTH) {
+            return Err(Invalid::TooDeep);
+        }
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
@@ -180,6 +194,35 @@ impl Validator {
         self.tape = Some(tape.reset());
         result
     }
+}
+
+/// Whether `json` nests arrays and objects deeper than `max`, brackets inside strings
+/// aside. One pass, before parsing, so no parser ever sees a body deeper than the rule.
+pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Picks the named fields out of `object`, refusing a name given twice.

@@ -45,7 +45,12 @@ fn write_reports_then(n: usize, config: &str, ending: Ending) -> tempfile::TempD
 }
 
 fn seq_of(id: &serde_json::Value) -> u64 {
-    id.as_str().unwrap().strip_prefix("s0-").unwrap().parse().unwrap()
+    id.as_str()
+        .unwrap()
+        .strip_prefix("s0-")
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
@@ -184,7 +189,11 @@ fn restart_resumes_sequence_numbers() {
         DEVICE_TOKEN,
         &report("P-after"),
     );
-    assert_eq!(r.json()["id"], "s0-4", "a clean restart continues where it ended");
+    assert_eq!(
+        r.json()["id"],
+        "s0-4",
+        "a clean restart continues where it ended"
+    );
     // After a crash, numbering resumes past every id that may have been handed out.
     let dir = server.kill();
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);

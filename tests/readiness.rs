@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use common::{post, read_response, report, spawn_and_wait, temp_dir, BIN};
 use epro_ingest::log::record::{encode_header, Kind, Record};
 
-#[test]
-fn readyz_is_503_until_recovery_is_done() {
-    // A log big enough that recovery takes a while: 150k records in one segment.
+/// A log big enough that recovery takes a while: 150k records in one segment.
+fn big_log() -> tempfile::TempDir {
     let dir = temp_dir();
     let shard_dir = dir.path().join("data/shard-0");
     std::fs::create_dir_all(&shard_dir).unwrap();
@@ -31,7 +30,10 @@ fn readyz_is_503_until_recovery_is_done() {
         record.encode(&mut bytes).expect("fits the format");
     }
     std::fs::write(shard_dir.join("00000000000000000001.seg"), &bytes).unwrap();
+    dir
+}
 
+fn serve(dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
@@ -42,7 +44,13 @@ fn readyz_is_503_until_recovery_is_done() {
         "--data-dir",
     ])
     .arg(dir.path().join("data"));
-    let (child, addr, log) = spawn_and_wait(cmd).expect("server starts");
+    cmd
+}
+
+#[test]
+fn readyz_is_503_until_recovery_is_done() {
+    let dir = big_log();
+    let (child, addr, log) = spawn_and_wait(serve(&dir)).expect("server starts");
     // Killed however the test ends, so a failed assertion leaves no server behind.
     struct Reap(std::process::Child);
     impl Drop for Reap {
@@ -86,4 +94,22 @@ fn readyz_is_503_until_recovery_is_done() {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let r = post(&mut stream, "/epro/submit", &token, &report("P-3"));
     assert_eq!(r.json()["id"], "s0-150001");
+}
+
+#[test]
+fn sigterm_during_recovery_stops_at_once() {
+    let dir = big_log();
+    let (mut child, _, log) = spawn_and_wait(serve(&dir)).expect("server starts");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "{status:?}\n{log}");
+    // It stopped while recovering: it never became ready, nor finished the scan.
+    assert!(log.contains("stopped during recovery"), "{log}");
+    assert!(
+        !log.contains("ready:") && !log.contains("recovered 150000"),
+        "{log}"
+    );
 }

@@ -81,6 +81,37 @@ fn bad_config_value_is_named() {
 }
 
 #[test]
+fn principals_and_segments_the_log_cannot_hold_are_refused() {
+    let dir = temp_dir();
+    let config = dir.path().join("c.toml");
+    let principal = |id: &str, token: &str| {
+        format!("[[principals]]\nid = \"{id}\"\ntoken = \"{token}\"\nrole = \"device\"\n")
+    };
+    // An id over 128 bytes (one over 255 once wrapped its length byte in the log).
+    std::fs::write(
+        &config,
+        principal(&"p".repeat(300), "token-0123456789abcdef"),
+    )
+    .unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(
+        err.contains("principals[0].id: must be 1 to 128 bytes"),
+        "{err}"
+    );
+    let twice =
+        principal("dup", "token-0123456789abcdef") + &principal("dup", "token-fedcba9876543210");
+    std::fs::write(&config, twice).unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(err.contains("principals[1].id: is already used"), "{err}");
+    std::fs::write(&config, "segment_bytes = 1099511627776\n").unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(
+        err.contains("segment_bytes: must be between 65536 and 1073741824"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unwritable_data_dir_is_a_clear_error() {
     let dir = temp_dir();
     let file = dir.path().join("a-file");

@@ -36,7 +36,9 @@ use epro_ingest::index::{Index, Query};
 use epro_ingest::log::record::{Kind, Record};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
-use epro_ingest::validate::{is_json_media_type, Invalid, MAX_ID, SUBMIT_FIELDS, TAG_FIELDS};
+use epro_ingest::validate::{
+    is_json_media_type, nesting_exceeds, Invalid, MAX_DEPTH, MAX_ID, SUBMIT_FIELDS, TAG_FIELDS,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -134,6 +136,9 @@ struct Fields<'a> {
 }
 
 fn parse(body: &[u8]) -> Result<Fields<'_>, Invalid> {
+    if nesting_exceeds(body, MAX_DEPTH) {
+        return Err(Invalid::TooDeep);
+    }
     serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         if let Some(field) = text

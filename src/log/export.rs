@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
 use crate::log::record::Record;
-use crate::log::recover::{scan_shard, Corruption, ShardScan};
+use crate::log::recover::{list_segments, scan_shard, Corruption, ShardScan};
+use crate::log::salvage::salvage_shard;
 
 /// The record id: shard and sequence number, unique across shards and restarts.
 pub fn record_id(shard: u16, seq: u64, out: &mut Vec<u8>) {
@@ -77,13 +78,33 @@ pub fn write_json_line(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-/// `epro-ingest export`: every record of every shard to `out`.
-pub fn export(data_dir: &Path, out: &mut impl Write) -> Result<u64, String> {
+/// The shards of `data_dir`, or why it is not a data directory (empty, or a shard
+/// directory given in its place).
+fn shards_of(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
+    let shards = shard_dirs(data_dir)?;
+    if shards.is_empty() {
+        let looks_like_shard = list_segments(data_dir).is_ok_and(|s| !s.is_empty());
+        let hint = if looks_like_shard {
+            "it holds segments: it is a shard directory; pass the data directory above it"
+        } else {
+            "no shard-<n> directory in it: is it the data directory (--data-dir of serve)?"
+        };
+        return Err(format!("{}: {hint}", data_dir.display()));
+    }
+    Ok(shards)
+}
+
+/// `epro-ingest export`: every record of every shard to `out`, shard by shard. A shard
+/// whose log is corrupt stops at the damage, the others are exported in full, and the
+/// result is an error naming each damaged shard. With `salvage`, every record that
+/// still verifies is exported and each skipped byte range is reported on stderr.
+pub fn export(data_dir: &Path, out: &mut impl Write, salvage: bool) -> Result<u64, String> {
     let mut count = 0;
     let mut line = Vec::with_capacity(4096);
     let mut write_err = None;
-    for (shard, dir) in shard_dirs(data_dir)? {
-        scan_shard(&dir, shard, |record| {
+    let mut damaged = Vec::new();
+    for (shard, dir) in shards_of(data_dir)? {
+        let mut emit = |record: &Record<'_>| {
             line.clear();
             write_json_line(record, &mut line);
             if write_err.is_none() {
@@ -92,31 +113,54 @@ pub fn export(data_dir: &Path, out: &mut impl Write) -> Result<u64, String> {
                 }
             }
             count += 1;
-        })
-        .map_err(|c| format!("corrupt log: {c}"))?;
+        };
+        if salvage {
+            for problem in salvage_shard(&dir, shard, &mut emit).problems {
+                log::warn!("shard {shard}: {problem}");
+            }
+        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit) {
+            log::error!("shard {shard}: exported up to the damage: {problem}");
+            damaged.push(shard);
+        }
         if let Some(e) = write_err.take() {
             return Err(format!("writing export: {e}"));
         }
     }
     out.flush().map_err(|e| format!("writing export: {e}"))?;
+    if !damaged.is_empty() {
+        return Err(format!(
+            "shards {damaged:?} are damaged and were exported only up to the damage; \
+             `export --salvage` exports every record that still verifies"
+        ));
+    }
     Ok(count)
 }
 
-/// What `verify` found in one shard.
+/// What `verify` found in one shard: the strict scan's result, and for a damaged
+/// shard every problem a salvage scan finds past the first.
 pub struct ShardReport {
     pub shard: u16,
     pub result: Result<ShardScan, Corruption>,
+    pub problems: Vec<Corruption>,
 }
 
 /// `epro-ingest verify`: scans every shard; the caller prints the reports and exits
-/// non-zero if any shard is corrupt.
+/// non-zero if any shard is damaged.
 pub fn verify(data_dir: &Path) -> Result<Vec<ShardReport>, String> {
-    let shards = shard_dirs(data_dir)?;
+    let shards = shards_of(data_dir)?;
     Ok(shards
         .into_iter()
-        .map(|(shard, dir)| ShardReport {
-            shard,
-            result: scan_shard(&dir, shard, |_| {}),
+        .map(|(shard, dir)| {
+            let result = scan_shard(&dir, shard, |_| {});
+            let problems = match &result {
+                Ok(_) => Vec::new(),
+                Err(_) => salvage_shard(&dir, shard, |_| {}).problems,
+            };
+            ShardReport {
+                shard,
+                result,
+                problems,
+            }
         })
         .collect())
 }

@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod open;
 pub mod record;
 pub mod recover;
+pub mod salvage;
 pub mod segment;
 
 use std::cell::RefCell;
@@ -168,7 +169,7 @@ impl Log {
     /// Whether new records can still be stored.
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
-        !state.failed && !state.closed
+        !state.failed && !state.closed && !state.no_space
     }
 
     /// Encodes a record into the pending batch; returns its sequence number.

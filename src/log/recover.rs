@@ -73,14 +73,21 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
     Ok(segments)
 }
 
-/// Removes `.seg.tmp` files: segments whose creation a crash interrupted before they
-/// were renamed into place (they hold no record). Returns how many.
+/// Removes the temporary files this server creates and a crash can leave behind:
+/// `<20 digits>.seg.tmp` (a segment whose creation was interrupted before its rename;
+/// it holds no record) and `MANIFEST.tmp`. Nothing else is touched. Returns how many.
 pub fn remove_unfinished(dir: &Path) -> io::Result<usize> {
+    let ours = |name: &str| {
+        name == "MANIFEST.tmp"
+            || name
+                .strip_suffix(".seg.tmp")
+                .is_some_and(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
     let mut removed = 0;
     for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.to_str().is_some_and(|p| p.ends_with(".seg.tmp")) {
-            fs::remove_file(&path)?;
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(ours) {
+            fs::remove_file(entry.path())?;
             removed += 1;
         }
     }
@@ -98,7 +105,7 @@ pub struct Corruption {
 }
 
 impl Corruption {
-    fn at(path: &Path, offset: usize, reason: impl Into<String>) -> Corruption {
+    pub fn at(path: &Path, offset: usize, reason: impl Into<String>) -> Corruption {
         Corruption {
             path: path.to_path_buf(),
             offset: offset as u64,
@@ -107,7 +114,7 @@ impl Corruption {
         }
     }
 
-    fn unreadable(path: &Path, e: impl fmt::Display) -> Corruption {
+    pub fn unreadable(path: &Path, e: impl fmt::Display) -> Corruption {
         Corruption {
             path: path.to_path_buf(),
             offset: 0,
@@ -346,7 +353,7 @@ fn after_clean_shutdown(dir: &Path, scan: &ShardScan, end: u64) -> Result<(), Co
 /// Checks the segment files against the manifest: each listed one present and at least
 /// its preallocated size. Returns the unlisted ones, which may only follow every listed
 /// one (created just before a crash; the scan then finds them empty).
-fn check_listing(
+pub fn check_listing(
     dir: &Path,
     segments: &[SegmentFile],
     manifest: Option<&Manifest>,
@@ -407,34 +414,47 @@ fn check_listing(
 }
 
 /// Valid records of `shard` with a sequence number of at least `min_seq` from `from`
-/// on: (offset, first sequence number of the record's write group). Zero runs are
-/// skipped a word at a time; most other offsets fail the cheap checks before the CRC.
+/// on: (offset, first sequence number of the record's write group).
 fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<(usize, u64)> {
     let mut found = Vec::new();
+    let mut at = from;
+    while let Some((offset, record, len)) = next_record(bytes, at, shard, min_seq) {
+        found.push((offset, record.seq - u64::from(record.group_index)));
+        at = offset + len;
+    }
+    found
+}
+
+/// The first valid record of `shard` with a sequence number of at least `min_seq` at
+/// or after `from`, and its encoded length. Zero runs are skipped a word at a time;
+/// most other offsets fail the cheap checks before the CRC.
+pub fn next_record(
+    bytes: &[u8],
+    from: usize,
+    shard: u16,
+    min_seq: u64,
+) -> Option<(usize, Record<'_>, usize)> {
     let mut at = from;
     while at + FIXED_LEN <= bytes.len() {
         if bytes[at..at + 8] == [0; 8] {
             at += 8;
             continue;
         }
-        let seq = u64_at(bytes, at + field::SEQ);
         let plausible = Kind::from_byte(bytes[at + field::KIND]).is_some()
             && u16_at(bytes, at + field::SHARD) == shard
-            && seq >= min_seq;
+            && u64_at(bytes, at + field::SEQ) >= min_seq;
         if plausible {
             if let Decoded::Record(record, len) = decode(&bytes[at..], None) {
-                found.push((at, record.seq - u64::from(record.group_index)));
-                at += len;
-                continue;
+                return Some((at, record, len));
             }
         }
         at += 1;
     }
-    found
+    None
 }
 
 /// Index of the last non-zero byte, scanning back a 4 KiB block at a time.
-fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+pub fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     let mut end = bytes.len();
     while end > 0 {
         let start = end.saturating_sub(4096);

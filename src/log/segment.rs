@@ -28,27 +28,22 @@ impl Segment {
     /// Creates segment `first_seq` of `shard` in `dir`: preallocated and its header
     /// synced under a temporary name, then renamed and the directory synced. A crash
     /// at any point leaves either no segment or a complete empty one (and perhaps a
-    /// `.tmp` file, which recovery removes).
+    /// `.tmp` file, which recovery removes). A failure (no space for the preallocation,
+    /// say) removes the temporary file before it returns.
     pub async fn create(dir: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
         let path = dir.join(segment_name(first_seq));
         let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .buffered_open(&tmp)
-            .await
-            .map_err(|e| op_err("creating", &tmp, e))?;
-        file.pre_allocate(size, false)
-            .await
-            .map_err(|e| op_err("preallocating", &tmp, e))?;
-        let mut segment = Segment {
-            file,
-            path: tmp,
-            pos: 0,
+        let created = Segment::create_as(&tmp, shard, first_seq, size).await;
+        let mut segment = match created {
+            Ok(segment) => segment,
+            Err(e) => {
+                let unfinished = tmp.clone();
+                let _ = glommio::executor()
+                    .spawn_blocking(move || std::fs::remove_file(unfinished))
+                    .await;
+                return Err(e);
+            }
         };
-        segment.write(&encode_header(shard, first_seq)).await?;
         segment
             .file
             .rename(&path)
@@ -56,6 +51,29 @@ impl Segment {
             .map_err(|e| op_err("renaming to", &path, e))?;
         segment.path = path;
         sync_dir(dir).await?;
+        Ok(segment)
+    }
+
+    /// The temporary file `tmp`: created, preallocated, its header written and synced.
+    async fn create_as(tmp: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .buffered_open(tmp)
+            .await
+            .map_err(|e| op_err("creating", tmp, e))?;
+        file.pre_allocate(size, false)
+            .await
+            .map_err(|e| op_err("preallocating", tmp, e))?;
+        let mut segment = Segment {
+            file,
+            path: tmp.to_path_buf(),
+            pos: 0,
+        };
+        segment.write(&encode_header(shard, first_seq)).await?;
         Ok(segment)
     }
 

@@ -15,6 +15,8 @@
 //! Files are opened with `FOPEN_DIRECT_IO`, so the kernel's page cache never keeps a
 //! copy that would hide a cut; each cycle also unmounts and mounts again.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -67,6 +69,9 @@ pub struct Disk {
     /// Pages synced and pages lost over the disk's life, for the tests' own checks.
     pub lost_pages: u64,
     pub synced_pages: u64,
+    /// Faults on demand: `fallocate` answers ENOSPC (a full disk), `fsync` answers EIO.
+    pub full: bool,
+    pub failing_sync: bool,
 }
 
 impl Disk {
@@ -84,6 +89,8 @@ impl Disk {
             next_ino: ROOT + 1,
             lost_pages: 0,
             synced_pages: 0,
+            full: false,
+            failing_sync: false,
         }))
     }
 
@@ -420,6 +427,9 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let mut disk = self.disk.lock().unwrap();
+        if disk.failing_sync {
+            return reply.error(nix::libc::EIO);
+        }
         let Some(file) = disk.file(ino) else {
             return reply.error(nix::libc::ENOENT);
         };
@@ -451,6 +461,9 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let mut disk = self.disk.lock().unwrap();
+        if disk.full {
+            return reply.error(nix::libc::ENOSPC);
+        }
         let Some(file) = disk.file(ino) else {
             return reply.error(nix::libc::ENOENT);
         };

@@ -96,6 +96,10 @@ impl Server {
         Ok(server)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.as_ref().unwrap().path().join("data")
     }

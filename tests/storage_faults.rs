@@ -1,0 +1,170 @@
+//! Disk faults injected through the fault-injecting filesystem: a full disk (no room
+//! for a new segment) is waited out, not fatal; a failed fdatasync is fatal for the
+//! shard's writes, and reads never count what was not stored.
+
+mod common;
+#[path = "common/faultfs.rs"]
+mod faultfs;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{get, post, read_response, temp_dir, wait_until, Server};
+use faultfs::{Disk, Mount};
+
+const CONFIG: &str = r#"
+segment_bytes = 65536
+
+[[principals]]
+id = "site-app-001"
+token = "device-token-0123456789"
+role = "device"
+projects = ["*"]
+
+[[principals]]
+id = "admin-1"
+token = "admin-token-0123456789"
+role = "admin"
+projects = ["*"]
+"#;
+const DEVICE: &str = "device-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+fn body(patient: &str) -> String {
+    format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
+}
+
+/// A 1-shard server whose data directory is on a fresh fault-injecting filesystem.
+/// Fields drop in order: the server before the mount.
+struct OnFaultFs {
+    server: Server,
+    disk: Arc<Mutex<Disk>>,
+    shard_dir: PathBuf,
+    _mount: Mount,
+}
+
+fn on_faultfs(prepare: impl FnOnce(&mut Disk)) -> OnFaultFs {
+    let dir = temp_dir();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
+    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
+    std::fs::create_dir(mnt.join("data")).unwrap();
+    std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
+    prepare(&mut disk.lock().unwrap());
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    OnFaultFs {
+        server,
+        disk,
+        shard_dir: mnt.join("data/shard-0"),
+        _mount: mount,
+    }
+}
+
+fn readyz(server: &Server) -> u16 {
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    read_response(&mut stream).unwrap().status
+}
+
+#[test]
+fn a_full_disk_is_waited_out_and_writes_resume_by_themselves() {
+    let fs = on_faultfs(|disk| disk.full = true);
+    let server = &fs.server;
+    // The first write needs the first segment: it waits while none can be created.
+    let mut first = server.connect();
+    let request = body("P-first");
+    first
+        .write_all(
+            format!(
+                "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+                request.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || readyz(server) == 503),
+        "never not-ready while full"
+    );
+    let mut stream = server.connect();
+    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-refused"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.error().contains("no space"), "{}", r.error());
+    let leftovers: Vec<_> = std::fs::read_dir(&fs.shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial segment left behind: {leftovers:?}"
+    );
+
+    fs.disk.lock().unwrap().full = false;
+    let r = read_response(&mut first).expect("the waiting write is answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(wait_until(Duration::from_secs(5), || readyz(server) == 200));
+    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let summary = get(&mut stream, "/api/v1/projects/P001/reports/summary", ADMIN);
+    assert_eq!(summary.json()["reports"], 2);
+    assert!(
+        server.log().contains("cannot create a segment"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
+    let fs = on_faultfs(|_| {});
+    let server = &fs.server;
+    let mut stream = server.connect();
+    for i in 0..3 {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &body(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    fs.disk.lock().unwrap().failing_sync = true;
+    let request = body("P-lost");
+    stream
+        .write_all(
+            format!(
+                "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+                request.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert!(
+        read_response(&mut stream).is_none(),
+        "a write whose sync failed was answered"
+    );
+
+    let mut stream = server.connect();
+    let summary = get(&mut stream, "/api/v1/projects/P001/reports/summary", ADMIN);
+    assert_eq!(
+        summary.json()["reports"],
+        3,
+        "the summary counts a record that was never stored"
+    );
+    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
+    assert_eq!(r.status, 503);
+    assert!(r.error().contains("storage failed"), "{}", r.error());
+    assert_eq!(
+        r.header("retry-after"),
+        None,
+        "retrying cannot help a failed disk"
+    );
+    assert_eq!(readyz(server), 503);
+}

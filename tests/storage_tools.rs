@@ -1,0 +1,240 @@
+//! The offline tools on damaged and wrong directories: `verify` lists every problem in
+//! every shard, `export` keeps going past a damaged shard, `export --salvage` keeps
+//! every record that still verifies, an unreadable file is not called corrupt, strays
+//! are refused, and `serve` removes only the temporary files it makes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{post, report, temp_dir, Server, BIN, DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
+use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
+use epro_ingest::log::recover::list_segments;
+
+fn run(args: &[&str], data: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+fn ids(stdout: &[u8]) -> BTreeSet<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A stopped 2-shard server's directory with reports in both shards.
+fn two_shards() -> tempfile::TempDir {
+    let server = Server::start(CONFIG, &[]);
+    let mut seen = BTreeSet::new();
+    let mut n = 0;
+    // Connections spread over the shards by the kernel: go on until both hold 20.
+    while (0..2).any(|s| {
+        seen.iter()
+            .filter(|id: &&String| id.starts_with(&format!("s{s}-")))
+            .count()
+            < 20
+    }) {
+        let mut stream = server.connect();
+        for _ in 0..5 {
+            let r = post(
+                &mut stream,
+                "/epro/submit",
+                DEVICE_TOKEN,
+                &report(&format!("P-{n}")),
+            );
+            n += 1;
+            seen.insert(r.json()["id"].as_str().unwrap().to_string());
+        }
+        assert!(n < 5000, "connections never reached both shards");
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    dir
+}
+
+/// Flips one byte inside each of records `indexes` of shard 0's first segment;
+/// returns their offsets.
+fn damage_records(data: &Path, indexes: &[usize]) -> Vec<usize> {
+    let segment = &list_segments(&data.join("shard-0")).unwrap()[0].path;
+    let mut bytes = std::fs::read(segment).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = HEADER_LEN;
+    while let Decoded::Record(_, len) = decode(&bytes[at..], None) {
+        offsets.push(at);
+        at += len;
+    }
+    let chosen: Vec<usize> = indexes.iter().map(|&i| offsets[i]).collect();
+    for &at in &chosen {
+        bytes[at + 40] ^= 0x10;
+    }
+    std::fs::write(segment, &bytes).unwrap();
+    chosen
+}
+
+#[test]
+fn verify_lists_every_problem_and_export_goes_on_past_a_damaged_shard() {
+    let dir = two_shards();
+    let data = dir.path().join("data");
+    let all = ids(&run(&["export"], &data).stdout);
+    let damaged = damage_records(&data, &[3, 10]);
+
+    let out = run(&["verify"], &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    for &offset in &damaged {
+        assert!(
+            text.contains(&format!("skipped bytes {offset}..")),
+            "offset {offset} not listed:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("shard 1: ") && !text.contains("shard 1: CORRUPT"),
+        "{text}"
+    );
+
+    // Plain export: shard 0 up to the damage, shard 1 whole, and a failure naming shard 0.
+    let out = run(&["export"], &data);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards [0] are damaged"));
+    let exported = ids(&out.stdout);
+    let shard1: BTreeSet<_> = all
+        .iter()
+        .filter(|id| id.starts_with("s1-"))
+        .cloned()
+        .collect();
+    assert!(exported.is_superset(&shard1), "shard 1 was abandoned");
+    assert!(exported.contains("s0-3") && !exported.contains("s0-4"));
+
+    // Salvage: everything but the two damaged records, each skipped range reported.
+    let out = run(&["export", "--salvage"], &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let salvaged = ids(&out.stdout);
+    let lost: Vec<_> = all.difference(&salvaged).cloned().collect();
+    assert_eq!(lost, ["s0-11", "s0-4"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("skipped bytes").count(), 2, "{stderr}");
+}
+
+#[test]
+fn an_unreadable_segment_is_reported_as_unreadable_not_corrupt() {
+    let dir = two_shards();
+    let data = dir.path().join("data");
+    // Readable to others except one segment, as after a restore with the wrong owner.
+    for d in [
+        dir.path(),
+        data.as_path(),
+        &data.join("shard-0"),
+        &data.join("shard-1"),
+    ] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for s in 0..2 {
+        for seg in list_segments(&data.join(format!("shard-{s}"))).unwrap() {
+            std::fs::set_permissions(&seg.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(
+            data.join(format!("shard-{s}/MANIFEST")),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let secret = &list_segments(&data.join("shard-0")).unwrap()[0].path;
+    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // As an unprivileged user (root reads anything); the binary copied where it can run.
+    let open = tempfile::Builder::new()
+        .prefix("epro-verify-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = open.path().join("epro-ingest");
+    std::fs::copy(BIN, &bin).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!(
+            "cannot read {}: Permission denied",
+            secret.display()
+        )) && !text.contains("CORRUPT"),
+        "{text}"
+    );
+}
+
+#[test]
+fn wrong_and_stray_directories_are_refused_with_a_hint() {
+    let dir = two_shards();
+    let data = dir.path().join("data");
+    let out = run(&["verify"], &data.join("shard-0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("it is a shard directory"),
+        "{err}"
+    );
+    let empty = temp_dir();
+    let out = run(&["verify"], empty.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is it the data directory"),
+        "{err}"
+    );
+
+    // A copied shard directory would double (or hide) records: refused everywhere.
+    let copy = data.join("shard-01");
+    std::fs::create_dir(&copy).unwrap();
+    for args in [&["verify"][..], &["export"][..]] {
+        let out = run(args, &data);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("shard-01: not a shard directory"),
+            "{args:?}: {err}"
+        );
+    }
+    match Server::try_start_in(dir, CONFIG, &[]) {
+        Ok(server) => panic!("served beside a stray shard directory:\n{}", server.log()),
+        Err(log) => assert!(log.contains("shard-01: not a shard directory"), "{log}"),
+    }
+}
+
+#[test]
+fn serve_removes_only_the_temporary_files_it_creates() {
+    let dir = two_shards();
+    let shard = dir.path().join("data/shard-0");
+    let ours = shard.join("00000000000000000099.seg.tmp");
+    let theirs = [shard.join("notes.seg.tmp"), shard.join("backup.tmp")];
+    std::fs::write(&ours, b"interrupted creation").unwrap();
+    for path in &theirs {
+        std::fs::write(path, b"an operator's file").unwrap();
+    }
+    let server = Server::start_in(dir, CONFIG, &[]);
+    assert!(
+        !ours.exists(),
+        "an unfinished segment creation was left behind"
+    );
+    for path in &theirs {
+        assert!(path.exists(), "{} was deleted", path.display());
+    }
+    drop(server);
+}
