@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         salvage: bool,
     },
+    /// Move a damaged shard's log aside (after `export --salvage`) and start the shard
+    /// afresh, past every id the old log used. Refused while a server runs.
+    RetireShard {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The shard whose log is retired.
+        #[arg(long)]
+        shard: u16,
+    },
     /// Check every record of every segment; list every problem; exit non-zero on any.
     Verify {
         /// The server's data directory (the one holding shard-0, shard-1, ...).
@@ -94,6 +104,14 @@ fn main() -> ExitCode {
             log::info!("exported {count} records");
         }),
         Command::Verify { data_dir } => verify(&data_dir),
+        Command::RetireShard { data_dir, shard } => {
+            datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
+                log::info!(
+                    "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
+                    retired.display()
+                );
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,24 +76,9 @@ fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     (offsets, at)
 }
 
-/// Runs `serve` over `dir`'s data, expecting it to refuse: exit 1 on its own.
-fn refused_start(dir: &Path) -> String {
-    std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--config",
-        ])
-        .arg(dir.join("config.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Runs `cmd`, expecting it to exit 1 on its own within 20 s; returns its stderr.
+fn refused(mut cmd: Command) -> String {
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let ended = common::wait_until(std::time::Duration::from_secs(20), || {
         child.try_wait().unwrap().is_some()
     });
@@ -102,9 +87,27 @@ fn refused_start(dir: &Path) -> String {
     }
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(ended, "started over a damaged log:\n{log}");
+    assert!(ended, "still serving instead of refusing:\n{log}");
     assert_eq!(out.status.code(), Some(1), "{log}");
     log
+}
+
+/// Runs `serve` over `dir`'s data, expecting it to refuse.
+fn refused_start(dir: &Path) -> String {
+    std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--config",
+    ])
+    .arg(dir.join("config.toml"))
+    .arg("--data-dir")
+    .arg(dir.join("data"));
+    refused(cmd)
 }
 
 #[test]
@@ -112,22 +115,19 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
     let server = Server::start(CONFIG, &[]);
     let data = server.data_dir();
     let config = data.parent().unwrap().join("config.toml");
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--config",
+    ])
+    .arg(&config)
+    .arg("--data-dir")
+    .arg(&data);
+    let err = refused(cmd);
     assert!(
         err.contains("in use by another epro-ingest server")
             && err.contains(&format!("pid {}", server.pid())),

@@ -130,6 +130,51 @@ fn verify_lists_every_problem_and_export_goes_on_past_a_damaged_shard() {
     assert_eq!(lost, ["s0-11", "s0-4"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("skipped bytes").count(), 2, "{stderr}");
+
+    // Retire the damaged log: the server starts, and shard 0 never reuses an old id.
+    let out = run(&["retire-shard", "--shard", "0"], &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let retired = std::fs::read_dir(&data)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("retired-shard-0-")
+        })
+        .count();
+    assert_eq!(retired, 1);
+    let old_max = all
+        .iter()
+        .filter_map(|id| id.strip_prefix("s0-"))
+        .map(|seq| seq.parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    let server = Server::start_in(dir, CONFIG, &[]);
+    let mut n = 0;
+    let new_seq = loop {
+        let mut stream = server.connect();
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &report(&format!("P-new-{n}")),
+        );
+        n += 1;
+        if let Some(seq) = r.json()["id"].as_str().unwrap().strip_prefix("s0-") {
+            break seq.parse::<u64>().unwrap();
+        }
+        assert!(n < 1000, "no connection reached shard 0");
+    };
+    assert!(
+        new_seq > old_max,
+        "s0-{new_seq} reuses an id of the retired log (up to {old_max})"
+    );
 }
 
 #[test]

@@ -90,3 +90,40 @@ fn lock(dir: &Path) -> Result<File, String> {
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(file)
 }
+
+/// `epro-ingest retire-shard`: moves shard `shard`'s damaged log aside, to
+/// `<data_dir>/retired-shard-<n>-<unix seconds>`, and starts it afresh with a manifest
+/// that reserves every id the old log used or reserved, so the shard's new records
+/// never reuse an old id. Refused while a server holds the directory. Returns the
+/// retired directory and the first id the shard will give.
+pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(std::path::PathBuf, u64), String> {
+    use crate::log::manifest::Manifest;
+    use crate::log::recover::shard_dir;
+    use crate::log::salvage::salvage_shard;
+    let _lock = lock(data_dir)?;
+    let dir = shard_dir(data_dir, usize::from(shard));
+    if !dir.is_dir() {
+        return Err(format!("{}: no such shard directory", dir.display()));
+    }
+    let mut highest = 0;
+    salvage_shard(&dir, shard, |r| highest = highest.max(r.seq));
+    let reserved = Manifest::read(&dir, shard)
+        .ok()
+        .flatten()
+        .map_or(0, |m| m.reserved_seq);
+    let next = (highest + 1).max(reserved);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let retired = data_dir.join(format!("retired-shard-{shard}-{stamp}"));
+    fs::rename(&dir, &retired)
+        .map_err(|e| format!("moving {} to {}: {e}", dir.display(), retired.display()))?;
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Manifest::new(shard, next)
+        .write(&dir)
+        .map_err(|e| format!("writing the new manifest of shard {shard}: {e}"))?;
+    Ok((retired, next))
+}
