@@ -102,8 +102,8 @@ pub struct Config {
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
-/// Largest segment: recovery reads one segment into memory at a time, and a larger
-/// preallocation only delays the next segment's creation.
+/// Largest segment: a larger preallocation buys nothing (rotation is cheap) and makes
+/// a full disk show later; readers stream segments whatever their size.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 #[derive(Debug)]

@@ -28,6 +28,7 @@ pub mod record;
 pub mod recover;
 pub mod salvage;
 pub mod segment;
+pub mod window;
 
 use std::cell::RefCell;
 use std::future::poll_fn;

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
-    decode, decode_header, field, u16_at, u32_at, u64_at, Decoded, Kind, Record, FIXED_LEN,
-    HEADER_LEN, MAX_PAYLOAD,
+    decode_header, field, u32_at, Decoded, Record, FIXED_LEN, HEADER_LEN, MAX_PAYLOAD,
 };
+use crate::log::window::Window;
 
 /// Most bytes one write batch holds (a single larger record is a batch of its own).
 pub const BATCH_MAX: usize = 1 << 20;
@@ -200,11 +200,13 @@ pub fn scan_shard(
     };
     for (i, segment) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let bytes =
-            fs::read(&segment.path).map_err(|e| Corruption::unreadable(&segment.path, e))?;
-        let corrupt = |offset: usize, reason: String| Corruption::at(&segment.path, offset, reason);
+        let path = &segment.path;
+        let unreadable = |e: io::Error| Corruption::unreadable(path, e);
+        let corrupt = |offset: u64, reason: String| Corruption::at(path, offset as usize, reason);
+        let mut w = Window::open(path).map_err(unreadable)?;
+        let header = w.get(0, HEADER_LEN).map_err(unreadable)?;
         let (header_shard, first_seq) =
-            decode_header(&bytes).map_err(|r| corrupt(0, r.to_string()))?;
+            decode_header(header).map_err(|r| corrupt(0, r.to_string()))?;
         if header_shard != shard || first_seq != segment.first_seq {
             return Err(corrupt(
                 0,
@@ -226,33 +228,41 @@ pub fn scan_shard(
         }
         scan.next_seq = first_seq;
         scan.segments += 1;
-        let mut offset = HEADER_LEN;
+        let mut offset = HEADER_LEN as u64;
         loop {
-            let reason = match decode(&bytes[offset..], Some((shard, scan.next_seq))) {
+            let expect = Some((shard, scan.next_seq));
+            let reason = match w.decode_at(offset, expect).map_err(unreadable)? {
                 Decoded::Record(record, len) => {
                     each(&record);
                     scan.records += 1;
                     scan.record_bytes += len as u64;
                     scan.next_seq += 1;
-                    offset += len;
+                    offset += len as u64;
                     continue;
                 }
-                // Zeros end a segment only if nothing but zeros follows them.
-                Decoded::End if !is_last || last_nonzero(&bytes[offset..]).is_none() => break,
-                Decoded::End => "zeros where a record should start, with data after them",
-                Decoded::Invalid(reason) => reason,
+                Decoded::End => None,
+                Decoded::Invalid(reason) => Some(reason),
             };
-            let torn = torn_tail(&bytes, offset, shard, scan.next_seq, reason, is_last)
-                .map_err(|why| corrupt(offset, why))?;
-            scan.torn = Some(TornTail {
-                path: segment.path.clone(),
-                ..torn
-            });
+            // Zeros end a segment only if nothing but zeros follows them.
+            let reason = match reason {
+                Some(reason) => reason,
+                None if !is_last || !w.any_nonzero_from(offset).map_err(unreadable)? => break,
+                None => "zeros where a record should start, with data after them",
+            };
+            let torn = torn_tail(
+                &mut w,
+                path,
+                offset,
+                (shard, scan.next_seq),
+                reason,
+                is_last,
+            )?;
+            scan.torn = Some(torn);
             break;
         }
         if is_last {
-            scan.last = Some((segment.clone(), offset as u64));
-        } else if offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
+            scan.last = Some((segment.clone(), offset));
+        } else if w.any_nonzero_from(offset).map_err(unreadable)? {
             return Err(corrupt(
                 offset,
                 "bytes after the last record of a closed segment".into(),
@@ -279,47 +289,57 @@ pub fn scan_shard(
 }
 
 /// Damaged bytes at `offset` of a segment: a torn tail if the last, never-synced write
-/// group explains them, else why not (the caller reports corruption).
+/// group explains them, else corruption. `next` is the (shard, sequence number) the
+/// damaged record should have had: its group's first record, or later in that group.
 fn torn_tail(
-    bytes: &[u8],
-    offset: usize,
-    shard: u16,
-    next_seq: u64,
+    w: &mut Window,
+    path: &Path,
+    offset: u64,
+    (shard, next_seq): (u16, u64),
     reason: &'static str,
     is_last: bool,
-) -> Result<TornTail, String> {
+) -> Result<TornTail, Corruption> {
+    let unreadable = |e: io::Error| Corruption::unreadable(path, e);
+    let corrupt = |why: String| Corruption::at(path, offset as usize, why);
     if !is_last {
-        return Err(format!("{reason}, in a segment that is not the last"));
+        return Err(corrupt(format!(
+            "{reason}, in a segment that is not the last"
+        )));
     }
-    let later = valid_records_after(bytes, offset + 1, shard, next_seq);
     // A later group is written only after this record's group was synced.
-    if let Some(&(at, _)) = later
-        .iter()
-        .find(|&&(_, group_first)| group_first > next_seq)
+    let mut valid_after = 0;
+    let mut at = offset + 1;
+    while let Some((found, group_first, len)) =
+        w.next_record(at, shard, next_seq).map_err(unreadable)?
     {
-        return Err(format!(
-            "{reason}, and a record of a later write group follows at offset {at}"
-        ));
+        if group_first > next_seq {
+            return Err(corrupt(format!(
+                "{reason}, and a record of a later write group follows at offset {found}"
+            )));
+        }
+        valid_after += 1;
+        at = found + len as u64;
     }
-    let dirty_end = last_nonzero(bytes).map_or(offset, |i| i + 1).max(offset);
+    let dirty_end = w.nonzero_end(offset).map_err(unreadable)?;
     // One write group is at most BATCH_MAX bytes, or one record larger than that.
-    let declared = if bytes.len() >= offset + FIXED_LEN {
-        u32_at(bytes, offset + field::LEN) as usize + field::PAYLOAD
+    let head = w.get(offset, FIXED_LEN).map_err(unreadable)?;
+    let declared = if head.len() >= FIXED_LEN {
+        u32_at(head, field::LEN) as usize + field::PAYLOAD
     } else {
         0
     };
-    let group_max = BATCH_MAX.max(declared.min(MAX_PAYLOAD + field::PAYLOAD));
+    let group_max = BATCH_MAX.max(declared.min(MAX_PAYLOAD + field::PAYLOAD)) as u64;
     if dirty_end - offset > group_max {
-        return Err(format!(
+        return Err(corrupt(format!(
             "{reason}, and {} damaged bytes follow: more than one write group",
             dirty_end - offset
-        ));
+        )));
     }
     Ok(TornTail {
-        path: PathBuf::new(),
-        offset: offset as u64,
-        dirty_end: dirty_end as u64,
-        valid_after: later.len() as u64,
+        path: path.to_path_buf(),
+        offset,
+        dirty_end,
+        valid_after,
         reason,
     })
 }
@@ -411,57 +431,4 @@ pub fn check_listing(
         });
     }
     Ok(unlisted)
-}
-
-/// Valid records of `shard` with a sequence number of at least `min_seq` from `from`
-/// on: (offset, first sequence number of the record's write group).
-fn valid_records_after(bytes: &[u8], from: usize, shard: u16, min_seq: u64) -> Vec<(usize, u64)> {
-    let mut found = Vec::new();
-    let mut at = from;
-    while let Some((offset, record, len)) = next_record(bytes, at, shard, min_seq) {
-        found.push((offset, record.seq - u64::from(record.group_index)));
-        at = offset + len;
-    }
-    found
-}
-
-/// The first valid record of `shard` with a sequence number of at least `min_seq` at
-/// or after `from`, and its encoded length. Zero runs are skipped a word at a time;
-/// most other offsets fail the cheap checks before the CRC.
-pub fn next_record(
-    bytes: &[u8],
-    from: usize,
-    shard: u16,
-    min_seq: u64,
-) -> Option<(usize, Record<'_>, usize)> {
-    let mut at = from;
-    while at + FIXED_LEN <= bytes.len() {
-        if bytes[at..at + 8] == [0; 8] {
-            at += 8;
-            continue;
-        }
-        let plausible = Kind::from_byte(bytes[at + field::KIND]).is_some()
-            && u16_at(bytes, at + field::SHARD) == shard
-            && u64_at(bytes, at + field::SEQ) >= min_seq;
-        if plausible {
-            if let Decoded::Record(record, len) = decode(&bytes[at..], None) {
-                return Some((at, record, len));
-            }
-        }
-        at += 1;
-    }
-    None
-}
-
-/// Index of the last non-zero byte, scanning back a 4 KiB block at a time.
-pub fn last_nonzero(bytes: &[u8]) -> Option<usize> {
-    let mut end = bytes.len();
-    while end > 0 {
-        let start = end.saturating_sub(4096);
-        if let Some(i) = bytes[start..end].iter().rposition(|&b| b != 0) {
-            return Some(start + i);
-        }
-        end = start;
-    }
-    None
 }

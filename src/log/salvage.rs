@@ -4,12 +4,12 @@
 //! and after damage resynchronises at the next valid record, reporting each byte
 //! range it skipped. It never writes.
 
-use std::fs;
 use std::path::Path;
 
 use crate::log::manifest::Manifest;
-use crate::log::record::{decode, decode_header, Decoded, Record, HEADER_LEN};
-use crate::log::recover::{check_listing, last_nonzero, list_segments, next_record, Corruption};
+use crate::log::record::{decode_header, Decoded, Record, HEADER_LEN};
+use crate::log::recover::{check_listing, list_segments, Corruption};
+use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.
 #[derive(Debug, Default)]
@@ -42,52 +42,70 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>)) 
     }
     let mut last_seq = 0;
     for segment in &segments {
-        let bytes = match fs::read(&segment.path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                salvage
-                    .problems
-                    .push(Corruption::unreadable(&segment.path, e));
-                continue;
-            }
-        };
-        if let Err(reason) = decode_header(&bytes) {
-            salvage
-                .problems
-                .push(Corruption::at(&segment.path, 0, reason));
-        }
-        let mut at = HEADER_LEN.min(bytes.len());
-        while at < bytes.len() {
-            let reason = match decode(&bytes[at..], None) {
-                Decoded::Record(record, len) if record.shard == shard && record.seq > last_seq => {
-                    each(&record);
-                    salvage.records += 1;
-                    last_seq = record.seq;
-                    at += len;
-                    continue;
-                }
-                Decoded::End if last_nonzero(&bytes[at..]).is_none() => break,
-                Decoded::End => "zeros where a record should start, with data after them",
-                Decoded::Invalid(reason) => reason,
-                Decoded::Record(..) => "a record of another shard, or out of order",
-            };
-            let next = next_record(&bytes, at + 1, shard, last_seq + 1);
-            let end = match &next {
-                Some((offset, _, _)) => *offset,
-                None => last_nonzero(&bytes)
-                    .map_or(bytes.len(), |i| i + 1)
-                    .max(at + 1),
-            };
-            salvage.problems.push(Corruption::at(
-                &segment.path,
-                at,
-                format!("skipped bytes {at}..{end} ({} bytes): {reason}", end - at),
-            ));
-            match next {
-                Some((offset, _, _)) => at = offset,
-                None => break,
-            }
+        if let Err(problem) = salvage_segment(
+            &segment.path,
+            shard,
+            &mut last_seq,
+            &mut |r| {
+                each(r);
+                salvage.records += 1;
+            },
+            &mut salvage.problems,
+        ) {
+            salvage.problems.push(problem);
         }
     }
     salvage
+}
+
+/// Salvages one segment: every record of `shard` past `last_seq` that verifies goes to
+/// `each`, every damaged range to `problems`. An I/O error ends the segment.
+fn salvage_segment(
+    path: &Path,
+    shard: u16,
+    last_seq: &mut u64,
+    each: &mut impl FnMut(&Record<'_>),
+    problems: &mut Vec<Corruption>,
+) -> Result<(), Corruption> {
+    let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
+    let mut w = Window::open(path).map_err(unreadable)?;
+    if let Err(reason) = decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
+        problems.push(Corruption::at(path, 0, reason));
+    }
+    let mut at = (HEADER_LEN as u64).min(w.file_len());
+    while at < w.file_len() {
+        let reason = match w.decode_at(at, None).map_err(unreadable)? {
+            Decoded::Record(record, len) if record.shard == shard && record.seq > *last_seq => {
+                each(&record);
+                *last_seq = record.seq;
+                at += len as u64;
+                continue;
+            }
+            Decoded::End => None,
+            Decoded::Invalid(reason) => Some(reason),
+            Decoded::Record(..) => Some("a record of another shard, or out of order"),
+        };
+        let reason = match reason {
+            Some(reason) => reason,
+            None if !w.any_nonzero_from(at).map_err(unreadable)? => break,
+            None => "zeros where a record should start, with data after them",
+        };
+        let next = w
+            .next_record(at + 1, shard, *last_seq + 1)
+            .map_err(unreadable)?;
+        let end = match next {
+            Some((offset, _, _)) => offset,
+            None => w.nonzero_end(at).map_err(unreadable)?.max(at + 1),
+        };
+        problems.push(Corruption::at(
+            path,
+            at as usize,
+            format!("skipped bytes {at}..{end} ({} bytes): {reason}", end - at),
+        ));
+        match next {
+            Some((offset, _, _)) => at = offset,
+            None => break,
+        }
+    }
+    Ok(())
 }
