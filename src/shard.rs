@@ -158,6 +158,13 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let mut validator = Validator::default();
     let on_durable = move |r: &Record<'_>| live_index.borrow_mut().add_stored(&mut validator, r);
     glommio::spawn_local(Rc::clone(&log).run_flusher(opened.last, on_durable)).detach();
+    // Not ready until there is a segment to write to; a full disk is waited out here.
+    log.started().await;
+    if !log.is_healthy() {
+        return Err(format!(
+            "shard {shard}: cannot open its log for writing (see the error above)"
+        ));
+    }
     ctx.open(log, index);
     Ok(())
 }

@@ -45,7 +45,8 @@ struct OnFaultFs {
     _mount: Mount,
 }
 
-fn on_faultfs(prepare: impl FnOnce(&mut Disk)) -> OnFaultFs {
+/// `ready`: wait until the server says it is ready (else only until it listens).
+fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
     let dir = temp_dir();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -54,7 +55,11 @@ fn on_faultfs(prepare: impl FnOnce(&mut Disk)) -> OnFaultFs {
     std::fs::create_dir(mnt.join("data")).unwrap();
     std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
     prepare(&mut disk.lock().unwrap());
-    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let server = if ready {
+        Server::start_in(dir, CONFIG, &["--shards", "1"])
+    } else {
+        Server::start_listening_in(dir, CONFIG, &["--shards", "1"])
+    };
     OnFaultFs {
         server,
         disk,
@@ -72,23 +77,57 @@ fn readyz(server: &Server) -> u16 {
 }
 
 #[test]
-fn a_full_disk_is_waited_out_and_writes_resume_by_themselves() {
-    let fs = on_faultfs(|disk| disk.full = true);
+fn a_full_disk_at_start_up_keeps_the_server_not_ready_until_there_is_room() {
+    let fs = on_faultfs(|disk| disk.full = true, false);
     let server = &fs.server;
-    // The first write needs the first segment: it waits while none can be created.
-    let mut first = server.connect();
-    let request = body("P-first");
-    first
-        .write_all(
-            format!(
-                "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
-                request.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    // Listening, recovered, but no room for a segment: not ready, writes refused.
+    assert!(wait_until(Duration::from_secs(10), || server
+        .log()
+        .contains("cannot create a segment")));
+    assert_eq!(readyz(server), 503);
+    let mut stream = server.connect();
+    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-early"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(!server.log().contains("ready:"), "{}", server.log());
+
+    fs.disk.lock().unwrap().full = false;
     assert!(
-        wait_until(Duration::from_secs(10), || readyz(server) == 503),
+        wait_until(Duration::from_secs(5), || readyz(server) == 200),
+        "{}",
+        server.log()
+    );
+    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn a_disk_that_fills_up_is_waited_out_and_writes_resume_by_themselves() {
+    let fs = on_faultfs(|_| {}, true);
+    let server = &fs.server;
+    fs.disk.lock().unwrap().full = true;
+    // One writer fills the first 64 KiB segment; the write that needs the next one
+    // waits while no segment can be created.
+    let addr = server.addr;
+    let writer = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        (0..1000)
+            .map(|i| {
+                post(
+                    &mut stream,
+                    "/epro/submit",
+                    DEVICE,
+                    &body(&format!("P-{i}")),
+                )
+                .status
+            })
+            .collect::<Vec<u16>>()
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || readyz(server) == 503),
         "never not-ready while full"
     );
     let mut stream = server.connect();
@@ -107,13 +146,14 @@ fn a_full_disk_is_waited_out_and_writes_resume_by_themselves() {
     );
 
     fs.disk.lock().unwrap().full = false;
-    let r = read_response(&mut first).expect("the waiting write is answered");
-    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses = writer.join().unwrap();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "the waiting writer was refused"
+    );
     assert!(wait_until(Duration::from_secs(5), || readyz(server) == 200));
-    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
-    assert_eq!(r.status, 200, "{}", r.text());
     let summary = get(&mut stream, "/api/v1/projects/P001/reports/summary", ADMIN);
-    assert_eq!(summary.json()["reports"], 2);
+    assert_eq!(summary.json()["reports"], 1000);
     assert!(
         server.log().contains("cannot create a segment"),
         "{}",
@@ -123,7 +163,7 @@ fn a_full_disk_is_waited_out_and_writes_resume_by_themselves() {
 
 #[test]
 fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
-    let fs = on_faultfs(|_| {});
+    let fs = on_faultfs(|_| {}, true);
     let server = &fs.server;
     let mut stream = server.connect();
     for i in 0..3 {

@@ -44,7 +44,10 @@ impl Log {
         for waiter in state.waiters.drain(..) {
             waiter.wake();
         }
-        if let Some(waiter) = state.stop_waiter.take() {
+        for waiter in [state.start_waiter.take(), state.stop_waiter.take()]
+            .into_iter()
+            .flatten()
+        {
             waiter.wake();
         }
     }
@@ -71,10 +74,21 @@ impl Log {
         last: Option<(PathBuf, u64)>,
         on_durable: &mut impl FnMut(&Record<'_>),
     ) -> io::Result<()> {
-        let mut segment = match last {
-            Some((path, pos)) => Some(Segment::open(&path, pos).await?),
-            None => None,
-        };
+        // A segment before any record: start-up then knows there is room for one.
+        let mut segment = Some(match last {
+            Some((path, pos)) => Segment::open(&path, pos).await?,
+            None => {
+                let next_seq = self.state.borrow().next_seq;
+                self.segment_for(None, next_seq, 0).await?
+            }
+        });
+        {
+            let mut state = self.state.borrow_mut();
+            state.started = true;
+            if let Some(waiter) = state.start_waiter.take() {
+                waiter.wake();
+            }
+        }
         while let Some(mut batch) = self.next_batch().await {
             let mut at = 0;
             for group in &batch.groups {
@@ -127,6 +141,8 @@ impl Log {
             size: self.segment_bytes,
         });
         self.write_manifest(manifest).await?;
+        // A scan now ends at this segment's start, even before a record goes into it.
+        self.state.borrow_mut().log_end = first_seq;
         info!(
             "shard {}: new segment {}",
             self.shard,

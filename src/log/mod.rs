@@ -109,11 +109,14 @@ struct State {
     log_end: u64,
     /// No new segment could be created (a full disk): writes wait and are refused.
     no_space: bool,
+    /// The flusher has a segment to write to (or has ended): the log can take records.
+    started: bool,
     /// The flusher has ended (everything appended is durable, or the log failed).
     stopped: bool,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
-    /// Who waits in [`Log::stopped`].
+    /// Who waits in [`Log::started`] and [`Log::stopped`].
+    start_waiter: Option<Waker>,
     stop_waiter: Option<Waker>,
 }
 
@@ -154,9 +157,11 @@ impl Log {
                 durable_seq: next_seq - 1,
                 failed: false,
                 closed: false,
+                started: false,
                 stopped: false,
                 waiters: Vec::new(),
                 flusher: None,
+                start_waiter: None,
                 stop_waiter: None,
             }),
             manifest: RefCell::new(manifest),
@@ -258,6 +263,22 @@ impl Log {
         if let Some(flusher) = state.flusher.take() {
             flusher.wake();
         }
+    }
+
+    /// Resolves once the flusher has a segment to write to, so the log can take records
+    /// (or has ended: then [`Log::is_healthy`] says why not). While no segment can be
+    /// created (a full disk), it waits.
+    pub async fn started(&self) {
+        poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            if state.started || state.stopped {
+                Poll::Ready(())
+            } else {
+                state.start_waiter = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Resolves when the flusher has ended (everything appended is durable, or failed).

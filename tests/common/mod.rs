@@ -52,11 +52,13 @@ impl Server {
             .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
     }
 
-    pub fn try_start_in(
-        dir: tempfile::TempDir,
-        config: &str,
-        extra: &[&str],
-    ) -> Result<Server, String> {
+    /// As [`Server::start_in`], but returns once it listens, ready or not.
+    pub fn start_listening_in(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Server {
+        Self::spawn_in(dir, config, extra)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Result<Server, String> {
         let data = dir.path().join("data");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -73,12 +75,20 @@ impl Server {
         }
         cmd.args(extra);
         let (child, addr, log) = spawn_and_wait(cmd)?;
-        let mut server = Server {
+        Ok(Server {
             child: Some(child),
             addr,
             dir: Some(dir),
             log,
-        };
+        })
+    }
+
+    pub fn try_start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        let mut server = Self::spawn_in(dir, config, extra)?;
         // Ready once every shard recovered its log; a server that exits instead failed.
         let ready = |server: &mut Server| server.log().contains("] ready: ");
         let began = Instant::now();
