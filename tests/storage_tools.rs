@@ -264,6 +264,25 @@ fn wrong_and_stray_directories_are_refused_with_a_hint() {
 }
 
 #[test]
+fn a_shard_directory_holding_another_shards_log_is_an_error() {
+    let dir = two_shards();
+    let data = dir.path().join("data");
+    // Swapped by hand (a restore into the wrong place): each holds the other's log.
+    std::fs::rename(data.join("shard-0"), data.join("swap")).unwrap();
+    std::fs::rename(data.join("shard-1"), data.join("shard-0")).unwrap();
+    std::fs::rename(data.join("swap"), data.join("shard-1")).unwrap();
+    let out = run(&["verify"], &data);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("shard 0: CORRUPT") && text.contains("another shard"),
+        "{text}"
+    );
+    let out = run(&["export"], &data);
+    assert!(!out.status.success() && out.stdout.is_empty());
+}
+
+#[test]
 fn serve_removes_only_the_temporary_files_it_creates() {
     let dir = two_shards();
     let shard = dir.path().join("data/shard-0");
