@@ -23,12 +23,7 @@ pub struct DataDir {
 /// another process holds, one that is not writable, and one holding the log of a shard
 /// this run would not start (its records would silently go unserved).
 pub fn open(dir: &Path, shards: usize) -> Result<DataDir, String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
-    make_private(dir)?;
+    create_private(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
     let lock = lock(dir)?;
     let existing = shard_dirs(dir)?;
     if let Some((n, path)) = existing.iter().find(|(n, _)| usize::from(*n) >= shards) {
@@ -42,8 +37,18 @@ pub fn open(dir: &Path, shards: usize) -> Result<DataDir, String> {
     Ok(DataDir { _lock: lock })
 }
 
+/// Creates `dir` (and its parents) as 0700, or makes an existing one private.
+pub fn create_private(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())?;
+    make_private(dir)
+}
+
 /// Patient data: owner only. An existing directory open to others is closed, and said.
-pub fn make_private(dir: &Path) -> Result<(), String> {
+fn make_private(dir: &Path) -> Result<(), String> {
     let meta = fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode != 0o700 {
@@ -118,10 +123,7 @@ pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(std::path::PathBuf, 
     let retired = data_dir.join(format!("retired-shard-{shard}-{stamp}"));
     fs::rename(&dir, &retired)
         .map_err(|e| format!("moving {} to {}: {e}", dir.display(), retired.display()))?;
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    create_private(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Manifest::new(shard, next)
         .write(&dir)
         .map_err(|e| format!("writing the new manifest of shard {shard}: {e}"))?;

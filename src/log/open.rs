@@ -6,10 +6,10 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::log::datadir::make_private;
+use crate::log::datadir::create_private;
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use crate::log::record::Record;
 use crate::log::recover::{list_segments, remove_unfinished, scan_shard, ShardScan, TornTail};
@@ -30,12 +30,7 @@ pub struct Opened {
 
 /// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record.
 pub fn open_shard(dir: &Path, shard: u16, each: impl FnMut(&Record<'_>)) -> Result<Opened, String> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    make_private(dir)?;
+    create_private(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
     let scan = scan_shard(dir, shard, each).map_err(|c| {
         format!(
