@@ -15,12 +15,14 @@
 //! | onion | [`middleware`], [`auth`] | recovery, access log, bearer auth, the route's role rule |
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
-//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack |
+//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
 //! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
 //!
-//! Off the request path: [`log::recover`] (start-up scan, torn tails), [`log::export`]
-//! (the `export` and `verify` commands), [`clock`] (UTC time and RFC 3339).
+//! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
+//! [`log::manifest`], torn tails), [`log::export`] and [`log::salvage`] (the `export`
+//! and `verify` commands), [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`clock`] (UTC time and RFC 3339).
 //!
 //! Shards share nothing on the request path: no lock, no shared atomic. Each keeps its
 //! own listener (the kernel spreads connections across them), connection table,
@@ -44,7 +46,7 @@
 //!
 //! ```text
 //! server     -> config, peers, shard
-//! shard      -> accept, config, conn, context, index, log, logger, peers
+//! shard      -> accept, config, conn, context, index, log, logger, peers, validate
 //! accept     -> conn, context, http
 //! conn       -> context, http, middleware
 //! middleware -> auth, context, handlers, http, outcome, reads, route
@@ -54,10 +56,10 @@
 //! context    -> auth, config, http, index, log, peers, validate
 //! peers      -> index
 //! merge      -> clock, index
-//! index      -> log
+//! index      -> log, validate
 //! log        -> clock, config
 //! route      -> auth, http
-//! config     -> auth, http
+//! config     -> auth, http, validate
 //! validate   -> clock
 //! logger     -> clock
 //! auth, clock, http -> nothing
