@@ -4,63 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{export, read_response, report, temp_dir, verify, Server};
+use common::{export, submit_until_gone, temp_dir, verify, Server};
 
-use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN as TOKEN};
-
-/// Submits until the server dies or `stop` is set, `depth` requests pipelined at a
-/// time; records the ids of the 200 responses.
-fn client(
-    addr: std::net::SocketAddr,
-    depth: usize,
-    tag: String,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::new();
-        for _ in 0..depth {
-            let body = report(&format!("{tag}-{n}"));
-            n += 1;
-            batch.extend_from_slice(
-                format!(
-                    "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-        }
-        if stream.write_all(&batch).is_err() {
-            return;
-        }
-        for _ in 0..depth {
-            // A killed server ends the stream inside or before a response: stop there.
-            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_response(&mut stream)
-            }));
-            match response {
-                Ok(Some(r)) if r.status == 200 => acked
-                    .lock()
-                    .unwrap()
-                    .push(r.json()["id"].as_str().unwrap().to_string()),
-                Ok(Some(r)) => panic!("unexpected status {}: {}", r.status, r.text()),
-                _ => return,
-            }
-        }
-    }
-}
+use common::DEVICE_CONFIG as CONFIG;
 
 #[test]
 fn acknowledged_reports_survive_kill_9() {
@@ -74,7 +24,9 @@ fn acknowledged_reports_survive_kill_9() {
                 let (addr, stop, acked) = (server.addr, Arc::clone(&stop), Arc::clone(&acked));
                 let depth = if c % 2 == 0 { 1 } else { 4 };
                 std::thread::spawn(move || {
-                    client(addr, depth, format!("P-{cycle}-{c}"), stop, acked)
+                    submit_until_gone(addr, depth, &format!("P-{cycle}-{c}"), &stop, |id, _| {
+                        acked.lock().unwrap().push(id)
+                    })
                 })
             })
             .collect();

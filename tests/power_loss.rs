@@ -18,13 +18,12 @@ mod common;
 mod faultfs;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{export, read_response, report, temp_dir, verify, Server};
-use common::{DEVICE_CONFIG as CONFIG, DEVICE_TOKEN as TOKEN};
+use common::DEVICE_CONFIG as CONFIG;
+use common::{export, submit_until_gone, temp_dir, verify, Server};
 use faultfs::{Cut, Disk, Mount};
 
 /// Cycles per mode: each is a load, a kill -9 and a power cut.
@@ -34,57 +33,6 @@ const LOAD: Duration = Duration::from_millis(250);
 
 /// What the clients were told: record id -> the patient id of the body acknowledged.
 type Acked = Arc<Mutex<BTreeMap<String, String>>>;
-
-/// Submits until `stop` or the server dies, `depth` requests pipelined at a time.
-fn client(
-    addr: std::net::SocketAddr,
-    depth: usize,
-    tag: String,
-    stop: Arc<AtomicBool>,
-    acked: Acked,
-) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::new();
-        let mut patients = Vec::new();
-        for _ in 0..depth {
-            let patient = format!("{tag}-{n}");
-            let body = report(&patient);
-            n += 1;
-            batch.extend_from_slice(
-                format!(
-                    "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            patients.push(patient);
-        }
-        if stream.write_all(&batch).is_err() {
-            return;
-        }
-        for patient in patients {
-            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_response(&mut stream)
-            }));
-            match response {
-                Ok(Some(r)) if r.status == 200 => {
-                    let id = r.json()["id"].as_str().unwrap().to_string();
-                    let previous = acked.lock().unwrap().insert(id.clone(), patient);
-                    assert!(previous.is_none(), "id {id} acknowledged twice");
-                }
-                Ok(Some(r)) => panic!("unexpected status {}: {}", r.status, r.text()),
-                _ => return,
-            }
-        }
-    }
-}
 
 /// The records a data directory exports: id -> patient id of the body.
 fn exported(data: &std::path::Path) -> BTreeMap<String, String> {
@@ -172,7 +120,16 @@ fn power_cut_cycles(cut: Cut, durability: &str, cycles: u64, stop_at_first_loss:
                 let (addr, stop, acked) = (server.addr, Arc::clone(&stop), Arc::clone(&acked));
                 let depth = if c % 2 == 0 { 1 } else { 4 };
                 std::thread::spawn(move || {
-                    client(addr, depth, format!("P-{cycle}-{c}"), stop, acked)
+                    submit_until_gone(
+                        addr,
+                        depth,
+                        &format!("P-{cycle}-{c}"),
+                        &stop,
+                        |id, patient| {
+                            let previous = acked.lock().unwrap().insert(id.clone(), patient);
+                            assert!(previous.is_none(), "id {id} acknowledged twice");
+                        },
+                    )
                 })
             })
             .collect();

@@ -11,30 +11,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{get, post, read_response, temp_dir, wait_until, Server};
+use common::{
+    get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
+};
 use faultfs::{Disk, Mount};
 
-const CONFIG: &str = r#"
-segment_bytes = 65536
-
-[[principals]]
-id = "site-app-001"
-token = "device-token-0123456789"
-role = "device"
-projects = ["*"]
-
-[[principals]]
-id = "admin-1"
-token = "admin-token-0123456789"
-role = "admin"
-projects = ["*"]
-"#;
-const DEVICE: &str = "device-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
-
-fn body(patient: &str) -> String {
-    format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
-}
+use common::{ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
 /// A 1-shard server whose data directory is on a fresh fault-injecting filesystem.
 /// Fields drop in order: the server before the mount.
@@ -86,7 +68,12 @@ fn a_full_disk_at_start_up_keeps_the_server_not_ready_until_there_is_room() {
         .contains("cannot create a segment")));
     assert_eq!(readyz(server), 503);
     let mut stream = server.connect();
-    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-early"));
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE,
+        &project_report("P-early"),
+    );
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(!server.log().contains("ready:"), "{}", server.log());
@@ -97,7 +84,12 @@ fn a_full_disk_at_start_up_keeps_the_server_not_ready_until_there_is_room() {
         "{}",
         server.log()
     );
-    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE,
+        &project_report("P-after"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -120,7 +112,7 @@ fn a_disk_that_fills_up_is_waited_out_and_writes_resume_by_themselves() {
                     &mut stream,
                     "/epro/submit",
                     DEVICE,
-                    &body(&format!("P-{i}")),
+                    &project_report(&format!("P-{i}")),
                 )
                 .status
             })
@@ -131,7 +123,12 @@ fn a_disk_that_fills_up_is_waited_out_and_writes_resume_by_themselves() {
         "never not-ready while full"
     );
     let mut stream = server.connect();
-    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-refused"));
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE,
+        &project_report("P-refused"),
+    );
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.error().contains("no space"), "{}", r.error());
@@ -171,20 +168,13 @@ fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
             &mut stream,
             "/epro/submit",
             DEVICE,
-            &body(&format!("P-{i}")),
+            &project_report(&format!("P-{i}")),
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
     fs.disk.lock().unwrap().failing_sync = true;
-    let request = body("P-lost");
     stream
-        .write_all(
-            format!(
-                "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
-                request.len()
-            )
-            .as_bytes(),
-        )
+        .write_all(&submit_request(&project_report("P-lost")))
         .unwrap();
     assert!(
         read_response(&mut stream).is_none(),
@@ -198,7 +188,12 @@ fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
         3,
         "the summary counts a record that was never stored"
     );
-    let r = post(&mut stream, "/epro/submit", DEVICE, &body("P-after"));
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE,
+        &project_report("P-after"),
+    );
     assert_eq!(r.status, 503);
     assert!(r.error().contains("storage failed"), "{}", r.error());
     assert_eq!(

@@ -9,31 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{export, get, post, verify, Server, BIN};
+use common::{export, get, post, project_report, verify, Server, BIN};
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
 use epro_ingest::log::recover::list_segments;
 
-const CONFIG: &str = r#"
-segment_bytes = 65536
-
-[[principals]]
-id = "site-app-001"
-token = "device-token-0123456789"
-role = "device"
-projects = ["*"]
-
-[[principals]]
-id = "admin-1"
-token = "admin-token-0123456789"
-role = "admin"
-projects = ["*"]
-"#;
-const DEVICE: &str = "device-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
-
-fn body(patient: &str) -> String {
-    format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
-}
+use common::{ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
 /// A 1-shard server with `n` reports, stopped cleanly or killed.
 fn with_reports(n: usize, clean: bool) -> tempfile::TempDir {
@@ -44,7 +24,7 @@ fn with_reports(n: usize, clean: bool) -> tempfile::TempDir {
             &mut stream,
             "/epro/submit",
             DEVICE,
-            &body(&format!("P-{i}")),
+            &project_report(&format!("P-{i}")),
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -136,7 +116,7 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
     // The first server is unharmed, and the offline readers work beside it.
     let mut stream = server.connect();
     assert_eq!(
-        post(&mut stream, "/epro/submit", DEVICE, &body("P-1")).status,
+        post(&mut stream, "/epro/submit", DEVICE, &project_report("P-1")).status,
         200
     );
     let (ok, out) = verify(&data);
@@ -230,7 +210,13 @@ fn a_torn_group_whose_first_bytes_read_as_zeros_is_cut_byte_exactly() {
 
     let mut stream = server.connect();
     assert_eq!(
-        post(&mut stream, "/epro/submit", DEVICE, &body("P-new")).status,
+        post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report("P-new")
+        )
+        .status,
         200
     );
     let (_, dir) = server.terminate();
@@ -250,7 +236,7 @@ fn patient_data_is_readable_by_its_owner_only() {
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
     assert_eq!(
-        post(&mut stream, "/epro/submit", DEVICE, &body("P-1")).status,
+        post(&mut stream, "/epro/submit", DEVICE, &project_report("P-1")).status,
         200
     );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -24,6 +24,24 @@ projects = ["*"]
 "#;
 pub const DEVICE_TOKEN: &str = "device-token-0123456789";
 
+/// [`DEVICE_CONFIG`] plus an admin, for tests that also read.
+pub const DEVICE_ADMIN_CONFIG: &str = r#"
+segment_bytes = 65536
+
+[[principals]]
+id = "site-app-001"
+token = "device-token-0123456789"
+role = "device"
+projects = ["*"]
+
+[[principals]]
+id = "admin-1"
+token = "admin-token-0123456789"
+role = "admin"
+projects = ["*"]
+"#;
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
 /// A temp dir on the same disk as `target/`: fdatasync on tmpfs proves nothing.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -353,6 +371,65 @@ pub fn report(patient: &str) -> String {
     format!(
         r#"{{"patientId":"{patient}","reportData":"{{\"q1\":3,\"painScore\":6}}","timestamp":"2026-11-26T08:15:30Z"}}"#
     )
+}
+
+/// A report to project P001, site S01, for `patient`: counted by the read APIs.
+pub fn project_report(patient: &str) -> String {
+    format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
+}
+
+/// The bytes of a submit of `body` with the device token.
+pub fn submit_request(body: &str) -> Vec<u8> {
+    format!(
+        "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Submits reports for patients `<tag>-0`, `<tag>-1`, ... until `stop` is set or the
+/// server goes away, `depth` requests pipelined at a time; `acked(id, patient)` for
+/// every 200. Any other status panics: under load a server answers or dies.
+pub fn submit_until_gone(
+    addr: SocketAddr,
+    depth: usize,
+    tag: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    mut acked: impl FnMut(String, String),
+) {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut batch = Vec::new();
+        let mut patients = Vec::new();
+        for _ in 0..depth {
+            let patient = format!("{tag}-{n}");
+            n += 1;
+            batch.extend_from_slice(&submit_request(&report(&patient)));
+            patients.push(patient);
+        }
+        if stream.write_all(&batch).is_err() {
+            return;
+        }
+        for patient in patients {
+            // A killed server ends the stream inside or before a response: stop there.
+            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_response(&mut stream)
+            }));
+            match response {
+                Ok(Some(r)) if r.status == 200 => {
+                    acked(r.json()["id"].as_str().unwrap().to_string(), patient)
+                }
+                Ok(Some(r)) => panic!("unexpected status {}: {}", r.status, r.text()),
+                _ => return,
+            }
+        }
+    }
 }
 
 /// Runs `epro-ingest export` over `data_dir`: the JSON lines, parsed.
