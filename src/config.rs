@@ -196,6 +196,13 @@ impl Config {
         if l.idle_timeout_ms == 0 {
             return bad("limits.idle_timeout_ms", "must be at least 1");
         }
+        if self.from_file && self.principals.is_empty() {
+            return bad(
+                "principals",
+                "the config file lists none, so every request would get 401: add a [[principals]] \
+                 entry (without a config file, an admin token is generated instead)",
+            );
+        }
         for (i, p) in self.principals.iter().enumerate() {
             if p.id.is_empty() || p.id.len() > MAX_ID {
                 return bad(&format!("principals[{i}].id"), "must be 1 to 128 bytes");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
-use log::info;
+use log::{info, warn};
 
 use crate::config::Config;
 use crate::peers::Message;
@@ -158,21 +158,28 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
-/// Installs the SIGTERM/SIGINT handler: a thread that, on the first signal, tells each
-/// of `shards` shards through its own channel. Returns the receiving ends.
+/// Installs the signal handling: a thread that, on the first SIGTERM or SIGINT, tells
+/// each of `shards` shards through its own channel. SIGHUP (a closed terminal, or an
+/// operator expecting a reload) does not stop the server: principals and limits are
+/// read at start only, so it is logged as ignored. Returns the receiving ends.
 fn watch_signals(shards: usize) -> Result<Vec<oneshot::Receiver<()>>, String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("installing signal handlers: {e}"))?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| oneshot::channel()).unzip();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    warn!("SIGHUP ignored: the config is read at start only; restart to apply a change");
+                    continue;
+                }
                 info!("signal {signal}: shutting down");
                 for stop in senders {
                     let _ = stop.send(());
                 }
+                break;
             }
         })
         .map_err(|e| format!("starting the signal thread: {e}"))?;

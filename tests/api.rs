@@ -282,6 +282,10 @@ fn permissions_self_or_admin() {
         get(&mut s, "/api/v1/users/staff-1/permissions", DEVICE).status,
         403
     );
+    // One's own permissions, whatever the role.
+    let r = get(&mut s, "/api/v1/users/device-1/permissions", DEVICE);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["userId"], "device-1");
 }
 
 /// Reports from many connections (so both shards store some), then exact reads.

@@ -131,7 +131,9 @@ fn expect_100_continue_is_answered_before_the_body() {
     assert_eq!(read_response(&mut stream).unwrap().status, 413);
 }
 
-const SHORT_TIMEOUTS: &str = "[limits]\nheader_timeout_ms = 400\nidle_timeout_ms = 600\n";
+const PRINCIPAL: &str =
+    "[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n";
+const SHORT_TIMEOUTS: &str = "[limits]\nheader_timeout_ms = 400\nidle_timeout_ms = 600\n\n[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n";
 
 #[test]
 fn slow_header_gets_408_and_close() {
@@ -197,7 +199,10 @@ fn idle_keep_alive_connection_is_closed() {
 #[test]
 fn connection_limit_answers_503_and_frees_slots() {
     // One connection per shard; the two shards each take one.
-    let server = Server::start("[limits]\nmax_connections = 1\n", &[]);
+    let server = Server::start(
+        &format!("[limits]\nmax_connections = 1\n\n{PRINCIPAL}"),
+        &[],
+    );
     let mut held: Vec<TcpStream> = Vec::new();
     let mut refused = 0;
     // Open connections until the limit shows; with 2 shards at most 2 are accepted.
@@ -286,4 +291,31 @@ fn garbage_from_peers_never_stops_the_server() {
         assert_eq!(read_response(&mut stream).unwrap().status, 200);
     }
     assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+/// A response to HEAD has no body, whatever its status: a keep-alive client reads the
+/// next response right after its head, so a body would desync the connection.
+#[test]
+fn responses_to_head_carry_no_body_and_the_connection_stays_in_step() {
+    let server = Server::start("", &[]);
+    for target in ["/healthz", "/nope", "/epro/submit"] {
+        let mut stream = server.connect();
+        let raw = format!(
+            "HEAD {target} HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
+        assert!(
+            head.starts_with("HTTP/1.1 405") || head.starts_with("HTTP/1.1 404"),
+            "HEAD {target}: {head}"
+        );
+        assert!(head.contains("Content-Length: "), "HEAD {target}: {head}");
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK") && rest.ends_with("\r\n\r\nok"),
+            "HEAD {target} left a body before the next response: {rest:?}"
+        );
+    }
 }

@@ -40,6 +40,13 @@ const CASES: &[(&str, &str, &[u16], bool)] = &[
     ("HTTP/2.0 version", "GET /healthz HTTP/2.0\r\nHost: a\r\n\r\n", &[505], true),
     ("missing Host", "GET /healthz HTTP/1.1\r\n\r\n", &[400], true),
     ("two Host headers", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &[400], true),
+    ("two Host headers in HTTP/1.0", "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", &[400], true),
+    ("Host with a space", "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n", &[400], true),
+    ("Host with a path", "GET /healthz HTTP/1.1\r\nHost: a/b\r\n\r\n", &[400], true),
+    ("Host with userinfo", "GET /healthz HTTP/1.1\r\nHost: u@a\r\n\r\n", &[400], true),
+    ("invalid Host in HTTP/1.0", "GET /healthz HTTP/1.0\r\nHost: a b\r\n\r\n", &[400], true),
+    ("empty Host", "GET /healthz HTTP/1.1\r\nHost: \r\n\r\n", &[200], false),
+    ("Host with IPv6 literal and port", "GET /healthz HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", &[200], false),
     ("bare LF line endings", "GET /healthz HTTP/1.1\nHost: a\n\n", &[400], true),
     ("bare LF in one header line", "GET /healthz HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", &[400], true),
     ("bare CR in a value", "GET /healthz HTTP/1.1\r\nHost: a\rb\r\n\r\n", &[400], true),
@@ -113,11 +120,32 @@ fn size_limits() {
         "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{}\r\n",
         "T: v\r\n".repeat(17)
     );
+    // A head of exactly max_head_bytes (16384) is within the limit; one byte more is not.
+    let head_of = |len: usize| {
+        let fixed = "GET /healthz HTTP/1.1\r\nHost: a\r\nX: \r\n\r\n".len();
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "p".repeat(len - fixed)
+        )
+    };
+    let (head_at_limit, head_over_limit) = (head_of(16384), head_of(16385));
     let chunked_over_limit = format!(
         "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{}",
         "80000\r\n".to_string() + &"z".repeat(0x80000) + "\r\n80001\r\n"
     );
-    let cases: [(&str, &str, &[u16], bool); 7] = [
+    let cases: [(&str, &str, &[u16], bool); 9] = [
+        (
+            "head of exactly max_head_bytes",
+            &head_at_limit,
+            &[200],
+            false,
+        ),
+        (
+            "head one byte over max_head_bytes",
+            &head_over_limit,
+            &[431],
+            true,
+        ),
         (
             "request line over max_head_bytes",
             &long_target,

@@ -1,5 +1,5 @@
 //! Graceful shutdown on SIGTERM: idle connections are closed, acknowledged records are
-//! durable, the log ends cleanly, the exit code is 0.
+//! durable, the log ends cleanly, the exit code is 0. SIGHUP changes nothing.
 
 mod common;
 
@@ -48,4 +48,25 @@ fn sigterm_drains_and_exits_cleanly() {
     }
     let (ok, out) = verify(&data);
     assert!(ok && !out.contains("incomplete tail"), "{out}");
+}
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let server = Server::start("", &[]);
+    let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let logged = common::wait_until(Duration::from_secs(5), || {
+        server.log().contains("SIGHUP ignored")
+    });
+    assert!(logged, "{}", server.log());
+    let mut stream = server.connect();
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        &server.admin_token(),
+        &report("P-1"),
+    );
+    assert_eq!(r.status, 200, "the server stopped serving after SIGHUP");
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{status:?}");
 }

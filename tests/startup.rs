@@ -103,6 +103,12 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
     std::fs::write(&config, twice).unwrap();
     let err = failing_start("", &format!("--config {}", config.display()));
     assert!(err.contains("principals[1].id: is already used"), "{err}");
+    std::fs::write(&config, "durability = \"sync\"\n").unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(
+        err.contains("principals: the config file lists none"),
+        "{err}"
+    );
     std::fs::write(&config, "segment_bytes = 1099511627776\n").unwrap();
     let err = failing_start("", &format!("--config {}", config.display()));
     assert!(

@@ -97,16 +97,15 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
     let mut req = httparse::Request::new(&mut headers[..limits.max_headers.min(MAX_HEADERS_CAP)]);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return match size_reject(buf, limits) {
-                Some(reject) => Err(reject),
-                None => Ok(None),
-            }
+        // Incomplete at max_head bytes: complete, it would be over the limit.
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_head => {
+            return Err(size_reject(buf, limits))
         }
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(classify(e, buf)),
     };
-    if let Some(reject) = size_reject(&buf[..len], limits) {
-        return Err(reject);
+    if len > limits.max_head {
+        return Err(size_reject(buf, limits));
     }
     check_line_endings(&buf[..len])?;
 
@@ -131,12 +130,11 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
     } else {
         !fields.close
     };
-    if !http10 {
-        match fields.hosts {
-            0 => return Err(Reject::MissingHost),
-            1 => {}
-            _ => return Err(Reject::DuplicateHost),
-        }
+    // RFC 9112 3.2: exactly one Host in HTTP/1.1; never two, in any version.
+    match fields.hosts {
+        0 if !http10 => return Err(Reject::MissingHost),
+        0 | 1 => {}
+        _ => return Err(Reject::DuplicateHost),
     }
     Ok(Some(Head {
         method,
@@ -153,17 +151,24 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
     }))
 }
 
-/// 414 when the request line alone is over the limit, 431 when the head is.
-pub(crate) fn size_reject(head: &[u8], limits: &Limits) -> Option<Reject> {
-    if head.len() < limits.max_head {
-        return None;
-    }
-    let first_line_ends = head[..limits.max_head].contains(&b'\n');
-    Some(if first_line_ends {
+/// For a head over `max_head_bytes` (`head` holds at least that many bytes): 414 when
+/// the request line alone is over the limit, 431 when the head is.
+pub(crate) fn size_reject(head: &[u8], limits: &Limits) -> Reject {
+    let first_line_ends = head[..limits.max_head.min(head.len())].contains(&b'\n');
+    if first_line_ends {
         Reject::HeadTooLarge
     } else {
         Reject::UriTooLong
-    })
+    }
+}
+
+/// RFC 9110 7.2 / RFC 3986 3.2.2: `host [ ":" port ]`, or empty (allowed when the
+/// target has no authority). Characters of a reg-name, an IPv4 address or an IP
+/// literal in brackets; nothing else (no spaces, `/`, `@`, `?`, `#`).
+fn is_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// httparse tolerates bare LF; RFC 9112 lets us refuse it, and we do.
@@ -234,6 +239,9 @@ impl<'b> Fields<'b> {
         let value = trim_ows(value);
         if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
+            if !is_host(value) {
+                return Err(Reject::InvalidHost);
+            }
         } else if name.eq_ignore_ascii_case("content-length") {
             self.content_length(value)?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {

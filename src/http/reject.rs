@@ -19,6 +19,7 @@ pub enum Reject {
     LineEnding,
     MissingHost,
     DuplicateHost,
+    InvalidHost,
     DuplicateHeader,
     UriTooLong,
     HeadTooLarge,
@@ -89,6 +90,7 @@ impl Reject {
             LineEnding => (S::BadRequest, "malformed request line or line ending", true),
             MissingHost => (S::BadRequest, "HTTP/1.1 request without Host header", true),
             DuplicateHost => (S::BadRequest, "more than one Host header", true),
+            InvalidHost => (S::BadRequest, "Host is not a valid host[:port]", true),
             DuplicateHeader => (
                 S::BadRequest,
                 "duplicate Content-Type, Authorization or Expect header",

@@ -64,12 +64,13 @@ impl RequestParser {
             let fresh = &buf[self.scanned.min(buf.len())..];
             self.scanned = buf.len();
             if !fresh.contains(&b'\n') {
-                return match size_reject(buf, &self.limits) {
-                    Some(reject) => Err(reject),
-                    None => Ok(Step::NeedMore {
-                        send_continue: false,
-                    }),
-                };
+                // No head is complete yet: at max_head bytes, it would be over the limit.
+                if buf.len() >= self.limits.max_head {
+                    return Err(size_reject(buf, &self.limits));
+                }
+                return Ok(Step::NeedMore {
+                    send_continue: false,
+                });
             }
         }
         let Some(head) = parse_head(buf, &self.limits)? else {

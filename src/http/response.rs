@@ -2,7 +2,7 @@
 //! lines, the shard's cached `Date`, an exact `Content-Length`, then the body.
 
 use crate::http::date;
-use crate::http::parse::Head;
+use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
 
 /// An extra header field: (name, value).
@@ -85,16 +85,28 @@ pub struct Reply<'o> {
     out: &'o mut Vec<u8>,
     date: [u8; date::LEN],
     conn: ConnHeader,
+    /// A response to HEAD: headers (with the `Content-Length` the body would have), no
+    /// body, whatever the status (RFC 9110 9.3.2). A body here would be read by the
+    /// client as the start of the next response.
+    head_only: bool,
 }
 
 impl<'o> Reply<'o> {
     pub fn new(out: &'o mut Vec<u8>, date: [u8; date::LEN], conn: ConnHeader) -> Self {
-        Reply { out, date, conn }
+        Reply {
+            out,
+            date,
+            conn,
+            head_only: false,
+        }
     }
 
-    /// A reply that keeps the connection as `head` asked.
+    /// A reply to `head`: keeps the connection as it asked, and has no body for HEAD.
     pub fn to(out: &'o mut Vec<u8>, date: [u8; date::LEN], head: &Head<'_>) -> Self {
-        Reply::new(out, date, ConnHeader::for_request(head))
+        Reply {
+            head_only: head.method == Method::Head,
+            ..Reply::new(out, date, ConnHeader::for_request(head))
+        }
     }
 
     /// From now on, responses announce `Connection: close`.
@@ -168,8 +180,10 @@ impl<'o> Reply<'o> {
             out.extend_from_slice(value);
         }
         out.extend_from_slice(b"\r\n\r\n");
-        for part in body {
-            out.extend_from_slice(part);
+        if !self.head_only {
+            for part in body {
+                out.extend_from_slice(part);
+            }
         }
     }
 }

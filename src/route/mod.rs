@@ -56,7 +56,7 @@ routes! {
     Post "/api/v1/tags/add" => AddTag, [Staff, Admin];
     Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects, [Staff, Admin];
     Get "/api/v1/projects/{projectId}/reports/summary" => Summary, [Staff, Admin];
-    Get "/api/v1/users/{userId}/permissions" => Permissions, [Staff, Admin];
+    Get "/api/v1/users/{userId}/permissions" => Permissions, [Device, Staff, Admin];
 }
 
 static TREE: Tree<{ capacity(PATHS) }> = build(PATHS);
