@@ -27,4 +27,6 @@ if [ "$(id -u)" != 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
 fi
 
 cargo check --locked --all-targets --all-features
-cargo test --locked "$@"
+# test-seams: the fault seams some tests inject through requests (panics); release
+# builds never have them.
+cargo test --locked --features test-seams "$@"

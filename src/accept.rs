@@ -15,6 +15,7 @@ use crate::conn::{self, table::Connections};
 use crate::context::Context;
 use crate::http::reject::Reject;
 use crate::http::response::{ConnHeader, Reply};
+use crate::task;
 
 /// After a failed accept (EMFILE and friends), wait this long before the next one
 /// instead of spinning on an error that persists until some connection closes.
@@ -38,10 +39,10 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
         let deadline = Instant::now() + header_timeout;
         match conns.open(stream.as_raw_fd(), deadline) {
             Some(slot) => {
-                glommio::spawn_local(conn::serve(Rc::clone(&ctx), stream, slot)).detach();
+                task::spawn("connection", conn::serve(Rc::clone(&ctx), stream, slot)).detach();
             }
             None => {
-                glommio::spawn_local(refuse(ctx.date(), stream)).detach();
+                task::spawn("refusal", refuse(ctx.date(), stream)).detach();
             }
         }
     }

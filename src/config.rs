@@ -65,11 +65,27 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
     segment_bytes: Option<u64>,
-    debug_panic_patient: Option<String>,
+    #[cfg(feature = "test-seams")]
+    #[serde(default)]
+    test_seams: TestSeams,
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
     principals: Vec<Principal>,
+}
+
+/// Faults the tests inject through requests, to prove what happens on a panic. Only
+/// in builds with the `test-seams` feature.
+#[cfg(feature = "test-seams")]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSeams {
+    /// A submit for this patient panics in its handler (the onion makes it a 500).
+    pub panic_patient: Option<String>,
+    /// A submit for this patient panics in a task of its own, outside the onion.
+    pub escape_patient: Option<String>,
+    /// A read of this project panics while answering (after the cross-shard query).
+    pub panic_project: Option<String>,
 }
 
 /// Command-line values that override the file.
@@ -94,9 +110,8 @@ pub struct Config {
     pub principals: Vec<Principal>,
     /// Target size of a log segment before the next one starts.
     pub segment_bytes: u64,
-    /// Test seam: a submission with this patientId makes the handler panic, to show
-    /// that a panic becomes a 500 and the shard lives on. Never set in production.
-    pub debug_panic_patient: Option<String>,
+    #[cfg(feature = "test-seams")]
+    pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
     pub from_file: bool,
 }
@@ -156,7 +171,8 @@ impl Config {
             limits: file.limits,
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
-            debug_panic_patient: file.debug_panic_patient,
+            #[cfg(feature = "test-seams")]
+            test_seams: file.test_seams,
             from_file: path.is_some(),
         };
         config.check()?;

@@ -122,8 +122,20 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
         {
             return Stored::Forbidden;
         }
-        if ctx.config().debug_panic_patient.as_deref() == Some(submission.patient_id) {
-            panic!("debug_panic_patient matched");
+        #[cfg(feature = "test-seams")]
+        {
+            let seams = &ctx.config().test_seams;
+            if seams.panic_patient.as_deref() == Some(submission.patient_id) {
+                panic!("test seam: panic_patient");
+            }
+            if seams.escape_patient.as_deref() == Some(submission.patient_id) {
+                // Later, on its own: spawn_local may run a task at once, inside the onion.
+                crate::task::spawn("test seam", async {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    panic!("test seam: escape_patient");
+                })
+                .detach();
+            }
         }
         Stored::Appended(append(ctx, Kind::Report, who, received_ns, request.body))
     });

@@ -40,7 +40,7 @@
 //! | 3 request | [`middleware`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
 //! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`merge`], [`config`] | bytes, rules, records; no shards |
-//! | 0 base | [`clock`], [`logger`] | time and log lines |
+//! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
 //!
@@ -62,6 +62,7 @@
 //! config     -> auth, http, validate
 //! validate   -> clock
 //! logger     -> clock
+//! task       -> logger
 //! auth, clock, http -> nothing
 //! ```
 //!
@@ -94,4 +95,5 @@ pub mod reads;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod task;
 pub mod validate;

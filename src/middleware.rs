@@ -30,18 +30,7 @@ pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>) -> Outcom
     let run = AssertUnwindSafe(|| route_and_run(ctx, request, &mut reply, &mut principal));
     let outcome = match catch_unwind(run) {
         Ok(outcome) => outcome,
-        Err(_) => {
-            reply.rewind(mark);
-            reply.closing();
-            reply.error(Status::InternalServerError, &[b"internal error"], None);
-            log::error!(
-                "shard {}: handler panicked on {} {}",
-                ctx.shard(),
-                head.method.as_str(),
-                head.path
-            );
-            Outcome::close()
-        }
+        Err(_) => recovered(ctx, head, &mut reply, mark),
     };
     // A deferred read logs once its response exists.
     if let (Some(began), None) = (began, &outcome.deferred) {
@@ -52,18 +41,40 @@ pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>) -> Outcom
 }
 
 /// Answers a request whose handler deferred to a read across every shard.
+/// A panic while answering is recovered as in [`handle`]: a 500 and a close.
 pub async fn finish(
     ctx: &Context,
     deferred: Deferred,
     head: &Head<'_>,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    use futures_lite::FutureExt;
     let began = Instant::now();
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
-    reads::answer(ctx, &deferred.read, &mut reply).await;
+    let answered = AssertUnwindSafe(reads::answer(ctx, &deferred.read, &mut reply))
+        .catch_unwind()
+        .await;
+    let outcome = match answered {
+        Ok(()) => Outcome::after(head),
+        Err(_) => recovered(ctx, head, &mut reply, mark),
+    };
     access_log(ctx, head, reply.since(mark), began, &deferred.principal);
-    Outcome::after(head)
+    outcome
+}
+
+/// After a panic: whatever was written is dropped, and a 500 closes the connection.
+fn recovered(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>, mark: usize) -> Outcome {
+    reply.rewind(mark);
+    reply.closing();
+    reply.error(Status::InternalServerError, &[b"internal error"], None);
+    log::error!(
+        "shard {}: handler panicked on {} {}",
+        ctx.shard(),
+        head.method.as_str(),
+        head.path
+    );
+    Outcome::close()
 }
 
 fn route_and_run<'c>(

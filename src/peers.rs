@@ -61,7 +61,7 @@ impl Peers {
 pub fn serve(index: &Rc<RefCell<Index>>, mut receivers: Receivers<Message>) {
     for (_, stream) in receivers.streams() {
         let index = Rc::clone(index);
-        glommio::spawn_local(async move {
+        crate::task::spawn("peer queries", async move {
             while let Some(message) = stream.recv().await {
                 let answer = index.borrow().answer(&message.query);
                 let _ = message.reply.send(answer);

@@ -13,10 +13,18 @@ use crate::outcome::Read;
 /// Answers `read` through `reply`: 200 with the merged JSON, or 503 when a shard
 /// cannot answer.
 pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
+    #[cfg(feature = "test-seams")]
+    let seam = ctx.config().test_seams.panic_project.clone();
     let body = match read {
         Read::Subjects { project, site } => subjects(ctx, project, site).await,
         Read::Summary { project } => summary(ctx, project).await,
     };
+    #[cfg(feature = "test-seams")]
+    if let (Some(seam), Read::Subjects { project, .. } | Read::Summary { project }) = (seam, read) {
+        if seam == *project {
+            panic!("test seam: panic_project");
+        }
+    }
     match body {
         Ok(body) => reply.ok(JSON, &[body.to_string().as_bytes()]),
         Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),

@@ -4,6 +4,7 @@
 //! only time shards wait on each other.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -94,7 +95,9 @@ pub fn check_memlock(shards: usize) -> Result<(), String> {
 /// gives every shard the same port.
 pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     let config = Arc::new(config);
-    let mut stops = watch_signals(cpus.len())?.into_iter();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut stops = watch_signals(cpus.len(), Arc::clone(&stopping))?.into_iter();
+    let (ended_tx, ended_rx) = mpsc::channel::<usize>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
     let mut addr = config.listen;
@@ -108,10 +111,15 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         };
         let stop = stops.next().expect("one stop per shard");
         let mesh = mesh.clone();
+        let ended = Ended {
+            shard: id,
+            tx: ended_tx.clone(),
+        };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
+                let _ended = ended;
                 shard::serve(id, shard_config, addr, reports, stop, mesh).await
             })
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
@@ -150,6 +158,16 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         }
     }
     info!("ready: {} shards recovered", handles.len());
+    // A shard ends only when told to stop. One that ends otherwise (a panic that
+    // escaped a task, a fatal error) ends the process, loudly, rather than leaving it
+    // half-serving: a supervisor then restarts it whole.
+    let first = ended_rx.recv().unwrap_or(usize::MAX);
+    if !stopping.load(Ordering::SeqCst) {
+        return Err(format!(
+            "shard {first} ended while serving (see the panic or error above); exiting so \
+             that a supervisor restarts the whole server"
+        ));
+    }
     for (id, handle) in handles.into_iter().enumerate() {
         handle
             .join()
@@ -158,11 +176,27 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     Ok(())
 }
 
+/// Reports a shard's end to the process, however it ended: returning, or a panic
+/// unwinding out of its executor.
+struct Ended {
+    shard: usize,
+    tx: mpsc::Sender<usize>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.shard);
+    }
+}
+
 /// Installs the signal handling: a thread that, on the first SIGTERM or SIGINT, tells
 /// each of `shards` shards through its own channel. SIGHUP (a closed terminal, or an
 /// operator expecting a reload) does not stop the server: principals and limits are
 /// read at start only, so it is logged as ignored. Returns the receiving ends.
-fn watch_signals(shards: usize) -> Result<Vec<oneshot::Receiver<()>>, String> {
+fn watch_signals(
+    shards: usize,
+    stopping: Arc<AtomicBool>,
+) -> Result<Vec<oneshot::Receiver<()>>, String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("installing signal handlers: {e}"))?;
@@ -176,6 +210,7 @@ fn watch_signals(shards: usize) -> Result<Vec<oneshot::Receiver<()>>, String> {
                     continue;
                 }
                 info!("signal {signal}: shutting down");
+                stopping.store(true, Ordering::SeqCst);
                 for stop in senders {
                     let _ = stop.send(());
                 }

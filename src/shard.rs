@@ -23,6 +23,7 @@ use crate::log::record::Record;
 use crate::log::recover::shard_dir;
 use crate::log::Log;
 use crate::peers::{self, Message, Peers};
+use crate::task;
 use crate::validate::Validator;
 
 /// How long shutdown waits for in-flight requests before closing what is left: longer
@@ -66,7 +67,7 @@ pub async fn serve(
     };
     let local = listener.local_addr().unwrap_or(addr);
     crate::logger::buffer_this_thread();
-    glommio::spawn_local(async {
+    task::spawn("log flush", async {
         loop {
             glommio::timer::sleep(crate::logger::FLUSH_EVERY).await;
             crate::logger::flush_this_thread();
@@ -75,10 +76,13 @@ pub async fn serve(
     .detach();
     let conns = Connections::new(config.limits.max_connections);
     let ctx = Rc::new(Context::new(id, config));
-    glommio::spawn_local(ctx.date_cache().run()).detach();
-    glommio::spawn_local(Rc::clone(&conns).sweep()).detach();
+    task::spawn("date", ctx.date_cache().run()).detach();
+    task::spawn("sweeper", Rc::clone(&conns).sweep()).detach();
     let _ = reports.bound.send(Ok(local));
-    let acceptor = glommio::spawn_local(accept::run(Rc::clone(&ctx), Rc::clone(&conns), listener));
+    let acceptor = task::spawn(
+        "accept",
+        accept::run(Rc::clone(&ctx), Rc::clone(&conns), listener),
+    );
     let Ok((senders, receivers)) = mesh.join().await else {
         let _ = reports
             .ready
@@ -157,7 +161,11 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let live_index = Rc::clone(ctx.index());
     let mut validator = Validator::default();
     let on_durable = move |r: &Record<'_>| live_index.borrow_mut().add_stored(&mut validator, r);
-    glommio::spawn_local(Rc::clone(&log).run_flusher(opened.last, on_durable)).detach();
+    task::spawn(
+        "flusher",
+        Rc::clone(&log).run_flusher(opened.last, on_durable),
+    )
+    .detach();
     // Not ready until there is a segment to write to; a full disk is waited out here.
     log.started().await;
     if !log.is_healthy() {

@@ -13,8 +13,6 @@ const STAFF: &str = "staff-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
 const CONFIG: &str = r#"
-debug_panic_patient = "PANIC"
-
 [limits]
 max_body_bytes = 4096
 
@@ -206,9 +204,16 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
     );
 }
 
+/// [`CONFIG`] with the panic seams (builds with the `test-seams` feature only).
+#[cfg(feature = "test-seams")]
+fn with_seams() -> String {
+    format!("{CONFIG}\n[test_seams]\npanic_patient = \"PANIC\"\npanic_project = \"PANIC\"\n")
+}
+
+#[cfg(feature = "test-seams")]
 #[test]
 fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
-    let server = Server::start(CONFIG, &[]);
+    let server = Server::start(&with_seams(), &[]);
     for _ in 0..4 {
         let mut s = server.connect();
         let r = post(&mut s, "/epro/submit", DEVICE, &report("PANIC"));
@@ -225,6 +230,25 @@ fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
         );
     }
     assert!(server.log().contains("handler panicked"));
+}
+
+/// A panic while a cross-shard read is answered (after the onion's synchronous part)
+/// is recovered the same way.
+#[cfg(feature = "test-seams")]
+#[test]
+fn a_panic_while_answering_a_read_is_a_500_and_the_shard_lives_on() {
+    let server = Server::start(&with_seams(), &[]);
+    for _ in 0..4 {
+        let mut s = server.connect();
+        let r = get(&mut s, "/api/v1/projects/PANIC/reports/summary", ADMIN);
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    for _ in 0..8 {
+        let mut s = server.connect();
+        let r = get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN);
+        assert_eq!(r.status, 200);
+    }
 }
 
 #[test]

@@ -70,3 +70,36 @@ fn sighup_is_logged_and_ignored() {
     let (status, _) = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// A panic outside the onion (here in a task a handler spawned) kills its shard; the
+/// process must not limp on with the other shards: it exits non-zero, naming the shard,
+/// so that a supervisor restarts it.
+#[cfg(feature = "test-seams")]
+#[test]
+fn a_panic_that_escapes_a_shard_task_ends_the_process_loudly() {
+    use std::io::Write;
+    let config = format!(
+        "[test_seams]\nescape_patient = \"ESCAPE\"\n\n{}",
+        "[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\nprojects = [\"*\"]\n"
+    );
+    let mut server = Server::start(&config, &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(&common::submit_request(&report("ESCAPE")))
+        .unwrap();
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "the process kept running with a dead shard:\n{}",
+                server.log()
+            )
+        });
+    std::thread::sleep(Duration::from_millis(100));
+    let log = server.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("ERROR") && log.contains("shard-") && log.contains("a panic escaped"),
+        "{log}"
+    );
+}

@@ -159,6 +159,19 @@ impl Server {
         self.dir.take().unwrap()
     }
 
+    /// Waits up to `limit` for the server to exit on its own; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let began = Instant::now();
+        while began.elapsed() < limit {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
     /// SIGTERM, then waits (up to 30 s) for the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
         let mut child = self.child.take().unwrap();
