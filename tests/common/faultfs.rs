@@ -191,8 +191,13 @@ fn resize(file: &mut File, size: usize) {
 
 /// A mounted [`Disk`]; unmounted when dropped.
 pub struct Mount {
+    at: std::path::PathBuf,
     session: Option<fuser::BackgroundSession>,
 }
+
+/// How long an unmount may wait for the last open file (a killed server's io_uring
+/// requests still in flight) before the test fails instead of hanging.
+const UNMOUNT_LIMIT: Duration = Duration::from_secs(20);
 
 impl Mount {
     pub fn new(disk: &Arc<Mutex<Disk>>, at: &Path) -> std::io::Result<Mount> {
@@ -202,15 +207,34 @@ impl Mount {
         let options = [MountOption::FSName("epro-faultfs".into()), MountOption::RW];
         let session = fuser::spawn_mount2(fs, at, &options)?;
         Ok(Mount {
+            at: at.to_path_buf(),
             session: Some(session),
         })
     }
 }
 
 impl Drop for Mount {
+    /// Detaches the mount at once (a plain unmount fails while a killed process's
+    /// requests are still in flight, and fuser would then wait forever), then waits
+    /// until the last request is answered and the session ends.
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             session.join();
+            let _ = done.send(());
+        });
+        if ended.recv_timeout(UNMOUNT_LIMIT).is_err() && !std::thread::panicking() {
+            panic!(
+                "{}: the filesystem was still busy after {UNMOUNT_LIMIT:?}",
+                self.at.display()
+            );
         }
     }
 }
