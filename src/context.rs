@@ -33,6 +33,8 @@ pub struct Context {
     log: OnceCell<Rc<Log>>,
     /// Set once the mesh is joined.
     peers: OnceCell<Peers>,
+    /// Every shard of the process has recovered: requests may be served.
+    serving: Cell<bool>,
     shutting_down: Cell<bool>,
 }
 
@@ -48,6 +50,7 @@ impl Context {
             log: OnceCell::new(),
             peers: OnceCell::new(),
             date: Rc::new(DateCache::new()),
+            serving: Cell::new(false),
             shutting_down: Cell::new(false),
             config,
         }
@@ -111,9 +114,23 @@ impl Context {
         let _ = self.peers.set(peers);
     }
 
-    /// `/readyz` answers 200 only while this is true: recovered, and not shutting down.
+    /// Every shard of the process has recovered its log (the process says so once all
+    /// have): from now on reads and writes are served.
+    pub fn start_serving(&self) {
+        self.serving.set(true);
+    }
+
+    /// Whether reads and writes are served: not while any shard still recovers.
+    pub fn is_serving(&self) -> bool {
+        self.serving.get()
+    }
+
+    /// `/readyz` answers 200 only while this is true: every shard recovered, this one's
+    /// log can take records, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.log().is_some_and(|log| log.is_healthy()) && !self.shutting_down.get()
+        self.serving.get()
+            && self.log().is_some_and(|log| log.is_healthy())
+            && !self.shutting_down.get()
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -101,6 +101,16 @@ fn route_and_run<'c>(
         Access::Open => return handlers::open(ctx, route, head, reply),
         Access::Roles(roles) => roles,
     };
+    // Until every shard has recovered, a read would miss records and a write could not
+    // be counted: neither is served.
+    if !ctx.is_serving() {
+        reply.error(
+            Status::ServiceUnavailable,
+            &[b"not ready: recovering the log"],
+            Some((b"Retry-After", b"1")),
+        );
+        return Outcome::after(head);
+    }
     let Some(who) = ctx.principals().authenticate(head.authorization) else {
         return handlers::refuse(
             reply,

@@ -98,7 +98,10 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     let stopping = Arc::new(AtomicBool::new(false));
     let mut stops = watch_signals(cpus.len(), Arc::clone(&stopping))?.into_iter();
     let (ended_tx, ended_rx) = mpsc::channel::<usize>();
+    let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..cpus.len()).map(|_| oneshot::channel()).unzip();
+    let mut go_rxs = go_rxs.into_iter();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
+    let (serving_tx, serving_rx) = mpsc::channel::<()>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
     let mut addr = config.listen;
     let mut handles = Vec::with_capacity(cpus.len());
@@ -108,8 +111,10 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         let reports = Reports {
             bound: bound_tx,
             ready: ready_tx.clone(),
+            serving: serving_tx.clone(),
         };
         let stop = stops.next().expect("one stop per shard");
+        let go = go_rxs.next().expect("one go per shard");
         let mesh = mesh.clone();
         let ended = Ended {
             shard: id,
@@ -120,7 +125,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
                 let _ended = ended;
-                shard::serve(id, shard_config, addr, reports, stop, mesh).await
+                shard::serve(id, shard_config, addr, reports, stop, go, mesh).await
             })
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
         match bound_rx.recv() {
@@ -143,6 +148,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     }
     info!("listening on {addr}");
     drop(ready_tx);
+    drop(serving_tx);
     // Every shard reports once its log is recovered; a corrupt log stops the server.
     // A stop signal during recovery ends the process at once, without waiting for the
     // scans still running on the blocking threads.
@@ -155,6 +161,15 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
             }
             Ok(Err(message)) => return Err(message),
             Err(_) => return Err("a shard ended during start-up".to_string()),
+        }
+    }
+    // Every shard recovered: tell each to serve, and say ready once all do.
+    for go in gos {
+        let _ = go.send(());
+    }
+    for _ in 0..handles.len() {
+        if serving_rx.recv().is_err() {
+            return Err("a shard ended before serving".to_string());
         }
     }
     info!("ready: {} shards recovered", handles.len());

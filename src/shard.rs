@@ -35,6 +35,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Reports {
     pub bound: mpsc::Sender<Result<SocketAddr, String>>,
     pub ready: mpsc::Sender<Result<Started, String>>,
+    /// Once told every shard has recovered: this one now serves requests.
+    pub serving: mpsc::Sender<()>,
 }
 
 /// How a shard's start ended.
@@ -46,13 +48,15 @@ pub enum Started {
     Stopped,
 }
 
-/// Runs shard `id` until `stop` fires (or its sender is gone), then drains.
+/// Runs shard `id`: serves requests once `go` fires (every shard has recovered), until
+/// `stop` fires (or its sender is gone), then drains.
 pub async fn serve(
     id: usize,
     config: Arc<Config>,
     addr: SocketAddr,
     reports: Reports,
     stop: oneshot::Receiver<()>,
+    go: oneshot::Receiver<()>,
     mesh: MeshBuilder<Message, Full>,
 ) {
     let mut stop = stop;
@@ -110,6 +114,16 @@ pub async fn serve(
     // Peers' queries are answered only from a complete index.
     peers::serve(ctx.index(), receivers);
     let _ = reports.ready.send(Ok(Started::Ready));
+    // Serve once the process says every shard has recovered.
+    let serving = Rc::clone(&ctx);
+    let report = reports.serving;
+    task::spawn("start serving", async move {
+        if go.await.is_ok() {
+            serving.start_serving();
+            let _ = report.send(());
+        }
+    })
+    .detach();
     let _ = stop.await;
     shutdown(&ctx, &conns, acceptor).await;
 }

@@ -66,6 +66,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
         .spawn(move || async move {
             let ctx = Context::new(0, Arc::clone(&config));
             shard::recover(&ctx).await.unwrap();
+            ctx.start_serving();
             let one = format!(
                 "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",
                 BODY.len()

@@ -34,13 +34,17 @@ fn big_log() -> tempfile::TempDir {
 }
 
 fn serve(dir: &tempfile::TempDir) -> Command {
+    serve_shards(dir, 1)
+}
+
+fn serve_shards(dir: &tempfile::TempDir, shards: usize) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--shards",
-        "1",
+        &shards.to_string(),
         "--data-dir",
     ])
     .arg(dir.path().join("data"));
@@ -73,7 +77,9 @@ fn readyz_is_503_until_recovery_is_done() {
         let status = read_response(&mut stream).unwrap().status;
         if status == 503 && !write_refused {
             let r = post(&mut stream, "/epro/submit", &token, &report("P-2"));
-            write_refused = r.status == 503 && r.error().contains("not accepting writes");
+            write_refused = r.status == 503
+                && r.error() == "not ready: recovering the log"
+                && r.header("retry-after") == Some("1");
         }
         if statuses.last() != Some(&status) {
             statuses.push(status);
@@ -112,4 +118,65 @@ fn sigterm_during_recovery_stops_at_once() {
         !log.contains("ready:") && !log.contains("recovered 150000"),
         "{log}"
     );
+}
+
+/// Readiness belongs to the process: while shard 0 recovers a big log, shard 1 (which
+/// has nothing to recover) must not say ready, nor answer reads, nor take writes.
+#[test]
+fn no_shard_serves_until_every_shard_has_recovered() {
+    let dir = big_log();
+    let (child, addr, log) = spawn_and_wait(serve_shards(&dir, 2)).expect("server starts");
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reap = Reap(child);
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    let summary = "/api/v1/projects/P001/reports/summary";
+    let mut statuses = Vec::new();
+    let mut probes = 0;
+    let mut after_ready = 0;
+    let mut reads_refused = 0;
+    let began = Instant::now();
+    // New connections land on either shard: hundreds of probes reach both.
+    while began.elapsed() < Duration::from_secs(60) {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let status = read_response(&mut stream).unwrap().status;
+        probes += 1;
+        if status == 503 {
+            // Refused, unless every shard finished recovering in between.
+            let r = common::get(&mut stream, summary, &token);
+            if r.status == 503 {
+                assert_eq!(r.error(), "not ready: recovering the log");
+                assert_eq!(r.header("retry-after"), Some("1"));
+                reads_refused += 1;
+            } else {
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }
+        if statuses.last() != Some(&status) {
+            statuses.push(status);
+        }
+        // After the first 200, fifty more probes must all say 200 too.
+        if status == 200 {
+            after_ready += 1;
+            if after_ready == 50 {
+                break;
+            }
+        }
+    }
+    // Never 200 then 503 again: no shard said ready while another was recovering.
+    assert_eq!(
+        statuses,
+        [503, 200],
+        "{probes} probes\n{}",
+        log.lock().unwrap()
+    );
+    assert!(reads_refused > 0, "no read was refused during recovery");
 }
