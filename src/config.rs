@@ -104,6 +104,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub shards: Option<usize>,
     pub cpus: Option<Vec<usize>>,
+    /// Where `shards` and `cpus` came from, as an error about them should name it:
+    /// the flag, or the config file's key.
+    pub shards_from: &'static str,
+    pub cpus_from: &'static str,
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub limits: LimitsConfig,
@@ -156,8 +160,15 @@ impl Config {
         let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
             ConfigError(format!("listen: {listen_text:?} is not an IP:port address"))
         })?;
+        let from = |flag: bool, flag_name, key| if flag { flag_name } else { key };
         let config = Config {
             listen,
+            shards_from: from(
+                overrides.shards.is_some(),
+                "--shards",
+                "shards (config file)",
+            ),
+            cpus_from: from(overrides.cpus.is_some(), "--cpus", "cpus (config file)"),
             shards: overrides.shards.or(file.shards),
             cpus: overrides.cpus.or(file.cpus),
             data_dir: overrides

@@ -31,7 +31,8 @@ pub fn plan_cpus(config: &Config) -> Result<Vec<usize>, String> {
         Some(list) => {
             if let Some(cpu) = list.iter().find(|c| !allowed.contains(c)) {
                 return Err(format!(
-                    "--cpus: CPU {cpu} is not in this process's affinity mask {allowed:?}"
+                    "{}: CPU {cpu} is not in this process's affinity mask {allowed:?}",
+                    config.cpus_from
                 ));
             }
             list.clone()
@@ -41,7 +42,8 @@ pub fn plan_cpus(config: &Config) -> Result<Vec<usize>, String> {
     let shards = config.shards.unwrap_or(cpus.len());
     if shards > cpus.len() {
         return Err(format!(
-            "--shards {shards}: only {} CPUs are available ({cpus:?}); one shard per CPU",
+            "{} = {shards}: only {} CPUs are available ({cpus:?}); one shard per CPU",
+            config.shards_from,
             cpus.len()
         ));
     }

@@ -189,3 +189,35 @@ fn shards_share_one_port_and_all_answer() {
         assert_eq!(read_response(&mut stream).unwrap().status, 200);
     }
 }
+
+/// The README's sample config works as written (on any machine: it pins no CPU), with
+/// only the address and the data directory overridden for a test.
+#[test]
+fn the_readme_sample_config_starts() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\nlisten")
+        .expect("the sample config in the README")
+        + 8;
+    let sample = &readme[start..start + readme[start..].find("```").unwrap()];
+    let server = Server::start(sample, &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+}
+
+#[test]
+fn cpu_errors_name_the_config_key_when_the_value_came_from_the_file() {
+    let dir = temp_dir();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "cpus = [4095]\n\n[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n").unwrap();
+    let args = format!(
+        "--listen 127.0.0.1:0 --data-dir {} --config {}",
+        dir.path().join("data").display(),
+        config.display()
+    );
+    let err = failing_start("", &args);
+    assert!(err.contains("cpus (config file): CPU 4095"), "{err}");
+}
