@@ -27,11 +27,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (embedded defaults without --config).
+    ///
+    /// Without a config file, one admin principal is used, its bearer token generated
+    /// once into <data-dir>/admin.token (mode 0600). Logs go to stderr; RUST_LOG sets
+    /// the level (default info; RUST_LOG=access=off silences the access log).
     Serve {
         /// TOML config file; flags below override its values.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Address to listen on, e.g. 0.0.0.0:8080 (port 0: any free port).
+        /// Address to listen on, e.g. 0.0.0.0:8080 (port 0: any free port)
+        /// [default: 127.0.0.1:8080].
         #[arg(long)]
         listen: Option<String>,
         /// Number of shards (default: one per CPU this process may run on).
@@ -40,9 +45,11 @@ enum Command {
         /// CPUs to run shards on, e.g. 2,3 (default: the process's affinity mask).
         #[arg(long, value_delimiter = ',')]
         cpus: Option<Vec<usize>>,
-        /// Directory for the per-shard logs.
+        /// Directory for the per-shard logs [default: ./data].
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// When a write is acknowledged: after its fdatasync (sync), or before (async)
+        /// [default: sync].
         #[arg(long, value_enum)]
         durability: Option<Durability>,
     },

@@ -221,3 +221,29 @@ fn cpu_errors_name_the_config_key_when_the_value_came_from_the_file() {
     let err = failing_start("", &args);
     assert!(err.contains("cpus (config file): CPU 4095"), "{err}");
 }
+
+#[test]
+fn serve_help_shows_the_defaults_the_log_level_and_where_the_token_goes() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "127.0.0.1:8080",
+        "./data",
+        "sync",
+        "RUST_LOG",
+        "admin.token",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle}:\n{help}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["export", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("data directory"));
+}
