@@ -179,19 +179,23 @@ fn add_tag(
         return refused;
     }
     let received_ns = clock::now_ns();
+    // Authorized like a submit to the tag's project.
     let stored = ctx.validator().tag(request.body, |tag| {
-        let stored = append(ctx, Kind::Tag, who, received_ns, request.body);
-        if stored.is_ok() {
-            ctx.index()
-                .borrow_mut()
-                .add_tag(tag.patient_id, tag.tag_name);
+        if !who.may_access(tag.project_id) {
+            return Stored::Forbidden;
         }
-        stored
+        Stored::Appended(append(ctx, Kind::Tag, who, received_ns, request.body))
     });
     match stored {
         Err(invalid) => refuse_invalid(reply, head, invalid),
-        Ok(Err(e)) => refuse_storage(reply, head, e),
-        Ok(Ok(seq)) => {
+        Ok(Stored::Forbidden) => refuse(
+            reply,
+            head,
+            Status::Forbidden,
+            "this principal may not write to the tag's projectId",
+        ),
+        Ok(Stored::Appended(Err(e))) => refuse_storage(reply, head, e),
+        Ok(Stored::Appended(Ok(seq))) => {
             reply.ok(JSON, &[b"{\"success\":true}"]);
             durable_outcome(ctx, head, seq)
         }

@@ -33,12 +33,13 @@ pub struct ProjectStats {
     /// Every patient with a report in the project, with or without a site.
     pub subjects: HashMap<String, u64>,
     pub sites: HashMap<String, SiteStats>,
+    /// Each patient's tags in this project.
+    pub tags: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     pub projects: HashMap<String, ProjectStats>,
-    pub tags: HashMap<String, Vec<String>>,
     /// Stored records the validator's rules refused when counting them.
     pub unindexed: u64,
 }
@@ -73,9 +74,9 @@ impl Index {
         }
     }
 
-    /// Records a tag on a patient (once per name).
-    pub fn add_tag(&mut self, patient: &str, tag: &str) {
-        let tags = slot(&mut self.tags, patient);
+    /// Records a tag on a patient of a project (once per name).
+    pub fn add_tag(&mut self, project: &str, patient: &str, tag: &str) {
+        let tags = slot(&mut slot(&mut self.projects, project).tags, patient);
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_string());
         }
@@ -90,7 +91,9 @@ impl Index {
             Kind::Report => validator.submit(record.body, |s| {
                 self.add_report(s.patient_id, s.project_id, s.site_id, record.received_ns)
             }),
-            Kind::Tag => validator.tag(record.body, |t| self.add_tag(t.patient_id, t.tag_name)),
+            Kind::Tag => validator.tag(record.body, |t| {
+                self.add_tag(t.project_id, t.patient_id, t.tag_name)
+            }),
         };
         if let Err(invalid) = counted {
             self.unindexed += 1;
@@ -112,9 +115,17 @@ impl Index {
 /// What one shard's index is asked.
 #[derive(Clone, Debug)]
 pub enum Query {
-    Subjects { project: String, site: String },
-    Summary { project: String },
-    Tags { patients: Vec<String> },
+    Subjects {
+        project: String,
+        site: String,
+    },
+    Summary {
+        project: String,
+    },
+    Tags {
+        project: String,
+        patients: Vec<String>,
+    },
 }
 
 /// One shard's part of a project summary.
@@ -169,11 +180,16 @@ impl Index {
                     })
                     .unwrap_or_default(),
             ),
-            Query::Tags { patients } => Answer::Tags(
-                patients
-                    .iter()
-                    .filter_map(|p| self.tags.get(p).map(|t| (p.clone(), t.clone())))
-                    .collect(),
+            Query::Tags { project, patients } => Answer::Tags(
+                self.projects
+                    .get(project)
+                    .map(|p| {
+                        patients
+                            .iter()
+                            .filter_map(|id| p.tags.get(id).map(|t| (id.clone(), t.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             ),
         }
     }

@@ -53,7 +53,8 @@ async fn subjects(
     let tags = if patients.is_empty() {
         Vec::new()
     } else {
-        ask(ctx, Query::Tags { patients }).await?
+        let project = project.to_string();
+        ask(ctx, Query::Tags { project, patients }).await?
     };
     Ok(subjects_json(project, site, answers, tags))
 }

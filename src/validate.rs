@@ -30,7 +30,7 @@ pub const SUBMIT_FIELDS: [&str; 6] = [
     "submissionId",
 ];
 /// The fields a tag body's rules read.
-pub const TAG_FIELDS: [&str; 2] = ["patientId", "tagName"];
+pub const TAG_FIELDS: [&str; 3] = ["patientId", "tagName", "projectId"];
 
 /// Why a body was refused: the message names the field and the rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +99,7 @@ pub struct Submission<'a> {
 pub struct TagAdd<'a> {
     pub patient_id: &'a str,
     pub tag_name: &'a str,
+    pub project_id: &'a str,
 }
 
 /// One shard's reusable parse state.
@@ -161,12 +162,13 @@ impl Validator {
         then: impl FnOnce(&TagAdd<'_>) -> R,
     ) -> Result<R, Invalid> {
         self.parse(body, |object| {
-            let mut fields: [Option<Value<'_, '_>>; 2] = Default::default();
+            let mut fields: [Option<Value<'_, '_>>; 3] = Default::default();
             collect(object, &TAG_FIELDS, &mut fields)?;
-            let [patient, tag] = fields;
+            let [patient, tag, project] = fields;
             let tag = TagAdd {
                 patient_id: required_id(patient, "patientId")?,
                 tag_name: required_id(tag, "tagName")?,
+                project_id: required_id(project, "projectId")?,
             };
             Ok(then(&tag))
         })

@@ -255,16 +255,41 @@ fn a_panic_while_answering_a_read_is_a_500_and_the_shard_lives_on() {
 fn tags_and_roles() {
     let server = Server::start(CONFIG, &[]);
     let mut s = server.connect();
-    let tag = r#"{"patientId":"P-1","tagName":"high-risk"}"#;
+    let tag = r#"{"patientId":"P-1","tagName":"high-risk","projectId":"P001"}"#;
     let r = post(&mut s, "/api/v1/tags/add", STAFF, tag);
     assert_eq!(
         (r.status, r.json()),
         (200, serde_json::json!({"success": true}))
     );
-    let r = post(&mut s, "/api/v1/tags/add", STAFF, r#"{"patientId":"P-1"}"#);
+    let r = post(
+        &mut s,
+        "/api/v1/tags/add",
+        STAFF,
+        r#"{"patientId":"P-1","projectId":"P001"}"#,
+    );
     assert_eq!(
         (r.status, r.error()),
         (400, "tagName is required".to_string())
+    );
+    // A tag belongs to a project, and is authorized like a submit to it.
+    let r = post(
+        &mut s,
+        "/api/v1/tags/add",
+        STAFF,
+        r#"{"patientId":"P-1","tagName":"x"}"#,
+    );
+    assert_eq!(
+        (r.status, r.error()),
+        (400, "projectId is required".to_string())
+    );
+    let other = r#"{"patientId":"P-1","tagName":"stolen","projectId":"P002"}"#;
+    let r = post(&mut s, "/api/v1/tags/add", STAFF, other);
+    assert_eq!(
+        (r.status, r.error()),
+        (
+            403,
+            "this principal may not write to the tag's projectId".to_string()
+        )
     );
     let r = post(&mut s, "/api/v1/tags/add", DEVICE, tag);
     assert_eq!(r.status, 403);
@@ -342,9 +367,15 @@ fn summary_and_subjects_are_exact_across_shards_and_restarts() {
             &mut s,
             "/api/v1/tags/add",
             STAFF,
-            r#"{"patientId":"P-3","tagName":"high-risk"}"#
+            r#"{"patientId":"P-3","tagName":"high-risk","projectId":"P001"}"#
         )
         .status,
+        200
+    );
+    // The same patient id tagged in another project: never shown in P001.
+    let elsewhere = r#"{"patientId":"P-3","tagName":"elsewhere","projectId":"P009"}"#;
+    assert_eq!(
+        post(&mut s, "/api/v1/tags/add", ADMIN, elsewhere).status,
         200
     );
     let per_shard: Vec<usize> = (0..2u16)

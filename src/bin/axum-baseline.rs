@@ -288,16 +288,23 @@ async fn add_tag(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         Ok((
             required(f.patient_id, "patientId")?.into_owned(),
             required(f.tag_name, "tagName")?.into_owned(),
+            required(f.project_id, "projectId")?.into_owned(),
         ))
     });
-    let (patient, tag) = match fields {
+    let (patient, tag, project) = match fields {
         Ok(fields) => fields,
         Err(e) => return invalid(e),
     };
+    if !who.may_access(&project) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this principal may not write to the tag's projectId",
+        );
+    }
     if let Err(r) = store(&app, Kind::Tag, &who, clock::now_ns(), &body).await {
         return refused(r);
     }
-    app.index.lock().unwrap().add_tag(&patient, &tag);
+    app.index.lock().unwrap().add_tag(&project, &patient, &tag);
     Json(json!({"success": true})).into_response()
 }
 
@@ -348,7 +355,10 @@ async fn subjects(
         site: site.clone(),
     });
     let patients = subject_ids(std::slice::from_ref(&rows));
-    let tags = index.answer(&Query::Tags { patients });
+    let tags = index.answer(&Query::Tags {
+        project: project.clone(),
+        patients,
+    });
     Json(subjects_json(&project, &site, vec![rows], vec![tags])).into_response()
 }
 
