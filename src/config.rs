@@ -30,6 +30,7 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    pub body_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -41,6 +42,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
         }
     }
 }
@@ -222,6 +224,9 @@ impl Config {
         }
         if l.idle_timeout_ms == 0 {
             return bad("limits.idle_timeout_ms", "must be at least 1");
+        }
+        if l.body_timeout_ms == 0 {
+            return bad("limits.body_timeout_ms", "must be at least 1");
         }
         if self.from_file && self.principals.is_empty() {
             return bad(

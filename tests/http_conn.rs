@@ -319,3 +319,26 @@ fn responses_to_head_carry_no_body_and_the_connection_stays_in_step() {
         );
     }
 }
+
+/// A body trickling in (a byte every 100 ms, each in time for idle_timeout_ms) must
+/// still be whole within body_timeout_ms: else 408 and close, so slow bodies cannot
+/// hold connection slots forever.
+#[test]
+fn a_body_that_trickles_past_body_timeout_gets_408() {
+    let config = format!("[limits]\nbody_timeout_ms = 500\nidle_timeout_ms = 2000\n\n{PRINCIPAL}");
+    let server = Server::start(&config, &[]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /epro/submit HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(3) {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = read_response(&mut stream).expect("a 408 before the connection closed");
+    assert_eq!(r.status, 408);
+    assert!(r.error().contains("body_timeout_ms"), "{}", r.error());
+}

@@ -44,6 +44,8 @@ const FRAMING_SLACK: usize = 64 << 10;
 const LINGER: Duration = Duration::from_millis(500);
 /// Most bytes drained while lingering; a peer sending more is cut off.
 const MAX_DRAIN: usize = 256 << 10;
+/// Between reads a connection has no deadline; this stands for "none".
+const NO_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// Serves one accepted connection until it ends, then returns its slot to the table.
 pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
@@ -51,6 +53,7 @@ pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
     if let Ok(Ending::Linger) = conn.run().await {
         conn.linger().await;
     }
+    conn.slot.table().closing(conn.slot.key());
     let _ = conn.stream.close().await;
 }
 
@@ -80,8 +83,11 @@ pub struct Connection<'c> {
     filled: usize,
     /// When the request now being received began; the first one begins at accept.
     request_began: Option<Instant>,
+    /// When its head completed and its body began to arrive.
+    body_began: Option<Instant>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
     /// The read buffer never grows past a largest head and body plus framing.
     max_buffer: usize,
 }
@@ -101,8 +107,10 @@ impl<'c> Connection<'c> {
             start: 0,
             filled: 0,
             request_began: Some(Instant::now()),
+            body_began: None,
             header_timeout: Duration::from_millis(config.header_timeout_ms),
             idle_timeout,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
             max_buffer: limits.max_head + limits.max_body + FRAMING_SLACK,
         }
     }
@@ -146,6 +154,7 @@ impl<'c> Connection<'c> {
                 Ok(Step::Request(request)) => {
                     self.start += request.consumed;
                     self.request_began = None;
+                    self.body_began = None;
                     let mut outcome = middleware::handle(ctx, &request, &mut bufs.write);
                     if let Some(deferred) = outcome.deferred.take() {
                         outcome =
@@ -199,20 +208,27 @@ impl<'c> Connection<'c> {
         if self.start < self.filled && self.request_began.is_none() {
             self.request_began = Some(now);
         }
-        let deadline = match self.request_began {
-            _ if self.parser.in_body() => now + self.idle_timeout,
-            Some(began) => began + self.header_timeout,
-            None => now + self.idle_timeout,
+        if self.parser.in_body() && self.body_began.is_none() {
+            self.body_began = Some(now);
+        }
+        let deadline = match (self.request_began, self.body_began) {
+            // A body must keep arriving, and be whole within body_timeout_ms.
+            (_, Some(body)) => (now + self.idle_timeout).min(body + self.body_timeout),
+            (Some(began), None) => began + self.header_timeout,
+            (None, None) => now + self.idle_timeout,
         };
+        let key = self.slot.key();
         if deadline > now {
-            let key = self.slot.key();
             self.slot.table().set_deadline(key, deadline);
             let filled = self.filled;
-            match self
+            let read = self
                 .stream
                 .read(&mut self.slot.buffers().read[filled..])
-                .await?
-            {
+                .await?;
+            // Until the next read, no deadline: answering, waiting for the disk or for a
+            // slow reader of the responses is not the peer being late.
+            self.slot.table().set_deadline(key, now + NO_DEADLINE);
+            match read {
                 // End of input: the peer closed, or the sweeper or shutdown ended the read.
                 0 if !self.slot.table().expired(key) => return Ok(Some(Ending::Quiet)),
                 0 => {}
@@ -222,8 +238,11 @@ impl<'c> Connection<'c> {
                 }
             }
         }
-        // Timed out: a request head in progress gets a 408; a quiet connection closes.
-        if self.filled > 0 && !self.parser.in_body() {
+        // Timed out: a request in progress gets a 408; a quiet connection closes.
+        if self.body_began.is_some() {
+            return self.refuse_and_close(Reject::BodyTimeout).await.map(Some);
+        }
+        if self.filled > 0 {
             return self.refuse_and_close(Reject::HeaderTimeout).await.map(Some);
         }
         Ok(Some(Ending::Quiet))

@@ -56,7 +56,9 @@ impl Buffers {
 
 /// A live connection as the shard sees it.
 struct Live {
-    fd: RawFd,
+    /// The socket, until the connection closes it: -1 from then on, since the number
+    /// may be reused at once by another connection of any shard.
+    fd: Cell<RawFd>,
     /// The connection must have received something by then (set before each read).
     deadline: Cell<Instant>,
     /// The sweeper shut its read side because the deadline passed.
@@ -101,7 +103,7 @@ impl Connections {
             return None;
         }
         let key = table.live.insert(Live {
-            fd,
+            fd: Cell::new(fd),
             deadline: Cell::new(deadline),
             expired: Cell::new(false),
         });
@@ -132,6 +134,14 @@ impl Connections {
         }
     }
 
+    /// Connection `key` is about to close its socket: from now on nothing here may touch
+    /// that descriptor number (it can be reused before the slot is released).
+    pub fn closing(&self, key: usize) {
+        if let Some(live) = self.table.borrow().live.get(key) {
+            live.fd.set(-1);
+        }
+    }
+
     /// Whether the sweeper ended connection `key`'s read for passing its deadline.
     pub fn expired(&self, key: usize) -> bool {
         let table = self.table.borrow();
@@ -142,7 +152,7 @@ impl Connections {
     /// request ends, so the connection closes once its responses are written.
     pub fn shutdown_reads(&self) {
         for (_, live) in self.table.borrow().live.iter() {
-            let _ = nix::sys::socket::shutdown(live.fd, nix::sys::socket::Shutdown::Read);
+            shut_read(live);
         }
     }
 
@@ -174,9 +184,17 @@ impl Connections {
         for (_, live) in self.table.borrow().live.iter() {
             if !live.expired.get() && live.deadline.get() <= now {
                 live.expired.set(true);
-                let _ = nix::sys::socket::shutdown(live.fd, nix::sys::socket::Shutdown::Read);
+                shut_read(live);
             }
         }
+    }
+}
+
+/// Shuts the read side of `live`'s socket, unless it is already closed.
+fn shut_read(live: &Live) {
+    let fd = live.fd.get();
+    if fd >= 0 {
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
     }
 }
 

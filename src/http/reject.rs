@@ -46,6 +46,7 @@ pub enum Reject {
     // Connection-level refusals sent outside any request.
     Overloaded,
     HeaderTimeout,
+    BodyTimeout,
 }
 
 impl Reject {
@@ -164,6 +165,11 @@ impl Reject {
             HeaderTimeout => (
                 S::RequestTimeout,
                 "request head not received within header_timeout_ms",
+                true,
+            ),
+            BodyTimeout => (
+                S::RequestTimeout,
+                "request body not received within body_timeout_ms, or stalled past idle_timeout_ms",
                 true,
             ),
         }
