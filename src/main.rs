@@ -133,6 +133,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), Strin
     let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
     let cpus = server::plan_cpus(&config)?;
     server::check_memlock(cpus.len())?;
+    server::check_nofile(&mut config, cpus.len())?;
     let _held = datadir::open(&config.data_dir, cpus.len())?;
     if !config.from_file {
         config.principals.push(generated_admin(&config.data_dir)?);

@@ -90,6 +90,49 @@ pub fn check_memlock(shards: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Descriptors a shard needs besides its connections: listener, io_uring rings, log
+/// segment and manifest, the blocking pool's files, with room to spare.
+const FDS_PER_SHARD: u64 = 32;
+
+/// Makes sure `RLIMIT_NOFILE` holds `limits.max_connections` per shard plus what the
+/// shards need besides: raises the soft limit to the hard one, and where even that is
+/// too low, lowers `max_connections` to fit and says so (or refuses when not even one
+/// connection per shard fits). Without this, accept fails with EMFILE under load and
+/// clients wait in the accept queue.
+pub fn check_nofile(config: &mut Config, shards: usize) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let shards = shards as u64;
+    let wanted = config.limits.max_connections as u64 * shards + FDS_PER_SHARD * shards + 64;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit(RLIMIT_NOFILE): {e}"))?;
+    let limit = if soft < wanted {
+        let raised = wanted.min(hard);
+        setrlimit(Resource::RLIMIT_NOFILE, raised, hard)
+            .map_err(|e| format!("setrlimit(RLIMIT_NOFILE): {e}"))?;
+        raised
+    } else {
+        soft
+    };
+    if limit >= wanted {
+        return Ok(());
+    }
+    let fits = limit.saturating_sub(FDS_PER_SHARD * shards + 64) / shards;
+    if fits == 0 {
+        return Err(format!(
+            "open-file limit (ulimit -n) is {limit}: too low for {shards} shards; raise it \
+             (ulimit -n, or LimitNOFILE= in the systemd unit)"
+        ));
+    }
+    log::warn!(
+        "open-file limit (ulimit -n) is {limit}: limits.max_connections lowered from {} to \
+         {fits} per shard; raise the limit (ulimit -n, LimitNOFILE=) to keep {}",
+        config.limits.max_connections,
+        config.limits.max_connections
+    );
+    config.limits.max_connections = fits as usize;
+    Ok(())
+}
+
 /// Starts one shard per CPU in `cpus` and blocks until they all end, which they do
 /// after SIGTERM or SIGINT.
 ///

@@ -247,3 +247,28 @@ fn serve_help_shows_the_defaults_the_log_level_and_where_the_token_goes() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("data directory"));
 }
+
+/// With a low open-file limit, the server says so and fits max_connections to it
+/// instead of starting with more connections than it can open (EMFILE under load).
+#[test]
+fn a_low_open_file_limit_lowers_max_connections_and_says_so() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let script = format!(
+        "ulimit -n 1024 && exec {BIN} serve --listen 127.0.0.1:0 --shards 2 --data-dir {}",
+        data.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    let (mut child, _, log) = common::spawn_and_wait(cmd).expect("server starts");
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().unwrap().clone();
+    // (1024 - 2 x 32 - 64) / 2 = 448 connections per shard.
+    assert!(
+        log.contains(
+            "open-file limit (ulimit -n) is 1024: limits.max_connections lowered from 10000 to 448"
+        ),
+        "{log}"
+    );
+}
