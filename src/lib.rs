@@ -46,15 +46,15 @@
 //!
 //! ```text
 //! server     -> config, peers, shard
-//! shard      -> accept, config, conn, context, index, log, logger, peers, validate
-//! accept     -> conn, context, http
+//! shard      -> accept, config, conn, context, index, log, logger, peers, task, validate
+//! accept     -> conn, context, http, task
 //! conn       -> context, http, middleware
 //! middleware -> auth, context, handlers, http, outcome, reads, route
-//! handlers   -> auth, clock, config, context, http, log, outcome, route, validate
+//! handlers   -> auth, clock, config, context, http, log, outcome, route, task, validate
 //! reads      -> context, http, index, merge, outcome
 //! outcome    -> http
 //! context    -> auth, config, http, index, log, peers, validate
-//! peers      -> index
+//! peers      -> index, task
 //! merge      -> clock, index
 //! index      -> log, validate
 //! log        -> clock, config

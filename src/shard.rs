@@ -158,10 +158,12 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         );
     }
     info!(
-        "shard {shard}: recovered {} records in {} segments in {:?}; next sequence number {}",
+        "shard {shard}: recovered {} records in {} segments in {:?} ({} not counted in reads); \
+         next sequence number {}",
         opened.scan.records,
         opened.scan.segments,
         began.elapsed(),
+        index.unindexed,
         opened.next_seq
     );
     let config = ctx.config();
