@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use common::{post, read_response, report, spawn_and_wait, temp_dir, BIN};
 use epro_ingest::log::record::{encode_header, Kind, Record};
 
+/// A server process killed however the test ends, so a failed assertion leaves none
+/// behind.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A log big enough that recovery takes a while: 150k records in one segment.
 fn big_log() -> tempfile::TempDir {
     let dir = temp_dir();
@@ -55,14 +66,6 @@ fn serve_shards(dir: &tempfile::TempDir, shards: usize) -> Command {
 fn readyz_is_503_until_recovery_is_done() {
     let dir = big_log();
     let (child, addr, log) = spawn_and_wait(serve(&dir)).expect("server starts");
-    // Killed however the test ends, so a failed assertion leaves no server behind.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _reap = Reap(child);
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
 
@@ -126,13 +129,6 @@ fn sigterm_during_recovery_stops_at_once() {
 fn no_shard_serves_until_every_shard_has_recovered() {
     let dir = big_log();
     let (child, addr, log) = spawn_and_wait(serve_shards(&dir, 2)).expect("server starts");
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _reap = Reap(child);
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let summary = "/api/v1/projects/P001/reports/summary";
