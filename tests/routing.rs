@@ -126,4 +126,11 @@ fn allow_header_lists_methods_in_order() {
     let mut out = [0u8; 64];
     let len = allow_header(allowed, &mut out);
     assert_eq!(&out[..len], b"GET, POST");
+    // Overlapping routes: `/u/me/x` is matched by GET /u/me/{part} and by
+    // DELETE /u/{id}/{part}, at different leaves; Allow names both.
+    let Lookup::MethodNotAllowed(allowed) = TREE.lookup(Put, "/u/me/x") else {
+        panic!("expected 405");
+    };
+    let len = allow_header(allowed, &mut out);
+    assert_eq!(&out[..len], b"GET, DELETE");
 }

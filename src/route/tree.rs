@@ -286,16 +286,28 @@ impl<const N: usize> Tree<N> {
                 return Lookup::Found(self.nodes[node].routes[m] as usize, params);
             }
         }
-        let Some(node) = self.find(0, rest, &mut Params::default(), None) else {
+        if self.find(0, rest, &mut Params::default(), None).is_none() {
             return Lookup::NotFound;
-        };
+        }
+        Lookup::MethodNotAllowed(self.allowed(rest))
+    }
+
+    /// For a 405: every method some route matches `rest` for. With overlapping routes
+    /// (`GET /u/me/{part}`, `DELETE /u/{id}/{part}`) they sit at different leaves, so
+    /// it asks per method. Kept out of line: only this rare path pays for it.
+    #[cold]
+    #[inline(never)]
+    fn allowed(&self, rest: &str) -> u8 {
         let mut allowed = 0u8;
-        for (i, &r) in self.nodes[node].routes.iter().enumerate() {
-            if r != NONE {
+        for i in 0..METHODS {
+            if self
+                .find(0, rest, &mut Params::default(), Some(i))
+                .is_some()
+            {
                 allowed |= 1 << i;
             }
         }
-        Lookup::MethodNotAllowed(allowed)
+        allowed
     }
 
     /// Matches `rest` below `node`: the leaf reached, which routes `method` if given,
