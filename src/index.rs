@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use crate::log::record::{Kind, Record};
-use crate::validate::Validator;
+use crate::validate::{Validator, NO_PROJECT};
 
 /// One subject's reports at one site of one project, on one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V
 }
 
 impl Index {
-    /// Counts a stored report. Reports without a `projectId` are in no project summary.
+    /// Counts a stored report; one without a `projectId` under [`NO_PROJECT`].
     pub fn add_report(
         &mut self,
         patient: &str,
@@ -60,9 +60,7 @@ impl Index {
         site: Option<&str>,
         received_ns: u64,
     ) {
-        let Some(project) = project else {
-            return;
-        };
+        let project = project.unwrap_or(NO_PROJECT);
         let p = slot(&mut self.projects, project);
         p.reports += 1;
         p.last_ns = p.last_ns.max(received_ns);

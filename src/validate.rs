@@ -13,6 +13,11 @@ use simd_json::prelude::*;
 use simd_json::tape::{Object, Value};
 use simd_json::{Buffers, Tape};
 
+/// The project under which reports without a `projectId` are counted (the original
+/// Gin clients send none): readable by admins and `"*"` principals, never a real
+/// project's id, so a submit or tag naming it is refused.
+pub const NO_PROJECT: &str = "-";
+
 /// Longest identifier accepted (patient, project, site, submission, tag).
 pub const MAX_ID: usize = 128;
 /// Deepest nesting of arrays and objects accepted in a body (the body object itself is
@@ -46,6 +51,8 @@ pub enum Invalid {
     ReportDataType,
     Timestamp,
     TooDeep,
+    /// `projectId` is [`NO_PROJECT`].
+    ReservedProject,
 }
 
 impl Invalid {
@@ -70,6 +77,11 @@ impl Invalid {
                 [b"reportData must be a non-empty string or object", b"", b""]
             }
             Invalid::Timestamp => [b"timestamp must be an RFC 3339 date-time", b"", b""],
+            Invalid::ReservedProject => [
+                b"projectId must not be - (reports without a projectId are counted under it)",
+                b"",
+                b"",
+            ],
             Invalid::TooDeep => [
                 b"body nests arrays and objects deeper than 64 levels",
                 b"",
@@ -147,7 +159,7 @@ impl Validator {
             }
             let submission = Submission {
                 patient_id,
-                project_id: optional_id(project, "projectId")?,
+                project_id: project_id(project)?,
                 site_id: optional_id(site, "siteId")?,
                 submission_id: optional_id(submission, "submissionId")?,
             };
@@ -168,7 +180,7 @@ impl Validator {
             let tag = TagAdd {
                 patient_id: required_id(patient, "patientId")?,
                 tag_name: required_id(tag, "tagName")?,
-                project_id: required_id(project, "projectId")?,
+                project_id: project_id(project)?.ok_or(Invalid::Missing("projectId"))?,
             };
             Ok(then(&tag))
         })
@@ -242,6 +254,15 @@ fn collect<'t, 'i>(
         }
     }
     Ok(())
+}
+
+/// An optional `projectId`, which must not be [`NO_PROJECT`].
+fn project_id<'i>(value: Option<Value<'_, 'i>>) -> Result<Option<&'i str>, Invalid> {
+    let project = optional_id(value, "projectId")?;
+    if project == Some(NO_PROJECT) {
+        return Err(Invalid::ReservedProject);
+    }
+    Ok(project)
 }
 
 fn required_id<'i>(value: Option<Value<'_, 'i>>, name: &'static str) -> Result<&'i str, Invalid> {

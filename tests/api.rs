@@ -251,6 +251,34 @@ fn a_panic_while_answering_a_read_is_a_500_and_the_shard_lives_on() {
     }
 }
 
+/// Reports without a projectId (the Gin clients' body) are counted under project `-`,
+/// which admins and unscoped principals read; nobody may name `-` as a project.
+#[test]
+fn reports_without_a_project_are_counted_under_a_reserved_bucket() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    assert_eq!(post(&mut s, "/epro/submit", DEVICE, GIN_BODY).status, 200);
+    let r = get(&mut s, "/api/v1/projects/-/reports/summary", ADMIN);
+    assert_eq!(
+        (r.status, r.json()["reports"].clone()),
+        (200, serde_json::json!(1))
+    );
+    assert_eq!(
+        get(&mut s, "/api/v1/projects/-/reports/summary", STAFF).status,
+        403
+    );
+    let named = r#"{"patientId":"P-1","reportData":"x","projectId":"-"}"#;
+    let r = post(&mut s, "/epro/submit", ADMIN, named);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error().starts_with("projectId must not be -"),
+        "{}",
+        r.error()
+    );
+    let tag = r#"{"patientId":"P-1","tagName":"t","projectId":"-"}"#;
+    assert_eq!(post(&mut s, "/api/v1/tags/add", ADMIN, tag).status, 400);
+}
+
 #[test]
 fn tags_and_roles() {
     let server = Server::start(CONFIG, &[]);

@@ -37,7 +37,8 @@ use epro_ingest::log::record::{Kind, Record};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
 use epro_ingest::validate::{
-    is_json_media_type, nesting_exceeds, Invalid, MAX_DEPTH, MAX_ID, SUBMIT_FIELDS, TAG_FIELDS,
+    is_json_media_type, nesting_exceeds, Invalid, MAX_DEPTH, MAX_ID, NO_PROJECT, SUBMIT_FIELDS,
+    TAG_FIELDS,
 };
 
 #[derive(Parser)]
@@ -247,6 +248,9 @@ async fn submit(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> R
             }
         }
         let project = text(f.project_id, "projectId")?.map(Cow::into_owned);
+        if project.as_deref() == Some(NO_PROJECT) {
+            return Err(Invalid::ReservedProject);
+        }
         let site = text(f.site_id, "siteId")?.map(Cow::into_owned);
         text(f.submission_id, "submissionId")?;
         Ok((patient, project, site))
@@ -284,13 +288,18 @@ async fn add_tag(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     if let Err(r) = require_json(&headers) {
         return refused(r);
     }
-    let fields = parse(&body).and_then(|f| {
-        Ok((
-            required(f.patient_id, "patientId")?.into_owned(),
-            required(f.tag_name, "tagName")?.into_owned(),
-            required(f.project_id, "projectId")?.into_owned(),
-        ))
-    });
+    let fields = parse(&body)
+        .and_then(|f| {
+            Ok((
+                required(f.patient_id, "patientId")?.into_owned(),
+                required(f.tag_name, "tagName")?.into_owned(),
+                required(f.project_id, "projectId")?.into_owned(),
+            ))
+        })
+        .and_then(|(patient, tag, project)| match project.as_str() {
+            NO_PROJECT => Err(Invalid::ReservedProject),
+            _ => Ok((patient, tag, project)),
+        });
     let (patient, tag, project) = match fields {
         Ok(fields) => fields,
         Err(e) => return invalid(e),
