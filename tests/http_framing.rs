@@ -129,11 +129,27 @@ fn size_limits() {
         )
     };
     let (head_at_limit, head_over_limit) = (head_of(16384), head_of(16385));
+    // A 100 KiB body in one-byte chunks (600 KiB on the wire) is within the limits; a
+    // 500 KiB one (3 MiB on the wire) is refused for its chunk lines, and says so.
+    let tiny_chunks = |n: usize| {
+        format!(
+            "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            "1\r\nz\r\n".repeat(n)
+        )
+    };
+    let (small_tiny, large_tiny) = (tiny_chunks(100 << 10), tiny_chunks(500 << 10));
     let chunked_over_limit = format!(
         "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{}",
         "80000\r\n".to_string() + &"z".repeat(0x80000) + "\r\n80001\r\n"
     );
-    let cases: [(&str, &str, &[u16], bool); 9] = [
+    let cases: [(&str, &str, &[u16], bool); 11] = [
+        (
+            "100 KiB body in one-byte chunks",
+            &small_tiny,
+            &[405],
+            false,
+        ),
+        ("500 KiB body in one-byte chunks", &large_tiny, &[413], true),
         (
             "head of exactly max_head_bytes",
             &head_at_limit,
@@ -165,6 +181,12 @@ fn size_limits() {
         ),
     ];
     run_all(&server, &cases);
+    // The 413 for tiny chunks names the framing, not the body's size.
+    let mut stream = server.connect();
+    let _ = stream.write_all(large_tiny.as_bytes());
+    let r = read_response(&mut stream).expect("a 413");
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("chunks too small"), "{}", r.error());
 }
 
 /// Every rejection carries a JSON body with a specific message.

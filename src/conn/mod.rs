@@ -37,7 +37,10 @@ use crate::http::response::{ConnHeader, Reply, CONTINUE};
 use crate::middleware;
 use table::Slot;
 
-/// Bytes of framing overhead allowed beyond head and body limits (chunk lines, trailers).
+/// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
+/// chunk lines of a body of normal-sized chunks); chunk lines may also take up to half
+/// of max_body_bytes, so that a body sent in one-byte chunks (6 bytes each on the wire)
+/// of up to a sixth of the limit still fits.
 const FRAMING_SLACK: usize = 64 << 10;
 /// How long a closing connection drains the peer's unread input after its last
 /// response: long enough for that response to reach a client still sending.
@@ -111,7 +114,7 @@ impl<'c> Connection<'c> {
             header_timeout: Duration::from_millis(config.header_timeout_ms),
             idle_timeout,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
-            max_buffer: limits.max_head + limits.max_body + FRAMING_SLACK,
+            max_buffer: limits.max_head + limits.max_body + limits.max_body / 2 + FRAMING_SLACK,
         }
     }
 
@@ -200,7 +203,14 @@ impl<'c> Connection<'c> {
     /// `Some` when the connection ends instead.
     async fn read_more(&mut self) -> io::Result<Option<Ending>> {
         if !self.make_room() {
-            return self.refuse_and_close(Reject::BodyTooLarge).await.map(Some);
+            // A chunked body's own size is checked as it is decoded: a full buffer then
+            // means its chunk lines ran over, and the error says so.
+            let reject = if self.parser.in_chunked_body() {
+                Reject::ChunkFramingTooLarge
+            } else {
+                Reject::BodyTooLarge
+            };
+            return self.refuse_and_close(reject).await.map(Some);
         }
         // A request now partly received started its header clock. The deadline goes to
         // the table, whose sweeper ends the read once it passes.

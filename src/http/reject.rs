@@ -39,6 +39,7 @@ pub enum Reject {
     TrailerInvalid,
     TrailersTooLarge,
     BodyTooLarge,
+    ChunkFramingTooLarge,
     ExpectUnsupported,
     // Routing (the connection stays open).
     NotFound,
@@ -150,6 +151,11 @@ impl Reject {
             TrailerInvalid => (S::BadRequest, "malformed trailer field", true),
             TrailersTooLarge => (S::HeaderFieldsTooLarge, "trailer section too large", true),
             BodyTooLarge => (S::PayloadTooLarge, "body exceeds max_body_bytes", true),
+            ChunkFramingTooLarge => (
+                S::PayloadTooLarge,
+                "chunk lines take more than half of max_body_bytes: chunks too small",
+                true,
+            ),
             ExpectUnsupported => (
                 S::ExpectationFailed,
                 "only Expect: 100-continue is supported",

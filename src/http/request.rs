@@ -32,6 +32,8 @@ pub struct RequestParser {
     scanned: usize,
     head_seen: bool,
     continue_sent: bool,
+    /// The current request's body is chunked.
+    chunked_body: bool,
     chunked: Decoder,
 }
 
@@ -42,6 +44,7 @@ impl RequestParser {
             scanned: 0,
             head_seen: false,
             continue_sent: false,
+            chunked_body: false,
             chunked: Decoder::default(),
         }
     }
@@ -49,6 +52,11 @@ impl RequestParser {
     /// Whether the current request's head is complete and its body is still arriving.
     pub fn in_body(&self) -> bool {
         self.head_seen
+    }
+
+    /// Whether that body is chunked (its framing takes room beyond the body itself).
+    pub fn in_chunked_body(&self) -> bool {
+        self.head_seen && self.chunked_body
     }
 
     /// Frames the request at the start of `buf` (the bytes not yet consumed). A chunked
@@ -87,13 +95,16 @@ impl RequestParser {
             Framing::None => (&[], head.len),
             Framing::Length(n) if rest.len() >= n => (&rest[..n], head.len + n),
             Framing::Length(_) => return Ok(self.need_body(&head)),
-            Framing::Chunked => match self.chunked.feed(rest, body_buf, self.limits.max_body)? {
-                Some(n) => {
-                    let body_buf: &'b Vec<u8> = body_buf;
-                    (body_buf.as_slice(), head.len + n)
+            Framing::Chunked => {
+                self.chunked_body = true;
+                match self.chunked.feed(rest, body_buf, self.limits.max_body)? {
+                    Some(n) => {
+                        let body_buf: &'b Vec<u8> = body_buf;
+                        (body_buf.as_slice(), head.len + n)
+                    }
+                    None => return Ok(self.need_body(&head)),
                 }
-                None => return Ok(self.need_body(&head)),
-            },
+            }
         };
         *self = RequestParser::new(self.limits);
         Ok(Step::Request(Request {
