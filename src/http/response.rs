@@ -135,9 +135,13 @@ impl<'o> Reply<'o> {
         self.write(Status::Ok, content_type, None, body);
     }
 
-    /// `{"error":"<message>"}` with `status`; the parts of `message` need no JSON
-    /// escaping (every caller passes fixed text, digits or validated identifiers).
+    /// `{"error":"<message>"}` with `status`; `message` is at most four parts, which
+    /// need no JSON escaping (every caller passes fixed text, digits or validated identifiers).
     pub fn error(&mut self, status: Status, message: &[&[u8]], extra: Option<Header<'_>>) {
+        debug_assert!(
+            message.len() <= 4,
+            "an error message has at most four parts"
+        );
         let mut body: [&[u8]; 6] = [b""; 6];
         body[0] = b"{\"error\":\"";
         let n = message.len().min(4);

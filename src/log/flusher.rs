@@ -100,14 +100,14 @@ impl Log {
                 );
                 s.write(bytes).await?;
                 at = group.end;
+                // Counted before anyone is told: a client reads its own write.
+                each_record(bytes, on_durable);
                 let mut state = self.state.borrow_mut();
                 state.durable_seq = group.last_seq;
                 state.log_end = group.last_seq + 1;
                 for waiter in state.waiters.drain(..) {
                     waiter.wake();
                 }
-                drop(state);
-                each_record(bytes, on_durable);
             }
             batch.clear();
             self.state.borrow_mut().spare = batch;
@@ -188,11 +188,15 @@ impl Log {
 
     /// Reserves the next block of ids once less than half a block is left.
     async fn renew_reservation(&self) -> io::Result<()> {
-        let next_seq = self.state.borrow().next_seq;
-        let mut manifest = self.manifest.borrow().clone();
-        if next_seq + RESERVE_BLOCK / 2 < manifest.reserved_seq {
+        let (next_seq, reserved_seq) = {
+            let state = self.state.borrow();
+            (state.next_seq, state.reserved_seq)
+        };
+        if next_seq + RESERVE_BLOCK / 2 < reserved_seq {
             return Ok(());
         }
+        // Cloned only here: once per half block of ids, not once per batch.
+        let mut manifest = self.manifest.borrow().clone();
         manifest.reserved_seq = next_seq + RESERVE_BLOCK;
         self.write_manifest(manifest).await
     }

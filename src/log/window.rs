@@ -45,9 +45,9 @@ impl Window {
     /// The bytes from `offset` on: at least `want` of them (fewer only where the file
     /// ends), perhaps more.
     pub fn get(&mut self, offset: u64, want: usize) -> io::Result<&[u8]> {
-        let end = (offset + want as u64).min(self.len);
-        let held = self.start..self.start + self.buf.len() as u64;
-        if !(held.contains(&offset) || offset == held.end && offset == end) || end > held.end {
+        let end = (offset + want as u64).min(self.len).max(offset);
+        let held_end = self.start + self.buf.len() as u64;
+        if offset < self.start || end > held_end {
             let size = (want.max(self.chunk) as u64).min(self.len.saturating_sub(offset)) as usize;
             self.buf.resize(size, 0);
             self.file.read_exact_at(&mut self.buf, offset)?;
