@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{post, read_response, report, spawn_and_wait, temp_dir, BIN};
+use common::{post, report, spawn_and_wait, temp_dir, BIN};
 use epro_ingest::log::record::{encode_header, Kind, Record};
 
 /// A server process killed however the test ends, so a failed assertion leaves none
@@ -73,11 +72,7 @@ fn readyz_is_503_until_recovery_is_done() {
     let mut write_refused = false;
     let began = Instant::now();
     while began.elapsed() < Duration::from_secs(60) {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        let status = read_response(&mut stream).unwrap().status;
+        let (status, mut stream) = common::probe_readyz(addr);
         if status == 503 && !write_refused {
             let r = post(&mut stream, "/epro/submit", &token, &report("P-2"));
             write_refused = r.status == 503
@@ -139,11 +134,7 @@ fn no_shard_serves_until_every_shard_has_recovered() {
     let began = Instant::now();
     // New connections land on either shard: hundreds of probes reach both.
     while began.elapsed() < Duration::from_secs(60) {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        let status = read_response(&mut stream).unwrap().status;
+        let (status, mut stream) = common::probe_readyz(addr);
         probes += 1;
         if status == 503 {
             // Refused, unless every shard finished recovering in between.

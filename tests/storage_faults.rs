@@ -51,11 +51,7 @@ fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
 }
 
 fn readyz(server: &Server) -> u16 {
-    let mut stream = server.connect();
-    stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    read_response(&mut stream).unwrap().status
+    common::probe_readyz(server.addr).0
 }
 
 #[test]

@@ -45,6 +45,16 @@ fn segments(data: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A 1-shard data directory with five reports (stopped cleanly or killed): its last
+/// segment, that segment's bytes, where each record starts and where the last ends.
+fn five_reports(clean: bool) -> (tempfile::TempDir, PathBuf, Vec<u8>, Vec<usize>, usize) {
+    let dir = with_reports(5, clean);
+    let segment = segments(&dir.path().join("data")).pop().unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let (offsets, end) = record_offsets(&bytes);
+    (dir, segment, bytes, offsets, end)
+}
+
 /// Offsets where each record of a segment starts, and where the last one ends.
 fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     let mut offsets = Vec::new();
@@ -126,11 +136,8 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
 
 #[test]
 fn after_a_clean_stop_damage_in_the_last_group_is_corruption_not_a_torn_tail() {
-    let dir = with_reports(5, true);
+    let (dir, segment, mut bytes, offsets, _) = five_reports(true);
     let data = dir.path().join("data");
-    let segment = segments(&data).pop().unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let (offsets, _) = record_offsets(&bytes);
     bytes[offsets[4]] ^= 0x01;
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -178,11 +185,8 @@ fn a_truncated_or_missing_segment_is_detected() {
 
 #[test]
 fn a_torn_group_whose_first_bytes_read_as_zeros_is_cut_byte_exactly() {
-    let dir = with_reports(5, false);
+    let (dir, segment, mut bytes, offsets, end) = five_reports(false);
     let data = dir.path().join("data");
-    let segment = segments(&data).pop().unwrap();
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let (offsets, end) = record_offsets(&bytes);
     let last = offsets[4];
     // The write of the last group reached the disk except its first bytes.
     bytes[last..last + 8].fill(0);

@@ -386,6 +386,22 @@ pub fn report(patient: &str) -> String {
     )
 }
 
+/// `GET /readyz` on a new connection (the kernel picks the shard): its status, and the
+/// connection for a follow-up request.
+pub fn probe_readyz(addr: SocketAddr) -> (u16, TcpStream) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let status = read_response(&mut stream)
+        .expect("a response to /readyz")
+        .status;
+    (status, stream)
+}
+
 /// A report to project P001, site S01, for `patient`: counted by the read APIs.
 pub fn project_report(patient: &str) -> String {
     format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
