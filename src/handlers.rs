@@ -18,9 +18,20 @@ use crate::route::Route;
 use crate::validate::{is_json_media_type, Invalid};
 
 /// Runs the handler of an open route (no token needed): the probes.
+/// `/readyz` speaks for the process: once this shard is ready, every other shard is
+/// asked too (a deferred read), so a probe never says 200 while any shard cannot write.
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
-    if route == Route::Readyz && !ctx.is_ready() {
-        return refuse(reply, head, Status::ServiceUnavailable, "not ready");
+    if route == Route::Readyz {
+        if !ctx.is_ready() {
+            return refuse(reply, head, Status::ServiceUnavailable, "not ready");
+        }
+        return Outcome {
+            deferred: Some(Deferred {
+                read: Read::Ready,
+                principal: "-".to_string(),
+            }),
+            ..Outcome::after(head)
+        };
     }
     reply.ok(TEXT, &[b"ok"]);
     Outcome::after(head)
@@ -224,14 +235,13 @@ fn append(
 /// 503: this shard cannot store records now.
 fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcome {
     let message = match e {
-        LogError::Failed => "storage failed on this shard; writes are refused",
         LogError::Closed => "not accepting writes (starting up or shutting down)",
         LogError::Behind => "storage is behind on this shard; retry later",
         LogError::Unencodable => "the record does not fit the log format",
         LogError::NoSpace => "no space for the log on this shard; retry later",
     };
-    // Waiting can help while the disk is behind or full, not after it failed.
-    let retry = matches!(e, LogError::Behind | LogError::NoSpace | LogError::Closed);
+    // Retrying can help unless the record itself cannot be stored.
+    let retry = e != LogError::Unencodable;
     reply.error(
         Status::ServiceUnavailable,
         &[message.as_bytes()],

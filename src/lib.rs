@@ -57,7 +57,7 @@
 //! peers      -> index, task
 //! merge      -> clock, index
 //! index      -> log, validate
-//! log        -> clock, config
+//! log        -> clock, config, task
 //! route      -> auth, http
 //! config     -> auth, http, validate
 //! validate   -> clock

@@ -45,6 +45,13 @@ pub struct Deferred {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
-    Subjects { project: String, site: String },
-    Summary { project: String },
+    Subjects {
+        project: String,
+        site: String,
+    },
+    Summary {
+        project: String,
+    },
+    /// `/readyz`, once this shard is ready: are all the others?
+    Ready,
 }

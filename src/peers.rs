@@ -1,7 +1,8 @@
-//! Read queries across shards, by message passing: each shard holds the sending ends
-//! of a glommio channel mesh to every other shard and answers the queries that arrive
-//! on its receiving ends from its own index. A query carries a oneshot channel for its
-//! answer. Nothing here is on the submit path, and no lock is shared.
+//! Questions across shards, by message passing: each shard holds the sending ends of a
+//! glommio channel mesh to every other shard and answers the messages that arrive on
+//! its receiving ends: read queries from its own index, and whether it can take writes
+//! (so that `/readyz` speaks for the whole process). A message carries a oneshot
+//! channel for its answer. Nothing here is on the submit path, and no lock is shared.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,10 +12,14 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::index::{Answer, Index, Query};
 
-/// A query on its way to a peer, with the channel for its answer.
-pub struct Message {
-    query: Query,
-    reply: oneshot::Sender<Answer>,
+/// A question on its way to a peer, with the channel for its answer.
+pub enum Message {
+    Query {
+        query: Query,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// Can the peer take writes now?
+    Health { reply: oneshot::Sender<bool> },
 }
 
 /// This shard's sending ends of the mesh.
@@ -35,12 +40,9 @@ impl Peers {
         query: Query,
     ) -> Result<Vec<Answer>, &'static str> {
         let mut pending = Vec::new();
-        for peer in 0..self.senders.nr_consumers() {
-            if peer == self.senders.peer_id() {
-                continue;
-            }
+        for peer in self.others() {
             let (reply, answer) = oneshot::channel();
-            let message = Message {
+            let message = Message::Query {
                 query: query.clone(),
                 reply,
             };
@@ -55,16 +57,56 @@ impl Peers {
         }
         Ok(answers)
     }
+
+    /// The first other shard that cannot take writes now (or does not answer), if any.
+    pub async fn first_unhealthy(&self) -> Option<usize> {
+        let mut pending = Vec::new();
+        for peer in self.others() {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .senders
+                .send_to(peer, Message::Health { reply })
+                .await
+                .is_err()
+            {
+                return Some(peer);
+            }
+            pending.push((peer, answer));
+        }
+        for (peer, answer) in pending {
+            if answer.await != Ok(true) {
+                return Some(peer);
+            }
+        }
+        None
+    }
+
+    fn others(&self) -> impl Iterator<Item = usize> {
+        let me = self.senders.peer_id();
+        (0..self.senders.nr_consumers()).filter(move |&peer| peer != me)
+    }
 }
 
-/// Answers the queries of every peer from `index` until the mesh closes.
-pub fn serve(index: &Rc<RefCell<Index>>, mut receivers: Receivers<Message>) {
+/// Answers every peer's messages until the mesh closes: queries from `index`, health
+/// from `healthy`.
+pub fn serve(
+    index: &Rc<RefCell<Index>>,
+    healthy: Rc<dyn Fn() -> bool>,
+    mut receivers: Receivers<Message>,
+) {
     for (_, stream) in receivers.streams() {
         let index = Rc::clone(index);
+        let healthy = Rc::clone(&healthy);
         crate::task::spawn("peer queries", async move {
             while let Some(message) = stream.recv().await {
-                let answer = index.borrow().answer(&message.query);
-                let _ = message.reply.send(answer);
+                match message {
+                    Message::Query { query, reply } => {
+                        let _ = reply.send(index.borrow().answer(&query));
+                    }
+                    Message::Health { reply } => {
+                        let _ = reply.send(healthy());
+                    }
+                }
             }
         })
         .detach();

@@ -1,11 +1,11 @@
-//! The read APIs that aggregate across shards: subjects of a site and a project's
-//! report summary. They run after the onion has authenticated and authorized the
+//! The read APIs that aggregate across shards: subjects of a site, a project's report
+//! summary, and `/readyz` (every shard able to write). They run after the onion has authenticated and authorized the
 //! request, ask every shard's index over the mesh ([`crate::peers`]), merge
 //! ([`crate::merge`]) and answer. Counts are exact: every acknowledged record is in
 //! exactly one shard's index.
 
 use crate::context::Context;
-use crate::http::response::{Reply, Status, JSON};
+use crate::http::response::{Reply, Status, JSON, TEXT};
 use crate::index::{Answer, Query};
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
@@ -16,6 +16,7 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
     #[cfg(feature = "test-seams")]
     let seam = ctx.config().test_seams.panic_project.clone();
     let body = match read {
+        Read::Ready => return ready(ctx, reply).await,
         Read::Subjects { project, site } => subjects(ctx, project, site).await,
         Read::Summary { project } => summary(ctx, project).await,
     };
@@ -28,6 +29,26 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
     match body {
         Ok(body) => reply.ok(JSON, &[body.to_string().as_bytes()]),
         Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),
+    }
+}
+
+/// 200 `ok` when every other shard can take writes too, else 503 naming one that cannot.
+async fn ready(ctx: &Context, reply: &mut Reply<'_>) {
+    let unhealthy = match ctx.peers() {
+        Some(peers) => peers.first_unhealthy().await,
+        None => Some(ctx.shard()),
+    };
+    match unhealthy {
+        None => reply.ok(TEXT, &[b"ok"]),
+        Some(shard) => {
+            let mut number = itoa::Buffer::new();
+            let parts: [&[u8]; 3] = [
+                b"not ready: shard ",
+                number.format(shard).as_bytes(),
+                b" cannot take writes",
+            ];
+            reply.error(Status::ServiceUnavailable, &parts, None);
+        }
     }
 }
 

@@ -112,7 +112,8 @@ pub async fn serve(
         }
     }
     // Peers' queries are answered only from a complete index.
-    peers::serve(ctx.index(), receivers);
+    let health = Rc::clone(&ctx);
+    peers::serve(ctx.index(), Rc::new(move || health.is_ready()), receivers);
     let _ = reports.ready.send(Ok(Started::Ready));
     // Serve once the process says every shard has recovered.
     let serving = Rc::clone(&ctx);

@@ -1,4 +1,4 @@
-//! Spawning a shard's tasks. A panic that escapes a task (outside the onion, which
+//! Spawning a shard's tasks, and ending the process on a fault it cannot handle. A panic that escapes a task (outside the onion, which
 //! turns a handler's panic into a 500) ends the whole process at once, non-zero, with
 //! a log line naming the shard thread and the task. A shard that lost a task cannot be
 //! trusted to serve; and a panic left to unwind out of glommio's executor leaves the
@@ -18,18 +18,18 @@ pub fn spawn<T: 'static>(
     glommio::spawn_local(async move {
         match AssertUnwindSafe(future).catch_unwind().await {
             Ok(value) => value,
-            Err(_) => fatal(what),
+            Err(_) => end_process(format_args!(
+                "{}: a panic escaped its {what} task (above)",
+                std::thread::current().name().unwrap_or("a shard")
+            )),
         }
     })
 }
 
-fn fatal(what: &str) -> ! {
-    let thread = std::thread::current();
-    log::error!(
-        "{}: a panic escaped its {what} task (above); exiting so that a supervisor \
-         restarts the whole server",
-        thread.name().unwrap_or("a shard")
-    );
+/// Ends the process at once, non-zero, once `why` is logged: for a fault a shard cannot
+/// handle. Nothing unacknowledged is answered; every acknowledged record is on disk.
+pub fn end_process(why: std::fmt::Arguments<'_>) -> ! {
+    log::error!("{why}; exiting so that a supervisor restarts the whole server");
     crate::logger::flush_this_thread();
     std::process::exit(1)
 }

@@ -1,6 +1,6 @@
 //! Disk faults injected through the fault-injecting filesystem: a full disk (no room
-//! for a new segment) is waited out, not fatal; a failed fdatasync is fatal for the
-//! shard's writes, and reads never count what was not stored.
+//! for a new segment) is waited out, not fatal, and makes the whole process not ready;
+//! a failed fdatasync ends the process without acknowledging the write.
 
 mod common;
 #[path = "common/faultfs.rs"]
@@ -29,6 +29,10 @@ struct OnFaultFs {
 
 /// `ready`: wait until the server says it is ready (else only until it listens).
 fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
+    on_faultfs_with(prepare, ready, "1")
+}
+
+fn on_faultfs_with(prepare: impl FnOnce(&mut Disk), ready: bool, shards: &str) -> OnFaultFs {
     let dir = temp_dir();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -38,9 +42,9 @@ fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
     std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
     prepare(&mut disk.lock().unwrap());
     let server = if ready {
-        Server::start_in(dir, CONFIG, &["--shards", "1"])
+        Server::start_in(dir, CONFIG, &["--shards", shards])
     } else {
-        Server::start_listening_in(dir, CONFIG, &["--shards", "1"])
+        Server::start_listening_in(dir, CONFIG, &["--shards", shards])
     };
     OnFaultFs {
         server,
@@ -155,10 +159,9 @@ fn a_disk_that_fills_up_is_waited_out_and_writes_resume_by_themselves() {
 }
 
 #[test]
-fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
-    let fs = on_faultfs(|_| {}, true);
-    let server = &fs.server;
-    let mut stream = server.connect();
+fn a_failed_fdatasync_ends_the_process_without_acknowledging_the_write() {
+    let mut fs = on_faultfs(|_| {}, true);
+    let mut stream = fs.server.connect();
     for i in 0..3 {
         let r = post(
             &mut stream,
@@ -176,26 +179,92 @@ fn a_failed_fdatasync_stops_writes_and_reads_count_only_what_was_stored() {
         read_response(&mut stream).is_none(),
         "a write whose sync failed was answered"
     );
+    // Half-serving (reads on, writes refused for good) is not an option: the process
+    // ends, loudly, for a supervisor to restart it.
+    let status = fs.server.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the server did not exit with status 1 after a failed fdatasync: {}",
+        fs.server.log()
+    );
+    let log = fs.server.log();
+    assert!(log.contains("shard 0: log write failed"), "{log}");
+}
 
-    let mut stream = server.connect();
-    let summary = get(&mut stream, "/api/v1/projects/P001/reports/summary", ADMIN);
-    assert_eq!(
-        summary.json()["reports"],
-        3,
-        "the summary counts a record that was never stored"
+/// Connections until there is one on each of `shards` shards (the kernel picks the
+/// listener), found by the shard in the id of a stored report.
+fn one_connection_per_shard(server: &Server, shards: usize) -> Vec<std::net::TcpStream> {
+    let mut found: Vec<Option<std::net::TcpStream>> = (0..shards).map(|_| None).collect();
+    for i in 0..200 {
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+        let mut stream = server.connect();
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report(&format!("P-probe-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let shard: usize = id[1..id.find('-').unwrap()].parse().unwrap();
+        found[shard].get_or_insert(stream);
+    }
+    found
+        .into_iter()
+        .map(|s| s.expect("a connection on every shard"))
+        .collect()
+}
+
+#[test]
+fn readyz_answers_for_every_shard_not_only_the_one_that_takes_the_probe() {
+    let fs = on_faultfs_with(|_| {}, true, "2");
+    let server = &fs.server;
+    let mut streams = one_connection_per_shard(server, 2);
+    let mut healthy = streams.pop().unwrap();
+    let mut filling = streams.pop().unwrap();
+    assert_eq!(get(&mut healthy, "/readyz", ADMIN).status, 200);
+    fs.disk.lock().unwrap().full = true;
+    // Shard 0 fills its 64 KiB segment; its write that needs the next one waits.
+    filling
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        (0..1000)
+            .map(|i| {
+                let body = project_report(&format!("P-{i}"));
+                post(&mut filling, "/epro/submit", DEVICE, &body).status
+            })
+            .collect::<Vec<u16>>()
+    });
+    // Shard 1 can still write, but the process as a whole cannot take every write.
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let r = get(&mut healthy, "/readyz", ADMIN);
+            let not_ready = r.status == 503;
+            last = Some(r);
+            not_ready
+        }),
+        "readyz on shard 1 stayed 200 while shard 0 could not write: {}",
+        server.log()
     );
-    let r = post(
-        &mut stream,
-        "/epro/submit",
-        DEVICE,
-        &project_report("P-after"),
+    let r = last.unwrap();
+    assert_eq!(r.error(), "not ready: shard 0 cannot take writes");
+
+    fs.disk.lock().unwrap().full = false;
+    let statuses = writer.join().unwrap();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "a waiting write was refused"
     );
-    assert_eq!(r.status, 503);
-    assert!(r.error().contains("storage failed"), "{}", r.error());
-    assert_eq!(
-        r.header("retry-after"),
-        None,
-        "retrying cannot help a failed disk"
-    );
-    assert_eq!(readyz(server), 503);
+    assert!(wait_until(Duration::from_secs(5), || get(
+        &mut healthy,
+        "/readyz",
+        ADMIN
+    )
+    .status
+        == 200));
 }

@@ -34,10 +34,13 @@ impl Log {
         let result = self.flush_loop(last, &mut on_durable).await;
         let mut state = self.state.borrow_mut();
         if let Err(e) = result {
-            error!(
-                "shard {}: log write failed, refusing all further writes: {e}",
-                self.shard
-            );
+            if state.started {
+                crate::task::end_process(format_args!(
+                    "shard {}: log write failed, nothing more can be acknowledged: {e}",
+                    self.shard
+                ));
+            }
+            error!("shard {}: cannot open its log for writing: {e}", self.shard);
             state.failed = true;
         }
         state.stopped = true;

@@ -13,9 +13,12 @@
 //! `flusher` the task that writes, [`recover`] reading back (start-up recovery,
 //! export, verify), [`export`] the offline commands, [`datadir`] the directory's lock.
 //!
-//! A write or sync error is fatal for the shard's log: it is never retried (after a
-//! failed `fdatasync` the page state is unknown), waiters get an error, and every later
-//! append is refused, so the shard answers 503 to writes. Failing to *create* a segment
+//! A write or sync error once the log has started is fatal for the whole process: it is
+//! never retried (after a failed `fdatasync` the page state is unknown), nothing waiting
+//! is acknowledged, and the process exits non-zero with a line naming the shard, so a
+//! supervisor restarts it and recovery decides what is on disk (PostgreSQL treats a
+//! failed fsync the same way). Before it has started (the last segment cannot be opened
+//! for writing, say) it is a start-up failure. Failing to *create* a segment
 //! (a full disk) is not: nothing was written, so the flusher retries every
 //! second while appends are refused, and resumes by itself.
 
@@ -43,8 +46,6 @@ use recover::BATCH_MAX;
 /// Why an append or a wait failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogError {
-    /// A write or fdatasync failed earlier: this shard no longer stores records.
-    Failed,
     /// The shard is shutting down.
     Closed,
     /// More than [`MAX_PENDING`] bytes wait for the disk: refuse rather than grow
@@ -187,9 +188,6 @@ impl Log {
         body: &[u8],
     ) -> Result<u64, LogError> {
         let mut state = self.state.borrow_mut();
-        if state.failed {
-            return Err(LogError::Failed);
-        }
         if state.closed {
             return Err(LogError::Closed);
         }
@@ -246,8 +244,8 @@ impl Log {
             let mut state = self.state.borrow_mut();
             if state.durable_seq >= seq {
                 Poll::Ready(Ok(()))
-            } else if state.failed {
-                Poll::Ready(Err(LogError::Failed))
+            } else if state.stopped {
+                Poll::Ready(Err(LogError::Closed))
             } else {
                 state.waiters.push(cx.waker().clone());
                 Poll::Pending
