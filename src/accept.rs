@@ -3,7 +3,6 @@
 //! connection it takes, and a 503 for those over the connection limit. The only place
 //! that knows the listener.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
         };
         // The first request's head must arrive within the header timeout of the accept.
         let deadline = Instant::now() + header_timeout;
-        match conns.open(stream.as_raw_fd(), deadline) {
+        match conns.open(deadline) {
             Some(slot) => {
                 task::spawn("connection", conn::serve(Rc::clone(&ctx), stream, slot)).detach();
             }

@@ -31,7 +31,14 @@ pub struct LimitsConfig {
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub body_timeout_ms: u64,
+    /// Per shard: bytes that connections' buffers may hold beyond their base size
+    /// (large heads and bodies being received, queued responses). `None`: the default,
+    /// [`DEFAULT_MEMORY_BUDGET`] or one largest request, whichever is more.
+    pub memory_budget_bytes: Option<usize>,
 }
+
+/// The default per-shard memory budget.
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -43,11 +50,25 @@ impl Default for LimitsConfig {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
+            memory_budget_bytes: None,
         }
     }
 }
 
 impl LimitsConfig {
+    /// The per-shard memory budget in force.
+    pub fn memory_budget(&self) -> usize {
+        self.memory_budget_bytes
+            .unwrap_or(DEFAULT_MEMORY_BUDGET.max(self.largest_request()))
+    }
+
+    /// What one largest request can hold beyond a connection's base buffers: its raw
+    /// bytes (head, body, chunk lines of up to half the body, 64 KiB of slack) and a
+    /// decoded chunked body (a buffer of up to twice the body).
+    pub fn largest_request(&self) -> usize {
+        self.max_head_bytes + self.max_body_bytes * 4 + (64 << 10)
+    }
+
     pub fn http(&self) -> Limits {
         Limits {
             max_head: self.max_head_bytes,
@@ -227,6 +248,18 @@ impl Config {
         }
         if l.body_timeout_ms == 0 {
             return bad("limits.body_timeout_ms", "must be at least 1");
+        }
+        if l.memory_budget_bytes
+            .is_some_and(|b| b < l.largest_request())
+        {
+            return bad(
+                "limits.memory_budget_bytes",
+                &format!(
+                    "must hold one largest request: at least {} (max_head_bytes + 4 x \
+                     max_body_bytes + 64 KiB)",
+                    l.largest_request()
+                ),
+            );
         }
         if self.from_file && self.principals.is_empty() {
             return bad(

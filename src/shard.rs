@@ -78,7 +78,7 @@ pub async fn serve(
         }
     })
     .detach();
-    let conns = Connections::new(config.limits.max_connections);
+    let conns = Connections::new(config.limits.max_connections, config.limits.memory_budget());
     let ctx = Rc::new(Context::new(id, config));
     task::spawn("date", ctx.date_cache().run()).detach();
     task::spawn("sweeper", Rc::clone(&conns).sweep()).detach();

@@ -163,6 +163,61 @@ fn slow_header_gets_408_and_close() {
 }
 
 #[test]
+fn after_a_408_the_connection_lingers_for_a_client_still_sending() {
+    let server = Server::start(SHORT_TIMEOUTS, &[]);
+    let mut stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // A head that does not complete in time: the sweeper ends the wait, 408.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    let r = read_response(&mut stream).expect("a 408");
+    assert_eq!(r.status, 408);
+    // The client is still sending. A closed socket would answer with a reset (which
+    // can destroy the 408 before a client reads it, and fails the client's next
+    // write); the server drains for a while instead.
+    stream.write_all(b"X-Late: 1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stream
+        .write_all(b"X-Later: 2\r\n")
+        .expect("the server reset the connection right after its 408");
+    std::thread::sleep(Duration::from_millis(50));
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("expected an orderly close after the 408, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pipelining_client_that_pauses_before_reading_gets_every_response() {
+    let config = "[limits]\nheader_timeout_ms = 300\nidle_timeout_ms = 1500\n\n[[principals]]\n\
+                  id = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n";
+    let server = Server::start(config, &[]);
+    const REQUESTS: usize = 50_000;
+    let mut stream = server.connect();
+    // A small receive buffer, so that the server's writes block while nobody reads.
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
+    let mut sender = stream.try_clone().unwrap();
+    let burst = GET.repeat(REQUESTS);
+    let writer = std::thread::spawn(move || sender.write_all(&burst).is_ok());
+    // Longer than the header timeout: the server, blocked writing responses nobody
+    // reads yet, is not the client being late.
+    std::thread::sleep(Duration::from_millis(800));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(&mut stream);
+    for i in 0..REQUESTS {
+        let r = read_response(&mut reader).unwrap_or_else(|| panic!("response {i} missing"));
+        assert_eq!(r.status, 200, "response {i}: {}", r.text());
+    }
+    assert!(writer.join().unwrap());
+}
+
+#[test]
 fn silent_connection_is_closed_after_header_timeout() {
     let server = Server::start(SHORT_TIMEOUTS, &[]);
     let mut stream = server.connect();

@@ -9,6 +9,12 @@
 //! 3. `flush`: write all the responses with one write;
 //! 4. `read_more`: make room and read, under a deadline.
 //!
+//! A batch stops at [`MAX_QUEUED`] bytes of responses: they are written before the
+//! rest of what is buffered is answered, so a client pipelining thousands of requests
+//! without reading holds one batch of responses, not thousands. Buffers that grew for
+//! an oversized request or batch shrink back to their base size once it is done, and
+//! growth is charged to the shard's memory budget ([`table`]).
+//!
 //! Keep-alive, pipelining, `Expect: 100-continue`, HTTP/1.0 and `Connection: close`,
 //! and two timeouts:
 //! - *header timeout*: from the first byte of a request (or from accept, for the first
@@ -18,8 +24,8 @@
 //!   `idle_timeout_ms`; while a body is arriving each read must make progress within it.
 //!
 //! Both are deadlines the connection records in the shard's table ([`table`]) before
-//! each read; the table's sweeper ends the read of any connection past its deadline, so
-//! no read arms a timer of its own.
+//! each read, which it races against the table's interrupt; the table's sweeper
+//! interrupts any connection past its deadline, so no read arms a timer of its own.
 
 pub mod table;
 
@@ -27,7 +33,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::context::Context;
@@ -35,7 +41,7 @@ use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
 use crate::middleware;
-use table::Slot;
+use table::{Interrupt, Slot, BUFFER_SIZE};
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
 /// chunk lines of a body of normal-sized chunks); chunk lines may also take up to half
@@ -47,8 +53,12 @@ const FRAMING_SLACK: usize = 64 << 10;
 const LINGER: Duration = Duration::from_millis(500);
 /// Most bytes drained while lingering; a peer sending more is cut off.
 const MAX_DRAIN: usize = 256 << 10;
-/// Between reads a connection has no deadline; this stands for "none".
-const NO_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Bytes of responses a batch queues before they are written (Seastar and hyper cap
+/// their reply queues alike).
+pub const MAX_QUEUED: usize = 64 << 10;
+/// A write buffer that grew past this (one very large response) shrinks after it is
+/// written; below it, a busy pipelining connection keeps its buffer and allocates nothing.
+const KEEP_WRITE: usize = 2 * MAX_QUEUED;
 
 /// Serves one accepted connection until it ends, then returns its slot to the table.
 pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
@@ -56,7 +66,6 @@ pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
     if let Ok(Ending::Linger) = conn.run().await {
         conn.linger().await;
     }
-    conn.slot.table().closing(conn.slot.key());
     let _ = conn.stream.close().await;
 }
 
@@ -74,6 +83,8 @@ struct Batch {
     durable: Option<u64>,
     /// Close once the batch's responses are written.
     close: bool,
+    /// Stopped at [`MAX_QUEUED`]: more complete requests may be buffered.
+    more: bool,
 }
 
 pub struct Connection<'c> {
@@ -130,6 +141,9 @@ impl<'c> Connection<'c> {
             if batch.close || self.ctx.is_shutting_down() {
                 return Ok(Ending::Linger);
             }
+            if batch.more {
+                continue;
+            }
             if let Some(ending) = self.read_more().await? {
                 return Ok(ending);
             }
@@ -143,14 +157,31 @@ impl<'c> Connection<'c> {
         let mut batch = Batch {
             durable: None,
             close: false,
+            more: false,
         };
         let bufs = self.slot.buffers();
         while self.start < self.filled {
+            if bufs.write.len() >= MAX_QUEUED {
+                batch.more = true;
+                break;
+            }
             let input = &bufs.read[self.start..self.filled];
             match self.parser.next(input, &mut bufs.body) {
                 Ok(Step::NeedMore { send_continue }) => {
+                    // A body is paid for before it is read (and before 100-continue
+                    // invites it): the whole of an announced length, or what a chunked
+                    // one has decoded so far.
+                    let read_len = bufs.read.len();
+                    let announced = self.parser.expected_len().unwrap_or(0);
+                    let more = announced.saturating_sub(read_len);
+                    if self.parser.in_body() && !self.slot.reserve(more) {
+                        let write = &mut self.slot.buffers().write;
+                        refuse(ctx, Reject::MemoryBudget, write);
+                        batch.close = true;
+                        break;
+                    }
                     if send_continue {
-                        bufs.write.extend_from_slice(CONTINUE);
+                        self.slot.buffers().write.extend_from_slice(CONTINUE);
                     }
                     break;
                 }
@@ -195,6 +226,10 @@ impl<'c> Connection<'c> {
         if !write.is_empty() {
             self.stream.write_all(write).await?;
             write.clear();
+            if write.capacity() > KEEP_WRITE {
+                write.shrink_to(BUFFER_SIZE);
+            }
+            self.slot.settle();
         }
         Ok(())
     }
@@ -202,14 +237,7 @@ impl<'c> Connection<'c> {
     /// Makes room in the read buffer and reads, under the header or idle deadline.
     /// `Some` when the connection ends instead.
     async fn read_more(&mut self) -> io::Result<Option<Ending>> {
-        if !self.make_room() {
-            // A chunked body's own size is checked as it is decoded: a full buffer then
-            // means its chunk lines ran over, and the error says so.
-            let reject = if self.parser.in_chunked_body() {
-                Reject::ChunkFramingTooLarge
-            } else {
-                Reject::BodyTooLarge
-            };
+        if let Err(reject) = self.make_room() {
             return self.refuse_and_close(reject).await.map(Some);
         }
         // A request now partly received started its header clock. The deadline goes to
@@ -229,23 +257,24 @@ impl<'c> Connection<'c> {
         };
         let key = self.slot.key();
         if deadline > now {
-            self.slot.table().set_deadline(key, deadline);
+            let table = Rc::clone(self.slot.table());
+            table.set_deadline(key, deadline);
             let filled = self.filled;
-            let read = self
-                .stream
-                .read(&mut self.slot.buffers().read[filled..])
-                .await?;
-            // Until the next read, no deadline: answering, waiting for the disk or for a
-            // slow reader of the responses is not the peer being late.
-            self.slot.table().set_deadline(key, now + NO_DEADLINE);
+            let stream = &mut self.stream;
+            let buf = &mut self.slot.buffers().read[filled..];
+            let read = future::or(async { Ok(stream.read(buf).await) }, async {
+                Err(table.interrupted(key).await)
+            })
+            .await;
             match read {
-                // End of input: the peer closed, or the sweeper or shutdown ended the read.
-                0 if !self.slot.table().expired(key) => return Ok(Some(Ending::Quiet)),
-                0 => {}
-                n => {
+                // End of input: the peer closed; or the shard is stopping.
+                Ok(Ok(0)) | Err(Interrupt::Shutdown) => return Ok(Some(Ending::Quiet)),
+                Ok(Ok(n)) => {
                     self.filled += n;
                     return Ok(None);
                 }
+                Ok(Err(e)) => return Err(e),
+                Err(Interrupt::Expired) => {}
             }
         }
         // Timed out: a request in progress gets a 408; a quiet connection closes.
@@ -258,23 +287,44 @@ impl<'c> Connection<'c> {
         Ok(Some(Ending::Quiet))
     }
 
-    /// Moves the unconsumed tail to the front, and grows the buffer when it is full
-    /// (only a large body does that). False when it is full at its largest.
-    fn make_room(&mut self) -> bool {
-        let read = &mut self.slot.buffers().read;
+    /// Moves the unconsumed tail to the front; grows the buffer when it is full (only
+    /// a large head or body does that), within the memory budget, straight to the
+    /// announced size of a body; shrinks buffers back once an oversized request is done.
+    fn make_room(&mut self) -> Result<(), Reject> {
+        let in_body = self.parser.in_body();
+        let bufs = self.slot.buffers();
         if self.start > 0 {
-            read.copy_within(self.start..self.filled, 0);
+            bufs.read.copy_within(self.start..self.filled, 0);
             self.filled -= self.start;
             self.start = 0;
         }
-        if self.filled == read.len() {
-            if read.len() >= self.max_buffer {
-                return false;
-            }
-            let grown = (read.len() * 2).min(self.max_buffer);
-            read.resize(grown, 0);
+        let len = bufs.read.len();
+        if !in_body && self.filled < BUFFER_SIZE && bufs.extra() > 0 {
+            bufs.read.truncate(BUFFER_SIZE);
+            bufs.read.shrink_to_fit();
+            bufs.body = Vec::new();
+            self.slot.settle();
+            return Ok(());
         }
-        true
+        if self.filled < len {
+            return Ok(());
+        }
+        if len >= self.max_buffer {
+            // A chunked body's own size is checked as it is decoded: a full buffer then
+            // means its chunk lines ran over, and the error says so.
+            return Err(if self.parser.in_chunked_body() {
+                Reject::ChunkFramingTooLarge
+            } else {
+                Reject::BodyTooLarge
+            });
+        }
+        let wanted = self.parser.expected_len().unwrap_or(len * 2);
+        let grown = wanted.clamp(len + 1, self.max_buffer);
+        if !self.slot.reserve(grown - len) {
+            return Err(Reject::MemoryBudget);
+        }
+        self.slot.buffers().read.resize(grown, 0);
+        Ok(())
     }
 
     async fn refuse_and_close(&mut self, reject: Reject) -> io::Result<Ending> {

@@ -1,18 +1,32 @@
 //! One shard's connection table: a `slab` of live connections and a pool of spare
 //! buffer sets, so a new connection reuses the buffers a closed one left behind instead
 //! of allocating (the thread-per-core form of Gin's `sync.Pool`). The table also
-//! enforces the timeouts and tells shutdown when the last connection has closed.
+//! enforces the timeouts, keeps the shard's memory budget and tells shutdown when the
+//! last connection has closed.
+//!
+//! **Memory.** Every connection holds its base buffers ([`BUFFER_SIZE`] to read and to
+//! write). What they grow beyond that (a large head or body being received, a decoded
+//! chunked body, queued responses) is charged to the shard's budget
+//! (`limits.memory_budget_bytes`) before the growth where it can be refused (a body is
+//! reserved whole once its head announces its length), and after it where it cannot
+//! (responses already made). A connection that would go over gets a 503 with
+//! `Retry-After` and is closed, so a crowd of clients holding large bodies costs at
+//! most the budget. Spare buffer sets go back to their base size, and at most
+//! [`MAX_SPARE`] of them are kept, so a burst's peak is returned.
 //!
 //! Timeouts are enforced here rather than by a timer per read: each connection writes
-//! its deadline before it reads, and the shard's sweeper ([`Connections::sweep`]),
-//! every [`SWEEP_EVERY`], shuts the read side of every connection past it, which ends
-//! the pending read. That costs a connection one clock read and a store per read
-//! instead of a timer insertion and removal (and the io_uring timeout re-arming that
-//! follows) per blocked read.
+//! its deadline before it reads and races the read against [`Connections::interrupted`];
+//! the shard's sweeper ([`Connections::sweep`]), every [`SWEEP_EVERY`], marks every
+//! connection past its deadline and wakes it, which ends the wait. That costs a
+//! connection one clock read and a store per read instead of a timer insertion and
+//! removal (and the io_uring timeout re-arming that follows) per blocked read. Nothing
+//! here touches a socket: the table knows connections by slab key only, so a
+//! descriptor number reused after a close can never be hit, and a timed-out socket is
+//! left whole to drain the client's input after its 408 (a socket whose read side was
+//! shut would answer that input with a reset).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::poll_fn;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -21,9 +35,8 @@ use slab::Slab;
 
 /// Initial read and write buffer size; most requests and pipelined batches fit.
 pub const BUFFER_SIZE: usize = 16 << 10;
-/// Buffers that grew past this (for a large body) are shrunk back before reuse, so the
-/// pool does not pin a megabyte per idle slot.
-const KEEP_CAPACITY: usize = 64 << 10;
+/// Most spare buffer sets kept for reuse (8 MiB): past a burst, the rest are freed.
+pub const MAX_SPARE: usize = 256;
 /// How often the sweeper looks for connections past their deadline: timeouts fire up to
 /// this late, and a shorter period wakes an idle shard more often for nothing.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(20);
@@ -44,31 +57,48 @@ impl Buffers {
         }
     }
 
+    /// Back to the base size, for reuse by another connection.
     fn reset(&mut self) {
         self.read.truncate(BUFFER_SIZE);
-        self.read.shrink_to(KEEP_CAPACITY);
+        self.read.shrink_to_fit();
         self.write.clear();
-        self.write.shrink_to(KEEP_CAPACITY);
-        self.body.clear();
-        self.body.shrink_to(KEEP_CAPACITY);
+        self.write.shrink_to(BUFFER_SIZE);
+        self.body = Vec::new();
     }
+
+    /// Bytes held beyond the base size: what the memory budget is charged for.
+    pub fn extra(&self) -> usize {
+        self.read.len().saturating_sub(BUFFER_SIZE)
+            + self.write.capacity().saturating_sub(BUFFER_SIZE)
+            + self.body.capacity()
+    }
+}
+
+/// Why a connection's wait for input was ended from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Its deadline passed.
+    Expired,
+    /// The shard is stopping.
+    Shutdown,
 }
 
 /// A live connection as the shard sees it.
 struct Live {
-    /// The socket, until the connection closes it: -1 from then on, since the number
-    /// may be reused at once by another connection of any shard.
-    fd: Cell<RawFd>,
     /// The connection must have received something by then (set before each read).
-    deadline: Cell<Instant>,
-    /// The sweeper shut its read side because the deadline passed.
-    expired: Cell<bool>,
+    deadline: Instant,
+    interrupt: Option<Interrupt>,
+    /// The connection's task, while it waits for input.
+    waiter: Option<Waker>,
 }
 
 struct Table {
     live: Slab<Live>,
     spare: Vec<Buffers>,
     max: usize,
+    /// The memory budget, and what live connections are charged against it now.
+    budget: usize,
+    charged: usize,
     /// Who waits in [`Connections::drained`] for the last connection to close.
     drain_waiter: Option<Waker>,
 }
@@ -79,13 +109,16 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// A table that holds at most `max` live connections.
-    pub fn new(max: usize) -> Rc<Connections> {
+    /// A table that holds at most `max` live connections, whose buffers may grow by
+    /// `budget` bytes in all.
+    pub fn new(max: usize, budget: usize) -> Rc<Connections> {
         Rc::new(Connections {
             table: RefCell::new(Table {
                 live: Slab::new(),
                 spare: Vec::new(),
                 max,
+                budget,
+                charged: 0,
                 drain_waiter: None,
             }),
         })
@@ -95,31 +128,48 @@ impl Connections {
         self.table.borrow().live.len()
     }
 
-    /// Takes a slot and a buffer set for connection `fd`, whose first read must
+    /// Takes a slot and a buffer set for a new connection, whose first read must
     /// complete by `deadline`; `None` at the connection limit.
-    pub fn open(self: &Rc<Self>, fd: RawFd, deadline: Instant) -> Option<Slot> {
+    pub fn open(self: &Rc<Self>, deadline: Instant) -> Option<Slot> {
         let mut table = self.table.borrow_mut();
         if table.live.len() >= table.max {
             return None;
         }
         let key = table.live.insert(Live {
-            fd: Cell::new(fd),
-            deadline: Cell::new(deadline),
-            expired: Cell::new(false),
+            deadline,
+            interrupt: None,
+            waiter: None,
         });
         let buffers = table.spare.pop().unwrap_or_else(Buffers::new);
         Some(Slot {
             conns: Rc::clone(self),
             key,
             buffers: Some(buffers),
+            charged: 0,
         })
     }
 
-    fn close(&self, key: usize, mut buffers: Buffers) {
+    /// Changes a connection's charge from `*charged` to `bytes`: refused (false) when
+    /// it grows past the budget, unless `force`d.
+    fn recharge(&self, charged: &mut usize, bytes: usize, force: bool) -> bool {
+        let mut table = self.table.borrow_mut();
+        let others = table.charged - *charged;
+        if bytes > *charged && others + bytes > table.budget && !force {
+            return false;
+        }
+        table.charged = others + bytes;
+        *charged = bytes;
+        true
+    }
+
+    fn close(&self, key: usize, charged: usize, mut buffers: Buffers) {
         let mut table = self.table.borrow_mut();
         table.live.remove(key);
-        buffers.reset();
-        table.spare.push(buffers);
+        table.charged -= charged;
+        if table.spare.len() < MAX_SPARE {
+            buffers.reset();
+            table.spare.push(buffers);
+        }
         if table.live.is_empty() {
             if let Some(waiter) = table.drain_waiter.take() {
                 waiter.wake();
@@ -127,32 +177,44 @@ impl Connections {
         }
     }
 
-    /// Connection `key` must receive something by `deadline`.
+    /// Connection `key` must receive something by `deadline`: set before each read. A
+    /// deadline that passed while the connection was busy elsewhere (answering,
+    /// waiting for the disk or for a slow reader of its responses) is forgotten: only a
+    /// wait for input can be late.
     pub fn set_deadline(&self, key: usize, deadline: Instant) {
-        if let Some(live) = self.table.borrow().live.get(key) {
-            live.deadline.set(deadline);
+        if let Some(live) = self.table.borrow_mut().live.get_mut(key) {
+            live.deadline = deadline;
+            if live.interrupt == Some(Interrupt::Expired) {
+                live.interrupt = None;
+            }
         }
     }
 
-    /// Connection `key` is about to close its socket: from now on nothing here may touch
-    /// that descriptor number (it can be reused before the slot is released).
-    pub fn closing(&self, key: usize) {
-        if let Some(live) = self.table.borrow().live.get(key) {
-            live.fd.set(-1);
-        }
+    /// Resolves once connection `key`'s wait for input is interrupted: its deadline
+    /// passed, or the shard is stopping. Raced against each read.
+    pub async fn interrupted(&self, key: usize) -> Interrupt {
+        poll_fn(|cx| {
+            let mut table = self.table.borrow_mut();
+            let Some(live) = table.live.get_mut(key) else {
+                return Poll::Ready(Interrupt::Shutdown);
+            };
+            if let Some(interrupt) = live.interrupt {
+                return Poll::Ready(interrupt);
+            }
+            match &mut live.waiter {
+                Some(waker) => waker.clone_from(cx.waker()),
+                None => live.waiter = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
     }
 
-    /// Whether the sweeper ended connection `key`'s read for passing its deadline.
-    pub fn expired(&self, key: usize) -> bool {
-        let table = self.table.borrow();
-        table.live.get(key).is_some_and(|live| live.expired.get())
-    }
-
-    /// Shuts the read side of every live connection: a read waiting for the next
+    /// Interrupts every live connection's wait for input: one waiting for the next
     /// request ends, so the connection closes once its responses are written.
     pub fn shutdown_reads(&self) {
-        for (_, live) in self.table.borrow().live.iter() {
-            shut_read(live);
+        for (_, live) in self.table.borrow_mut().live.iter_mut() {
+            interrupt(live, Interrupt::Shutdown);
         }
     }
 
@@ -179,22 +241,20 @@ impl Connections {
         }
     }
 
-    /// Shuts the read side of every connection past its deadline at `now`.
+    /// Interrupts the wait of every connection past its deadline at `now`.
     fn expire(&self, now: Instant) {
-        for (_, live) in self.table.borrow().live.iter() {
-            if !live.expired.get() && live.deadline.get() <= now {
-                live.expired.set(true);
-                shut_read(live);
+        for (_, live) in self.table.borrow_mut().live.iter_mut() {
+            if live.interrupt.is_none() && live.deadline <= now {
+                interrupt(live, Interrupt::Expired);
             }
         }
     }
 }
 
-/// Shuts the read side of `live`'s socket, unless it is already closed.
-fn shut_read(live: &Live) {
-    let fd = live.fd.get();
-    if fd >= 0 {
-        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+fn interrupt(live: &mut Live, why: Interrupt) {
+    live.interrupt.get_or_insert(why);
+    if let Some(waker) = live.waiter.take() {
+        waker.wake();
     }
 }
 
@@ -204,6 +264,8 @@ pub struct Slot {
     conns: Rc<Connections>,
     key: usize,
     buffers: Option<Buffers>,
+    /// What this connection is charged against the memory budget.
+    charged: usize,
 }
 
 impl Slot {
@@ -211,19 +273,33 @@ impl Slot {
         self.key
     }
 
-    pub fn table(&self) -> &Connections {
+    pub fn table(&self) -> &Rc<Connections> {
         &self.conns
     }
 
     pub fn buffers(&mut self) -> &mut Buffers {
         self.buffers.get_or_insert_with(Buffers::new)
     }
+
+    /// Charges the budget for what the buffers hold now plus `more` bytes about to be
+    /// read into them; false (nothing changed) when the budget cannot cover it.
+    pub fn reserve(&mut self, more: usize) -> bool {
+        let bytes = self.buffers().extra() + more;
+        self.conns.recharge(&mut self.charged, bytes, false)
+    }
+
+    /// Charges the budget for exactly what the buffers hold now, even past it (it was
+    /// spent already): that leaves less for new bodies until it shrinks.
+    pub fn settle(&mut self) {
+        let bytes = self.buffers().extra();
+        self.conns.recharge(&mut self.charged, bytes, true);
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(buffers) = self.buffers.take() {
-            self.conns.close(self.key, buffers);
+            self.conns.close(self.key, self.charged, buffers);
         }
     }
 }

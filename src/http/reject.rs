@@ -46,6 +46,7 @@ pub enum Reject {
     MethodNotAllowed,
     // Connection-level refusals sent outside any request.
     Overloaded,
+    MemoryBudget,
     HeaderTimeout,
     BodyTimeout,
 }
@@ -168,6 +169,11 @@ impl Reject {
                 false,
             ),
             Overloaded => (S::ServiceUnavailable, "connection limit reached", true),
+            MemoryBudget => (
+                S::ServiceUnavailable,
+                "request bodies in progress fill this shard's memory budget; retry later",
+                true,
+            ),
             HeaderTimeout => (
                 S::RequestTimeout,
                 "request head not received within header_timeout_ms",

@@ -34,6 +34,8 @@ pub struct RequestParser {
     continue_sent: bool,
     /// The current request's body is chunked.
     chunked_body: bool,
+    /// The current request's whole size, once its head announced a Content-Length.
+    expected: Option<usize>,
     chunked: Decoder,
 }
 
@@ -45,8 +47,15 @@ impl RequestParser {
             head_seen: false,
             continue_sent: false,
             chunked_body: false,
+            expected: None,
             chunked: Decoder::default(),
         }
+    }
+
+    /// The whole current request's size in bytes (head and body), once its head has
+    /// announced a Content-Length body that is still arriving: what must be held.
+    pub fn expected_len(&self) -> Option<usize> {
+        self.expected
     }
 
     /// Whether the current request's head is complete and its body is still arriving.
@@ -94,7 +103,10 @@ impl RequestParser {
         let (body, consumed): (&'b [u8], usize) = match head.framing {
             Framing::None => (&[], head.len),
             Framing::Length(n) if rest.len() >= n => (&rest[..n], head.len + n),
-            Framing::Length(_) => return Ok(self.need_body(&head)),
+            Framing::Length(n) => {
+                self.expected = Some(head.len + n);
+                return Ok(self.need_body(&head));
+            }
             Framing::Chunked => {
                 self.chunked_body = true;
                 match self.chunked.feed(rest, body_buf, self.limits.max_body)? {

@@ -8,6 +8,9 @@ use crate::http::reject::Reject;
 /// An extra header field: (name, value).
 pub type Header<'a> = (&'a [u8], &'a [u8]);
 
+/// Retry in a second: a limit that frees up, or a shard that is busy or not ready.
+pub const RETRY_AFTER: Header<'static> = (b"Retry-After", b"1");
+
 /// The statuses this server sends, each with its precomputed status line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -151,9 +154,12 @@ impl<'o> Reply<'o> {
     }
 
     /// The error response of a rejection.
+    /// The error response for `reject`; a 503 (a limit that frees up) says when to
+    /// retry.
     pub fn reject(&mut self, reject: Reject, extra: Option<Header<'_>>) {
         let (status, message, _) = reject.describe();
-        self.error(status, &[message.as_bytes()], extra);
+        let retry = (status == Status::ServiceUnavailable).then_some(RETRY_AFTER);
+        self.error(status, &[message.as_bytes()], extra.or(retry));
     }
 
     fn write(
