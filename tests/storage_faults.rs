@@ -192,6 +192,40 @@ fn a_failed_fdatasync_ends_the_process_without_acknowledging_the_write() {
     assert!(log.contains("shard 0: log write failed"), "{log}");
 }
 
+#[test]
+fn a_shard_that_cannot_open_its_log_for_writing_fails_the_start() {
+    let fs = on_faultfs(|_| {}, true);
+    let OnFaultFs {
+        server,
+        disk,
+        shard_dir,
+        _mount,
+    } = fs;
+    let mut stream = server.connect();
+    let r = post(&mut stream, "/epro/submit", DEVICE, &project_report("P-1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    // The segment the next run would continue cannot be opened for writing.
+    let segment = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .expect("a segment");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&segment).unwrap());
+    disk.lock().unwrap().read_only.insert(ino);
+    let err = match Server::try_start_in(dir, CONFIG, &["--shards", "1"]) {
+        Ok(server) => panic!("started half-able to write:\n{}", server.log()),
+        Err(err) => err,
+    };
+    assert!(
+        err.contains("shard 0: cannot open its log for writing"),
+        "{err}"
+    );
+    assert!(!err.contains("] ready: "), "{err}");
+}
+
 /// Connections until there is one on each of `shards` shards (the kernel picks the
 /// listener), found by the shard in the id of a stored report.
 fn one_connection_per_shard(server: &Server, shards: usize) -> Vec<std::net::TcpStream> {

@@ -72,6 +72,9 @@ pub struct Disk {
     /// Faults on demand: `fallocate` answers ENOSPC (a full disk), `fsync` answers EIO.
     pub full: bool,
     pub failing_sync: bool,
+    /// Files (by inode number) that cannot be opened for writing: EACCES, as for a
+    /// read-only file (root ignores a file's mode bits, so the tests need this).
+    pub read_only: std::collections::BTreeSet<u64>,
 }
 
 impl Disk {
@@ -91,6 +94,7 @@ impl Disk {
             synced_pages: 0,
             full: false,
             failing_sync: false,
+            read_only: Default::default(),
         }))
     }
 
@@ -386,6 +390,9 @@ impl Filesystem for Fs {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let mut disk = self.disk.lock().unwrap();
+        if flags & nix::libc::O_ACCMODE != nix::libc::O_RDONLY && disk.read_only.contains(&ino) {
+            return reply.error(nix::libc::EACCES);
+        }
         if flags & nix::libc::O_TRUNC != 0 {
             if let Some(file) = disk.file(ino) {
                 resize(file, 0);
