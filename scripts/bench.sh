@@ -10,7 +10,7 @@
 #
 # Defaults fit a 2-core machine: the server on CPU 0, wrk on CPU 1.
 # --against BIN adds base-async and base-sync: another epro-ingest binary (say, a
-# release build of an earlier commit) in the same alternating rounds, for an A/B of a
+# dist build of an earlier commit) in the same alternating rounds, for an A/B of a
 # change. --servers picks which servers run (default: every one). BENCH_KEEP=FILE keeps
 # the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx).
 set -euo pipefail
@@ -51,7 +51,9 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 command -v python3 >/dev/null 2>&1 || { echo "bench.sh: python3 is needed for the report." >&2; exit 1; }
 
-cargo build --release --locked --features bench-servers --bins >&2
+# The fully optimized profile, as deployed (see Cargo.toml).
+cargo build --profile dist --locked --features bench-servers --bins >&2
+BIN_DIR="${CARGO_TARGET_DIR:-./target}/dist"
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 WORK=$(mktemp -d -p "$PWD/target" bench.XXXXXX)   # on the real disk, not tmpfs
@@ -97,7 +99,7 @@ start() { # name -> sets PID, URL
   PORT=$((PORT + 1))
   case "$name" in
     ours-async|ours-sync|base-async|base-sync)
-      local bin=./target/release/epro-ingest
+      local bin="$BIN_DIR/epro-ingest"
       case "$name" in base-*) bin=$AGAINST ;; esac
       taskset -c "$SERVER_CPUS" "$bin" serve --config "$WORK/config.toml" \
         --listen 127.0.0.1:$PORT --cpus "$SERVER_CPUS" --data-dir "$data" \
@@ -105,11 +107,11 @@ start() { # name -> sets PID, URL
       ;;
     axum-buffered|axum-durable)
       local flag=""; [ "$name" = axum-durable ] && flag=--durable
-      taskset -c "$SERVER_CPUS" ./target/release/axum-baseline --config "$WORK/config.toml" \
+      taskset -c "$SERVER_CPUS" "$BIN_DIR/axum-baseline" --config "$WORK/config.toml" \
         --listen 127.0.0.1:$PORT --workers "$SHARDS" --data-dir "$data" $flag 2>"$WORK/$name.log" &
       ;;
     floor)
-      taskset -c "$SERVER_CPUS" ./target/release/glommio-floor --listen 127.0.0.1:$PORT \
+      taskset -c "$SERVER_CPUS" "$BIN_DIR/glommio-floor" --listen 127.0.0.1:$PORT \
         --cpus "$SERVER_CPUS" 2>"$WORK/$name.log" &
       ;;
   esac

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds epro-ingest in release mode and starts it on the embedded defaults
+# Builds epro-ingest (the quick-to-build `release` profile; production and benchmarks
+# use `--profile dist`, see Cargo.toml) and starts it on the embedded defaults
 # (127.0.0.1:8080, one shard per CPU, ./data). Extra arguments go to `serve`, and
 # paths in them are taken from where you run this, e.g.
 #   scripts/start.sh --config mine.toml --data-dir /var/lib/epro-ingest

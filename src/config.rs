@@ -97,8 +97,8 @@ struct FileConfig {
     principals: Vec<Principal>,
 }
 
-/// Faults the tests inject through requests, to prove what happens on a panic. Only
-/// in builds with the `test-seams` feature.
+/// Faults the tests inject through requests, to prove what happens on a panic, and a
+/// faster progress clock. Only in builds with the `test-seams` feature.
 #[cfg(feature = "test-seams")]
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +109,8 @@ pub struct TestSeams {
     pub escape_patient: Option<String>,
     /// A read of this project panics while answering (after the cross-shard query).
     pub panic_project: Option<String>,
+    /// Recovery reports its progress this often instead of every second.
+    pub progress_every_ms: Option<u64>,
 }
 
 /// Command-line values that override the file.

@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::index::Index;
 use crate::log::open::{open_shard, Opened};
 use crate::log::record::Record;
-use crate::log::recover::shard_dir;
+use crate::log::recover::{shard_dir, ScanProgress};
 use crate::log::Log;
 use crate::peers::{self, Message, Peers};
 use crate::task;
@@ -129,6 +129,32 @@ pub async fn serve(
     shutdown(&ctx, &conns, acceptor).await;
 }
 
+/// How often a long recovery says how far it has come.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A recovery's progress reporter: a log line about once a second (segments, records,
+/// MB/s and the time left at that rate), so a long start is never silent.
+fn progress_log(shard: u16, began: Instant, every: Duration) -> impl FnMut(&ScanProgress) {
+    let mut last = began;
+    move |p: &ScanProgress| {
+        if last.elapsed() < every {
+            return;
+        }
+        last = Instant::now();
+        let mb = p.bytes as f64 / 1e6;
+        let rate = mb / began.elapsed().as_secs_f64();
+        let left = (p.total_bytes.saturating_sub(p.bytes)) as f64 / 1e6 / rate.max(1e-3);
+        info!(
+            "shard {shard}: recovering: {}/{} segments, {} records, {mb:.0} of {:.0} MB at \
+             {rate:.0} MB/s, about {left:.0} s left",
+            p.segments_done,
+            p.segments,
+            p.records,
+            p.total_bytes as f64 / 1e6,
+        );
+    }
+}
+
 /// Opens this shard's log on the blocking pool (scan, cut a torn tail, rebuild the
 /// index, write the run's manifest), starts the flusher and installs log and index in
 /// `ctx`. The index counts a record once it is durable, through the same validator
@@ -138,11 +164,20 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let shard = ctx.shard() as u16;
     let scan_dir = dir.clone();
     let began = Instant::now();
+    #[cfg(feature = "test-seams")]
+    let every = ctx
+        .config()
+        .test_seams
+        .progress_every_ms
+        .map_or(PROGRESS_EVERY, Duration::from_millis);
+    #[cfg(not(feature = "test-seams"))]
+    let every = PROGRESS_EVERY;
     let (opened, index) = glommio::executor()
         .spawn_blocking(move || -> Result<(Opened, Index), String> {
             let mut index = Index::default();
             let mut validator = Validator::default();
-            let opened = open_shard(&scan_dir, shard, |r| index.add_stored(&mut validator, r))?;
+            let each = |r: &Record<'_>| index.add_stored(&mut validator, r);
+            let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
             Ok((opened, index))
         })
         .await?;

@@ -43,7 +43,7 @@ fn stored_bodies(server: &Server) -> Vec<Vec<u8>> {
     let mut bodies = Vec::new();
     for shard in 0..2u16 {
         let dir = server.data_dir().join(format!("shard-{shard}"));
-        scan_shard(&dir, shard, |r| bodies.push(r.body.to_vec())).unwrap();
+        scan_shard(&dir, shard, |r| bodies.push(r.body.to_vec()), |_| {}).unwrap();
     }
     bodies
 }
@@ -413,6 +413,7 @@ fn summary_and_subjects_are_exact_across_shards_and_restarts() {
                 &server.data_dir().join(format!("shard-{shard}")),
                 shard,
                 |_| n += 1,
+                |_| {},
             )
             .unwrap();
             n

@@ -98,7 +98,7 @@ fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
         torn[cut..end].fill(0);
         std::fs::write(&segment, &torn).unwrap();
         let mut seen = 0;
-        let scan = scan_shard(&data.join("shard-0"), 0, |_| seen += 1)
+        let scan = scan_shard(&data.join("shard-0"), 0, |_| seen += 1, |_| {})
             .unwrap_or_else(|c| panic!("cut {cut}: {c}"));
         assert_eq!(seen, 4, "cut at {cut}");
         assert_eq!(scan.next_seq, 5);

@@ -22,12 +22,16 @@ impl Drop for Reap {
 
 /// A log big enough that recovery takes a while: 150k records in one segment.
 fn big_log() -> tempfile::TempDir {
+    log_of(150_000)
+}
+
+fn log_of(records: u64) -> tempfile::TempDir {
     let dir = temp_dir();
     let shard_dir = dir.path().join("data/shard-0");
     std::fs::create_dir_all(&shard_dir).unwrap();
     let mut bytes = encode_header(0, 1).to_vec();
     let body = report("P-1");
-    for seq in 1..=150_000u64 {
+    for seq in 1..=records {
         let record = Record {
             kind: Kind::Report,
             shard: 0,
@@ -59,6 +63,42 @@ fn serve_shards(dir: &tempfile::TempDir, shards: usize) -> Command {
     ])
     .arg(dir.path().join("data"));
     cmd
+}
+
+#[test]
+fn a_long_recovery_logs_its_progress() {
+    let dir = log_of(40_000);
+    let config = dir.path().join("epro.toml");
+    let principal =
+        "[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n";
+    std::fs::write(
+        &config,
+        format!("[test_seams]\nprogress_every_ms = 1\n\n{principal}"),
+    )
+    .unwrap();
+    let mut cmd = serve(&dir);
+    cmd.arg("--config").arg(&config);
+    let (child, _addr, log) = spawn_and_wait(cmd).expect("server starts");
+    let _reap = Reap(child);
+    let logged = common::wait_until(Duration::from_secs(30), || {
+        log.lock().unwrap().contains("recovered 40000 records")
+    });
+    let log = log.lock().unwrap().clone();
+    assert!(logged, "{log}");
+    let progress: Vec<&str> = log.lines().filter(|l| l.contains("recovering: ")).collect();
+    assert!(progress.len() >= 2, "{log}");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("shard 0: recovering: 0/1 segments, 8192 records, ")),
+        "{log}"
+    );
+    let last = progress.last().unwrap();
+    assert!(
+        last.contains("1/1 segments, 40000 records, 5 of 5 MB at "),
+        "{last}"
+    );
+    assert!(last.ends_with("about 0 s left"), "{last}");
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub fn export(data_dir: &Path, out: &mut impl Write, salvage: bool) -> Result<u6
             for problem in salvage_shard(&dir, shard, &mut emit).problems {
                 log::warn!("shard {shard}: {problem}");
             }
-        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit) {
+        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit, |_| {}) {
             log::error!("shard {shard}: exported up to the damage: {problem}");
             damaged.push(shard);
         }
@@ -151,7 +151,7 @@ pub fn verify(data_dir: &Path) -> Result<Vec<ShardReport>, String> {
     Ok(shards
         .into_iter()
         .map(|(shard, dir)| {
-            let result = scan_shard(&dir, shard, |_| {});
+            let result = scan_shard(&dir, shard, |_| {}, |_| {});
             let problems = match &result {
                 Ok(_) => Vec::new(),
                 Err(_) => salvage_shard(&dir, shard, |_| {}).problems,

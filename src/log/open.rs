@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::log::datadir::create_private;
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use crate::log::record::Record;
-use crate::log::recover::{list_segments, remove_unfinished, scan_shard, ShardScan, TornTail};
+use crate::log::recover::{
+    list_segments, remove_unfinished, scan_shard, ScanProgress, ShardScan, TornTail,
+};
 
 /// A shard's log, ready for its writer.
 pub struct Opened {
@@ -28,11 +30,17 @@ pub struct Opened {
     pub torn_copy: Option<PathBuf>,
 }
 
-/// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record.
-pub fn open_shard(dir: &Path, shard: u16, each: impl FnMut(&Record<'_>)) -> Result<Opened, String> {
+/// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record
+/// and `progress` as the scan goes.
+pub fn open_shard(
+    dir: &Path,
+    shard: u16,
+    each: impl FnMut(&Record<'_>),
+    progress: impl FnMut(&ScanProgress),
+) -> Result<Opened, String> {
     create_private(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
-    let scan = scan_shard(dir, shard, each).map_err(|c| {
+    let scan = scan_shard(dir, shard, each, progress).map_err(|c| {
         format!(
             "shard {shard}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
         )

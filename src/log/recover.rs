@@ -180,17 +180,47 @@ impl ShardScan {
     }
 }
 
+/// How far a scan has come, for progress reports: every [`PROGRESS_RECORDS`] records
+/// and at the end of each segment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScanProgress {
+    pub segments_done: usize,
+    pub segments: usize,
+    pub records: u64,
+    /// Bytes of segment files scanned (records, then the zeros after them), of all.
+    pub bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Records between two progress reports within a segment.
+const PROGRESS_RECORDS: u64 = 8192;
+
 /// Scans every segment of shard `shard` in `dir` against its manifest, calling `each`
 /// for every valid record in order. Corruption is an error; a torn tail is reported,
 /// not changed.
+/// `progress` hears how far it has come.
 pub fn scan_shard(
     dir: &Path,
     shard: u16,
     mut each: impl FnMut(&Record<'_>),
+    mut progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
     // Segments first, then the manifest: beside a live server, the manifest read then
     // lists every segment seen (a segment is listed before any record goes into it).
     let segments = list_segments(dir).map_err(|e| Corruption::unreadable(dir, e))?;
+    let mut done = ScanProgress {
+        segments: segments.len(),
+        ..ScanProgress::default()
+    };
+    let mut sizes = Vec::with_capacity(segments.len());
+    for segment in &segments {
+        let meta = fs::metadata(&segment.path);
+        sizes.push(
+            meta.map_err(|e| Corruption::unreadable(&segment.path, e))?
+                .len(),
+        );
+    }
+    done.total_bytes = sizes.iter().sum();
     let manifest =
         Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e))?;
     let unlisted = check_listing(dir, &segments, manifest.as_ref())?;
@@ -238,6 +268,13 @@ pub fn scan_shard(
                     scan.record_bytes += len as u64;
                     scan.next_seq += 1;
                     offset += len as u64;
+                    if scan.records % PROGRESS_RECORDS == 0 {
+                        progress(&ScanProgress {
+                            records: scan.records,
+                            bytes: done.bytes + offset,
+                            ..done
+                        });
+                    }
                     continue;
                 }
                 Decoded::End => None,
@@ -268,6 +305,10 @@ pub fn scan_shard(
                 "bytes after the last record of a closed segment".into(),
             ));
         }
+        done.segments_done += 1;
+        done.records = scan.records;
+        done.bytes += sizes[i];
+        progress(&done);
     }
     // Records go into a segment only once the manifest lists it.
     if let Some(first) = unlisted.first() {
