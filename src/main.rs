@@ -3,15 +3,17 @@
 //! down on SIGTERM/SIGINT; `export` and `verify`
 //! read a data directory offline. Every failure is one clear message and exit code 1.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
+use epro_ingest::log::recover::ScanProgress;
 use epro_ingest::log::{datadir, export};
 use epro_ingest::server;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -102,14 +104,19 @@ fn main() -> ExitCode {
                 durability,
             },
         ),
-        Command::Export { data_dir, salvage } => export::export(
-            &data_dir,
-            &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
-            salvage,
-        )
-        .map(|count| {
-            log::info!("exported {count} records");
-        }),
+        Command::Export { data_dir, salvage } => {
+            let bar = progress_bar(&data_dir, "export");
+            let exported = export::export(
+                &data_dir,
+                &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+                salvage,
+                &mut advance(&bar),
+            );
+            bar.finish_and_clear();
+            exported.map(|count| {
+                log::info!("exported {count} records");
+            })
+        }
         Command::Verify { data_dir } => verify(&data_dir),
         Command::RetireShard { data_dir, shard } => {
             datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
@@ -177,8 +184,44 @@ fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
     })
 }
 
+/// A progress bar on stderr over every byte of `data_dir`'s logs, when stderr is a
+/// terminal; hidden otherwise, so that pipes and log files stay clean.
+fn progress_bar(data_dir: &Path, verb: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(
+        Some(export::log_bytes(data_dir)),
+        ProgressDrawTarget::stderr(),
+    );
+    let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(verb);
+    bar
+}
+
+/// Moves `bar` as shards are scanned one after another.
+fn advance(bar: &ProgressBar) -> impl FnMut(u16, &ScanProgress) + '_ {
+    // Bytes of the shards before the current one, and the current one's size.
+    let (mut before, mut current) = (0, None);
+    move |shard, p| {
+        if let Some((last, total)) = current {
+            if last != shard {
+                before += total;
+            }
+        }
+        current = Some((shard, p.total_bytes));
+        bar.set_position(before + p.bytes);
+    }
+}
+
 fn verify(data_dir: &Path) -> Result<(), String> {
-    let reports = export::verify(data_dir)?;
+    let bar = progress_bar(data_dir, "verify");
+    let reports = export::verify(data_dir, &mut advance(&bar));
+    bar.finish_and_clear();
+    let reports = reports?;
     let mut corrupt = 0;
     for report in &reports {
         match &report.result {

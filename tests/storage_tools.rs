@@ -302,3 +302,52 @@ fn serve_removes_only_the_temporary_files_it_creates() {
     }
     drop(server);
 }
+
+/// Runs `args` with stderr on a pseudo-terminal, as a person at a terminal would;
+/// returns what appeared on it and whether the command succeeded.
+fn run_on_terminal(args: &[&str], data: &Path) -> (String, bool) {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(pty.slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Reads end with EIO once the child, the last holder of the terminal, exits.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let ok = child.wait().unwrap().success();
+    (String::from_utf8_lossy(&seen).into_owned(), ok)
+}
+
+#[test]
+fn verify_and_export_show_progress_on_a_terminal_and_nothing_in_a_pipe() {
+    let dir = two_shards();
+    let data = dir.path().join("data");
+    for command in ["verify", "export"] {
+        let (terminal, ok) = run_on_terminal(&[command], &data);
+        assert!(ok, "{terminal}");
+        assert!(
+            terminal.contains(&format!("{command} ["))
+                && terminal.contains("128.00 KiB/128.00 KiB"),
+            "no progress bar for {command} on a terminal: {terminal:?}"
+        );
+        let piped = run(&[command], &data);
+        assert!(piped.status.success());
+        let stderr = String::from_utf8_lossy(&piped.stderr);
+        assert!(
+            !stderr.contains(&format!("{command} [")) && !stderr.contains('\r'),
+            "progress output in a pipe for {command}: {stderr:?}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
 use crate::log::record::Record;
-use crate::log::recover::{list_segments, scan_shard, Corruption, ShardScan};
+use crate::log::recover::{list_segments, scan_shard, Corruption, ScanProgress, ShardScan};
 use crate::log::salvage::salvage_shard;
 
 /// The record id: shard and sequence number, unique across shards and restarts.
@@ -94,11 +94,32 @@ fn shards_of(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
     Ok(shards)
 }
 
+/// Hears how far `export` or `verify` has come: the shard being read and its scan's
+/// progress (a salvage scan reports nothing until its shard is done).
+pub type Progress<'p> = &'p mut dyn FnMut(u16, &ScanProgress);
+
+/// Bytes of segment files in every shard of `data_dir`: the whole of a progress bar.
+pub fn log_bytes(data_dir: &Path) -> u64 {
+    let shards = shard_dirs(data_dir).unwrap_or_default();
+    let segments = shards
+        .iter()
+        .flat_map(|(_, dir)| list_segments(dir).unwrap_or_default());
+    segments
+        .filter_map(|s| fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// `epro-ingest export`: every record of every shard to `out`, shard by shard. A shard
 /// whose log is corrupt stops at the damage, the others are exported in full, and the
 /// result is an error naming each damaged shard. With `salvage`, every record that
 /// still verifies is exported and each skipped byte range is reported on stderr.
-pub fn export(data_dir: &Path, out: &mut impl Write, salvage: bool) -> Result<u64, String> {
+pub fn export(
+    data_dir: &Path,
+    out: &mut impl Write,
+    salvage: bool,
+    progress: Progress<'_>,
+) -> Result<u64, String> {
     let mut count = 0;
     let mut line = Vec::with_capacity(4096);
     let mut write_err = None;
@@ -118,7 +139,7 @@ pub fn export(data_dir: &Path, out: &mut impl Write, salvage: bool) -> Result<u6
             for problem in salvage_shard(&dir, shard, &mut emit).problems {
                 log::warn!("shard {shard}: {problem}");
             }
-        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit, |_| {}) {
+        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit, |p| progress(shard, p)) {
             log::error!("shard {shard}: exported up to the damage: {problem}");
             damaged.push(shard);
         }
@@ -146,12 +167,12 @@ pub struct ShardReport {
 
 /// `epro-ingest verify`: scans every shard; the caller prints the reports and exits
 /// non-zero if any shard is damaged.
-pub fn verify(data_dir: &Path) -> Result<Vec<ShardReport>, String> {
+pub fn verify(data_dir: &Path, progress: Progress<'_>) -> Result<Vec<ShardReport>, String> {
     let shards = shards_of(data_dir)?;
     Ok(shards
         .into_iter()
         .map(|(shard, dir)| {
-            let result = scan_shard(&dir, shard, |_| {}, |_| {});
+            let result = scan_shard(&dir, shard, |_| {}, |p| progress(shard, p));
             let problems = match &result {
                 Ok(_) => Vec::new(),
                 Err(_) => salvage_shard(&dir, shard, |_| {}).problems,
