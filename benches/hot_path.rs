@@ -110,12 +110,13 @@ fn encoding(c: &mut Criterion) {
         received_ns: 1_795_680_930_500_000_000,
         group_index: 7,
         principal: "site-app-001",
+        key: None,
         body: BODY.as_bytes(),
     };
     let mut out = Vec::with_capacity(4096);
     let mut group = c.benchmark_group("record");
     group.throughput(Throughput::Bytes(
-        Record::encoded_len(record.principal, record.body).expect("fits the format") as u64,
+        Record::encoded_len(record.principal, None, record.body).expect("fits the format") as u64,
     ));
     group.bench_function("encode", |b| {
         b.iter(|| {

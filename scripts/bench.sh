@@ -13,10 +13,13 @@
 # dist build of an earlier commit) in the same alternating rounds, for an A/B of a
 # change. --servers picks which servers run (default: every one). BENCH_KEEP=FILE keeps
 # the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx).
+# The report goes to stdout and, with an SVG chart of it, into --out DIR (default
+# target/bench): results.md and chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVER_CPUS=0 WRK_CPUS=1 CONNECTIONS=64 DURATION=5 ROUNDS=3 THREADS=1 AGAINST="" SERVERS=""
+OUT=target/bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --server-cpus) SERVER_CPUS=$2; shift 2 ;;
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --against) AGAINST=$(realpath "$2"); shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -173,15 +177,18 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-echo
-echo "Server on CPU(s) $SERVER_CPUS ($SHARDS shard(s) / tokio workers), wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on CPU(s) $WRK_CPUS, median of $ROUNDS rounds; $(nproc) CPUs, $(uname -r)."
-python3 - "$WORK/results.tsv" <<'PY'
-import statistics, sys
+mkdir -p "$OUT"
+SETUP="Server on CPU(s) $SERVER_CPUS ($SHARDS shard(s) / tokio workers), wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on CPU(s) $WRK_CPUS, median of $ROUNDS rounds; $(nproc) CPUs, $(uname -r)."
+python3 - "$WORK/results.tsv" "$OUT" "$SETUP" <<'PY' | tee "$OUT/results.md"
+import html, statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
+out, setup = sys.argv[2], sys.argv[3]
 by = {}
 for name, w, rps, p50, p99, cpu, bad in rows:
     by.setdefault((name, w), []).append((float(rps), float(p50), float(p99), float(cpu), int(bad)))
 med = {k: [statistics.median(x[i] for x in v) for i in range(4)] + [sum(x[4] for x in v)] for k, v in by.items()}
+print()
+print(setup)
 print()
 print("| workload | server | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx |")
 print("|---|---|---:|---:|---:|---:|---:|")
@@ -190,9 +197,12 @@ for (name, w), (rps, p50, p99, cpu, bad) in sorted(med.items(), key=lambda kv: (
 print()
 print("| ratio | req/s | CPU µs/req |")
 print("|---|---:|---:|")
+ratios = []
 def ratio(a, b, label):
     if a in med and b in med:
-        print(f"| {label} | {med[a][0] / med[b][0]:.2f} | {med[a][3] / med[b][3]:.2f} |")
+        r = (label, med[a][0] / med[b][0], med[a][3] / med[b][3])
+        ratios.append(r)
+        print(f"| {label} | {r[1]:.2f} | {r[2]:.2f} |")
 ratio(("ours-async", "submit"), ("axum-buffered", "submit"), "submit: ours async / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-buffered", "submit"), "submit: ours sync / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-durable", "submit"), "submit: ours sync / axum durable")
@@ -204,4 +214,48 @@ ratio(("ours-async", "submit"), ("base-async", "submit"), "submit async: ours / 
 ratio(("ours-sync", "submit"), ("base-sync", "submit"), "submit sync: ours / base")
 ratio(("ours-async", "route"), ("base-async", "route"), "route: ours / base")
 ratio(("ours-async", "health"), ("base-async", "health"), "health: ours / base")
+
+# The chart: per workload, one bar per server, for req/s (left) and CPU µs/request
+# (right), then the ratios as text. A few dozen lines of SVG, no plotting toolchain.
+workloads = sorted({w for _, w in med})
+servers = sorted({n for n, _ in med}, key=lambda n: [r[0] for r in rows].index(n))
+colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+color = {n: colors[i % len(colors)] for i, n in enumerate(servers)}
+panel_w, panel_h, top, left, bar = 420, 240, 60, 60, 12
+group_w = (panel_w - 20) / max(len(workloads), 1)
+svg = []
+def text(x, y, s, size=12, anchor="start", weight="normal"):
+    svg.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" font-weight="{weight}">{html.escape(s)}</text>')
+def panel(x0, metric, title, fmt):
+    peak = max((v[metric] for v in med.values()), default=1) or 1
+    text(x0 + panel_w / 2, top - 12, title, 13, "middle", "bold")
+    svg.append(f'<line x1="{x0}" y1="{top + panel_h}" x2="{x0 + panel_w}" y2="{top + panel_h}" stroke="#333"/>')
+    for g, w in enumerate(workloads):
+        present = [n for n in servers if (n, w) in med]
+        gx = x0 + 10 + g * group_w + (group_w - len(present) * (bar + 2)) / 2
+        for i, n in enumerate(present):
+            v = med[(n, w)][metric]
+            h = panel_h * v / peak
+            x = gx + i * (bar + 2)
+            svg.append(f'<rect x="{x:.1f}" y="{top + panel_h - h:.1f}" width="{bar}" height="{h:.1f}" fill="{color[n]}"><title>{n} {w}: {fmt(v)}</title></rect>')
+            text(x + bar / 2, top + panel_h - h - 3, fmt(v), 8, "middle")
+        text(x0 + 10 + g * group_w + group_w / 2, top + panel_h + 16, w, 12, "middle")
+panel(left, 0, "req/s (higher is better)", lambda v: f"{v / 1000:.0f}k")
+panel(left + panel_w + 60, 3, "server CPU µs/request (lower is better)", lambda v: f"{v:.1f}")
+y = top + panel_h + 40
+for i, n in enumerate(servers):
+    x = left + i * 130
+    svg.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{color[n]}"/>')
+    text(x + 16, y, n)
+y += 28
+for label, r, c in ratios:
+    text(left, y, f"{label}: req/s {r:.2f}x, CPU/request {c:.2f}x", 11)
+    y += 16
+text(left, y + 8, setup, 10)
+width, height = left + 2 * panel_w + 100, y + 24
+with open(f"{out}/chart.svg", "w") as f:
+    f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">\n')
+    f.write(f'<rect width="{width}" height="{height}" fill="white"/>\n')
+    f.write("\n".join(svg) + "\n</svg>\n")
 PY
+echo "bench.sh: wrote $OUT/results.md and $OUT/chart.svg" >&2

@@ -37,6 +37,9 @@ pub struct LimitsConfig {
     pub memory_budget_bytes: Option<usize>,
 }
 
+/// Apps retry for days: keys are remembered a week by default.
+pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 168;
+
 /// The default per-shard memory budget.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
@@ -88,6 +91,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     durability: Option<Durability>,
     segment_bytes: Option<u64>,
+    idempotency_window_hours: Option<u64>,
     #[cfg(feature = "test-seams")]
     #[serde(default)]
     test_seams: TestSeams,
@@ -139,6 +143,8 @@ pub struct Config {
     pub principals: Vec<Principal>,
     /// Target size of a log segment before the next one starts.
     pub segment_bytes: u64,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window_hours: u64,
     #[cfg(feature = "test-seams")]
     pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
@@ -207,6 +213,9 @@ impl Config {
             limits: file.limits,
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
+            idempotency_window_hours: file
+                .idempotency_window_hours
+                .unwrap_or(DEFAULT_IDEMPOTENCY_WINDOW_HOURS),
             #[cfg(feature = "test-seams")]
             test_seams: file.test_seams,
             from_file: path.is_some(),
@@ -228,6 +237,12 @@ impl Config {
             return bad(
                 "segment_bytes",
                 "must be between 65536 and 1073741824 (1 GiB)",
+            );
+        }
+        if !(1..=24 * 366).contains(&self.idempotency_window_hours) {
+            return bad(
+                "idempotency_window_hours",
+                "must be between 1 and 8784 (a year)",
             );
         }
         if l.max_body_bytes == 0 || l.max_body_bytes > 1 << 30 {

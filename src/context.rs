@@ -17,6 +17,7 @@ use crate::http::date::{self, DateCache};
 use crate::http::parse::{Head, Limits};
 use crate::http::response::Reply;
 use crate::index::Index;
+use crate::keys::KeyTable;
 use crate::log::Log;
 use crate::peers::Peers;
 use crate::validate::Validator;
@@ -29,6 +30,8 @@ pub struct Context {
     principals: Principals,
     validator: RefCell<Validator>,
     index: Rc<RefCell<Index>>,
+    /// The idempotency keys this shard owns.
+    keys: RefCell<KeyTable>,
     /// Set once recovery is done.
     log: OnceCell<Rc<Log>>,
     /// Set once the mesh is joined.
@@ -47,6 +50,7 @@ impl Context {
             principals: Principals::new(config.principals.clone()),
             validator: RefCell::new(Validator::default()),
             index: Rc::new(RefCell::new(Index::default())),
+            keys: RefCell::new(KeyTable::default()),
             log: OnceCell::new(),
             peers: OnceCell::new(),
             date: Rc::new(DateCache::new()),
@@ -104,10 +108,16 @@ impl Context {
         self.peers.get()
     }
 
-    /// Installs the recovered log and the index rebuilt from it.
-    pub fn open(&self, log: Rc<Log>, index: Index) {
+    /// Installs the recovered log and the index and keys rebuilt from it.
+    pub fn open(&self, log: Rc<Log>, index: Index, keys: KeyTable) {
         *self.index.borrow_mut() = index;
+        *self.keys.borrow_mut() = keys;
         let _ = self.log.set(log);
+    }
+
+    /// The idempotency keys this shard owns.
+    pub fn keys(&self) -> RefMut<'_, KeyTable> {
+        self.keys.borrow_mut()
     }
 
     pub fn join_peers(&self, peers: Peers) {

@@ -9,10 +9,11 @@ use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Reply, Status, JSON, TEXT};
+use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER, TEXT};
+use crate::keys::{self, KeyedWrite};
 use crate::log::record::Kind;
 use crate::log::LogError;
-use crate::outcome::{Deferred, Outcome, Read};
+use crate::outcome::{Deferred, Outcome, Read, Work};
 use crate::route::tree::Params;
 use crate::route::Route;
 use crate::validate::{is_json_media_type, Invalid};
@@ -27,7 +28,7 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
         }
         return Outcome {
             deferred: Some(Deferred {
-                read: Read::Ready,
+                work: Work::Read(Read::Ready),
                 principal: "-".to_string(),
             }),
             ..Outcome::after(head)
@@ -87,7 +88,7 @@ fn read(
     };
     Outcome {
         deferred: Some(Deferred {
-            read,
+            work: Work::Read(read),
             principal: who.id.clone(),
         }),
         ..Outcome::after(head)
@@ -119,12 +120,16 @@ fn permissions(
     }
 }
 
-/// `POST /epro/submit`: validate, check the project scope, append, acknowledge.
+/// `POST /epro/submit`: validate, check the project scope, append, acknowledge. A
+/// submit with an idempotency key goes to its key's owner shard ([`crate::keyed`]).
 fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Reply<'_>) -> Outcome {
     let head = &request.head;
     if let Some(refused) = require_json(request, reply) {
         return refused;
     }
+    let Ok(header_key) = header_key(head) else {
+        return refuse(reply, head, Status::BadRequest, BAD_HEADER_KEY);
+    };
     let received_ns = clock::now_ns();
     let stored = ctx.validator().submit(request.body, |submission| {
         if submission
@@ -148,37 +153,102 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
                 .detach();
             }
         }
-        Stored::Appended(append(ctx, Kind::Report, who, received_ns, request.body))
-    });
-    match stored {
-        Err(invalid) => refuse_invalid(reply, head, invalid),
-        Ok(Stored::Forbidden) => refuse(
-            reply,
-            head,
-            Status::Forbidden,
-            "this principal may not write to the report's projectId",
-        ),
-        Ok(Stored::Appended(Err(e))) => refuse_storage(reply, head, e),
-        Ok(Stored::Appended(Ok(seq))) => {
-            let mut id = [0u8; 32];
-            let id = format_id(ctx.shard() as u16, seq, &mut id);
-            let at = clock::format_rfc3339(received_ns);
-            reply.ok(
-                JSON,
-                &[
-                    b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
-                    id,
-                    b"\",\"receivedAt\":\"",
-                    &at,
-                    b"\"}",
-                ],
-            );
-            durable_outcome(ctx, head, seq)
+        let key = match (submission.submission_id, header_key) {
+            (Some(body), Some(header)) if body != header => return Stored::KeyMismatch,
+            (Some(body), _) => Some((body, true)),
+            (None, header) => header.map(|header| (header, false)),
+        };
+        match key {
+            Some((key, key_in_body)) => Stored::Keyed(KeyedWrite {
+                kind: Kind::Report,
+                principal: who.id.clone(),
+                key: key.to_string(),
+                key_in_body,
+                received_ns,
+                body: request.body.to_vec(),
+            }),
+            None => Stored::Appended(append(ctx, Kind::Report, who, received_ns, request.body)),
         }
+    });
+    let seq = match stored {
+        Err(invalid) => return refuse_invalid(reply, head, invalid),
+        Ok(Stored::Forbidden) => {
+            return refuse(
+                reply,
+                head,
+                Status::Forbidden,
+                "this principal may not write to the report's projectId",
+            )
+        }
+        Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
+        Ok(Stored::Keyed(write)) => return keyed(who, head, write),
+        Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
+        Ok(Stored::Appended(Ok(seq))) => seq,
+    };
+    acknowledge(
+        reply,
+        Kind::Report,
+        ctx.shard() as u16,
+        seq,
+        received_ns,
+        None,
+    );
+    durable_outcome(ctx, head, seq)
+}
+
+/// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
+pub fn acknowledge(
+    reply: &mut Reply<'_>,
+    kind: Kind,
+    shard: u16,
+    seq: u64,
+    received_ns: u64,
+    extra: Option<Header<'_>>,
+) {
+    if kind == Kind::Tag {
+        reply.ok_with(JSON, extra, &[b"{\"success\":true}"]);
+        return;
+    }
+    let mut id = [0u8; 32];
+    let id = format_id(shard, seq, &mut id);
+    let at = clock::format_rfc3339(received_ns);
+    reply.ok_with(
+        JSON,
+        extra,
+        &[
+            b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
+            id,
+            b"\",\"receivedAt\":\"",
+            &at,
+            b"\"}",
+        ],
+    );
+}
+
+const KEY_MISMATCH: &str = "submissionId and Idempotency-Key differ";
+const BAD_HEADER_KEY: &str = "Idempotency-Key must be 1 to 126 visible ASCII characters";
+
+/// The request's `Idempotency-Key`, if it has one; `Err` when it is not usable.
+fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, ()> {
+    match head.idempotency_key {
+        None => Ok(None),
+        Some(value) => keys::valid_header_key(value).map(Some).ok_or(()),
     }
 }
 
-/// `POST /api/v1/tags/add`: a tag is a record in the log like a report.
+/// Defers a keyed write to its key's owner shard, which answers it.
+fn keyed(who: &Principal, head: &Head<'_>, write: KeyedWrite) -> Outcome {
+    Outcome {
+        deferred: Some(Deferred {
+            work: Work::Keyed(write),
+            principal: who.id.clone(),
+        }),
+        ..Outcome::after(head)
+    }
+}
+
+/// `POST /api/v1/tags/add`: a tag is a record in the log like a report; with an
+/// `Idempotency-Key` it is stored at most once per key, like a submit.
 fn add_tag(
     ctx: &Context,
     who: &Principal,
@@ -189,34 +259,54 @@ fn add_tag(
     if let Some(refused) = require_json(request, reply) {
         return refused;
     }
+    let Ok(header_key) = header_key(head) else {
+        return refuse(reply, head, Status::BadRequest, BAD_HEADER_KEY);
+    };
     let received_ns = clock::now_ns();
     // Authorized like a submit to the tag's project.
     let stored = ctx.validator().tag(request.body, |tag| {
         if !who.may_access(tag.project_id) {
             return Stored::Forbidden;
         }
-        Stored::Appended(append(ctx, Kind::Tag, who, received_ns, request.body))
-    });
-    match stored {
-        Err(invalid) => refuse_invalid(reply, head, invalid),
-        Ok(Stored::Forbidden) => refuse(
-            reply,
-            head,
-            Status::Forbidden,
-            "this principal may not write to the tag's projectId",
-        ),
-        Ok(Stored::Appended(Err(e))) => refuse_storage(reply, head, e),
-        Ok(Stored::Appended(Ok(seq))) => {
-            reply.ok(JSON, &[b"{\"success\":true}"]);
-            durable_outcome(ctx, head, seq)
+        match header_key {
+            Some(key) => Stored::Keyed(KeyedWrite {
+                kind: Kind::Tag,
+                principal: who.id.clone(),
+                key: key.to_string(),
+                key_in_body: false,
+                received_ns,
+                body: request.body.to_vec(),
+            }),
+            None => Stored::Appended(append(ctx, Kind::Tag, who, received_ns, request.body)),
         }
-    }
+    });
+    let seq = match stored {
+        Err(invalid) => return refuse_invalid(reply, head, invalid),
+        Ok(Stored::Forbidden) => {
+            return refuse(
+                reply,
+                head,
+                Status::Forbidden,
+                "this principal may not write to the tag's projectId",
+            )
+        }
+        Ok(Stored::Keyed(write)) => return keyed(who, head, write),
+        Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
+        Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
+        Ok(Stored::Appended(Ok(seq))) => seq,
+    };
+    acknowledge(reply, Kind::Tag, ctx.shard() as u16, seq, received_ns, None);
+    durable_outcome(ctx, head, seq)
 }
 
 /// What storing a validated submission came to.
 enum Stored {
     Appended(Result<u64, LogError>),
+    /// For its key's owner shard to store.
+    Keyed(KeyedWrite),
     Forbidden,
+    /// Body `submissionId` and `Idempotency-Key` header disagree.
+    KeyMismatch,
 }
 
 fn append(
@@ -227,13 +317,19 @@ fn append(
     body: &[u8],
 ) -> Result<u64, LogError> {
     match ctx.log() {
-        Some(log) => log.append(kind, &who.id, received_ns, body),
+        Some(log) => log.append(kind, &who.id, None, received_ns, body),
         None => Err(LogError::Closed),
     }
 }
 
 /// 503: this shard cannot store records now.
 fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcome {
+    refuse_storage_reply(reply, e);
+    Outcome::after(head)
+}
+
+/// The 503 of a shard that cannot store records now.
+pub fn refuse_storage_reply(reply: &mut Reply<'_>, e: LogError) {
     let message = match e {
         LogError::Closed => "not accepting writes (starting up or shutting down)",
         LogError::Behind => "storage is behind on this shard; retry later",
@@ -245,9 +341,8 @@ fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcom
     reply.error(
         Status::ServiceUnavailable,
         &[message.as_bytes()],
-        retry.then_some((b"Retry-After", b"1")),
+        retry.then_some(RETRY_AFTER),
     );
-    Outcome::after(head)
 }
 
 fn durable_outcome(ctx: &Context, head: &Head<'_>, seq: u64) -> Outcome {

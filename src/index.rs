@@ -85,8 +85,26 @@ impl Index {
     /// start-up. A record those rules refuse (stored under older rules, say) is not
     /// counted, and said, never skipped silently.
     pub fn add_stored(&mut self, validator: &mut Validator, record: &Record<'_>) {
+        self.add(validator, record, false);
+    }
+
+    /// As [`Index::add_stored`], at start-up: also returns a report's `submissionId`,
+    /// its idempotency key (a key sent only as a header is in the record itself).
+    pub fn add_recovered(
+        &mut self,
+        validator: &mut Validator,
+        record: &Record<'_>,
+    ) -> Option<String> {
+        self.add(validator, record, true)
+    }
+
+    fn add(&mut self, validator: &mut Validator, record: &Record<'_>, key: bool) -> Option<String> {
+        let mut submission_id = None;
         let counted = match record.kind {
             Kind::Report => validator.submit(record.body, |s| {
+                if key {
+                    submission_id = s.submission_id.map(str::to_owned);
+                }
                 self.add_report(s.patient_id, s.project_id, s.site_id, record.received_ns)
             }),
             Kind::Tag => validator.tag(record.body, |t| {
@@ -107,6 +125,7 @@ impl Index {
                 record.seq
             );
         }
+        submission_id
     }
 }
 

@@ -17,6 +17,7 @@
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
+//! | keys | [`keyed`], [`keys`] | a write with an idempotency key, stored by its key's owner shard at most once |
 //! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
 //!
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
@@ -26,7 +27,8 @@
 //!
 //! Shards share nothing on the request path: no lock, no shared atomic. Each keeps its
 //! own listener (the kernel spreads connections across them), connection table,
-//! buffers, log and index; reads that need every shard go by message passing.
+//! buffers, log and index; reads that need every shard, and a write with an idempotency
+//! key (stored by the shard that owns the key), go by message passing.
 //!
 //! ## Layers
 //!
@@ -37,26 +39,28 @@
 //! |---|---|---|
 //! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
-//! | 3 request | [`middleware`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
+//! | 3 request | [`middleware`], [`keyed`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`merge`], [`config`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`config`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
 //!
 //! ```text
 //! server     -> config, peers, shard
-//! shard      -> accept, config, conn, context, index, log, logger, peers, task, validate
+//! shard      -> accept, clock, config, conn, context, index, keyed, keys, log, logger, peers, task, validate
 //! accept     -> conn, context, http, task
 //! conn       -> context, http, middleware
-//! middleware -> auth, context, handlers, http, outcome, reads, route
-//! handlers   -> auth, clock, config, context, http, log, outcome, route, task, validate
+//! middleware -> auth, context, handlers, http, keyed, outcome, reads, route
+//! keyed      -> config, context, handlers, http, keys, log, peers, task
+//! handlers   -> auth, clock, config, context, http, keys, log, outcome, route, task, validate
 //! reads      -> context, http, index, merge, outcome
-//! outcome    -> http
-//! context    -> auth, config, http, index, log, peers, validate
-//! peers      -> index, task
+//! outcome    -> http, keys
+//! context    -> auth, config, http, index, keys, log, peers, validate
+//! peers      -> index, keys, task
 //! merge      -> clock, index
 //! index      -> log, validate
+//! keys       -> log
 //! log        -> clock, config, task
 //! route      -> auth, http
 //! config     -> auth, http, validate
@@ -85,6 +89,8 @@ pub mod context;
 pub mod handlers;
 pub mod http;
 pub mod index;
+pub mod keyed;
+pub mod keys;
 pub mod log;
 pub mod logger;
 pub mod merge;

@@ -14,7 +14,8 @@ use crate::http::parse::Head;
 use crate::http::reject::Reject;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status};
-use crate::outcome::{Deferred, Outcome};
+use crate::keyed;
+use crate::outcome::{Deferred, Outcome, Work};
 use crate::reads;
 use crate::route::tree::allow_header;
 use crate::route::{self, Access, Routed};
@@ -40,7 +41,8 @@ pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>) -> Outcom
     outcome
 }
 
-/// Answers a request whose handler deferred to a read across every shard.
+/// Answers a request whose handler deferred to a read across every shard, or to a
+/// keyed write's owner shard.
 /// A panic while answering is recovered as in [`handle`]: a 500 and a close.
 pub async fn finish(
     ctx: &Context,
@@ -52,9 +54,13 @@ pub async fn finish(
     let began = Instant::now();
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
-    let answered = AssertUnwindSafe(reads::answer(ctx, &deferred.read, &mut reply))
-        .catch_unwind()
-        .await;
+    let answering = async {
+        match &deferred.work {
+            Work::Keyed(write) => keyed::answer(ctx, write, &mut reply).await,
+            Work::Read(read) => reads::answer(ctx, read, &mut reply).await,
+        }
+    };
+    let answered = AssertUnwindSafe(answering).catch_unwind().await;
     let outcome = match answered {
         Ok(()) => Outcome::after(head),
         Err(_) => recovered(ctx, head, &mut reply, mark),

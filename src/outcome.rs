@@ -1,8 +1,10 @@
 //! What a handler leaves the connection to do once it has run: keep the connection or
 //! close it, wait for a record to be durable before the response may leave, or finish
-//! a read that needs every shard (which writes the response itself).
+//! a read that needs every shard, or a keyed write that needs its key's owner shard
+//! (either writes the response itself).
 
 use crate::http::parse::Head;
+use crate::keys::KeyedWrite;
 
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +40,7 @@ impl Outcome {
 /// outlive the request's borrow while the answers come in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deferred {
-    pub read: Read,
+    pub work: Work,
     /// For the access log.
     pub principal: String,
 }
@@ -54,4 +56,13 @@ pub enum Read {
     },
     /// `/readyz`, once this shard is ready: are all the others?
     Ready,
+}
+
+/// What a deferred request waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// A read across every shard.
+    Read(Read),
+    /// A submit or tag with an idempotency key, for its key's owner shard to store.
+    Keyed(KeyedWrite),
 }

@@ -1,8 +1,9 @@
-//! Questions across shards, by message passing: each shard holds the sending ends of a
-//! glommio channel mesh to every other shard and answers the messages that arrive on
-//! its receiving ends: read queries from its own index, and whether it can take writes
-//! (so that `/readyz` speaks for the whole process). A message carries a oneshot
-//! channel for its answer. Nothing here is on the submit path, and no lock is shared.
+//! Messages across shards: each shard holds the sending ends of a glommio channel mesh
+//! to every other shard and answers the messages that arrive on its receiving ends:
+//! read queries from its own index, whether it can take writes (so that `/readyz`
+//! speaks for the whole process), keyed writes for the idempotency keys it owns, and
+//! keys handed over at start-up. A message carries a oneshot channel for its answer.
+//! A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +12,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::index::{Answer, Index, Query};
+use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
 
 /// A question on its way to a peer, with the channel for its answer.
 pub enum Message {
@@ -20,6 +22,26 @@ pub enum Message {
     },
     /// Can the peer take writes now?
     Health { reply: oneshot::Sender<bool> },
+    /// Store this keyed record, unless its key is known.
+    Keyed {
+        write: KeyedWrite,
+        reply: oneshot::Sender<KeyedAnswer>,
+    },
+    /// Keys found in another shard's log that this shard owns (start-up).
+    Keys {
+        keys: Vec<(Box<str>, Entry)>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a shard does with the messages that need more than its index.
+pub trait Owner {
+    /// Whether this shard can take writes now.
+    fn healthy(&self) -> bool;
+    /// Stores `write` (or not), then answers on `reply`; may run as a task of its own.
+    fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>);
+    /// Takes in keys this shard owns.
+    fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
 }
 
 /// This shard's sending ends of the mesh.
@@ -81,22 +103,66 @@ impl Peers {
         None
     }
 
+    /// How many shards the process runs.
+    pub fn shards(&self) -> usize {
+        self.senders.nr_consumers()
+    }
+
+    /// Hands `write` to shard `owner` and waits for its answer.
+    pub async fn keyed(
+        &self,
+        owner: usize,
+        write: KeyedWrite,
+    ) -> Result<KeyedAnswer, &'static str> {
+        let (reply, answer) = oneshot::channel();
+        let message = Message::Keyed { write, reply };
+        if self.senders.send_to(owner, message).await.is_err() {
+            return Err("the key's shard is not answering");
+        }
+        answer.await.map_err(|_| "the key's shard dropped a write")
+    }
+
+    /// Hands keys to their owners (start-up); resolves once every owner has them.
+    pub async fn hand_over(
+        &self,
+        foreign: Vec<(usize, Box<str>, Entry)>,
+    ) -> Result<(), &'static str> {
+        let mut by_owner: Vec<Vec<(Box<str>, Entry)>> = (0..self.senders.nr_consumers())
+            .map(|_| Vec::new())
+            .collect();
+        for (owner, key, entry) in foreign {
+            by_owner[owner].push((key, entry));
+        }
+        for (owner, keys) in by_owner.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let (reply, done) = oneshot::channel();
+            if self
+                .senders
+                .send_to(owner, Message::Keys { keys, reply })
+                .await
+                .is_err()
+            {
+                return Err("a shard is not answering");
+            }
+            done.await.map_err(|_| "a shard dropped its keys")?;
+        }
+        Ok(())
+    }
+
     fn others(&self) -> impl Iterator<Item = usize> {
         let me = self.senders.peer_id();
         (0..self.senders.nr_consumers()).filter(move |&peer| peer != me)
     }
 }
 
-/// Answers every peer's messages until the mesh closes: queries from `index`, health
-/// from `healthy`.
-pub fn serve(
-    index: &Rc<RefCell<Index>>,
-    healthy: Rc<dyn Fn() -> bool>,
-    mut receivers: Receivers<Message>,
-) {
+/// Answers every peer's messages until the mesh closes: queries from `index`, the
+/// rest through `owner`.
+pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Receivers<Message>) {
     for (_, stream) in receivers.streams() {
         let index = Rc::clone(index);
-        let healthy = Rc::clone(&healthy);
+        let owner = Rc::clone(&owner);
         crate::task::spawn("peer queries", async move {
             while let Some(message) = stream.recv().await {
                 match message {
@@ -104,7 +170,12 @@ pub fn serve(
                         let _ = reply.send(index.borrow().answer(&query));
                     }
                     Message::Health { reply } => {
-                        let _ = reply.send(healthy());
+                        let _ = reply.send(owner.healthy());
+                    }
+                    Message::Keyed { write, reply } => owner.keyed(write, reply),
+                    Message::Keys { keys, reply } => {
+                        owner.take_keys(keys);
+                        let _ = reply.send(());
                     }
                 }
             }

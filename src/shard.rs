@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::conn::table::Connections;
 use crate::context::Context;
 use crate::index::Index;
+use crate::keyed::ShardOwner;
+use crate::keys::{self, Entry, KeyTable};
 use crate::log::open::{open_shard, Opened};
 use crate::log::record::Record;
 use crate::log::recover::{shard_dir, ScanProgress};
@@ -112,8 +114,23 @@ pub async fn serve(
         }
     }
     // Peers' queries are answered only from a complete index.
-    let health = Rc::clone(&ctx);
-    peers::serve(ctx.index(), Rc::new(move || health.is_ready()), receivers);
+    peers::serve(ctx.index(), Rc::new(ShardOwner(Rc::clone(&ctx))), receivers);
+    // Keys in this shard's log that another shard owns (the number of shards changed
+    // since they were stored) go to their owners before anything is served.
+    if let Some(peers) = ctx.peers() {
+        let foreign = ctx.keys().take_foreign(id, peers.shards());
+        if !foreign.is_empty() {
+            info!(
+                "shard {id}: handing {} idempotency keys to their owners",
+                foreign.len()
+            );
+            if let Err(e) = peers.hand_over(foreign).await {
+                let _ = reports.ready.send(Err(format!("shard {id}: {e}")));
+                return;
+            }
+        }
+    }
+    task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
     let _ = reports.ready.send(Ok(Started::Ready));
     // Serve once the process says every shard has recovered.
     let serving = Rc::clone(&ctx);
@@ -127,6 +144,33 @@ pub async fn serve(
     .detach();
     let _ = stop.await;
     shutdown(&ctx, &conns, acceptor).await;
+}
+
+/// How often keys past the idempotency window are forgotten.
+const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
+
+/// Records received before this carry keys past the window: forgotten.
+fn oldest_key_ns(config: &Config) -> u64 {
+    let window_ns = config.idempotency_window_hours * 3600 * 1_000_000_000;
+    crate::clock::now_ns().saturating_sub(window_ns)
+}
+
+fn key_entry(r: &Record<'_>) -> Entry {
+    Entry {
+        kind: r.kind,
+        shard: r.shard,
+        seq: r.seq,
+        received_ns: r.received_ns,
+        body_hash: keys::body_hash(r.body),
+    }
+}
+
+/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`].
+async fn expire_keys(ctx: Rc<Context>) {
+    loop {
+        glommio::timer::sleep(KEY_EXPIRY_EVERY).await;
+        ctx.keys().expire(oldest_key_ns(ctx.config()));
+    }
 }
 
 /// How often a long recovery says how far it has come.
@@ -172,13 +216,21 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         .map_or(PROGRESS_EVERY, Duration::from_millis);
     #[cfg(not(feature = "test-seams"))]
     let every = PROGRESS_EVERY;
-    let (opened, index) = glommio::executor()
-        .spawn_blocking(move || -> Result<(Opened, Index), String> {
+    let oldest_key_ns = oldest_key_ns(ctx.config());
+    let (opened, index, keys) = glommio::executor()
+        .spawn_blocking(move || -> Result<(Opened, Index, KeyTable), String> {
             let mut index = Index::default();
+            let mut keys = KeyTable::default();
             let mut validator = Validator::default();
-            let each = |r: &Record<'_>| index.add_stored(&mut validator, r);
+            let each = |r: &Record<'_>| {
+                let submission_id = index.add_recovered(&mut validator, r);
+                let key = r.key.or(submission_id.as_deref());
+                if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
+                    keys.insert(r.principal, key, key_entry(r));
+                }
+            };
             let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
-            Ok((opened, index))
+            Ok((opened, index, keys))
         })
         .await?;
     if let Some(torn) = &opened.scan.torn {
@@ -225,7 +277,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
             "shard {shard}: cannot open its log for writing (see the error above)"
         ));
     }
-    ctx.open(log, index);
+    ctx.open(log, index, keys);
     Ok(())
 }
 

@@ -39,6 +39,7 @@ fn log_of(records: u64) -> tempfile::TempDir {
             received_ns: 1,
             group_index: 0,
             principal: "admin",
+            key: None,
             body: body.as_bytes(),
         };
         record.encode(&mut bytes).expect("fits the format");

@@ -200,6 +200,7 @@ async fn store(
         received_ns,
         group_index: 0,
         principal: &who.id,
+        key: None,
         body,
     };
     record.encode(&mut bytes).expect("fits the format");

@@ -87,6 +87,8 @@ pub struct Head<'b> {
     pub expect_continue: bool,
     pub content_type: Option<&'b [u8]>,
     pub authorization: Option<&'b [u8]>,
+    /// The `Idempotency-Key` field's value, as sent (checked by the handler).
+    pub idempotency_key: Option<&'b [u8]>,
     /// Bytes of the head, including the final empty line.
     pub len: usize,
 }
@@ -147,6 +149,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
         expect_continue: fields.expect_continue && !http10,
         content_type: fields.content_type,
         authorization: fields.authorization,
+        idempotency_key: fields.idempotency_key,
         len,
     }))
 }
@@ -232,6 +235,7 @@ struct Fields<'b> {
     expect_continue: bool,
     content_type: Option<&'b [u8]>,
     authorization: Option<&'b [u8]>,
+    idempotency_key: Option<&'b [u8]>,
 }
 
 impl<'b> Fields<'b> {
@@ -273,6 +277,8 @@ impl<'b> Fields<'b> {
             set_once(&mut self.content_type, value)?;
         } else if name.eq_ignore_ascii_case("authorization") {
             set_once(&mut self.authorization, value)?;
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            set_once(&mut self.idempotency_key, value)?;
         }
         Ok(())
     }

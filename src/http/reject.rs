@@ -96,7 +96,7 @@ impl Reject {
             InvalidHost => (S::BadRequest, "Host is not a valid host[:port]", true),
             DuplicateHeader => (
                 S::BadRequest,
-                "duplicate Content-Type, Authorization or Expect header",
+                "duplicate Content-Type, Authorization, Idempotency-Key or Expect header",
                 true,
             ),
             UriTooLong => (S::UriTooLong, "request line exceeds max_head_bytes", true),

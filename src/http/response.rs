@@ -25,6 +25,7 @@ pub enum Status {
     UriTooLong,
     UnsupportedMediaType,
     ExpectationFailed,
+    UnprocessableContent,
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
@@ -47,6 +48,7 @@ impl Status {
             UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
             UnsupportedMediaType => b"HTTP/1.1 415 Unsupported Media Type\r\n",
             ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
+            UnprocessableContent => b"HTTP/1.1 422 Unprocessable Content\r\n",
             HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
             NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
@@ -138,6 +140,11 @@ impl<'o> Reply<'o> {
         self.write(Status::Ok, content_type, None, body);
     }
 
+    /// [`Reply::ok`] with one more header field.
+    pub fn ok_with(&mut self, content_type: &[u8], extra: Option<Header<'_>>, body: &[&[u8]]) {
+        self.write(Status::Ok, content_type, extra, body);
+    }
+
     /// `{"error":"<message>"}` with `status`; `message` is at most four parts, which
     /// need no JSON escaping (every caller passes fixed text, digits or validated identifiers).
     pub fn error(&mut self, status: Status, message: &[&[u8]], extra: Option<Header<'_>>) {
@@ -153,7 +160,6 @@ impl<'o> Reply<'o> {
         self.write(status, JSON, extra, &body[..2 + n]);
     }
 
-    /// The error response of a rejection.
     /// The error response for `reject`; a 503 (a limit that frees up) says when to
     /// retry.
     pub fn reject(&mut self, reject: Reject, extra: Option<Header<'_>>) {

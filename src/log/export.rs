@@ -67,6 +67,10 @@ pub fn write_json_line(record: &Record<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&format_rfc3339(record.received_ns));
     out.extend_from_slice(b"\",\"principal\":");
     let _ = serde_json::to_writer(&mut *out, record.principal);
+    if let Some(key) = record.key {
+        out.extend_from_slice(b",\"idempotencyKey\":");
+        let _ = serde_json::to_writer(&mut *out, key);
+    }
     out.extend_from_slice(b",\"body\":");
     // Bodies were validated as JSON before being stored; should one not be, it is
     // exported as a string rather than breaking the line.

@@ -184,6 +184,7 @@ impl Log {
         &self,
         kind: Kind,
         principal: &str,
+        key: Option<&str>,
         received_ns: u64,
         body: &[u8],
     ) -> Result<u64, LogError> {
@@ -197,7 +198,7 @@ impl Log {
         if state.pending.bytes.len() >= MAX_PENDING || state.next_seq >= state.reserved_seq {
             return Err(LogError::Behind);
         }
-        let len = Record::encoded_len(principal, body).map_err(|_| LogError::Unencodable)?;
+        let len = Record::encoded_len(principal, key, body).map_err(|_| LogError::Unencodable)?;
         let seq = state.next_seq;
         state.next_seq += 1;
         let pending = &mut state.pending;
@@ -224,6 +225,7 @@ impl Log {
             // Bounded by BATCH_MAX records.
             group_index: (seq - group.first_seq) as u32,
             principal,
+            key,
             body,
         };
         // Cannot fail: encoded_len accepted these lengths above.
@@ -311,14 +313,14 @@ mod tests {
         );
         let body = vec![b'x'; 64 << 10];
         let mut stored = 0;
-        while log.append(Kind::Report, "p", 0, &body).is_ok() {
+        while log.append(Kind::Report, "p", None, 0, &body).is_ok() {
             stored += 1;
         }
         assert_eq!(
-            log.append(Kind::Report, "p", 0, b"{}"),
+            log.append(Kind::Report, "p", None, 0, b"{}"),
             Err(LogError::Behind)
         );
-        let per_record = Record::encoded_len("p", &body).unwrap();
+        let per_record = Record::encoded_len("p", None, &body).unwrap();
         assert_eq!(stored, MAX_PENDING.div_ceil(per_record));
     }
 }

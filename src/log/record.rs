@@ -18,15 +18,19 @@
 //! |---|---|---|
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
 //! | 4 | 4 | `len`: payload bytes, 28 + principal + body |
-//! | 8 | 1 | kind: 1 report, 2 tag (other values reserved) |
+//! | 8 | 1 | kind: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one (other values reserved) |
 //! | 9 | 1 | principal length `p` (1..=255; the config allows at most 128) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
 //! | 20 | 8 | server receive time, nanoseconds since the Unix epoch, UTC |
 //! | 28 | 4 | body length `b` |
 //! | 32 | 4 | group index: the record's position in its write group (0 starts a group) |
-//! | 36 | p | principal id, UTF-8 |
+//! | 36 | p | principal id, UTF-8; for kinds 3 and 4, then a 0x00 byte and the `Idempotency-Key` (so `p` counts both) |
 //! | 36+p | b | the request body exactly as received |
+//!
+//! A report whose key is its body's `submissionId` is a kind 1 record: the body holds
+//! the key. Kinds 3 and 4 carry a key sent only in the `Idempotency-Key` header, so
+//! that recovery can rebuild every key from the log alone.
 //!
 //! A *write group* is the set of records written by one `write` + `fdatasync`; groups
 //! are written strictly one after another. So `seq - group index` names the group, and
@@ -99,12 +103,19 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn from_byte(b: u8) -> Option<Kind> {
+    /// The kind a kind byte names, and whether the record carries a key.
+    pub fn from_byte(b: u8) -> Option<(Kind, bool)> {
         match b {
-            1 => Some(Kind::Report),
-            2 => Some(Kind::Tag),
+            1 => Some((Kind::Report, false)),
+            2 => Some((Kind::Tag, false)),
+            3 => Some((Kind::Report, true)),
+            4 => Some((Kind::Tag, true)),
             _ => None,
         }
+    }
+
+    fn byte(self, keyed: bool) -> u8 {
+        self as u8 + if keyed { 2 } else { 0 }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +136,9 @@ pub struct Record<'a> {
     /// Position in its write group; `seq - group_index` is the group's first record.
     pub group_index: u32,
     pub principal: &'a str,
+    /// The `Idempotency-Key` it was sent with, when that is not its body's
+    /// `submissionId` (kinds 3 and 4).
+    pub key: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -134,26 +148,37 @@ pub struct Record<'a> {
 pub struct Unencodable;
 
 impl Record<'_> {
-    /// Encoded size of a record with this principal and body, if the format can hold
-    /// them.
-    pub fn encoded_len(principal: &str, body: &[u8]) -> Result<usize, Unencodable> {
-        let payload = FIXED_PAYLOAD + principal.len() + body.len();
-        if principal.len() > usize::from(u8::MAX) || payload > MAX_PAYLOAD {
+    /// Bytes of the principal field: the principal, and a key after a 0x00.
+    fn principal_field_len(principal: &str, key: Option<&str>) -> usize {
+        principal.len() + key.map_or(0, |k| 1 + k.len())
+    }
+
+    /// Encoded size of a record with this principal, key and body, if the format can
+    /// hold them.
+    pub fn encoded_len(
+        principal: &str,
+        key: Option<&str>,
+        body: &[u8],
+    ) -> Result<usize, Unencodable> {
+        let p = Record::principal_field_len(principal, key);
+        let payload = FIXED_PAYLOAD + p + body.len();
+        if p > usize::from(u8::MAX) || payload > MAX_PAYLOAD {
             return Err(Unencodable);
         }
-        Ok(FIXED_LEN + principal.len() + body.len())
+        Ok(FIXED_LEN + p + body.len())
     }
 
     /// Appends the encoded record to `out`, or refuses a record the format cannot hold.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), Unencodable> {
-        Record::encoded_len(self.principal, self.body)?;
+        Record::encoded_len(self.principal, self.key, self.body)?;
         let start = out.len();
-        let payload = FIXED_PAYLOAD + self.principal.len() + self.body.len();
+        let p = Record::principal_field_len(self.principal, self.key);
+        let payload = FIXED_PAYLOAD + p + self.body.len();
         let mut fixed = [0u8; FIXED_LEN];
         let mut put = |at: usize, bytes: &[u8]| fixed[at..at + bytes.len()].copy_from_slice(bytes);
         put(field::LEN, &(payload as u32).to_le_bytes());
-        put(field::KIND, &[self.kind as u8]);
-        put(field::PRINCIPAL_LEN, &[self.principal.len() as u8]);
+        put(field::KIND, &[self.kind.byte(self.key.is_some())]);
+        put(field::PRINCIPAL_LEN, &[p as u8]);
         put(field::SHARD, &self.shard.to_le_bytes());
         put(field::SEQ, &self.seq.to_le_bytes());
         put(field::RECEIVED_NS, &self.received_ns.to_le_bytes());
@@ -161,6 +186,10 @@ impl Record<'_> {
         put(field::GROUP_INDEX, &self.group_index.to_le_bytes());
         out.extend_from_slice(&fixed);
         out.extend_from_slice(self.principal.as_bytes());
+        if let Some(key) = self.key {
+            out.push(0);
+            out.extend_from_slice(key.as_bytes());
+        }
         out.extend_from_slice(self.body);
         let crc = crc32c::crc32c(&out[start + field::LEN..]);
         out[start + field::CRC..start + field::LEN].copy_from_slice(&crc.to_le_bytes());
@@ -204,7 +233,7 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     if crc32c::crc32c(&buf[field::LEN..end]) != crc {
         return Decoded::Invalid("record checksum mismatch");
     }
-    let Some(kind) = Kind::from_byte(buf[field::KIND]) else {
+    let Some((kind, keyed)) = Kind::from_byte(buf[field::KIND]) else {
         return Decoded::Invalid("unknown record kind");
     };
     let principal_len = buf[field::PRINCIPAL_LEN] as usize;
@@ -223,8 +252,13 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         return Decoded::Invalid("record group index beyond its sequence number");
     }
     let body_at = field::PRINCIPAL + principal_len;
-    let Ok(principal) = std::str::from_utf8(&buf[field::PRINCIPAL..body_at]) else {
+    let Ok(field) = std::str::from_utf8(&buf[field::PRINCIPAL..body_at]) else {
         return Decoded::Invalid("principal is not UTF-8");
+    };
+    let (principal, key) = match (keyed, field.split_once('\0')) {
+        (false, None) => (field, None),
+        (true, Some((principal, key))) if !key.is_empty() => (principal, Some(key)),
+        _ => return Decoded::Invalid("principal field disagrees with the record kind"),
     };
     let record = Record {
         kind,
@@ -233,6 +267,7 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         received_ns,
         group_index,
         principal,
+        key,
         body: &buf[body_at..end],
     };
     Decoded::Record(record, end)
@@ -279,6 +314,7 @@ mod tests {
             received_ns: 0,
             group_index: 0,
             principal,
+            key: None,
             body,
         }
     }
@@ -297,5 +333,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_key_sent_only_in_its_header_is_stored_after_the_principal() {
+        let mut out = Vec::new();
+        let keyed = Record {
+            kind: Kind::Tag,
+            key: Some("key-1"),
+            ..record("site-app", b"{}")
+        };
+        keyed.encode(&mut out).unwrap();
+        assert_eq!(out[field::KIND], 4);
+        assert_eq!(
+            &out[field::PRINCIPAL..field::PRINCIPAL + 14],
+            b"site-app\0key-1"
+        );
+        assert_eq!(
+            decode(&out, Some((0, 1))),
+            Decoded::Record(keyed, out.len())
+        );
+        // A 0x00 in the principal field of an unkeyed kind is damage, not a key.
+        out[field::KIND] = 2;
+        let crc = crc32c::crc32c(&out[field::LEN..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&out, None), Decoded::Invalid(_)));
     }
 }

@@ -172,6 +172,7 @@ mod tests {
                 received_ns: seq,
                 group_index: 0,
                 principal: "p",
+                key: None,
                 body: body.as_bytes(),
             };
             record.encode(&mut bytes).unwrap();
