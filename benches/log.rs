@@ -46,7 +46,9 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
             glommio::spawn_local(async move {
                 let mut last = 0;
                 for _ in 0..per_writer {
-                    last = log.append(Kind::Report, "site-app-001", None, 0, BODY).unwrap();
+                    last = log
+                        .append(Kind::Report, "site-app-001", None, 0, BODY)
+                        .unwrap();
                     if durability == Durability::Sync {
                         log.durable(last).await.unwrap();
                     } else {

@@ -78,14 +78,27 @@ role = "admin"
 projects = ["*"]
 TOML
 
-# A ~280-byte report, as the reference setup says.
-BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionId":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
+# A ~280-byte report, as the reference setup says. It carries no submissionId: every
+# request is a new report (a repeated submissionId would be a retry, answered from
+# the first). The keyed workload sends the same body with a fresh Idempotency-Key per
+# request (padded to the length of the submissionId it replaces).
+BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionRef":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
 cat > "$WORK/submit.lua" <<LUA
 wrk.method = "POST"
 wrk.path = "/epro/submit"
 wrk.body = [[$BODY]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $DEVICE"
+LUA
+cat "$WORK/submit.lua" > "$WORK/keyed.lua"
+cat >> "$WORK/keyed.lua" <<'LUA'
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, {["Idempotency-Key"] = prefix .. "-" .. n}, nil)
+end
 LUA
 cat > "$WORK/route.lua" <<LUA
 wrk.method = "GET"
@@ -168,8 +181,10 @@ for round in $(seq "$ROUNDS"); do
   for name in $SERVERS; do
     start "$name"
     case "$name" in
-      ours-async|base-async|axum-buffered) workloads="submit route health" ;;
-      ours-sync|base-sync|axum-durable) workloads="submit" ;;
+      ours-async) workloads="submit keyed route health" ;;
+      ours-sync) workloads="submit keyed" ;;
+      base-async|axum-buffered) workloads="submit route health" ;;
+      base-sync|axum-durable) workloads="submit" ;;
       floor) workloads="health" ;;
     esac
     for w in $workloads; do measure "$name" "$w" "$round"; done
@@ -206,6 +221,8 @@ def ratio(a, b, label):
 ratio(("ours-async", "submit"), ("axum-buffered", "submit"), "submit: ours async / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-buffered", "submit"), "submit: ours sync / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-durable", "submit"), "submit: ours sync / axum durable")
+ratio(("ours-async", "keyed"), ("ours-async", "submit"), "async: keyed / plain submit")
+ratio(("ours-sync", "keyed"), ("ours-sync", "submit"), "sync: keyed / plain submit")
 ratio(("ours-async", "route"), ("axum-buffered", "route"), "route: ours / axum")
 ratio(("ours-async", "health"), ("axum-buffered", "health"), "health: ours / axum")
 ratio(("ours-async", "health"), ("floor", "health"), "health: ours / floor")

@@ -5,8 +5,9 @@
 //! with different bytes. The table is rebuilt from the logs at start-up: a record on
 //! disk with a key is the key's truth.
 //!
-//! Memory: a key costs its entry (the key and principal, about 60 bytes of fixed
-//! size plus their lengths) in a hash map, about 150 bytes for a 36-byte UUID key.
+//! Memory: a key costs its map entry (48 bytes, in a table kept at most 7/8 full) and
+//! a heap copy of principal and key: measured at 166 bytes per key for a million
+//! 36-byte UUID keys of a 12-byte principal.
 //! Keys older than the window (`idempotency_window_hours`) are forgotten: a retry
 //! after that is stored as a new record.
 
