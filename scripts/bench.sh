@@ -95,9 +95,12 @@ cat >> "$WORK/keyed.lua" <<'LUA'
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 local prefix = string.format("%08x", math.random(0, 0x7fffffff))
 local n = 0
+local headers = {}
+for name, value in pairs(wrk.headers) do headers[name] = value end
 request = function()
   n = n + 1
-  return wrk.format(nil, nil, {["Idempotency-Key"] = prefix .. "-" .. n}, nil)
+  headers["Idempotency-Key"] = prefix .. "-" .. n
+  return wrk.format(nil, nil, headers, nil)
 end
 LUA
 cat > "$WORK/route.lua" <<LUA
