@@ -26,6 +26,24 @@ if [ "$(id -u)" != 0 ] && ! command -v fusermount3 >/dev/null 2>&1; then
   exit 1
 fi
 
+# The ship tests run a throwaway PostgreSQL (initdb + pg_ctl on a Unix socket in a temp
+# dir). Install Debian's postgresql when its server binaries are missing; with CI set,
+# a missing PostgreSQL fails the run here instead of later.
+find_initdb() {
+  command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1
+}
+if [ -z "$(find_initdb)" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing postgresql for the ship tests" >&2
+    apt-get install -y postgresql >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y postgresql >/dev/null; } || true
+  fi
+  if [ -z "$(find_initdb)" ]; then
+    echo "test.sh: PostgreSQL's server binaries (initdb, pg_ctl) are missing: install them (Debian/Ubuntu: apt-get install postgresql) and retry." >&2
+    exit 1
+  fi
+fi
+
 cargo check --locked --all-targets --all-features
 # test-seams: the fault seams some tests inject through requests (panics); release
 # builds never have them.

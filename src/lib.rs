@@ -23,6 +23,7 @@
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
 //! [`log::manifest`], torn tails), [`log::export`] and [`log::salvage`] (the `export`
 //! and `verify` commands), [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
 //! Shards share nothing on the request path: no lock, no shared atomic. Each keeps its
@@ -41,7 +42,7 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`middleware`], [`keyed`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`config`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -61,6 +62,7 @@
 //! merge      -> clock, index
 //! index      -> log, validate
 //! keys       -> log
+//! ship       -> clock, log, validate
 //! log        -> clock, config, task
 //! route      -> auth, http
 //! config     -> auth, http, validate
@@ -101,5 +103,6 @@ pub mod reads;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod ship;
 pub mod task;
 pub mod validate;

@@ -13,7 +13,10 @@ use epro_ingest::config::{Config, Durability, Overrides};
 use epro_ingest::log::recover::ScanProgress;
 use epro_ingest::log::{datadir, export};
 use epro_ingest::server;
+use epro_ingest::ship;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +79,27 @@ enum Command {
         #[arg(long)]
         shard: u16,
     },
+    /// Ship every record into PostgreSQL exactly once (a cursor per node and shard moves
+    /// in the same transaction as the rows), then follow new records until SIGTERM.
+    /// Safe beside a running server: it only reads the logs.
+    Ship {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// PostgreSQL connection string, libpq style, e.g.
+        /// "host=/run/postgresql user=epro dbname=epro" or postgresql://...
+        #[arg(long)]
+        postgres: String,
+        /// This node's name in the tables [default: the host name].
+        #[arg(long)]
+        node: Option<String>,
+        /// Ship what is there, then exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+        /// Records per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
     /// Check every record of every segment; list every problem; exit non-zero on any.
     Verify {
         /// The server's data directory (the one holding shard-0, shard-1, ...).
@@ -118,6 +142,19 @@ fn main() -> ExitCode {
             })
         }
         Command::Verify { data_dir } => verify(&data_dir),
+        Command::Ship {
+            data_dir,
+            postgres,
+            node,
+            once,
+            batch,
+        } => ship(ship::Options {
+            data_dir,
+            conninfo: postgres,
+            node: node.unwrap_or_else(host_name),
+            once,
+            batch: batch.max(1),
+        }),
         Command::RetireShard { data_dir, shard } => {
             datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
                 log::info!(
@@ -215,6 +252,27 @@ fn advance(bar: &ProgressBar) -> impl FnMut(u16, &ScanProgress) + '_ {
         current = Some((shard, p.total_bytes));
         bar.set_position(before + p.bytes);
     }
+}
+
+/// `ship`: SIGTERM or SIGINT stop it after its current transaction, with status 0.
+fn ship(opts: ship::Options) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("ship: cannot handle signals: {e}"))?;
+    }
+    match ship::run(&opts, &stop) {
+        Ok(_) => Ok(()),
+        Err(ship::Stop::Corrupt(message) | ship::Stop::Fatal(message)) => Err(message),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
 }
 
 fn verify(data_dir: &Path) -> Result<(), String> {

@@ -202,6 +202,19 @@ const PROGRESS_RECORDS: u64 = 8192;
 pub fn scan_shard(
     dir: &Path,
     shard: u16,
+    each: impl FnMut(&Record<'_>),
+    progress: impl FnMut(&ScanProgress),
+) -> Result<ShardScan, Corruption> {
+    scan_shard_from(dir, shard, 0, each, progress)
+}
+
+/// [`scan_shard`], skipping every segment that ends before record `from_seq` (a
+/// follower's cursor): the scan starts at the segment holding it, whose earlier
+/// records `each` still sees.
+pub fn scan_shard_from(
+    dir: &Path,
+    shard: u16,
+    from_seq: u64,
     mut each: impl FnMut(&Record<'_>),
     mut progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
@@ -228,7 +241,11 @@ pub fn scan_shard(
         next_seq: 1,
         ..ShardScan::default()
     };
-    for (i, segment) in segments.iter().enumerate() {
+    let start = segments
+        .iter()
+        .rposition(|s| s.first_seq <= from_seq)
+        .unwrap_or(0);
+    for (i, segment) in segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == segments.len();
         let path = &segment.path;
         let unreadable = |e: io::Error| Corruption::unreadable(path, e);
@@ -245,7 +262,7 @@ pub fn scan_shard(
         }
         // With a manifest, ids may have been skipped between segments (a block reserved
         // before a crash); never may a segment start inside what came before.
-        let gap_allowed = manifest.is_some() || i == 0;
+        let gap_allowed = manifest.is_some() || i == start;
         let continues = first_seq == scan.next_seq || (gap_allowed && first_seq > scan.next_seq);
         if !continues {
             return Err(corrupt(

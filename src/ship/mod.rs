@@ -1,0 +1,308 @@
+//! `epro-ingest ship`: every record of a data directory into PostgreSQL, exactly once.
+//!
+//! A separate process that only reads the logs (as `export` does), so it is safe beside
+//! a running server. Per shard it reads from its cursor on, stages up to `batch`
+//! records with one `COPY`, moves them into the tables ([`schema::move_staged`]) and
+//! advances the cursor, all in one transaction: a crash of the shipper, the server or
+//! PostgreSQL at any moment neither loses nor duplicates a row. With `--once` it ships
+//! what is there and exits; otherwise it follows the logs (a poll every
+//! [`POLL_EVERY`]) until SIGTERM or SIGINT, then exits after its current transaction.
+//!
+//! PostgreSQL down or restarting: the shipper retries with backoff, logging once per
+//! change of state, and never skips a record. A corrupt record in a log stops it with
+//! the file and offset, as `verify` reports them: nothing past it is shipped silently.
+
+mod rows;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+
+use crate::log::export::shard_dirs;
+use crate::log::recover::scan_shard_from;
+use crate::validate::Validator;
+
+/// How often a follower looks for new records.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to reach PostgreSQL.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub conninfo: String,
+    pub node: String,
+    pub once: bool,
+    /// Records per transaction.
+    pub batch: usize,
+}
+
+/// Why shipping stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    /// A log is damaged here: nothing after it was shipped.
+    Corrupt(String),
+    /// Anything else that retrying cannot fix.
+    Fatal(String),
+}
+
+/// Totals for the final line and for progress.
+#[derive(Default)]
+struct Progress {
+    shipped: u64,
+    /// Receive time of the last record shipped.
+    last_ns: u64,
+    began: Option<Instant>,
+    logged: Option<Instant>,
+}
+
+/// Ships until done (`once`) or stopped (`stop` set); the number of records shipped.
+pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
+    let mut progress = Progress {
+        began: Some(Instant::now()),
+        ..Progress::default()
+    };
+    let mut client: Option<Client> = None;
+    let mut down_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let conn = match client.as_mut() {
+            Some(conn) => conn,
+            None => match connect(&opts.conninfo) {
+                Ok(conn) => {
+                    if down_since.take().is_some() {
+                        log::info!("ship: PostgreSQL is back; continuing");
+                    }
+                    backoff = Duration::from_millis(100);
+                    client.insert(conn)
+                }
+                // PostgreSQL answered, and refused: retrying will not help.
+                Err(e) if e.as_db_error().is_some() => {
+                    return Err(Stop::Fatal(format!("ship: PostgreSQL: {}", describe(&e))))
+                }
+                Err(e) => {
+                    if down_since.is_none() {
+                        log::warn!("ship: cannot reach PostgreSQL, retrying: {}", describe(&e));
+                        down_since = Some(Instant::now());
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        match ship_pass(conn, opts, stop, &mut progress) {
+            Ok(shipped) => {
+                if opts.once {
+                    break;
+                }
+                if shipped == 0 {
+                    std::thread::sleep(POLL_EVERY);
+                }
+            }
+            Err(PassError::Db(e)) if e.is_closed() || e.as_db_error().is_none() => {
+                // The connection broke (PostgreSQL restarted, say): reconnect; the
+                // interrupted transaction was rolled back, its records come again.
+                log::warn!("ship: lost PostgreSQL, reconnecting: {}", describe(&e));
+                client = None;
+                down_since = Some(Instant::now());
+            }
+            Err(PassError::Db(e)) => {
+                return Err(Stop::Fatal(format!("ship: PostgreSQL: {}", describe(&e))))
+            }
+            Err(PassError::Stop(stop)) => return Err(stop),
+        }
+    }
+    log::info!(
+        "ship: done: {} records shipped in {:.1} s",
+        progress.shipped,
+        progress.began.map_or(0.0, |b| b.elapsed().as_secs_f64())
+    );
+    Ok(progress.shipped)
+}
+
+/// An error with PostgreSQL's own message and detail, not just "db error".
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => e.to_string(),
+    }
+}
+
+fn connect(conninfo: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(conninfo, NoTls)?;
+    client.batch_execute("SET client_min_messages = warning")?;
+    schema::migrate(&mut client)?;
+    schema::prepare_session(&mut client)?;
+    Ok(client)
+}
+
+enum PassError {
+    Db(postgres::Error),
+    Stop(Stop),
+}
+
+impl From<postgres::Error> for PassError {
+    fn from(e: postgres::Error) -> Self {
+        PassError::Db(e)
+    }
+}
+
+/// One pass over every shard: ships what is new; the number of records shipped.
+fn ship_pass(
+    client: &mut Client,
+    opts: &Options,
+    stop: &AtomicBool,
+    progress: &mut Progress,
+) -> Result<u64, PassError> {
+    let shards = shard_dirs(&opts.data_dir).map_err(|e| PassError::Stop(Stop::Fatal(e)))?;
+    let mut shipped = 0;
+    for (shard, dir) in shards {
+        shipped += ship_shard(client, opts, shard, &dir, stop, progress)?;
+    }
+    Ok(shipped)
+}
+
+/// A batch being gathered for one transaction.
+struct Batch {
+    lines: Vec<u8>,
+    records: usize,
+    /// The cursor after it: one past its last record.
+    next_seq: u64,
+    last_ns: u64,
+}
+
+/// Ships shard `shard`'s records from its cursor on, `opts.batch` per transaction.
+fn ship_shard(
+    client: &mut Client,
+    opts: &Options,
+    shard: u16,
+    dir: &Path,
+    stop: &AtomicBool,
+    progress: &mut Progress,
+) -> Result<u64, PassError> {
+    let shard_no = i32::from(shard);
+    let cursor = schema::cursor(client, &opts.node, shard_no)? as u64;
+    let mut validator = Validator::default();
+    let mut batch = Batch {
+        lines: Vec::with_capacity(opts.batch * 512),
+        records: 0,
+        next_seq: cursor,
+        last_ns: 0,
+    };
+    let mut committed = cursor;
+    let mut shipped = 0u64;
+    let mut failed: Option<PassError> = None;
+    let scanned = scan_shard_from(
+        dir,
+        shard,
+        cursor,
+        |record| {
+            if failed.is_some() || record.seq < cursor || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            rows::copy_line(&mut validator, &opts.node, record, &mut batch.lines);
+            batch.records += 1;
+            batch.next_seq = record.seq + 1;
+            batch.last_ns = record.received_ns;
+            if batch.records >= opts.batch {
+                match commit(client, opts, shard_no, committed, &mut batch, progress) {
+                    Ok(n) => {
+                        shipped += n;
+                        committed = batch.next_seq;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+        },
+        |_| {},
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // What was read before any damage is shipped before the damage is reported.
+    if batch.records > 0 && !stop.load(Ordering::Relaxed) {
+        shipped += commit(client, opts, shard_no, committed, &mut batch, progress)?;
+    }
+    if let Err(corruption) = scanned {
+        return Err(PassError::Stop(Stop::Corrupt(format!(
+            "ship: shard {shard}: shipped up to the damage, stopping: {corruption}"
+        ))));
+    }
+    Ok(shipped)
+}
+
+/// One transaction: COPY the batch, move it, advance the cursor from `from`.
+fn commit(
+    client: &mut Client,
+    opts: &Options,
+    shard: i32,
+    from: u64,
+    batch: &mut Batch,
+    progress: &mut Progress,
+) -> Result<u64, PassError> {
+    use std::io::Write;
+    let mut tx = client.transaction()?;
+    let mut writer = tx.copy_in(&schema::copy_statement())?;
+    writer
+        .write_all(&batch.lines)
+        .map_err(|e| PassError::Stop(Stop::Fatal(format!("ship: COPY: {e}"))))?;
+    writer.finish()?;
+    schema::move_staged(&mut tx)?;
+    let records = batch.records as i64;
+    if !schema::advance(
+        &mut tx,
+        &opts.node,
+        shard,
+        from as i64,
+        batch.next_seq as i64,
+        records,
+    )? {
+        return Err(PassError::Stop(Stop::Fatal(format!(
+            "ship: the cursor of node {} shard {shard} moved under this shipper: is another \
+             one shipping the same node?",
+            opts.node
+        ))));
+    }
+    tx.commit()?;
+    let shipped = batch.records as u64;
+    progress.shipped += shipped;
+    progress.last_ns = batch.last_ns;
+    batch.lines.clear();
+    batch.records = 0;
+    report(progress);
+    Ok(shipped)
+}
+
+/// A progress line every [`PROGRESS_EVERY`]: records shipped, rate, and how far behind
+/// the records' receive times the shipper is.
+fn report(progress: &mut Progress) {
+    let now = Instant::now();
+    if progress
+        .logged
+        .is_some_and(|at| now.duration_since(at) < PROGRESS_EVERY)
+    {
+        return;
+    }
+    progress.logged = Some(now);
+    let secs = progress
+        .began
+        .map_or(1.0, |b| b.elapsed().as_secs_f64().max(1e-3));
+    let behind_s = crate::clock::now_ns().saturating_sub(progress.last_ns) as f64 / 1e9;
+    log::info!(
+        "ship: {} records shipped, {:.0} records/s, last shipped record received {behind_s:.1} s ago",
+        progress.shipped,
+        progress.shipped as f64 / secs
+    );
+}

@@ -1,0 +1,205 @@
+//! A log record as a row of `epro_records`, in PostgreSQL's COPY text format: the
+//! fields the read APIs count by (through the same validator rules), the key, and the
+//! body twice: exactly as received (`body_raw`, for an auditor) and as `jsonb` (for
+//! queries; NULL for the rare body jsonb cannot hold, a `\u0000` or a lone surrogate).
+
+use crate::clock::format_rfc3339;
+use crate::log::export::record_id;
+use crate::log::record::{Kind, Record};
+use crate::validate::Validator;
+
+/// The columns of `epro_records` (and of the staging table), in COPY order.
+pub const COLUMNS: &str = "node, shard, seq, id, kind, received_at, received_ns, principal, \
+     submission_id, patient_id, project_id, site_id, tag_name, counted, body, body_raw";
+
+/// The fields the read APIs count a record by, when the validator accepts it.
+#[derive(Default)]
+struct Fields {
+    submission_id: Option<String>,
+    patient_id: Option<String>,
+    project_id: Option<String>,
+    site_id: Option<String>,
+    tag_name: Option<String>,
+    counted: bool,
+}
+
+fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
+    let own = |s: Option<&str>| s.map(str::to_owned);
+    let parsed = match record.kind {
+        Kind::Report => validator.submit(record.body, |s| Fields {
+            submission_id: own(s.submission_id),
+            patient_id: own(Some(s.patient_id)),
+            project_id: own(s.project_id),
+            site_id: own(s.site_id),
+            tag_name: None,
+            counted: true,
+        }),
+        Kind::Tag => validator.tag(record.body, |t| Fields {
+            patient_id: own(Some(t.patient_id)),
+            project_id: own(Some(t.project_id)),
+            tag_name: own(Some(t.tag_name)),
+            counted: true,
+            ..Fields::default()
+        }),
+    };
+    let mut fields = parsed.unwrap_or_default();
+    // A key sent only as a header is the record's key; otherwise the body's.
+    if let Some(key) = record.key {
+        fields.submission_id = Some(key.to_owned());
+    }
+    fields
+}
+
+/// Appends `record` of node `node` as one COPY text line to `out`.
+pub fn copy_line(validator: &mut Validator, node: &str, record: &Record<'_>, out: &mut Vec<u8>) {
+    let f = fields(validator, record);
+    let mut id = Vec::with_capacity(24);
+    record_id(record.shard, record.seq, &mut id);
+    text(out, node);
+    tab(out);
+    number(out, u64::from(record.shard));
+    tab(out);
+    number(out, record.seq);
+    tab(out);
+    out.extend_from_slice(&id);
+    tab(out);
+    out.extend_from_slice(record.kind.as_str().as_bytes());
+    tab(out);
+    out.extend_from_slice(&format_rfc3339(record.received_ns));
+    tab(out);
+    number(out, record.received_ns);
+    tab(out);
+    text(out, record.principal);
+    for value in [
+        &f.submission_id,
+        &f.patient_id,
+        &f.project_id,
+        &f.site_id,
+        &f.tag_name,
+    ] {
+        tab(out);
+        match value {
+            Some(v) => text(out, v),
+            None => out.extend_from_slice(b"\\N"),
+        }
+    }
+    tab(out);
+    out.extend_from_slice(if f.counted { b"t" } else { b"f" });
+    tab(out);
+    match std::str::from_utf8(record.body) {
+        Ok(json) if jsonb_can_hold(record.body) => text(out, json),
+        _ => out.extend_from_slice(b"\\N"),
+    }
+    tab(out);
+    // bytea in hex; its backslash is escaped as COPY text requires.
+    out.extend_from_slice(b"\\\\x");
+    for b in record.body {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+    out.push(b'\n');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn tab(out: &mut Vec<u8>) {
+    out.push(b'\t');
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A value in COPY text format: backslash, tab, newline and CR escaped.
+fn text(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Whether PostgreSQL's jsonb accepts this (already valid) JSON: it refuses the escape
+/// `\u0000` and unpaired surrogate escapes. Such a body goes as NULL jsonb (it is
+/// still in `body_raw`).
+fn jsonb_can_hold(json: &[u8]) -> bool {
+    let mut i = 0;
+    let mut high = false;
+    while i < json.len() {
+        if json[i] != b'\\' || i + 1 == json.len() {
+            if high {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        if json[i + 1] != b'u' || i + 6 > json.len() {
+            if high {
+                return false;
+            }
+            i += 2;
+            continue;
+        }
+        let hex = std::str::from_utf8(&json[i + 2..i + 6]).unwrap_or("");
+        match u16::from_str_radix(hex, 16) {
+            Ok(0) => return false,
+            Ok(0xD800..=0xDBFF) if !high => high = true,
+            Ok(0xDC00..=0xDFFF) if high => high = false,
+            Ok(0xD800..=0xDFFF) => return false,
+            _ if high => return false,
+            _ => {}
+        }
+        i += 6;
+    }
+    !high
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(body: &[u8], key: Option<&str>) -> String {
+        let record = Record {
+            kind: Kind::Report,
+            shard: 1,
+            seq: 7,
+            received_ns: 1_000_000_123,
+            group_index: 0,
+            principal: "dev\t1",
+            key,
+            body,
+        };
+        let mut out = Vec::new();
+        copy_line(&mut Validator::default(), "n1", &record, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_report_becomes_one_escaped_copy_line() {
+        let l = line(
+            br#"{"patientId":"P\\1","projectId":"P001","reportData":"x","submissionId":"s-1"}"#,
+            None,
+        );
+        let cols: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(cols.len(), 16, "{l}");
+        assert_eq!(&cols[..4], ["n1", "1", "7", "s1-7"]);
+        assert_eq!(cols[7], "dev\\t1", "the tab in the principal, escaped");
+        assert_eq!(&cols[8..13], ["s-1", "P\\\\1", "P001", "\\N", "\\N"]);
+        assert_eq!(cols[13], "t");
+        assert!(cols[15].starts_with("\\\\x7b22"), "{}", cols[15]);
+    }
+
+    #[test]
+    fn a_header_key_and_bodies_jsonb_cannot_hold() {
+        let l = line(br#"{"patientId":"P","reportData":"a\u0000b"}"#, Some("k-1"));
+        let cols: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(cols[8], "k-1");
+        assert_eq!(cols[14], "\\N");
+        assert!(jsonb_can_hold(br#"{"a":"\u00e9 \ud83d\ude00 \\u0000"}"#));
+        assert!(!jsonb_can_hold(br#"{"a":"\ud83d"}"#));
+        assert!(!jsonb_can_hold(br#"{"a":"\ude00\ud83d"}"#));
+    }
+}

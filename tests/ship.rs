@@ -1,0 +1,356 @@
+//! `epro-ingest ship` into a real PostgreSQL: every record exactly once, the cursor
+//! exact, across kill -9 of the shipper and a restart of PostgreSQL; one row per key
+//! across nodes with every other copy kept as a duplicate; and SQL views that answer
+//! like the read APIs.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{
+    export, get, post, wait_until, Server, ADMIN_TOKEN as ADMIN, BIN,
+    DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE,
+};
+use pg::Postgres;
+
+fn ship_cmd(data: &Path, pg: &Postgres, node: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["ship", "--data-dir"])
+        .arg(data)
+        .args(["--postgres", &pg.conninfo, "--node", node])
+        .args(extra);
+    cmd
+}
+
+fn ship_once(data: &Path, pg: &Postgres, node: &str) -> Output {
+    let out = ship_cmd(data, pg, node, &["--once"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ship --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn report(patient: &str, project: Option<&str>, site: &str, key: Option<&str>) -> String {
+    let project = project.map_or(String::new(), |p| format!(r#""projectId":"{p}","#));
+    let key = key.map_or(String::new(), |k| format!(r#","submissionId":"{k}""#));
+    format!(r#"{{"patientId":"{patient}",{project}"siteId":"{site}","reportData":"ok"{key}}}"#)
+}
+
+/// Submits `n` reports spread over patients, sites and projects (some without one),
+/// a few tags, over several connections (both shards).
+fn fill(server: &Server, n: usize, key_prefix: Option<&str>) {
+    for i in 0..n {
+        let mut stream = server.connect();
+        let project = match i % 3 {
+            0 => Some("P001"),
+            1 => Some("P002"),
+            _ => None,
+        };
+        let key = key_prefix.map(|p| format!("{p}-{i}"));
+        let body = report(
+            &format!("pat-{}", i % 7),
+            project,
+            &format!("S0{}", i % 2),
+            key.as_deref(),
+        );
+        let r = post(&mut stream, "/epro/submit", DEVICE, &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for patient in ["pat-1", "pat-2"] {
+        let mut stream = server.connect();
+        let tag =
+            format!(r#"{{"projectId":"P001","patientId":"{patient}","tagName":"high-risk"}}"#);
+        assert_eq!(
+            post(&mut stream, "/api/v1/tags/add", ADMIN, &tag).status,
+            200
+        );
+    }
+}
+
+fn count(pg: &Postgres, sql: &str) -> i64 {
+    pg.client().query_one(sql, &[]).unwrap().get(0)
+}
+
+#[test]
+fn ship_once_stores_every_record_and_the_views_answer_like_the_read_apis() {
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &[]);
+    fill(&server, 60, None);
+    let data = server.data_dir();
+    // Beside the running server.
+    ship_once(&data, &pg, "n1");
+    let exported = export(&data);
+    let mut client = pg.client();
+    let rows = client
+        .query(
+            "SELECT id, body_raw, kind FROM epro_records WHERE node = 'n1'",
+            &[],
+        )
+        .unwrap();
+    let in_pg: BTreeMap<String, Vec<u8>> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1)))
+        .collect();
+    assert_eq!(in_pg.len(), exported.len());
+    let ids: BTreeSet<String> = exported
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(in_pg.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    // Bodies byte for byte, as the logs hold them.
+    for shard in 0..2u16 {
+        let dir = data.join(format!("shard-{shard}"));
+        epro_ingest::log::recover::scan_shard(
+            &dir,
+            shard,
+            |r| {
+                assert_eq!(
+                    in_pg[&format!("s{shard}-{}", r.seq)],
+                    r.body,
+                    "s{shard}-{}",
+                    r.seq
+                )
+            },
+            |_| {},
+        )
+        .unwrap();
+    }
+    // The cursor is one past each shard's last record.
+    for row in client
+        .query(
+            "SELECT shard, next_seq, shipped FROM epro_ship_cursor WHERE node = 'n1'",
+            &[],
+        )
+        .unwrap()
+    {
+        let (shard, next, shipped): (i32, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let last = exported
+            .iter()
+            .filter(|r| r["shard"] == shard)
+            .map(|r| r["seq"].as_i64().unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(next, last + 1);
+        assert_eq!(
+            shipped,
+            exported.iter().filter(|r| r["shard"] == shard).count() as i64
+        );
+    }
+
+    // The views give the read APIs' answers.
+    let mut stream = server.connect();
+    for project in ["P001", "P002", "-"] {
+        let api = get(
+            &mut stream,
+            &format!("/api/v1/projects/{project}/reports/summary"),
+            ADMIN,
+        )
+        .json();
+        let row = client
+            .query_one(
+                "SELECT reports, subjects FROM epro_summary WHERE project_id = $1",
+                &[&project],
+            )
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+            (
+                api["reports"].as_i64().unwrap(),
+                api["subjects"].as_i64().unwrap()
+            ),
+            "{project}"
+        );
+        for site in ["S00", "S01"] {
+            let sites = &api["sites"][site];
+            let row = client
+                .query_one(
+                    "SELECT reports, subjects FROM epro_site_summary WHERE project_id = $1 AND site_id = $2",
+                    &[&project, &site],
+                )
+                .unwrap();
+            assert_eq!(row.get::<_, i64>(0), sites["reports"].as_i64().unwrap());
+            assert_eq!(row.get::<_, i64>(1), sites["subjects"].as_i64().unwrap());
+            let api = get(
+                &mut stream,
+                &format!("/api/v1/projects/{project}/sites/{site}/subjects"),
+                ADMIN,
+            )
+            .json();
+            let from_api: BTreeSet<(String, i64, Vec<String>)> = api["subjects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let tags = s["tags"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().unwrap().to_string())
+                        .collect();
+                    (
+                        s["patientId"].as_str().unwrap().to_string(),
+                        s["reports"].as_i64().unwrap(),
+                        tags,
+                    )
+                })
+                .collect();
+            let from_view: BTreeSet<(String, i64, Vec<String>)> = client
+                .query(
+                    "SELECT patient_id, reports, tags FROM epro_subjects WHERE project_id = $1 AND site_id = $2",
+                    &[&project, &site],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            assert_eq!(from_view, from_api, "{project}/{site}");
+        }
+    }
+    // Shipping again ships nothing new.
+    ship_once(&data, &pg, "n1");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM epro_records"),
+        exported.len() as i64
+    );
+}
+
+#[test]
+fn kill_9_of_the_shipper_mid_batch_neither_loses_nor_duplicates() {
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &[]);
+    fill(&server, 600, None);
+    let data = server.data_dir();
+    let total = export(&data).len() as i64;
+    let mut seed = 7u64;
+    for _ in 0..8 {
+        let mut child: Child = ship_cmd(&data, &pg, "n1", &["--batch", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 40));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let before = count(&pg, "SELECT count(*) FROM epro_records");
+    assert!(
+        before < total,
+        "the kills came too late to interrupt anything"
+    );
+    ship_once(&data, &pg, "n1");
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), total);
+    assert_eq!(
+        count(&pg, "SELECT count(DISTINCT id) FROM epro_records"),
+        total
+    );
+    // Every record was counted into the cursor exactly once.
+    assert_eq!(
+        count(&pg, "SELECT sum(shipped)::bigint FROM epro_ship_cursor"),
+        total
+    );
+}
+
+#[test]
+fn two_nodes_with_overlapping_keys_keep_one_row_per_key_and_every_copy() {
+    let pg = Postgres::start();
+    let a = Server::start(CONFIG, &[]);
+    let b = Server::start(CONFIG, &[]);
+    for i in 0..10 {
+        let mut stream = a.connect();
+        let body = report(
+            &format!("pat-{i}"),
+            Some("P001"),
+            "S01",
+            Some(&format!("k-{i}")),
+        );
+        assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
+    }
+    for i in 5..15 {
+        let mut stream = b.connect();
+        let body = report(
+            &format!("pat-{i}"),
+            Some("P001"),
+            "S01",
+            Some(&format!("k-{i}")),
+        );
+        assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
+    }
+    ship_once(&a.data_dir(), &pg, "a");
+    ship_once(&b.data_dir(), &pg, "b");
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 15);
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(DISTINCT submission_id) FROM epro_records"
+        ),
+        15
+    );
+    // Node b's copies of k-5..k-9 are kept, pointing at node a's rows.
+    let mut client = pg.client();
+    let dups = client
+        .query(
+            "SELECT d.submission_id, d.node, d.kept_node, r.id FROM epro_record_duplicates d
+             JOIN epro_records r ON (r.node, r.shard, r.seq) = (d.kept_node, d.kept_shard, d.kept_seq)
+             ORDER BY 1",
+            &[],
+        )
+        .unwrap();
+    let keys: Vec<String> = dups.iter().map(|r| r.get(0)).collect();
+    assert_eq!(keys, ["k-5", "k-6", "k-7", "k-8", "k-9"]);
+    assert!(dups
+        .iter()
+        .all(|r| r.get::<_, String>(1) == "b" && r.get::<_, String>(2) == "a"));
+}
+
+#[test]
+fn a_follower_rides_out_a_postgres_restart_and_stops_cleanly_on_sigterm() {
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &[]);
+    let data = server.data_dir();
+    let mut follower = ship_cmd(&data, &pg, "n1", &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    fill(&server, 30, None);
+    let shipped = |pg: &Postgres| {
+        postgres::Client::connect(&pg.conninfo, postgres::NoTls)
+            .ok()
+            .and_then(|mut c| c.query_one("SELECT count(*) FROM epro_records", &[]).ok())
+            .map_or(-1, |r| r.get::<_, i64>(0))
+    };
+    let total = export(&data).len() as i64;
+    assert!(wait_until(Duration::from_secs(20), || shipped(&pg) == total));
+    pg.restart();
+    fill(&server, 30, None);
+    let total = export(&data).len() as i64;
+    assert!(
+        wait_until(Duration::from_secs(30), || shipped(&pg) == total),
+        "the follower did not catch up after the restart"
+    );
+    let pid = nix::unistd::Pid::from_raw(follower.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = follower.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(follower.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("lost PostgreSQL") || stderr.contains("cannot reach PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ship: done: "), "{stderr}");
+    assert_eq!(
+        count(&pg, "SELECT sum(shipped)::bigint FROM epro_ship_cursor"),
+        total
+    );
+}
