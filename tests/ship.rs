@@ -85,8 +85,15 @@ fn ship_once_stores_every_record_and_the_views_answer_like_the_read_apis() {
     fill(&server, 60, None);
     let data = server.data_dir();
     // Beside the running server.
-    ship_once(&data, &pg, "n1");
+    let out = ship_once(&data, &pg, "n1");
     let exported = export(&data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(" records behind, last shipped record received "),
+        "{stderr}"
+    );
+    let done = format!("ship: done: {} records shipped", exported.len());
+    assert!(stderr.contains(&done), "{stderr}");
     let mut client = pg.client();
     let rows = client
         .query(

@@ -15,6 +15,7 @@
 mod rows;
 pub mod schema;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,6 +60,21 @@ struct Progress {
     last_ns: u64,
     began: Option<Instant>,
     logged: Option<Instant>,
+    /// Per shard: the log's head (one past its last record) when last looked at, when
+    /// that was, and the cursor now.
+    heads: BTreeMap<u16, (u64, Instant)>,
+    cursors: BTreeMap<u16, u64>,
+}
+
+impl Progress {
+    /// Records in the logs not shipped yet, as of the heads last seen.
+    fn behind(&self) -> u64 {
+        let cursor = |shard| self.cursors.get(shard).copied().unwrap_or(0);
+        self.heads
+            .iter()
+            .map(|(shard, (head, _))| head.saturating_sub(cursor(shard)))
+            .sum()
+    }
 }
 
 /// Ships until done (`once`) or stopped (`stop` set); the number of records shipped.
@@ -194,6 +210,20 @@ fn ship_shard(
 ) -> Result<u64, PassError> {
     let shard_no = i32::from(shard);
     let cursor = schema::cursor(client, &opts.node, shard_no)? as u64;
+    progress.cursors.insert(shard, cursor);
+    // The log's head, for the progress line's lag: a scan of the last segment only,
+    // at most once per progress period.
+    if progress
+        .heads
+        .get(&shard)
+        .map_or(true, |(_, at)| at.elapsed() >= PROGRESS_EVERY)
+    {
+        if let Ok(tail) = scan_shard_from(dir, shard, u64::MAX, |_| {}, |_| {}) {
+            progress
+                .heads
+                .insert(shard, (tail.next_seq, Instant::now()));
+        }
+    }
     let mut validator = Validator::default();
     let mut batch = Batch {
         lines: Vec::with_capacity(opts.batch * 512),
@@ -279,14 +309,15 @@ fn commit(
     let shipped = batch.records as u64;
     progress.shipped += shipped;
     progress.last_ns = batch.last_ns;
+    progress.cursors.insert(shard as u16, batch.next_seq);
     batch.lines.clear();
     batch.records = 0;
     report(progress);
     Ok(shipped)
 }
 
-/// A progress line every [`PROGRESS_EVERY`]: records shipped, rate, and how far behind
-/// the records' receive times the shipper is.
+/// A progress line every [`PROGRESS_EVERY`]: records shipped, rate, and the lag: records
+/// behind the logs' heads, and how long ago the last shipped record was received.
 fn report(progress: &mut Progress) {
     let now = Instant::now();
     if progress
@@ -301,8 +332,10 @@ fn report(progress: &mut Progress) {
         .map_or(1.0, |b| b.elapsed().as_secs_f64().max(1e-3));
     let behind_s = crate::clock::now_ns().saturating_sub(progress.last_ns) as f64 / 1e9;
     log::info!(
-        "ship: {} records shipped, {:.0} records/s, last shipped record received {behind_s:.1} s ago",
+        "ship: {} records shipped, {:.0} records/s; {} records behind, last shipped record \
+         received {behind_s:.1} s ago",
         progress.shipped,
-        progress.shipped as f64 / secs
+        progress.shipped as f64 / secs,
+        progress.behind()
     );
 }
