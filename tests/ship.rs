@@ -361,3 +361,44 @@ fn a_follower_rides_out_a_postgres_restart_and_stops_cleanly_on_sigterm() {
         total
     );
 }
+
+#[test]
+fn a_corrupt_record_stops_ship_with_its_file_and_offset_after_what_came_before() {
+    use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    fill(&server, 20, None);
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    let data = dir.path().join("data");
+    let segment = epro_ingest::log::recover::list_segments(&data.join("shard-0"))
+        .unwrap()
+        .remove(0)
+        .path;
+    // Flip a byte in the body of the 10th record: acknowledged groups follow it.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut at = HEADER_LEN;
+    for _ in 0..9 {
+        match decode(&bytes[at..], None) {
+            Decoded::Record(_, len) => at += len,
+            other => panic!("{other:?}"),
+        }
+    }
+    let Decoded::Record(_, len) = decode(&bytes[at..], None) else {
+        panic!("no 10th record")
+    };
+    bytes[at + len - 3] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let out = ship_cmd(&data, &pg, "n1", &["--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let place = format!("{} at offset {at}: ", segment.display());
+    assert!(
+        stderr.contains("shipped up to the damage, stopping"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&place), "{stderr}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 9);
+    assert_eq!(count(&pg, "SELECT max(seq) FROM epro_records"), 9);
+}
