@@ -158,42 +158,18 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
             (Some(body), _) => Some((body, true)),
             (None, header) => header.map(|header| (header, false)),
         };
-        match key {
-            Some((key, key_in_body)) => Stored::Keyed(KeyedWrite {
-                kind: Kind::Report,
-                principal: who.id.clone(),
-                key: key.to_string(),
-                key_in_body,
-                received_ns,
-                body: request.body.to_vec(),
-            }),
-            None => Stored::Appended(append(ctx, Kind::Report, who, received_ns, request.body)),
-        }
+        store(ctx, Kind::Report, who, key, received_ns, request.body)
     });
-    let seq = match stored {
-        Err(invalid) => return refuse_invalid(reply, head, invalid),
-        Ok(Stored::Forbidden) => {
-            return refuse(
-                reply,
-                head,
-                Status::Forbidden,
-                "this principal may not write to the report's projectId",
-            )
-        }
-        Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
-        Ok(Stored::Keyed(write)) => return keyed(who, head, write),
-        Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
-        Ok(Stored::Appended(Ok(seq))) => seq,
-    };
-    acknowledge(
+    let forbidden = "this principal may not write to the report's projectId";
+    answer_stored(
+        ctx,
+        head,
         reply,
         Kind::Report,
-        ctx.shard() as u16,
-        seq,
+        stored,
         received_ns,
-        None,
-    );
-    durable_outcome(ctx, head, seq)
+        forbidden,
+    )
 }
 
 /// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
@@ -237,11 +213,11 @@ fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, ()> {
 }
 
 /// Defers a keyed write to its key's owner shard, which answers it.
-fn keyed(who: &Principal, head: &Head<'_>, write: KeyedWrite) -> Outcome {
+fn keyed(head: &Head<'_>, write: KeyedWrite) -> Outcome {
     Outcome {
         deferred: Some(Deferred {
+            principal: write.principal.clone(),
             work: Work::Keyed(write),
-            principal: who.id.clone(),
         }),
         ..Outcome::after(head)
     }
@@ -268,34 +244,33 @@ fn add_tag(
         if !who.may_access(tag.project_id) {
             return Stored::Forbidden;
         }
-        match header_key {
-            Some(key) => Stored::Keyed(KeyedWrite {
-                kind: Kind::Tag,
-                principal: who.id.clone(),
-                key: key.to_string(),
-                key_in_body: false,
-                received_ns,
-                body: request.body.to_vec(),
-            }),
-            None => Stored::Appended(append(ctx, Kind::Tag, who, received_ns, request.body)),
-        }
+        let key = header_key.map(|key| (key, false));
+        store(ctx, Kind::Tag, who, key, received_ns, request.body)
     });
+    let forbidden = "this principal may not write to the tag's projectId";
+    answer_stored(ctx, head, reply, Kind::Tag, stored, received_ns, forbidden)
+}
+
+/// Answers what storing a validated record came to: its error, its deferral to the
+/// key's owner, or its acknowledgement (once durable, with durability `sync`).
+fn answer_stored(
+    ctx: &Context,
+    head: &Head<'_>,
+    reply: &mut Reply<'_>,
+    kind: Kind,
+    stored: Result<Stored, Invalid>,
+    received_ns: u64,
+    forbidden: &str,
+) -> Outcome {
     let seq = match stored {
         Err(invalid) => return refuse_invalid(reply, head, invalid),
-        Ok(Stored::Forbidden) => {
-            return refuse(
-                reply,
-                head,
-                Status::Forbidden,
-                "this principal may not write to the tag's projectId",
-            )
-        }
-        Ok(Stored::Keyed(write)) => return keyed(who, head, write),
+        Ok(Stored::Forbidden) => return refuse(reply, head, Status::Forbidden, forbidden),
         Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
+        Ok(Stored::Keyed(write)) => return keyed(head, write),
         Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
         Ok(Stored::Appended(Ok(seq))) => seq,
     };
-    acknowledge(reply, Kind::Tag, ctx.shard() as u16, seq, received_ns, None);
+    acknowledge(reply, kind, ctx.shard() as u16, seq, received_ns, None);
     durable_outcome(ctx, head, seq)
 }
 
@@ -307,6 +282,29 @@ enum Stored {
     Forbidden,
     /// Body `submissionId` and `Idempotency-Key` header disagree.
     KeyMismatch,
+}
+
+/// Appends a validated record, or, when it has a key (and whether that key is its
+/// body's), leaves it for its key's owner shard.
+fn store(
+    ctx: &Context,
+    kind: Kind,
+    who: &Principal,
+    key: Option<(&str, bool)>,
+    received_ns: u64,
+    body: &[u8],
+) -> Stored {
+    match key {
+        Some((key, key_in_body)) => Stored::Keyed(KeyedWrite {
+            kind,
+            principal: who.id.clone(),
+            key: key.to_string(),
+            key_in_body,
+            received_ns,
+            body: body.to_vec(),
+        }),
+        None => Stored::Appended(append(ctx, kind, who, received_ns, body)),
+    }
 }
 
 fn append(

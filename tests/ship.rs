@@ -74,6 +74,24 @@ fn fill(server: &Server, n: usize, key_prefix: Option<&str>) {
     }
 }
 
+/// Every record was counted into the cursors exactly once.
+fn assert_cursor_counted(pg: &Postgres, total: i64) {
+    assert_eq!(
+        count(pg, "SELECT sum(shipped)::bigint FROM epro_ship_cursor"),
+        total
+    );
+}
+
+/// Reports with submissionIds `k-<i>` for `keys`.
+fn submit_keys(server: &Server, keys: std::ops::Range<usize>) {
+    for i in keys {
+        let mut stream = server.connect();
+        let key = format!("k-{i}");
+        let body = report(&format!("pat-{i}"), Some("P001"), "S01", Some(&key));
+        assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
+    }
+}
+
 fn count(pg: &Postgres, sql: &str) -> i64 {
     pg.client().query_one(sql, &[]).unwrap().get(0)
 }
@@ -260,11 +278,7 @@ fn kill_9_of_the_shipper_mid_batch_neither_loses_nor_duplicates() {
         count(&pg, "SELECT count(DISTINCT id) FROM epro_records"),
         total
     );
-    // Every record was counted into the cursor exactly once.
-    assert_eq!(
-        count(&pg, "SELECT sum(shipped)::bigint FROM epro_ship_cursor"),
-        total
-    );
+    assert_cursor_counted(&pg, total);
 }
 
 #[test]
@@ -272,26 +286,8 @@ fn two_nodes_with_overlapping_keys_keep_one_row_per_key_and_every_copy() {
     let pg = Postgres::start();
     let a = Server::start(CONFIG, &[]);
     let b = Server::start(CONFIG, &[]);
-    for i in 0..10 {
-        let mut stream = a.connect();
-        let body = report(
-            &format!("pat-{i}"),
-            Some("P001"),
-            "S01",
-            Some(&format!("k-{i}")),
-        );
-        assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
-    }
-    for i in 5..15 {
-        let mut stream = b.connect();
-        let body = report(
-            &format!("pat-{i}"),
-            Some("P001"),
-            "S01",
-            Some(&format!("k-{i}")),
-        );
-        assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
-    }
+    submit_keys(&a, 0..10);
+    submit_keys(&b, 5..15);
     ship_once(&a.data_dir(), &pg, "a");
     ship_once(&b.data_dir(), &pg, "b");
     assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 15);
@@ -356,10 +352,7 @@ fn a_follower_rides_out_a_postgres_restart_and_stops_cleanly_on_sigterm() {
         "{stderr}"
     );
     assert!(stderr.contains("ship: done: "), "{stderr}");
-    assert_eq!(
-        count(&pg, "SELECT sum(shipped)::bigint FROM epro_ship_cursor"),
-        total
-    );
+    assert_cursor_counted(&pg, total);
 }
 
 #[test]
