@@ -337,15 +337,16 @@ fn a_follower_rides_out_a_postgres_restart_and_stops_cleanly_on_sigterm() {
     pg.restart();
     fill(&server, 30, None);
     let total = export(&data).len() as i64;
-    assert!(
-        wait_until(Duration::from_secs(30), || shipped(&pg) == total),
-        "the follower did not catch up after the restart"
-    );
+    let caught_up = wait_until(Duration::from_secs(30), || shipped(&pg) == total);
     let pid = nix::unistd::Pid::from_raw(follower.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let status = follower.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(follower.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        caught_up,
+        "the follower did not catch up after the restart:\n{stderr}"
+    );
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("lost PostgreSQL") || stderr.contains("cannot reach PostgreSQL"),

@@ -100,8 +100,8 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
                     backoff = Duration::from_millis(100);
                     client.insert(conn)
                 }
-                // PostgreSQL answered, and refused: retrying will not help.
-                Err(e) if e.as_db_error().is_some() => {
+                // PostgreSQL answered, and refused for good: retrying will not help.
+                Err(e) if !transient(&e) => {
                     return Err(Stop::Fatal(format!("ship: PostgreSQL: {}", describe(&e))))
                 }
                 Err(e) => {
@@ -124,7 +124,7 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
                     std::thread::sleep(POLL_EVERY);
                 }
             }
-            Err(PassError::Db(e)) if e.is_closed() || e.as_db_error().is_none() => {
+            Err(PassError::Db(e)) if transient(&e) => {
                 // The connection broke (PostgreSQL restarted, say): reconnect; the
                 // interrupted transaction was rolled back, its records come again.
                 log::warn!("ship: lost PostgreSQL, reconnecting: {}", describe(&e));
@@ -143,6 +143,27 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
         progress.began.map_or(0.0, |b| b.elapsed().as_secs_f64())
     );
     Ok(progress.shipped)
+}
+
+/// Whether reconnecting and retrying can get past `e`: a broken connection, a server
+/// shutting down, restarting or full, or a transaction that lost a race. The
+/// interrupted transaction was rolled back, so its records come again.
+fn transient(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    let Some(db) = e.as_db_error() else {
+        return true;
+    };
+    let code = db.code();
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .contains(code)
 }
 
 /// An error with PostgreSQL's own message and detail, not just "db error".
