@@ -65,7 +65,7 @@ LUA
 taskset -c "$SERVER_CPUS" "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:18300 \
   --cpus "$SERVER_CPUS" --data-dir "$WORK/data" 2>"$WORK/server.log" &
 SERVER=$!
-for _ in $(seq 200); do curl -sf 127.0.0.1:18300/healthz >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq 200); do curl -sf 127.0.0.1:18300/readyz >/dev/null 2>&1 && break; sleep 0.05; done
 count_records() { "$BIN" verify --data-dir "$WORK/data" | awk '/records/ {s += $5} END {print s + 0}'; }
 while [ "$(count_records)" -lt "$RECORDS" ]; do
   taskset -c "$WRK_CPUS" wrk -t1 -c64 -d5s -s "$WORK/submit.lua" http://127.0.0.1:18300 >/dev/null

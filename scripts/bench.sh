@@ -138,7 +138,7 @@ start() { # name -> sets PID, URL
   PID=$!
   URL=http://127.0.0.1:$PORT
   for _ in $(seq 200); do
-    curl -sf "$URL/healthz" >/dev/null 2>&1 && return 0
+    curl -sf "$URL/readyz" >/dev/null 2>&1 && return 0   # ready: every shard recovered
     sleep 0.05
   done
   echo "bench.sh: $name did not start:" >&2; cat "$WORK/$name.log" >&2; exit 1

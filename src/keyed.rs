@@ -26,14 +26,15 @@ use crate::log::LogError;
 use crate::peers::Owner;
 
 /// On the receiving shard: has `write` stored by its key's owner and answers.
-pub async fn answer(ctx: &Context, write: &KeyedWrite, reply: &mut Reply<'_>) {
+pub async fn answer(ctx: &Context, write: KeyedWrite, reply: &mut Reply<'_>) {
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let owner = keys::owner(&write.principal, &write.key, shards);
+    let key_in_body = write.key_in_body;
     let answer = if owner == ctx.shard() {
-        store(ctx, write.clone()).await
+        store(ctx, write).await
     } else {
         match ctx.peers() {
-            Some(peers) => match peers.keyed(owner, write.clone()).await {
+            Some(peers) => match peers.keyed(owner, write).await {
                 Ok(answer) => answer,
                 Err(message) => {
                     reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None);
@@ -50,7 +51,7 @@ pub async fn answer(ctx: &Context, write: &KeyedWrite, reply: &mut Reply<'_>) {
             acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, replayed)
         }
         KeyedAnswer::Conflict => {
-            let what: &[u8] = if write.key_in_body {
+            let what: &[u8] = if key_in_body {
                 b"submissionId"
             } else {
                 b"Idempotency-Key"

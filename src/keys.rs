@@ -73,6 +73,8 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct KeyTable {
     map: HashMap<Box<str>, Entry>,
+    /// Where a lookup joins principal and key, so that it allocates nothing.
+    scratch: String,
 }
 
 impl KeyTable {
@@ -85,8 +87,12 @@ impl KeyTable {
     }
 
     /// What `principal`'s `key` is now, for a `kind` record with this body hash.
-    pub fn lookup(&self, principal: &str, key: &str, kind: Kind, body_hash: u64) -> Lookup {
-        match self.map.get(map_key(principal, key).as_ref()) {
+    pub fn lookup(&mut self, principal: &str, key: &str, kind: Kind, body_hash: u64) -> Lookup {
+        self.scratch.clear();
+        self.scratch.push_str(principal);
+        self.scratch.push('\0');
+        self.scratch.push_str(key);
+        match self.map.get(self.scratch.as_str()) {
             None => Lookup::New,
             Some(e) if e.body_hash == body_hash && e.kind == kind => Lookup::Replay(*e),
             Some(_) => Lookup::Conflict,

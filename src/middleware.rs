@@ -54,10 +54,11 @@ pub async fn finish(
     let began = Instant::now();
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
+    let Deferred { work, principal } = deferred;
     let answering = async {
-        match &deferred.work {
+        match work {
             Work::Keyed(write) => keyed::answer(ctx, write, &mut reply).await,
-            Work::Read(read) => reads::answer(ctx, read, &mut reply).await,
+            Work::Read(read) => reads::answer(ctx, &read, &mut reply).await,
         }
     };
     let answered = AssertUnwindSafe(answering).catch_unwind().await;
@@ -65,7 +66,7 @@ pub async fn finish(
         Ok(()) => Outcome::after(head),
         Err(_) => recovered(ctx, head, &mut reply, mark),
     };
-    access_log(ctx, head, reply.since(mark), began, &deferred.principal);
+    access_log(ctx, head, reply.since(mark), began, &principal);
     outcome
 }
 
