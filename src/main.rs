@@ -90,7 +90,9 @@ enum Command {
         /// "host=/run/postgresql user=epro dbname=epro" or postgresql://...
         #[arg(long)]
         postgres: String,
-        /// This node's name in the tables [default: the host name].
+        /// This node's name in the tables [default: the name kept in
+        /// <data-dir>/ship-node, written with the host name on the first run, so that a
+        /// renamed host does not ship everything again under a new name].
         #[arg(long)]
         node: Option<String>,
         /// Ship what is there, then exit (for cron and tests).
@@ -148,12 +150,14 @@ fn main() -> ExitCode {
             node,
             once,
             batch,
-        } => ship(ship::Options {
-            data_dir,
-            conninfo: postgres,
-            node: node.unwrap_or_else(host_name),
-            once,
-            batch: batch.max(1),
+        } => node_name(&data_dir, node).and_then(|node| {
+            ship(ship::Options {
+                data_dir,
+                conninfo: postgres,
+                node,
+                once,
+                batch: batch.max(1),
+            })
         }),
         Command::RetireShard { data_dir, shard } => {
             datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
@@ -264,6 +268,27 @@ fn ship(opts: ship::Options) -> Result<(), String> {
     match ship::run(&opts, &stop) {
         Ok(_) => Ok(()),
         Err(ship::Stop::Corrupt(message) | ship::Stop::Fatal(message)) => Err(message),
+    }
+}
+
+/// The node's name: `--node`, else the one kept in `<data_dir>/ship-node`, else the
+/// host name, kept there for the next run (rows and cursors are per node name).
+fn node_name(data_dir: &Path, given: Option<String>) -> Result<String, String> {
+    if let Some(node) = given {
+        return Ok(node);
+    }
+    let path = data_dir.join("ship-node");
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => Ok(kept.trim().to_string()),
+        Ok(_) | Err(_) if !data_dir.is_dir() => {
+            Err(format!("{}: not a data directory", data_dir.display()))
+        }
+        _ => {
+            let node = host_name();
+            std::fs::write(&path, format!("{node}\n"))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(node)
+        }
     }
 }
 

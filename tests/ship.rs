@@ -396,3 +396,40 @@ fn a_corrupt_record_stops_ship_with_its_file_and_offset_after_what_came_before()
     assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 9);
     assert_eq!(count(&pg, "SELECT max(seq) FROM epro_records"), 9);
 }
+
+#[test]
+fn without_node_the_name_is_kept_in_the_data_directory_so_a_rerun_ships_nothing_new() {
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &[]);
+    fill(&server, 5, None);
+    let data = server.data_dir();
+    let total = export(&data).len() as i64;
+    let ship = || {
+        let out = Command::new(BIN)
+            .args(["ship", "--once", "--postgres", &pg.conninfo, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(data.join("ship-node"), "alpha\n").unwrap();
+    ship();
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM epro_records WHERE node = 'alpha'"
+        ),
+        total
+    );
+    std::fs::remove_file(data.join("ship-node")).unwrap();
+    ship();
+    let kept = std::fs::read_to_string(data.join("ship-node")).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(kept.trim(), host.trim());
+    ship();
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 2 * total);
+}
