@@ -285,14 +285,17 @@ impl Slot {
     /// read into them; false (nothing changed) when the budget cannot cover it.
     pub fn reserve(&mut self, more: usize) -> bool {
         let bytes = self.buffers().extra() + more;
-        self.conns.recharge(&mut self.charged, bytes, false)
+        bytes <= self.charged || self.conns.recharge(&mut self.charged, bytes, false)
     }
 
     /// Charges the budget for exactly what the buffers hold now, even past it (it was
     /// spent already): that leaves less for new bodies until it shrinks.
     pub fn settle(&mut self) {
         let bytes = self.buffers().extra();
-        self.conns.recharge(&mut self.charged, bytes, true);
+        // The common case, a connection at its base size, touches no shared state.
+        if bytes != self.charged {
+            self.conns.recharge(&mut self.charged, bytes, true);
+        }
     }
 }
 
