@@ -289,6 +289,14 @@ impl Config {
             if p.id.is_empty() || p.id.len() > MAX_ID {
                 return bad(&format!("principals[{i}].id"), "must be 1 to 128 bytes");
             }
+            // Ids go into log lines, JSON and the record's principal field, where a 0x00
+            // separates a keyed record's idempotency key.
+            if p.id.chars().any(char::is_control) {
+                return bad(
+                    &format!("principals[{i}].id"),
+                    "must not contain control characters",
+                );
+            }
             if self.principals[..i].iter().any(|q| q.id == p.id) {
                 return bad(
                     &format!("principals[{i}].id"),

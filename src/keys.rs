@@ -78,14 +78,6 @@ pub struct KeyTable {
 }
 
 impl KeyTable {
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// What `principal`'s `key` is now, for a `kind` record with this body hash.
     pub fn lookup(&mut self, principal: &str, key: &str, kind: Kind, body_hash: u64) -> Lookup {
         self.scratch.clear();
@@ -232,14 +224,14 @@ mod tests {
             table.insert("p", &format!("k{i}"), entry(i, i, 0));
         }
         let foreign = table.take_foreign(0, 2);
-        assert_eq!(table.len() + foreign.len(), 100);
+        assert_eq!(table.map.len() + foreign.len(), 100);
         assert!(foreign.iter().all(|(owner, joined, _)| {
             let (p, k) = joined.split_once('\0').unwrap();
             *owner == 1 && owner_is(p, k, 1)
         }));
         let mut other = KeyTable::default();
         other.take_in(foreign.into_iter().map(|(_, j, e)| (j, e)).collect());
-        assert_eq!(table.len() + other.len(), 100);
+        assert_eq!(table.map.len() + other.map.len(), 100);
     }
 
     fn owner_is(p: &str, k: &str, shard: usize) -> bool {

@@ -115,6 +115,16 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
         err.contains("segment_bytes: must be between 65536 and 1073741824"),
         "{err}"
     );
+    std::fs::write(
+        &config,
+        principal("dev\\u0000ice", "token-0123456789abcdef"),
+    )
+    .unwrap();
+    let err = failing_start("", &format!("--config {}", config.display()));
+    assert!(
+        err.contains("principals[0].id: must not contain control characters"),
+        "{err}"
+    );
     let small_budget = "[limits]\nmemory_budget_bytes = 1048576\n\n".to_string()
         + &principal("d", "token-0123456789abcdef");
     std::fs::write(&config, small_budget).unwrap();

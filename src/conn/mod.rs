@@ -257,11 +257,10 @@ impl<'c> Connection<'c> {
         };
         let key = self.slot.key();
         if deadline > now {
-            let table = Rc::clone(self.slot.table());
+            let (table, bufs) = self.slot.parts();
             table.set_deadline(key, deadline);
-            let filled = self.filled;
             let stream = &mut self.stream;
-            let buf = &mut self.slot.buffers().read[filled..];
+            let buf = &mut bufs.read[self.filled..];
             let read = future::or(async { Ok(stream.read(buf).await) }, async {
                 Err(table.interrupted(key).await)
             })
@@ -299,10 +298,13 @@ impl<'c> Connection<'c> {
             self.start = 0;
         }
         let len = bufs.read.len();
-        if !in_body && self.filled < BUFFER_SIZE && bufs.extra() > 0 {
+        // Between requests, a buffer that grew for an oversized one goes back to its
+        // base size (a small chunked body's buffer is kept: reused, not reallocated).
+        let oversized = len > BUFFER_SIZE || bufs.body.capacity() > BUFFER_SIZE;
+        if !in_body && self.filled < BUFFER_SIZE && oversized {
             bufs.read.truncate(BUFFER_SIZE);
             bufs.read.shrink_to_fit();
-            bufs.body = Vec::new();
+            bufs.body.shrink_to(BUFFER_SIZE);
             self.slot.settle();
             return Ok(());
         }

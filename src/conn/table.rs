@@ -12,7 +12,9 @@
 //! (responses already made). A connection that would go over gets a 503 with
 //! `Retry-After` and is closed, so a crowd of clients holding large bodies costs at
 //! most the budget. Spare buffer sets go back to their base size, and at most
-//! [`MAX_SPARE`] of them are kept, so a burst's peak is returned.
+//! [`MAX_SPARE`] of them are kept, so the pool does not hold a burst's peak (whether
+//! the allocator then gives the pages back to the system is its own choice: glibc's
+//! keeps them for reuse).
 //!
 //! Timeouts are enforced here rather than by a timer per read: each connection writes
 //! its deadline before it reads and races the read against [`Connections::interrupted`];
@@ -273,12 +275,14 @@ impl Slot {
         self.key
     }
 
-    pub fn table(&self) -> &Rc<Connections> {
-        &self.conns
-    }
-
     pub fn buffers(&mut self) -> &mut Buffers {
         self.buffers.get_or_insert_with(Buffers::new)
+    }
+
+    /// The table and the buffers at once: a read fills the buffers while it races the
+    /// table's interrupt.
+    pub fn parts(&mut self) -> (&Connections, &mut Buffers) {
+        (&self.conns, self.buffers.get_or_insert_with(Buffers::new))
     }
 
     /// Charges the budget for what the buffers hold now plus `more` bytes about to be

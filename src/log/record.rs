@@ -142,8 +142,9 @@ pub struct Record<'a> {
     pub body: &'a [u8],
 }
 
-/// A principal or body whose length the format cannot hold (a principal id over 255
-/// bytes, a payload over [`MAX_PAYLOAD`]): refused, never wrapped.
+/// A principal or body the format cannot hold (a principal field over 255 bytes, a
+/// payload over [`MAX_PAYLOAD`], a 0x00 in a principal or key, an empty key): refused,
+/// never wrapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unencodable;
 
@@ -163,6 +164,11 @@ impl Record<'_> {
         let p = Record::principal_field_len(principal, key);
         let payload = FIXED_PAYLOAD + p + body.len();
         if p > usize::from(u8::MAX) || payload > MAX_PAYLOAD {
+            return Err(Unencodable);
+        }
+        // A 0x00 separates principal and key: neither may hold one.
+        let has_separator = |s: &str| s.as_bytes().contains(&0);
+        if has_separator(principal) || key.is_some_and(|k| k.is_empty() || has_separator(k)) {
             return Err(Unencodable);
         }
         Ok(FIXED_LEN + p + body.len())
@@ -353,6 +359,19 @@ mod tests {
             decode(&out, Some((0, 1))),
             Decoded::Record(keyed, out.len())
         );
+        // Neither principal nor key may hold the separator; an empty key is no key.
+        let mut refused = Vec::new();
+        let nul = Record {
+            principal: "a\0b",
+            ..record("x", b"{}")
+        };
+        assert_eq!(nul.encode(&mut refused), Err(Unencodable));
+        let empty = Record {
+            key: Some(""),
+            ..record("x", b"{}")
+        };
+        assert_eq!(empty.encode(&mut refused), Err(Unencodable));
+        assert!(refused.is_empty());
         // A 0x00 in the principal field of an unkeyed kind is damage, not a key.
         out[field::KIND] = 2;
         let crc = crc32c::crc32c(&out[field::LEN..]);

@@ -53,12 +53,11 @@ pub enum Stop {
 }
 
 /// Totals for the final line and for progress.
-#[derive(Default)]
 struct Progress {
     shipped: u64,
     /// Receive time of the last record shipped.
     last_ns: u64,
-    began: Option<Instant>,
+    began: Instant,
     logged: Option<Instant>,
     /// Per shard: the log's head (one past its last record) when last looked at, when
     /// that was, and the cursor now.
@@ -80,8 +79,12 @@ impl Progress {
 /// Ships until done (`once`) or stopped (`stop` set); the number of records shipped.
 pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
     let mut progress = Progress {
-        began: Some(Instant::now()),
-        ..Progress::default()
+        shipped: 0,
+        last_ns: 0,
+        began: Instant::now(),
+        logged: None,
+        heads: BTreeMap::new(),
+        cursors: BTreeMap::new(),
     };
     let mut client: Option<Client> = None;
     let mut down_since: Option<Instant> = None;
@@ -140,7 +143,7 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
     log::info!(
         "ship: done: {} records shipped in {:.1} s",
         progress.shipped,
-        progress.began.map_or(0.0, |b| b.elapsed().as_secs_f64())
+        progress.began.elapsed().as_secs_f64()
     );
     Ok(progress.shipped)
 }
@@ -348,9 +351,7 @@ fn report(progress: &mut Progress) {
         return;
     }
     progress.logged = Some(now);
-    let secs = progress
-        .began
-        .map_or(1.0, |b| b.elapsed().as_secs_f64().max(1e-3));
+    let secs = progress.began.elapsed().as_secs_f64().max(1e-3);
     let behind_s = crate::clock::now_ns().saturating_sub(progress.last_ns) as f64 / 1e9;
     log::info!(
         "ship: {} records shipped, {:.0} records/s; {} records behind, last shipped record \
