@@ -3,14 +3,16 @@
 //! through the [`Reply`] and says, in its [`Outcome`], whether the connection continues
 //! and which stored record, if any, must be durable before the response may leave.
 
+use crate::ack;
 use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER, TEXT};
-use crate::keys::{self, KeyedWrite};
+use crate::http::response::{Reply, Status, JSON, TEXT};
+use crate::keyed::{self, Decision};
+use crate::keys::{self, Keyed, KeyedWrite};
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::outcome::{Deferred, Outcome, Read, Work};
@@ -172,35 +174,6 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
     )
 }
 
-/// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
-pub fn acknowledge(
-    reply: &mut Reply<'_>,
-    kind: Kind,
-    shard: u16,
-    seq: u64,
-    received_ns: u64,
-    extra: Option<Header<'_>>,
-) {
-    if kind == Kind::Tag {
-        reply.ok_with(JSON, extra, &[b"{\"success\":true}"]);
-        return;
-    }
-    let mut id = [0u8; 32];
-    let id = format_id(shard, seq, &mut id);
-    let at = clock::format_rfc3339(received_ns);
-    reply.ok_with(
-        JSON,
-        extra,
-        &[
-            b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
-            id,
-            b"\",\"receivedAt\":\"",
-            &at,
-            b"\"}",
-        ],
-    );
-}
-
 const KEY_MISMATCH: &str = "submissionId and Idempotency-Key differ";
 const BAD_HEADER_KEY: &str = "Idempotency-Key must be 1 to 126 visible ASCII characters";
 
@@ -267,25 +240,40 @@ fn answer_stored(
         Ok(Stored::Forbidden) => return refuse(reply, head, Status::Forbidden, forbidden),
         Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
         Ok(Stored::Keyed(write)) => return keyed(head, write),
+        Ok(Stored::KeyedHere {
+            decision,
+            key_in_body,
+        }) => {
+            keyed::respond(reply, decision.answer, key_in_body);
+            return Outcome {
+                durable: decision.durable,
+                ..Outcome::after(head)
+            };
+        }
         Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
         Ok(Stored::Appended(Ok(seq))) => seq,
     };
-    acknowledge(reply, kind, ctx.shard() as u16, seq, received_ns, None);
+    ack::acknowledge(reply, kind, ctx.shard() as u16, seq, received_ns, None);
     durable_outcome(ctx, head, seq)
 }
 
 /// What storing a validated submission came to.
 enum Stored {
     Appended(Result<u64, LogError>),
-    /// For its key's owner shard to store.
+    /// For its key's owner shard, another one, to store.
     Keyed(KeyedWrite),
+    /// Decided here: this shard owns the key.
+    KeyedHere {
+        decision: Decision,
+        key_in_body: bool,
+    },
     Forbidden,
     /// Body `submissionId` and `Idempotency-Key` header disagree.
     KeyMismatch,
 }
 
 /// Appends a validated record, or, when it has a key (and whether that key is its
-/// body's), leaves it for its key's owner shard.
+/// body's), has its key's owner decide: this shard at once, or another one later.
 fn store(
     ctx: &Context,
     kind: Kind,
@@ -295,14 +283,24 @@ fn store(
     body: &[u8],
 ) -> Stored {
     match key {
-        Some((key, key_in_body)) => Stored::Keyed(KeyedWrite {
-            kind,
-            principal: who.id.clone(),
-            key: key.to_string(),
-            key_in_body,
-            received_ns,
-            body: body.to_vec(),
-        }),
+        Some((key, key_in_body)) => {
+            let write = Keyed {
+                kind,
+                principal: &who.id,
+                key,
+                key_in_body,
+                received_ns,
+                body,
+            };
+            if keyed::owned_here(ctx, &write) {
+                Stored::KeyedHere {
+                    decision: keyed::decide(ctx, &write),
+                    key_in_body,
+                }
+            } else {
+                Stored::Keyed(write.to_owned())
+            }
+        }
         None => Stored::Appended(append(ctx, kind, who, received_ns, body)),
     }
 }
@@ -322,25 +320,8 @@ fn append(
 
 /// 503: this shard cannot store records now.
 fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcome {
-    refuse_storage_reply(reply, e);
+    ack::refuse_storage(reply, e);
     Outcome::after(head)
-}
-
-/// The 503 of a shard that cannot store records now.
-pub fn refuse_storage_reply(reply: &mut Reply<'_>, e: LogError) {
-    let message = match e {
-        LogError::Closed => "not accepting writes (starting up or shutting down)",
-        LogError::Behind => "storage is behind on this shard; retry later",
-        LogError::Unencodable => "the record does not fit the log format",
-        LogError::NoSpace => "no space for the log on this shard; retry later",
-    };
-    // Retrying can help unless the record itself cannot be stored.
-    let retry = e != LogError::Unencodable;
-    reply.error(
-        Status::ServiceUnavailable,
-        &[message.as_bytes()],
-        retry.then_some(RETRY_AFTER),
-    );
 }
 
 fn durable_outcome(ctx: &Context, head: &Head<'_>, seq: u64) -> Outcome {
@@ -365,24 +346,6 @@ fn require_json(request: &Request<'_>, reply: &mut Reply<'_>) -> Option<Outcome>
             "Content-Type must be application/json",
         )
     })
-}
-
-/// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
-/// without allocating.
-fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
-    let mut shard_digits = itoa::Buffer::new();
-    let mut seq_digits = itoa::Buffer::new();
-    let mut n = 0;
-    for part in [
-        b"s",
-        shard_digits.format(shard).as_bytes(),
-        b"-",
-        seq_digits.format(seq).as_bytes(),
-    ] {
-        buf[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    }
-    &buf[..n]
 }
 
 fn refuse_invalid(reply: &mut Reply<'_>, head: &Head<'_>, invalid: Invalid) -> Outcome {

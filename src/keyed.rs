@@ -1,8 +1,9 @@
 //! Submits and tags with an idempotency key, stored at most once per (principal, key)
 //! whichever shard receives them. The receiving shard has validated and authorized the
-//! request ([`crate::handlers`]); here it hands the write to the key's owner shard
-//! ([`crate::keys::owner`]), itself or a peer over the mesh (one round trip), and
-//! answers with what the owner decided:
+//! request ([`crate::handlers`]); the key's owner shard ([`crate::keys::owner`])
+//! decides. When that is the receiving shard, it decides at once, from the request's
+//! own bytes; else the write is copied to the owner over the mesh (one round trip)
+//! and answered with what the owner decided:
 //!
 //! - a new key: stored by the owner, in its log, and answered as a plain submit;
 //! - the same key with the same bytes: the first answer again (same id, same
@@ -11,39 +12,49 @@
 //! - the same key with other bytes: 422.
 //!
 //! The owner is the only shard that reads or changes its keys, so no lock is needed
-//! and two copies racing on two shards still meet in one place.
+//! and two copies racing on two shards still meet in one place. The owner answers a
+//! peer from the message loop itself; only a wait for the disk (durability `sync`)
+//! takes a task of its own.
 
 use std::rc::Rc;
 
 use futures_channel::oneshot;
 
+use crate::ack::{acknowledge, refuse_storage};
 use crate::config::Durability;
 use crate::context::Context;
-use crate::handlers::{acknowledge, refuse_storage_reply};
 use crate::http::response::{Reply, Status};
-use crate::keys::{self, Entry, KeyedAnswer, KeyedWrite, Lookup};
+use crate::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
 use crate::log::LogError;
 use crate::peers::Owner;
 
-/// On the receiving shard: has `write` stored by its key's owner and answers.
+/// Whether this shard owns `write`'s key (and decides it without a message).
+pub fn owned_here(ctx: &Context, write: &Keyed<'_>) -> bool {
+    let shards = ctx.peers().map_or(1, |peers| peers.shards());
+    keys::owner(write.principal, write.key, shards) == ctx.shard()
+}
+
+/// On a receiving shard that does not own the key: has `write` stored by its owner
+/// (one round trip over the mesh) and answers.
 pub async fn answer(ctx: &Context, write: KeyedWrite, reply: &mut Reply<'_>) {
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let owner = keys::owner(&write.principal, &write.key, shards);
     let key_in_body = write.key_in_body;
-    let answer = if owner == ctx.shard() {
-        store(ctx, write).await
-    } else {
-        match ctx.peers() {
-            Some(peers) => match peers.keyed(owner, write).await {
-                Ok(answer) => answer,
-                Err(message) => {
-                    reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None);
-                    return;
-                }
-            },
-            None => KeyedAnswer::Refused(LogError::Closed),
-        }
+    let answer = match ctx.peers() {
+        Some(peers) => match peers.keyed(owner, write).await {
+            Ok(answer) => answer,
+            Err(message) => {
+                reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None);
+                return;
+            }
+        },
+        None => KeyedAnswer::Refused(LogError::Closed),
     };
+    respond(reply, answer, key_in_body);
+}
+
+/// Writes the response for what the owner decided.
+pub fn respond(reply: &mut Reply<'_>, answer: KeyedAnswer, key_in_body: bool) {
     match answer {
         KeyedAnswer::Stored(e) => acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, None),
         KeyedAnswer::Replayed(e) => {
@@ -62,61 +73,55 @@ pub async fn answer(ctx: &Context, write: KeyedWrite, reply: &mut Reply<'_>) {
                 None,
             );
         }
-        KeyedAnswer::Refused(e) => refuse_storage_reply(reply, e),
+        KeyedAnswer::Refused(e) => refuse_storage(reply, e),
     }
 }
 
+/// The owner's decision about a keyed write, made at once; the answer may leave only
+/// once `durable` (a sequence number of the owner's log, with durability `sync`) is.
+pub struct Decision {
+    pub answer: KeyedAnswer,
+    pub durable: Option<u64>,
+}
+
 /// On the owner shard: stores `write` unless its key is known, and says what happened.
-/// With durability `sync` the answer comes once the record (new or earlier) is durable.
-pub async fn store(ctx: &Context, write: KeyedWrite) -> KeyedAnswer {
+pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
     let Some(log) = ctx.log() else {
-        return KeyedAnswer::Refused(LogError::Closed);
+        return Decision {
+            answer: KeyedAnswer::Refused(LogError::Closed),
+            durable: None,
+        };
     };
-    let body_hash = keys::body_hash(&write.body);
-    let lookup = ctx
+    let body_hash = keys::body_hash(write.body);
+    let shard = ctx.shard();
+    // Known at once: a retry arriving during the sync waits for the same record.
+    let answer = ctx
         .keys()
-        .lookup(&write.principal, &write.key, write.kind, body_hash);
-    let (entry, replayed) = match lookup {
-        Lookup::Conflict => return KeyedAnswer::Conflict,
-        Lookup::Replay(entry) => (entry, true),
-        Lookup::New => {
-            let header_key = (!write.key_in_body).then_some(write.key.as_str());
-            let appended = log.append(
+        .claim(write.principal, write.key, write.kind, body_hash, || {
+            let header_key = (!write.key_in_body).then_some(write.key);
+            let seq = log.append(
                 write.kind,
-                &write.principal,
+                write.principal,
                 header_key,
                 write.received_ns,
-                &write.body,
-            );
-            let seq = match appended {
-                Ok(seq) => seq,
-                Err(e) => return KeyedAnswer::Refused(e),
-            };
-            let entry = Entry {
+                write.body,
+            )?;
+            Ok(Entry {
                 kind: write.kind,
-                shard: ctx.shard() as u16,
+                shard: shard as u16,
                 seq,
                 received_ns: write.received_ns,
                 body_hash,
-            };
-            // Known at once: a retry arriving during the sync waits for it below.
-            ctx.keys().insert(&write.principal, &write.key, entry);
-            (entry, false)
-        }
-    };
+            })
+        });
     // A replayed record stored by another shard (before the number of shards changed)
     // is durable already: it was recovered from that shard's log.
-    let local = usize::from(entry.shard) == ctx.shard();
-    if local && log.durability() == Durability::Sync {
-        if let Err(e) = log.durable(entry.seq).await {
-            return KeyedAnswer::Refused(e);
-        }
-    }
-    if replayed {
-        KeyedAnswer::Replayed(entry)
-    } else {
-        KeyedAnswer::Stored(entry)
-    }
+    let durable = match answer {
+        KeyedAnswer::Stored(e) | KeyedAnswer::Replayed(e) => Some(e.seq)
+            .filter(|_| usize::from(e.shard) == shard && log.durability() == Durability::Sync),
+        KeyedAnswer::Conflict | KeyedAnswer::Refused(_) => None,
+    };
+    Decision { answer, durable }
 }
 
 /// A shard as the owner of its keys, for the messages its peers send it.
@@ -128,9 +133,22 @@ impl Owner for ShardOwner {
     }
 
     fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>) {
+        let Decision { answer, durable } = decide(&self.0, &write.borrowed());
+        let Some(seq) = durable else {
+            let _ = reply.send(answer);
+            return;
+        };
+        // Only a wait for the disk needs a task of its own.
         let ctx = Rc::clone(&self.0);
         crate::task::spawn("keyed write", async move {
-            let _ = reply.send(store(&ctx, write).await);
+            let answer = match ctx.log() {
+                Some(log) => match log.durable(seq).await {
+                    Ok(()) => answer,
+                    Err(e) => KeyedAnswer::Refused(e),
+                },
+                None => KeyedAnswer::Refused(LogError::Closed),
+            };
+            let _ = reply.send(answer);
         })
         .detach();
     }

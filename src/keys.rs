@@ -11,6 +11,7 @@
 //! Keys older than the window (`idempotency_window_hours`) are forgotten: a retry
 //! after that is stored as a new record.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
@@ -32,8 +33,35 @@ pub struct Entry {
     pub body_hash: u64,
 }
 
-/// A keyed record on its way to its owner shard, validated and authorized by the
-/// shard that received it.
+/// A keyed record, validated and authorized by the shard that received it, borrowed
+/// from the request while its owner is that shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keyed<'a> {
+    pub kind: Kind,
+    pub principal: &'a str,
+    pub key: &'a str,
+    /// The key is the body's `submissionId` (else it came only as a header, and the
+    /// record carries it).
+    pub key_in_body: bool,
+    pub received_ns: u64,
+    pub body: &'a [u8],
+}
+
+impl Keyed<'_> {
+    /// A copy to send to the key's owner shard.
+    pub fn to_owned(&self) -> KeyedWrite {
+        KeyedWrite {
+            kind: self.kind,
+            principal: self.principal.to_owned(),
+            key: self.key.to_owned(),
+            key_in_body: self.key_in_body,
+            received_ns: self.received_ns,
+            body: self.body.to_vec(),
+        }
+    }
+}
+
+/// A keyed record on its way to its owner shard on another core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyedWrite {
     pub kind: Kind,
@@ -44,6 +72,19 @@ pub struct KeyedWrite {
     pub key_in_body: bool,
     pub received_ns: u64,
     pub body: Vec<u8>,
+}
+
+impl KeyedWrite {
+    pub fn borrowed(&self) -> Keyed<'_> {
+        Keyed {
+            kind: self.kind,
+            principal: &self.principal,
+            key: &self.key,
+            key_in_body: self.key_in_body,
+            received_ns: self.received_ns,
+            body: &self.body,
+        }
+    }
 }
 
 /// The owner's answer to a [`KeyedWrite`].
@@ -58,36 +99,37 @@ pub enum KeyedAnswer {
     Refused(LogError),
 }
 
-/// What the table says about a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// Not seen within the window: store it.
-    New,
-    /// Stored already, from the same bytes: answer as the first time.
-    Replay(Entry),
-    /// Stored already, from other bytes (or as another kind).
-    Conflict,
-}
-
 /// The keys one shard owns: `principal`, 0x00, `key` to where its record is.
 #[derive(Default)]
 pub struct KeyTable {
     map: HashMap<Box<str>, Entry>,
-    /// Where a lookup joins principal and key, so that it allocates nothing.
-    scratch: String,
 }
 
 impl KeyTable {
-    /// What `principal`'s `key` is now, for a `kind` record with this body hash.
-    pub fn lookup(&mut self, principal: &str, key: &str, kind: Kind, body_hash: u64) -> Lookup {
-        self.scratch.clear();
-        self.scratch.push_str(principal);
-        self.scratch.push('\0');
-        self.scratch.push_str(key);
-        match self.map.get(self.scratch.as_str()) {
-            None => Lookup::New,
-            Some(e) if e.body_hash == body_hash && e.kind == kind => Lookup::Replay(*e),
-            Some(_) => Lookup::Conflict,
+    /// Decides `principal`'s `key` for a `kind` record with this body hash: a key not
+    /// seen within the window is stored by `store` and remembered (one hash and one
+    /// probe of the table); a known one is a replay of the same bytes or a conflict.
+    pub fn claim(
+        &mut self,
+        principal: &str,
+        key: &str,
+        kind: Kind,
+        body_hash: u64,
+        store: impl FnOnce() -> Result<Entry, LogError>,
+    ) -> KeyedAnswer {
+        match self.map.entry(map_key(principal, key)) {
+            Slot::Occupied(known) => {
+                let e = *known.get();
+                if e.body_hash == body_hash && e.kind == kind {
+                    KeyedAnswer::Replayed(e)
+                } else {
+                    KeyedAnswer::Conflict
+                }
+            }
+            Slot::Vacant(slot) => match store() {
+                Ok(entry) => KeyedAnswer::Stored(*slot.insert(entry)),
+                Err(e) => KeyedAnswer::Refused(e),
+            },
         }
     }
 
@@ -181,27 +223,61 @@ mod tests {
         }
     }
 
+    /// Claims `key` of principal `p` with body hash `hash`; a new key is stored as
+    /// `stored`.
+    fn claim(table: &mut KeyTable, p: &str, kind: Kind, hash: u64, stored: Entry) -> KeyedAnswer {
+        table.claim(p, "k", kind, hash, || Ok(stored))
+    }
+
     #[test]
     fn a_key_is_new_then_replayed_for_the_same_bytes_and_a_conflict_for_others() {
         let mut table = KeyTable::default();
-        assert_eq!(table.lookup("p", "k", Kind::Report, 7), Lookup::New);
-        table.insert("p", "k", entry(3, 10, 7));
+        let first = entry(3, 10, 7);
         assert_eq!(
-            table.lookup("p", "k", Kind::Report, 7),
-            Lookup::Replay(entry(3, 10, 7))
+            claim(&mut table, "p", Kind::Report, 7, first),
+            KeyedAnswer::Stored(first)
         );
-        assert_eq!(table.lookup("p", "k", Kind::Report, 8), Lookup::Conflict);
-        assert_eq!(table.lookup("p", "k", Kind::Tag, 7), Lookup::Conflict);
+        let other = entry(4, 11, 7);
+        assert_eq!(
+            claim(&mut table, "p", Kind::Report, 7, other),
+            KeyedAnswer::Replayed(first)
+        );
+        assert_eq!(
+            claim(&mut table, "p", Kind::Report, 8, other),
+            KeyedAnswer::Conflict
+        );
+        assert_eq!(
+            claim(&mut table, "p", Kind::Tag, 7, other),
+            KeyedAnswer::Conflict
+        );
         // Keys are per principal.
-        assert_eq!(table.lookup("q", "k", Kind::Report, 7), Lookup::New);
+        assert_eq!(
+            claim(&mut table, "q", Kind::Report, 7, other),
+            KeyedAnswer::Stored(other)
+        );
         // The earlier copy stays the answer; old keys expire.
         table.insert("p", "k", entry(9, 5, 7));
         assert_eq!(
-            table.lookup("p", "k", Kind::Report, 7),
-            Lookup::Replay(entry(9, 5, 7))
+            claim(&mut table, "p", Kind::Report, 7, other),
+            KeyedAnswer::Replayed(entry(9, 5, 7))
         );
         table.expire(6);
-        assert_eq!(table.lookup("p", "k", Kind::Report, 7), Lookup::New);
+        assert_eq!(
+            claim(&mut table, "p", Kind::Report, 7, other),
+            KeyedAnswer::Stored(other)
+        );
+    }
+
+    #[test]
+    fn a_refused_store_leaves_the_key_unclaimed() {
+        let mut table = KeyTable::default();
+        let refused = table.claim("p", "k", Kind::Report, 7, || Err(LogError::Closed));
+        assert_eq!(refused, KeyedAnswer::Refused(LogError::Closed));
+        let first = entry(3, 10, 7);
+        assert_eq!(
+            claim(&mut table, "p", Kind::Report, 7, first),
+            KeyedAnswer::Stored(first)
+        );
     }
 
     #[test]

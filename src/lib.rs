@@ -17,7 +17,8 @@
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
-//! | keys | [`keyed`], [`keys`] | a write with an idempotency key, stored by its key's owner shard at most once |
+//! | keys | [`keyed`], [`keys`] | a write with an idempotency key, decided by its key's owner shard, stored at most once |
+//! | answer | [`ack`] | a stored record's 200, a shard's 503 when it cannot store |
 //! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
 //!
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
@@ -40,7 +41,7 @@
 //! |---|---|---|
 //! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
-//! | 3 request | [`middleware`], [`keyed`], [`handlers`], [`reads`], [`outcome`] | one request against a [`context::Context`] |
+//! | 3 request | [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
 //! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
@@ -53,9 +54,10 @@
 //! accept     -> conn, context, http, task
 //! conn       -> context, http, middleware
 //! middleware -> auth, context, handlers, http, keyed, outcome, reads, route
-//! keyed      -> config, context, handlers, http, keys, log, peers, task
-//! handlers   -> auth, clock, config, context, http, keys, log, outcome, route, task, validate
+//! handlers   -> ack, auth, clock, config, context, http, keyed, keys, log, outcome, route, task, validate
+//! keyed      -> ack, config, context, http, keys, log, peers, task
 //! reads      -> context, http, index, merge, outcome
+//! ack        -> clock, http, log
 //! outcome    -> http, keys
 //! context    -> auth, config, http, index, keys, log, peers, validate
 //! peers      -> index, keys, task
@@ -83,6 +85,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod ack;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -1,0 +1,71 @@
+//! The answers to a write, wherever it was decided: a stored record's 200 (its id and
+//! receive time) and the 503 of a shard that cannot store records now.
+
+use crate::clock;
+use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER};
+use crate::log::record::Kind;
+use crate::log::LogError;
+
+/// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
+pub fn acknowledge(
+    reply: &mut Reply<'_>,
+    kind: Kind,
+    shard: u16,
+    seq: u64,
+    received_ns: u64,
+    extra: Option<Header<'_>>,
+) {
+    if kind == Kind::Tag {
+        reply.ok_with(JSON, extra, &[b"{\"success\":true}"]);
+        return;
+    }
+    let mut id = [0u8; 32];
+    let id = format_id(shard, seq, &mut id);
+    let at = clock::format_rfc3339(received_ns);
+    reply.ok_with(
+        JSON,
+        extra,
+        &[
+            b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
+            id,
+            b"\",\"receivedAt\":\"",
+            &at,
+            b"\"}",
+        ],
+    );
+}
+
+/// The 503 of a shard that cannot store records now.
+pub fn refuse_storage(reply: &mut Reply<'_>, e: LogError) {
+    let message = match e {
+        LogError::Closed => "not accepting writes (starting up or shutting down)",
+        LogError::Behind => "storage is behind on this shard; retry later",
+        LogError::Unencodable => "the record does not fit the log format",
+        LogError::NoSpace => "no space for the log on this shard; retry later",
+    };
+    // Retrying can help unless the record itself cannot be stored.
+    let retry = e != LogError::Unencodable;
+    reply.error(
+        Status::ServiceUnavailable,
+        &[message.as_bytes()],
+        retry.then_some(RETRY_AFTER),
+    );
+}
+
+/// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
+/// without allocating.
+fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
+    let mut shard_digits = itoa::Buffer::new();
+    let mut seq_digits = itoa::Buffer::new();
+    let mut n = 0;
+    for part in [
+        b"s",
+        shard_digits.format(shard).as_bytes(),
+        b"-",
+        seq_digits.format(seq).as_bytes(),
+    ] {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    &buf[..n]
+}
