@@ -44,6 +44,25 @@ if [ -z "$(find_initdb)" ]; then
   fi
 fi
 
+# The metrics tests parse /metrics with the Prometheus project's Python client
+# (prometheus_client): Debian's python3-prometheus-client, else from PyPI with pip.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing python3-prometheus-client for the metrics tests" >&2
+    apt-get install -y python3 python3-prometheus-client >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y python3 python3-prometheus-client >/dev/null; } || true
+  fi
+  if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    # A python3 that is not Debian's (pyenv, say) does not see Debian's packages.
+    python3 -m pip install --quiet prometheus_client >/dev/null 2>&1 \
+      || python3 -m pip install --quiet --break-system-packages prometheus_client >/dev/null 2>&1 || true
+  fi
+  if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    echo "test.sh: python3 with the prometheus_client package is missing: install it (Debian/Ubuntu: apt-get install python3-prometheus-client; else pip install prometheus_client) and retry." >&2
+    exit 1
+  fi
+fi
+
 cargo check --locked --all-targets --all-features
 # test-seams: the fault seams some tests inject through requests (panics); release
 # builds never have them.

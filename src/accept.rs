@@ -41,6 +41,7 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
                 task::spawn("connection", conn::serve(Rc::clone(&ctx), stream, slot)).detach();
             }
             None => {
+                ctx.metrics().rejected(Reject::Overloaded);
                 task::spawn("refusal", refuse(ctx.date(), stream)).detach();
             }
         }

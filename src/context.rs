@@ -19,6 +19,7 @@ use crate::http::response::Reply;
 use crate::index::Index;
 use crate::keys::KeyTable;
 use crate::log::Log;
+use crate::metrics::{HttpMetrics, ShardMetrics};
 use crate::peers::Peers;
 use crate::validate::Validator;
 
@@ -39,6 +40,8 @@ pub struct Context {
     /// Every shard of the process has recovered: requests may be served.
     serving: Cell<bool>,
     shutting_down: Cell<bool>,
+    /// This shard's request counters.
+    metrics: RefCell<HttpMetrics>,
 }
 
 impl Context {
@@ -56,6 +59,7 @@ impl Context {
             date: Rc::new(DateCache::new()),
             serving: Cell::new(false),
             shutting_down: Cell::new(false),
+            metrics: RefCell::new(HttpMetrics::default()),
             config,
         }
     }
@@ -118,6 +122,29 @@ impl Context {
     /// The idempotency keys this shard owns.
     pub fn keys(&self) -> RefMut<'_, KeyTable> {
         self.keys.borrow_mut()
+    }
+
+    /// This shard's request counters.
+    pub fn metrics(&self) -> RefMut<'_, HttpMetrics> {
+        self.metrics.borrow_mut()
+    }
+
+    /// A copy of every counter this shard keeps, for a scrape.
+    pub fn shard_metrics(&self) -> ShardMetrics {
+        let (log, pending_bytes) = match self.log() {
+            Some(log) => {
+                let (metrics, pending) = log.metrics();
+                (Some(metrics), pending)
+            }
+            None => (None, 0),
+        };
+        ShardMetrics {
+            shard: self.shard,
+            http: self.metrics.borrow().clone(),
+            log,
+            pending_bytes,
+            ready: self.is_ready(),
+        }
     }
 
     pub fn join_peers(&self, peers: Peers) {

@@ -23,21 +23,24 @@ use crate::validate::{is_json_media_type, Invalid};
 /// Runs the handler of an open route (no token needed): the probes.
 /// `/readyz` speaks for the process: once this shard is ready, every other shard is
 /// asked too (a deferred read), so a probe never says 200 while any shard cannot write.
+/// `/metrics` is open too, like the probes: it holds counts, never patient data, ids or
+/// tokens; every shard is asked for its counters.
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
-    if route == Route::Readyz {
-        if !ctx.is_ready() {
+    let read = match route {
+        Route::Readyz if !ctx.is_ready() => {
             return refuse(reply, head, Status::ServiceUnavailable, "not ready");
         }
-        return Outcome {
-            deferred: Some(Deferred {
-                work: Work::Read(Read::Ready),
-                principal: "-".to_string(),
-            }),
-            ..Outcome::after(head)
-        };
+        Route::Readyz => Read::Ready,
+        Route::Metrics => Read::Metrics,
+        _ => {
+            reply.ok(TEXT, &[b"ok"]);
+            return Outcome::after(head);
+        }
+    };
+    Outcome {
+        deferred: Some(Deferred::new(Work::Read(read), "-".to_string())),
+        ..Outcome::after(head)
     }
-    reply.ok(TEXT, &[b"ok"]);
-    Outcome::after(head)
 }
 
 /// Runs the handler of `route` for the principal the onion authenticated.
@@ -57,7 +60,9 @@ pub fn run(
         Route::Permissions => {
             permissions(ctx, who, params.get("userId").unwrap_or(""), head, reply)
         }
-        Route::Healthz | Route::Livez | Route::Readyz => open(ctx, route, head, reply),
+        Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics => {
+            open(ctx, route, head, reply)
+        }
     }
 }
 
@@ -89,10 +94,7 @@ fn read(
         },
     };
     Outcome {
-        deferred: Some(Deferred {
-            work: Work::Read(read),
-            principal: who.id.clone(),
-        }),
+        deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
         ..Outcome::after(head)
     }
 }
@@ -187,11 +189,9 @@ fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, ()> {
 
 /// Defers a keyed write to its key's owner shard, which answers it.
 fn keyed(head: &Head<'_>, write: KeyedWrite) -> Outcome {
+    let principal = write.principal.clone();
     Outcome {
-        deferred: Some(Deferred {
-            principal: write.principal.clone(),
-            work: Work::Keyed(write),
-        }),
+        deferred: Some(Deferred::new(Work::Keyed(write), principal)),
         ..Outcome::after(head)
     }
 }

@@ -26,6 +26,7 @@ use crate::context::Context;
 use crate::http::response::{Reply, Status};
 use crate::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
 use crate::log::LogError;
+use crate::metrics::ShardMetrics;
 use crate::peers::Owner;
 
 /// Whether this shard owns `write`'s key (and decides it without a message).
@@ -151,6 +152,10 @@ impl Owner for ShardOwner {
             let _ = reply.send(answer);
         })
         .detach();
+    }
+
+    fn metrics(&self) -> ShardMetrics {
+        self.0.shard_metrics()
     }
 
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>) {

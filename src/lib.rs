@@ -17,6 +17,7 @@
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
+//! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
 //! | keys | [`keyed`], [`keys`] | a write with an idempotency key, decided by its key's owner shard, stored at most once |
 //! | answer | [`ack`] | a stored record's 200, a shard's 503 when it cannot store |
 //! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
@@ -43,7 +44,7 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -55,17 +56,18 @@
 //! conn       -> context, http, middleware
 //! middleware -> auth, context, handlers, http, keyed, outcome, reads, route
 //! handlers   -> ack, auth, clock, config, context, http, keyed, keys, log, outcome, route, task, validate
-//! keyed      -> ack, config, context, http, keys, log, peers, task
-//! reads      -> context, http, index, merge, outcome
+//! keyed      -> ack, config, context, http, keys, log, metrics, peers, task
+//! reads      -> context, http, index, merge, metrics, outcome
 //! ack        -> clock, http, log
-//! outcome    -> http, keys
-//! context    -> auth, config, http, index, keys, log, peers, validate
-//! peers      -> index, keys, task
+//! outcome    -> http, keys, log, route
+//! context    -> auth, config, http, index, keys, log, metrics, peers, validate
+//! peers      -> index, keys, metrics, task
 //! merge      -> clock, index
+//! metrics    -> http, route
 //! index      -> log, validate
 //! keys       -> log
 //! ship       -> clock, log, validate
-//! log        -> clock, config, task
+//! log        -> clock, config, metrics, task
 //! route      -> auth, http
 //! config     -> auth, http, validate
 //! validate   -> clock
@@ -99,6 +101,7 @@ pub mod keys;
 pub mod log;
 pub mod logger;
 pub mod merge;
+pub mod metrics;
 pub mod middleware;
 pub mod outcome;
 pub mod peers;

@@ -18,27 +18,41 @@ use crate::keyed;
 use crate::outcome::{Deferred, Outcome, Work};
 use crate::reads;
 use crate::route::tree::allow_header;
-use crate::route::{self, Access, Routed};
+use crate::route::{self, Access, Route, Routed};
 
 /// Runs the onion for one request, appending exactly one response to `out`, unless
 /// the outcome defers it to a cross-shard read ([`finish`]).
 pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>) -> Outcome {
-    let began = access_log_enabled().then(Instant::now);
+    let began = Instant::now();
     let head = &request.head;
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
     let mut principal: Option<&Principal> = None;
-    let run = AssertUnwindSafe(|| route_and_run(ctx, request, &mut reply, &mut principal));
-    let outcome = match catch_unwind(run) {
+    let mut route = None;
+    let run =
+        AssertUnwindSafe(|| route_and_run(ctx, request, &mut reply, &mut principal, &mut route));
+    let mut outcome = match catch_unwind(run) {
         Ok(outcome) => outcome,
         Err(_) => recovered(ctx, head, &mut reply, mark),
     };
-    // A deferred read logs once its response exists.
-    if let (Some(began), None) = (began, &outcome.deferred) {
-        let who = principal.map_or("-", |p| p.id.as_str());
-        access_log(ctx, head, reply.since(mark), began, who);
+    match &mut outcome.deferred {
+        // A deferred request is counted and logged once its response exists.
+        Some(deferred) => deferred.began = Some(began),
+        None => {
+            count(ctx, route, head, &reply, began);
+            let who = principal.map_or("-", |p| p.id.as_str());
+            access_log(ctx, head, reply.since(mark), began, who);
+        }
     }
     outcome
+}
+
+/// Counts an answered request in the shard's metrics.
+fn count(ctx: &Context, route: Option<Route>, head: &Head<'_>, reply: &Reply<'_>, began: Instant) {
+    if let Some(status) = reply.status() {
+        ctx.metrics()
+            .request(route, head.method, status, began.elapsed());
+    }
 }
 
 /// Answers a request whose handler deferred to a read across every shard, or to a
@@ -51,10 +65,15 @@ pub async fn finish(
     out: &mut Vec<u8>,
 ) -> Outcome {
     use futures_lite::FutureExt;
-    let began = Instant::now();
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
-    let Deferred { work, principal } = deferred;
+    let Deferred {
+        work,
+        principal,
+        began,
+    } = deferred;
+    let began = began.unwrap_or_else(Instant::now);
+    let route = work.route();
     let answering = async {
         match work {
             Work::Keyed(write) => keyed::answer(ctx, write, &mut reply).await,
@@ -66,6 +85,7 @@ pub async fn finish(
         Ok(()) => Outcome::after(head),
         Err(_) => recovered(ctx, head, &mut reply, mark),
     };
+    count(ctx, Some(route), head, &reply, began);
     access_log(ctx, head, reply.since(mark), began, &principal);
     outcome
 }
@@ -89,10 +109,14 @@ fn route_and_run<'c>(
     request: &Request<'_>,
     reply: &mut Reply<'_>,
     principal: &mut Option<&'c Principal>,
+    routed: &mut Option<Route>,
 ) -> Outcome {
     let head = &request.head;
     let (route, params) = match route::lookup(head.method, head.path) {
-        Routed::Found(route, params) => (route, params),
+        Routed::Found(route, params) => {
+            *routed = Some(route);
+            (route, params)
+        }
         Routed::MethodNotAllowed(allowed) => {
             let mut allow = [0u8; 64];
             let len = allow_header(allowed, &mut allow);

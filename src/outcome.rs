@@ -3,8 +3,12 @@
 //! a read that needs every shard, or a keyed write that needs its key's owner shard
 //! (either writes the response itself).
 
+use std::time::Instant;
+
 use crate::http::parse::Head;
 use crate::keys::KeyedWrite;
+use crate::log::record::Kind;
+use crate::route::Route;
 
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +47,18 @@ pub struct Deferred {
     pub work: Work,
     /// For the access log.
     pub principal: String,
+    /// When the onion began the request (it sets this), for the request's duration.
+    pub began: Option<Instant>,
+}
+
+impl Deferred {
+    pub fn new(work: Work, principal: String) -> Deferred {
+        Deferred {
+            work,
+            principal,
+            began: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +72,8 @@ pub enum Read {
     },
     /// `/readyz`, once this shard is ready: are all the others?
     Ready,
+    /// `/metrics`: every shard's counters.
+    Metrics,
 }
 
 /// What a deferred request waits for.
@@ -65,4 +83,18 @@ pub enum Work {
     Read(Read),
     /// A submit or tag with an idempotency key, for its key's owner shard to store.
     Keyed(KeyedWrite),
+}
+
+impl Work {
+    /// The route whose handler deferred this work.
+    pub fn route(&self) -> Route {
+        match self {
+            Work::Read(Read::Subjects { .. }) => Route::Subjects,
+            Work::Read(Read::Summary { .. }) => Route::Summary,
+            Work::Read(Read::Ready) => Route::Readyz,
+            Work::Read(Read::Metrics) => Route::Metrics,
+            Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
+            Work::Keyed(_) => Route::Submit,
+        }
+    }
 }

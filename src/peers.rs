@@ -1,8 +1,8 @@
 //! Messages across shards: each shard holds the sending ends of a glommio channel mesh
 //! to every other shard and answers the messages that arrive on its receiving ends:
 //! read queries from its own index, whether it can take writes (so that `/readyz`
-//! speaks for the whole process), keyed writes for the idempotency keys it owns, and
-//! keys handed over at start-up. A message carries a oneshot channel for its answer.
+//! speaks for the whole process), keyed writes for the idempotency keys it owns, its
+//! counters for a `/metrics` scrape, and keys handed over at start-up. A message carries a oneshot channel for its answer.
 //! A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
@@ -13,6 +13,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::index::{Answer, Index, Query};
 use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
+use crate::metrics::ShardMetrics;
 
 /// A question on its way to a peer, with the channel for its answer.
 pub enum Message {
@@ -27,6 +28,10 @@ pub enum Message {
         write: KeyedWrite,
         reply: oneshot::Sender<KeyedAnswer>,
     },
+    /// A copy of the peer's counters (a `/metrics` scrape).
+    Metrics {
+        reply: oneshot::Sender<Box<ShardMetrics>>,
+    },
     /// Keys found in another shard's log that this shard owns (start-up).
     Keys {
         keys: Vec<(Box<str>, Entry)>,
@@ -40,6 +45,8 @@ pub trait Owner {
     fn healthy(&self) -> bool;
     /// Stores `write` (or not), then answers on `reply`; may run as a task of its own.
     fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>);
+    /// A copy of this shard's counters.
+    fn metrics(&self) -> ShardMetrics;
     /// Takes in keys this shard owns.
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
 }
@@ -101,6 +108,32 @@ impl Peers {
             }
         }
         None
+    }
+
+    /// Every shard's counters, `local` (this shard's) among them, in shard order.
+    pub async fn metrics_all(
+        &self,
+        local: ShardMetrics,
+    ) -> Result<Vec<ShardMetrics>, &'static str> {
+        let mut pending = Vec::new();
+        for peer in self.others() {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .senders
+                .send_to(peer, Message::Metrics { reply })
+                .await
+                .is_err()
+            {
+                return Err("a shard is not answering");
+            }
+            pending.push(answer);
+        }
+        let mut all = vec![local];
+        for answer in pending {
+            all.push(*answer.await.map_err(|_| "a shard dropped a scrape")?);
+        }
+        all.sort_by_key(|m| m.shard);
+        Ok(all)
     }
 
     /// How many shards the process runs.
@@ -173,6 +206,9 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                         let _ = reply.send(owner.healthy());
                     }
                     Message::Keyed { write, reply } => owner.keyed(write, reply),
+                    Message::Metrics { reply } => {
+                        let _ = reply.send(Box::new(owner.metrics()));
+                    }
                     Message::Keys { keys, reply } => {
                         owner.take_keys(keys);
                         let _ = reply.send(());

@@ -1,5 +1,5 @@
 //! The read APIs that aggregate across shards: subjects of a site, a project's report
-//! summary, and `/readyz` (every shard able to write). They run after the onion has authenticated and authorized the
+//! summary, `/readyz` (every shard able to write) and `/metrics` (every shard's counters). They run after the onion has authenticated and authorized the
 //! request, ask every shard's index over the mesh ([`crate::peers`]), merge
 //! ([`crate::merge`]) and answer. Counts are exact: every acknowledged record is in
 //! exactly one shard's index.
@@ -17,6 +17,7 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
     let seam = ctx.config().test_seams.panic_project.clone();
     let body = match read {
         Read::Ready => return ready(ctx, reply).await,
+        Read::Metrics => return metrics(ctx, reply).await,
         Read::Subjects { project, site } => subjects(ctx, project, site).await,
         Read::Summary { project } => summary(ctx, project).await,
     };
@@ -51,6 +52,21 @@ async fn ready(ctx: &Context, reply: &mut Reply<'_>) {
         }
     }
 }
+
+/// The Prometheus text exposition of every shard's counters.
+async fn metrics(ctx: &Context, reply: &mut Reply<'_>) {
+    let all = match ctx.peers() {
+        Some(peers) => peers.metrics_all(ctx.shard_metrics()).await,
+        None => Ok(vec![ctx.shard_metrics()]),
+    };
+    match all {
+        Ok(all) => reply.ok(EXPOSITION, &[crate::metrics::render(&all).as_bytes()]),
+        Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),
+    }
+}
+
+/// The Prometheus text format's media type.
+const EXPOSITION: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
 
 async fn ask(ctx: &Context, query: Query) -> Result<Vec<Answer>, &'static str> {
     match ctx.peers() {

@@ -17,6 +17,7 @@ const API: &[Case<Route>] = &[
     (Get, "/healthz", Ok(Route::Healthz), &[]),
     (Get, "/livez", Ok(Route::Livez), &[]),
     (Get, "/readyz", Ok(Route::Readyz), &[]),
+    (Get, "/metrics", Ok(Route::Metrics), &[]),
     (Post, "/epro/submit", Ok(Route::Submit), &[]),
     (Post, "/api/v1/tags/add", Ok(Route::AddTag), &[]),
     (

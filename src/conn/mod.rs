@@ -62,11 +62,14 @@ const KEEP_WRITE: usize = 2 * MAX_QUEUED;
 
 /// Serves one accepted connection until it ends, then returns its slot to the table.
 pub async fn serve(ctx: Rc<Context>, stream: TcpStream, slot: Slot) {
+    ctx.metrics().connections += 1;
     let mut conn = Connection::new(&ctx, stream, slot);
     if let Ok(Ending::Linger) = conn.run().await {
         conn.linger().await;
     }
     let _ = conn.stream.close().await;
+    drop(conn);
+    ctx.metrics().connections -= 1;
 }
 
 /// How a connection ends.
@@ -367,5 +370,6 @@ impl<'c> Connection<'c> {
 /// closes. Logged at debug level so a flood of garbage cannot flood the log.
 fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
     Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
+    ctx.metrics().rejected(reject);
     log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
 }

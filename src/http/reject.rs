@@ -52,6 +52,64 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every rejection, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [Reject; 39] = {
+        use Reject::*;
+        [
+            RequestLine,
+            RequestTarget,
+            Version,
+            HeaderName,
+            SpaceBeforeColon,
+            ObsFold,
+            HeaderValue,
+            BareLf,
+            BareCr,
+            LineEnding,
+            MissingHost,
+            DuplicateHost,
+            InvalidHost,
+            DuplicateHeader,
+            UriTooLong,
+            HeadTooLarge,
+            TooManyHeaders,
+            ContentLengthInvalid,
+            ContentLengthConflict,
+            ContentLengthList,
+            LengthAndChunked,
+            TransferEncodingHttp10,
+            TransferEncodingInvalid,
+            TransferEncodingUnsupported,
+            ChunkSize,
+            ChunkExtension,
+            ChunkLineEnding,
+            ChunkDataLength,
+            TrailerInvalid,
+            TrailersTooLarge,
+            BodyTooLarge,
+            ChunkFramingTooLarge,
+            ExpectUnsupported,
+            NotFound,
+            MethodNotAllowed,
+            Overloaded,
+            MemoryBudget,
+            HeaderTimeout,
+            BodyTimeout,
+        ]
+    };
+
+    /// The metrics label: the variant's name in snake case (`body_too_large`).
+    pub fn name(self) -> String {
+        let mut name = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_lowercase());
+        }
+        name
+    }
+
     /// Status, JSON-safe message (no quotes or backslashes) and whether to close.
     pub const fn describe(self) -> (Status, &'static str, bool) {
         use Reject::*;
@@ -185,5 +243,29 @@ impl Reject {
                 true,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::response::Status;
+
+    #[test]
+    fn the_all_tables_list_every_variant_in_order() {
+        for (i, reject) in Reject::ALL.iter().enumerate() {
+            assert_eq!(*reject as usize, i, "{reject:?}");
+        }
+        // The last variant closes the list: a new one must be added to ALL.
+        assert_eq!(Reject::BodyTimeout as usize + 1, Reject::ALL.len());
+        for (i, status) in Status::ALL.iter().enumerate() {
+            assert_eq!(*status as usize, i, "{status:?}");
+        }
+        assert_eq!(Status::VersionNotSupported as usize + 1, Status::ALL.len());
+        assert_eq!(Status::UnprocessableContent.code(), "422");
+        assert_eq!(
+            Reject::ContentLengthInvalid.name(),
+            "content_length_invalid"
+        );
     }
 }

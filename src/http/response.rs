@@ -34,6 +34,35 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in declaration order (`ALL[s as usize] == s`).
+    pub const ALL: [Status; 17] = {
+        use Status::*;
+        [
+            Ok,
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            PayloadTooLarge,
+            UriTooLong,
+            UnsupportedMediaType,
+            ExpectationFailed,
+            UnprocessableContent,
+            HeaderFieldsTooLarge,
+            InternalServerError,
+            NotImplemented,
+            ServiceUnavailable,
+            VersionNotSupported,
+        ]
+    };
+
+    /// The three-digit code.
+    pub fn code(self) -> &'static str {
+        std::str::from_utf8(&self.line()[9..12]).unwrap_or("000")
+    }
+
     const fn line(self) -> &'static [u8] {
         use Status::*;
         match self {
@@ -94,6 +123,8 @@ pub struct Reply<'o> {
     /// body, whatever the status (RFC 9110 9.3.2). A body here would be read by the
     /// client as the start of the next response.
     head_only: bool,
+    /// The status of the last response written.
+    status: Option<Status>,
 }
 
 impl<'o> Reply<'o> {
@@ -103,6 +134,7 @@ impl<'o> Reply<'o> {
             date,
             conn,
             head_only: false,
+            status: None,
         }
     }
 
@@ -127,6 +159,11 @@ impl<'o> Reply<'o> {
     /// Drops whatever was written after `mark` (a handler that panicked half-way).
     pub fn rewind(&mut self, mark: usize) {
         self.out.truncate(mark);
+    }
+
+    /// The status of the last response written, if any.
+    pub fn status(&self) -> Option<Status> {
+        self.status
     }
 
     /// The bytes written since `mark`.
@@ -175,6 +212,7 @@ impl<'o> Reply<'o> {
         extra: Option<Header<'_>>,
         body: &[&[u8]],
     ) {
+        self.status = Some(status);
         let out = &mut *self.out;
         let body_len: usize = body.iter().map(|part| part.len()).sum();
         out.extend_from_slice(status.line());

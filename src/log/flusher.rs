@@ -9,7 +9,7 @@ use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
@@ -101,10 +101,21 @@ impl Log {
                     self.segment_for(current, group.first_seq, bytes.len())
                         .await?,
                 );
+                let began = Instant::now();
                 s.write(bytes).await?;
                 at = group.end;
+                let mut metrics = self.metrics.borrow_mut();
+                metrics.sync.observe_duration(began.elapsed());
+                metrics
+                    .group_records
+                    .observe(group.last_seq - group.first_seq + 1);
+                metrics.bytes += bytes.len() as u64;
                 // Counted before anyone is told: a client reads its own write.
-                each_record(bytes, on_durable);
+                each_record(bytes, &mut |record| {
+                    metrics.records[record.kind as usize - 1].1 += 1;
+                    on_durable(record);
+                });
+                drop(metrics);
                 let mut state = self.state.borrow_mut();
                 state.durable_seq = group.last_seq;
                 state.log_end = group.last_seq + 1;

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::task::{Poll, Waker};
 
 use crate::config::Durability;
+use crate::metrics::LogMetrics;
 use manifest::Manifest;
 use record::{Kind, Record};
 use recover::BATCH_MAX;
@@ -130,6 +131,8 @@ pub struct Log {
     state: RefCell<State>,
     /// The manifest as last written; only the flusher changes it.
     manifest: RefCell<Manifest>,
+    /// Counted by the flusher, per write group.
+    metrics: RefCell<LogMetrics>,
 }
 
 impl Log {
@@ -166,7 +169,14 @@ impl Log {
                 stop_waiter: None,
             }),
             manifest: RefCell::new(manifest),
+            metrics: RefCell::new(LogMetrics::new(&Kind::NAMES)),
         }
+    }
+
+    /// A copy of the log's counters, and the bytes of records waiting for the disk.
+    pub fn metrics(&self) -> (LogMetrics, u64) {
+        let pending = self.state.borrow().pending.bytes.len() as u64;
+        (self.metrics.borrow().clone(), pending)
     }
 
     pub fn durability(&self) -> Durability {

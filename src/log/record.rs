@@ -103,6 +103,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Names for metrics, by `kind as usize - 1`.
+    pub const NAMES: [&'static str; 2] = ["report", "tag"];
+
     /// The kind a kind byte names, and whether the record carries a key.
     pub fn from_byte(b: u8) -> Option<(Kind, bool)> {
         match b {

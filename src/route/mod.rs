@@ -52,6 +52,7 @@ routes! {
     Get "/healthz" => Healthz, open;
     Get "/livez" => Livez, open;
     Get "/readyz" => Readyz, open;
+    Get "/metrics" => Metrics, open;
     Post "/epro/submit" => Submit, [Device, Staff, Admin];
     Post "/api/v1/tags/add" => AddTag, [Staff, Admin];
     Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects, [Staff, Admin];

@@ -1,0 +1,497 @@
+//! Prometheus metrics. Each shard counts into its own plain structs (no atomic, no
+//! lock): [`HttpMetrics`] on the request path, [`LogMetrics`] in its log's flusher.
+//! A scrape of `GET /metrics` asks every shard for a copy over the mesh
+//! ([`crate::reads`]) and renders them here, in the text exposition format 0.0.4, with
+//! the `process_*` metrics read from `/proc`. Storage is allocated once per shard; a
+//! request only adds to numbers in place.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::http::parse::Method;
+use crate::http::reject::Reject;
+use crate::http::response::Status;
+use crate::route::{Route, TABLE};
+
+/// Upper bounds of the request and sync duration buckets, in microseconds.
+const DURATION_BOUNDS_US: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
+/// Upper bounds of the records-per-write-group buckets.
+const GROUP_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+const MAX_BUCKETS: usize = 13;
+
+/// A histogram with fixed bucket bounds: counts per bucket (not cumulative; the
+/// rendering sums them), their sum and their number.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: [u64; MAX_BUCKETS + 1],
+    sum: u64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Self {
+        debug_assert!(bounds.len() <= MAX_BUCKETS);
+        Histogram {
+            bounds,
+            buckets: [0; MAX_BUCKETS + 1],
+            sum: 0,
+            count: 0,
+        }
+    }
+
+    /// For durations, in microseconds.
+    pub fn durations() -> Self {
+        Histogram::new(DURATION_BOUNDS_US)
+    }
+
+    pub fn observe(&mut self, value: u64) {
+        let i = self.bounds.partition_point(|&bound| bound < value);
+        self.buckets[i] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn observe_duration(&mut self, d: Duration) {
+        self.observe(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+const ROUTES: usize = TABLE.len() + 1; // the last: no route matched
+const METHODS: usize = Method::ALL.len() + 1; // the last: Method::Other
+const STATUSES: usize = Status::ALL.len();
+
+/// One shard's request counters.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    /// Per (route, method, status).
+    requests: Vec<u64>,
+    /// Per route.
+    durations: Vec<Histogram>,
+    /// Per [`Reject`], for rejections that end a connection (framing, limits, time).
+    rejections: Vec<u64>,
+    /// Open connections.
+    pub connections: u64,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: vec![0; ROUTES * METHODS * STATUSES],
+            durations: vec![Histogram::durations(); ROUTES],
+            rejections: vec![0; Reject::ALL.len()],
+            connections: 0,
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// One answered request: its route (`None`: no route matched), method, status and
+    /// time from its head being parsed to its response being queued.
+    pub fn request(
+        &mut self,
+        route: Option<Route>,
+        method: Method,
+        status: Status,
+        took: Duration,
+    ) {
+        let r = route.map_or(ROUTES - 1, |route| route as usize);
+        let m = method as usize;
+        self.requests[(r * METHODS + m) * STATUSES + status as usize] += 1;
+        self.durations[r].observe_duration(took);
+    }
+
+    pub fn rejected(&mut self, reject: Reject) {
+        self.rejections[reject as usize] += 1;
+    }
+
+    fn merge(&mut self, other: &HttpMetrics) {
+        for (a, b) in self.requests.iter_mut().zip(&other.requests) {
+            *a += b;
+        }
+        for (a, b) in self.durations.iter_mut().zip(&other.durations) {
+            a.merge(b);
+        }
+        for (a, b) in self.rejections.iter_mut().zip(&other.rejections) {
+            *a += b;
+        }
+    }
+}
+
+/// One shard's log counters.
+#[derive(Clone, Debug)]
+pub struct LogMetrics {
+    /// Durable records per kind name.
+    pub records: Vec<(&'static str, u64)>,
+    pub bytes: u64,
+    /// Write + fdatasync of each group, in microseconds.
+    pub sync: Histogram,
+    pub group_records: Histogram,
+}
+
+impl LogMetrics {
+    pub fn new(kinds: &[&'static str]) -> Self {
+        LogMetrics {
+            records: kinds.iter().map(|&kind| (kind, 0)).collect(),
+            bytes: 0,
+            sync: Histogram::durations(),
+            group_records: Histogram::new(GROUP_BOUNDS),
+        }
+    }
+}
+
+/// What one shard reports for a scrape.
+#[derive(Clone, Debug)]
+pub struct ShardMetrics {
+    pub shard: usize,
+    pub http: HttpMetrics,
+    pub log: Option<LogMetrics>,
+    /// Bytes of records waiting for the disk.
+    pub pending_bytes: u64,
+    pub ready: bool,
+}
+
+/// The exposition of every shard's metrics (in shard order) and the process's.
+pub fn render(shards: &[ShardMetrics]) -> String {
+    let mut out = String::with_capacity(64 << 10);
+    let mut total = HttpMetrics::default();
+    for s in shards {
+        total.merge(&s.http);
+    }
+    requests(&mut out, shards);
+    durations(&mut out, &total);
+    header(
+        &mut out,
+        "epro_rejections_total",
+        "counter",
+        "Requests refused by framing, limits or timeouts, which close the connection.",
+    );
+    for s in shards {
+        for (reject, n) in Reject::ALL.iter().zip(&s.http.rejections) {
+            let _ = writeln!(
+                out,
+                "epro_rejections_total{{shard=\"{}\",reason=\"{}\"}} {n}",
+                s.shard,
+                reject.name()
+            );
+        }
+    }
+    gauge_per_shard(
+        &mut out,
+        "epro_connections",
+        "Open client connections.",
+        shards,
+        |s| s.http.connections,
+    );
+    gauge_per_shard(
+        &mut out,
+        "epro_ready",
+        "1 while the shard can take writes.",
+        shards,
+        |s| u64::from(s.ready),
+    );
+    log_metrics(&mut out, shards);
+    process(&mut out);
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn route_label(r: usize) -> &'static str {
+    TABLE.get(r).map_or("unmatched", |(_, path, _)| path)
+}
+
+fn method_label(m: usize) -> &'static str {
+    Method::ALL.get(m).map_or("OTHER", |method| method.as_str())
+}
+
+fn requests(out: &mut String, shards: &[ShardMetrics]) {
+    header(
+        out,
+        "epro_http_requests_total",
+        "counter",
+        "Requests answered, by route template, method and status code.",
+    );
+    for s in shards {
+        for (i, &n) in s.http.requests.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let (r, m, st) = (
+                i / (METHODS * STATUSES),
+                i / STATUSES % METHODS,
+                i % STATUSES,
+            );
+            let _ = writeln!(
+                out,
+                "epro_http_requests_total{{shard=\"{}\",route=\"{}\",method=\"{}\",code=\"{}\"}} {n}",
+                s.shard,
+                route_label(r),
+                method_label(m),
+                Status::ALL[st].code()
+            );
+        }
+    }
+}
+
+fn durations(out: &mut String, total: &HttpMetrics) {
+    header(
+        out,
+        "epro_http_request_duration_seconds",
+        "histogram",
+        "From a request's parsed head to its response queued, by route (all shards).",
+    );
+    for (r, h) in total.durations.iter().enumerate() {
+        histogram(
+            out,
+            "epro_http_request_duration_seconds",
+            &format!("route=\"{}\"", route_label(r)),
+            h,
+            1e6,
+        );
+    }
+}
+
+fn log_metrics(out: &mut String, shards: &[ShardMetrics]) {
+    let logs: Vec<(usize, &LogMetrics)> = shards
+        .iter()
+        .filter_map(|s| s.log.as_ref().map(|log| (s.shard, log)))
+        .collect();
+    header(
+        out,
+        "epro_log_records_total",
+        "counter",
+        "Records written and synced, by kind.",
+    );
+    for (shard, log) in &logs {
+        for (kind, n) in &log.records {
+            let _ = writeln!(
+                out,
+                "epro_log_records_total{{shard=\"{shard}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    header(
+        out,
+        "epro_log_bytes_total",
+        "counter",
+        "Bytes of records written and synced.",
+    );
+    for (shard, log) in &logs {
+        let _ = writeln!(
+            out,
+            "epro_log_bytes_total{{shard=\"{shard}\"}} {}",
+            log.bytes
+        );
+    }
+    header(
+        out,
+        "epro_log_sync_duration_seconds",
+        "histogram",
+        "Write plus fdatasync of one write group.",
+    );
+    for (shard, log) in &logs {
+        histogram(
+            out,
+            "epro_log_sync_duration_seconds",
+            &format!("shard=\"{shard}\""),
+            &log.sync,
+            1e6,
+        );
+    }
+    header(
+        out,
+        "epro_log_group_records",
+        "histogram",
+        "Records per write group (one fdatasync each).",
+    );
+    for (shard, log) in &logs {
+        histogram(
+            out,
+            "epro_log_group_records",
+            &format!("shard=\"{shard}\""),
+            &log.group_records,
+            1.0,
+        );
+    }
+    gauge_per_shard(
+        out,
+        "epro_log_pending_bytes",
+        "Bytes of records waiting for the disk.",
+        shards,
+        |s| s.pending_bytes,
+    );
+}
+
+fn gauge_per_shard(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    shards: &[ShardMetrics],
+    value: impl Fn(&ShardMetrics) -> u64,
+) {
+    header(out, name, "gauge", help);
+    for s in shards {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+    }
+}
+
+/// A histogram's cumulative buckets, sum and count; its values are divided by `per`
+/// (1e6: microseconds into seconds).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram, per: f64) {
+    let mut cumulative = 0;
+    for (i, bound) in h.bounds.iter().enumerate() {
+        cumulative += h.buckets[i];
+        let le = *bound as f64 / per;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum as f64 / per);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// The standard `process_*` metrics, from `/proc/self` (omitted where it cannot be read).
+fn process(out: &mut String) {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    // Fields after the command name, which may hold spaces: utime is field 14.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {}",
+            (user + system) as f64 / ticks
+        );
+    }
+    if let Some(rss) = field(24) {
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+    if let Some(vsize) = field(23) {
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    });
+    if let (Some(boot), Some(start)) = (boot, field(22)) {
+        header(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {}",
+            boot as f64 + start as f64 / ticks
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        header(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_max_fds {soft}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_each_value_in_the_first_bucket_that_holds_it() {
+        let mut h = Histogram::new(&[1, 10, 100]);
+        for v in [0, 1, 2, 10, 11, 100, 1000] {
+            h.observe(v);
+        }
+        assert_eq!(&h.buckets[..4], &[2, 2, 2, 1]);
+        assert_eq!((h.count, h.sum), (7, 1124));
+        let mut out = String::new();
+        histogram(&mut out, "x", "a=\"b\"", &h, 1.0);
+        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 7\n"), "{out}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status() {
+        let mut m = HttpMetrics::default();
+        let took = Duration::from_micros(300);
+        m.request(Some(Route::Submit), Method::Post, Status::Ok, took);
+        m.request(Some(Route::Submit), Method::Post, Status::Ok, took);
+        m.request(None, Method::Other, Status::NotFound, took);
+        let shards = [ShardMetrics {
+            shard: 3,
+            http: m,
+            log: None,
+            pending_bytes: 0,
+            ready: true,
+        }];
+        let out = render(&shards);
+        assert!(out.contains(
+            "epro_http_requests_total{shard=\"3\",route=\"/epro/submit\",method=\"POST\",code=\"200\"} 2\n"
+        ));
+        assert!(out.contains(
+            "epro_http_requests_total{shard=\"3\",route=\"unmatched\",method=\"OTHER\",code=\"404\"} 1\n"
+        ));
+        assert!(out.contains(
+            "epro_http_request_duration_seconds_bucket{route=\"/epro/submit\",le=\"0.0005\"} 2\n"
+        ));
+    }
+}
