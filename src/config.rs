@@ -35,10 +35,21 @@ pub struct LimitsConfig {
     /// (large heads and bodies being received, queued responses). `None`: the default,
     /// [`DEFAULT_MEMORY_BUDGET`] or one largest request, whichever is more.
     pub memory_budget_bytes: Option<usize>,
+    /// Per shard: new writes are shed (503, before their body is read) while more
+    /// bytes of records than this wait for the disk ...
+    pub shed_pending_bytes: usize,
+    /// ... or more records than this are stored but not yet durable.
+    pub shed_inflight: u64,
 }
 
 /// Apps retry for days: keys are remembered a week by default.
 pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 168;
+
+/// Shedding starts at a quarter of the most a shard's log lets wait for the disk
+/// (`log::MAX_PENDING`, 64 MiB; beyond it appends are refused outright).
+pub const DEFAULT_SHED_PENDING: usize = 16 << 20;
+/// Records stored but not yet durable, per shard, before new writes are shed.
+pub const DEFAULT_SHED_INFLIGHT: u64 = 16_384;
 
 /// The default per-shard memory budget.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -54,6 +65,8 @@ impl Default for LimitsConfig {
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
             memory_budget_bytes: None,
+            shed_pending_bytes: DEFAULT_SHED_PENDING,
+            shed_inflight: DEFAULT_SHED_INFLIGHT,
         }
     }
 }
@@ -277,6 +290,15 @@ impl Config {
                     l.largest_request()
                 ),
             );
+        }
+        if !(1..=64 << 20).contains(&l.shed_pending_bytes) {
+            return bad(
+                "limits.shed_pending_bytes",
+                "must be between 1 and 67108864 (the log's cap on bytes waiting for the disk)",
+            );
+        }
+        if l.shed_inflight == 0 {
+            return bad("limits.shed_inflight", "must be at least 1");
         }
         if self.from_file && self.principals.is_empty() {
             return bad(

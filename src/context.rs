@@ -170,6 +170,15 @@ impl Context {
             && !self.shutting_down.get()
     }
 
+    /// Whether new writes are shed now: too much waits for this shard's disk.
+    pub fn overloaded(&self) -> bool {
+        self.log().is_some_and(|log| {
+            let (bytes, records) = log.backlog();
+            let limits = &self.config.limits;
+            bytes > limits.shed_pending_bytes || records > limits.shed_inflight
+        })
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.get()
     }

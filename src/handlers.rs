@@ -10,7 +10,7 @@ use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Reply, Status, JSON, TEXT};
+use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::keyed::{self, Decision};
 use crate::keys::{self, Keyed, KeyedWrite};
 use crate::log::record::Kind;
@@ -28,7 +28,12 @@ use crate::validate::{is_json_media_type, Invalid};
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
     let read = match route {
         Route::Readyz if !ctx.is_ready() => {
-            return refuse(reply, head, Status::ServiceUnavailable, "not ready");
+            reply.error(
+                Status::ServiceUnavailable,
+                &[b"not ready"],
+                Some(RETRY_AFTER),
+            );
+            return Outcome::after(head);
         }
         Route::Readyz => Read::Ready,
         Route::Metrics => Read::Metrics,

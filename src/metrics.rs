@@ -178,7 +178,8 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "Requests refused by framing, limits or timeouts, which close the connection.",
     );
     for s in shards {
-        for (reject, n) in Reject::ALL.iter().zip(&s.http.rejections) {
+        let counted = Reject::ALL.iter().zip(&s.http.rejections);
+        for (reject, n) in counted.filter(|(r, _)| **r != Reject::Shed) {
             let _ = writeln!(
                 out,
                 "epro_rejections_total{{shard=\"{}\",reason=\"{}\"}} {n}",
@@ -186,6 +187,16 @@ pub fn render(shards: &[ShardMetrics]) -> String {
                 reject.name()
             );
         }
+    }
+    header(
+        &mut out,
+        "epro_shed_total",
+        "counter",
+        "Writes refused with 503 before their body was read: too much waited for the disk.",
+    );
+    for s in shards {
+        let shed = s.http.rejections[Reject::Shed as usize];
+        let _ = writeln!(out, "epro_shed_total{{shard=\"{}\"}} {shed}", s.shard);
     }
     gauge_per_shard(
         &mut out,

@@ -5,7 +5,7 @@
 //! exactly one shard's index.
 
 use crate::context::Context;
-use crate::http::response::{Reply, Status, JSON, TEXT};
+use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
@@ -48,7 +48,7 @@ async fn ready(ctx: &Context, reply: &mut Reply<'_>) {
                 number.format(shard).as_bytes(),
                 b" cannot take writes",
             ];
-            reply.error(Status::ServiceUnavailable, &parts, None);
+            reply.error(Status::ServiceUnavailable, &parts, Some(RETRY_AFTER));
         }
     }
 }

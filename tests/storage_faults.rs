@@ -1,6 +1,7 @@
 //! Disk faults injected through the fault-injecting filesystem: a full disk (no room
 //! for a new segment) is waited out, not fatal, and makes the whole process not ready;
-//! a failed fdatasync ends the process without acknowledging the write.
+//! a failed fdatasync ends the process without acknowledging the write; a slow disk
+//! makes the server shed new writes (503 + Retry-After) instead of queueing without end.
 
 mod common;
 #[path = "common/faultfs.rs"]
@@ -33,6 +34,15 @@ fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
 }
 
 fn on_faultfs_with(prepare: impl FnOnce(&mut Disk), ready: bool, shards: &str) -> OnFaultFs {
+    on_faultfs_config(prepare, ready, shards, CONFIG)
+}
+
+fn on_faultfs_config(
+    prepare: impl FnOnce(&mut Disk),
+    ready: bool,
+    shards: &str,
+    config: &str,
+) -> OnFaultFs {
     let dir = temp_dir();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -42,9 +52,9 @@ fn on_faultfs_with(prepare: impl FnOnce(&mut Disk), ready: bool, shards: &str) -
     std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
     prepare(&mut disk.lock().unwrap());
     let server = if ready {
-        Server::start_in(dir, CONFIG, &["--shards", shards])
+        Server::start_in(dir, config, &["--shards", shards])
     } else {
-        Server::start_listening_in(dir, CONFIG, &["--shards", shards])
+        Server::start_listening_in(dir, config, &["--shards", shards])
     };
     OnFaultFs {
         server,
@@ -287,6 +297,7 @@ fn readyz_answers_for_every_shard_not_only_the_one_that_takes_the_probe() {
     );
     let r = last.unwrap();
     assert_eq!(r.error(), "not ready: shard 0 cannot take writes");
+    assert_eq!(r.header("retry-after"), Some("1"));
 
     fs.disk.lock().unwrap().full = false;
     let statuses = writer.join().unwrap();
@@ -301,4 +312,98 @@ fn readyz_answers_for_every_shard_not_only_the_one_that_takes_the_probe() {
     )
     .status
         == 200));
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+    statm.split(' ').nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+#[test]
+fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
+    // Every fdatasync takes 20 ms; more than 16 records waiting for it sheds writes.
+    let config = format!("{CONFIG}\n[limits]\nshed_inflight = 16\n");
+    let fs = on_faultfs_config(
+        |disk| disk.sync_delay = Duration::from_millis(20),
+        true,
+        "1",
+        &config,
+    );
+    let server = &fs.server;
+    let rss_before = rss(server.pid());
+    let addr = server.addr;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    // 48 clients, one request in flight each, reconnecting after a 503 (which closes).
+    let clients: Vec<_> = (0..48)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let (mut acked, mut shed, mut took) = (Vec::new(), 0u32, Vec::new());
+                let mut stream: Option<std::net::TcpStream> = None;
+                let mut i = 0;
+                while std::time::Instant::now() < until {
+                    let s = stream.get_or_insert_with(|| {
+                        let s = std::net::TcpStream::connect(addr).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                        s
+                    });
+                    let patient = format!("P-{c}-{i}");
+                    i += 1;
+                    let began = std::time::Instant::now();
+                    let r = post(s, "/epro/submit", DEVICE, &project_report(&patient));
+                    match r.status {
+                        200 => {
+                            took.push(began.elapsed());
+                            acked.push((r.json()["id"].as_str().unwrap().to_string(), patient));
+                        }
+                        503 => {
+                            assert_eq!(r.error(), "overloaded, retry later");
+                            assert_eq!(r.header("retry-after"), Some("1"));
+                            assert_eq!(r.header("connection"), Some("close"));
+                            shed += 1;
+                            stream = None;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        other => panic!("unexpected {other}: {}", r.text()),
+                    }
+                }
+                (acked, shed, took)
+            })
+        })
+        .collect();
+    let (mut acked, mut shed, mut took) = (Vec::new(), 0, Vec::new());
+    for client in clients {
+        let (a, s, t) = client.join().unwrap();
+        acked.extend(a);
+        shed += s;
+        took.extend(t);
+    }
+    assert!(shed > 0, "nothing was shed ({} acknowledged)", acked.len());
+    assert!(!acked.is_empty(), "nothing was acknowledged ({shed} shed)");
+    // Accepted writes waited for a bounded backlog, not for an ever-growing queue.
+    took.sort();
+    let p99 = took[took.len() * 99 / 100];
+    assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
+    let grown = rss(server.pid()).saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "memory grew by {grown} bytes");
+    // The server counted each shed write, and still serves.
+    let mut stream = server.connect();
+    let metrics = get(&mut stream, "/metrics", "").text();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("epro_shed_total{shard=\"0\"} "))
+        .expect("epro_shed_total");
+    assert_eq!(counted, shed.to_string());
+    // Every acknowledged report is in the log under its id.
+    fs.disk.lock().unwrap().sync_delay = Duration::ZERO;
+    let exported: std::collections::HashMap<String, String> = common::export(&fs.server.data_dir())
+        .into_iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap().to_string();
+            (id, r["body"]["patientId"].as_str().unwrap().to_string())
+        })
+        .collect();
+    for (id, patient) in &acked {
+        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
+    }
 }

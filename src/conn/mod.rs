@@ -37,6 +37,7 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::context::Context;
+use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
@@ -177,6 +178,13 @@ impl<'c> Connection<'c> {
                     let read_len = bufs.read.len();
                     let announced = self.parser.expected_len().unwrap_or(0);
                     let more = announced.saturating_sub(read_len);
+                    // A write is shed when its head is in, before its body is read.
+                    let first = self.parser.in_body() && self.body_began.is_none();
+                    if first && ctx.overloaded() {
+                        refuse(ctx, Reject::Shed, &mut self.slot.buffers().write);
+                        batch.close = true;
+                        break;
+                    }
                     if self.parser.in_body() && !self.slot.reserve(more) {
                         let write = &mut self.slot.buffers().write;
                         refuse(ctx, Reject::MemoryBudget, write);
@@ -189,6 +197,12 @@ impl<'c> Connection<'c> {
                     break;
                 }
                 Ok(Step::Request(request)) => {
+                    let whole = self.body_began.is_none();
+                    if whole && request.head.method == Method::Post && ctx.overloaded() {
+                        refuse(ctx, Reject::Shed, &mut bufs.write);
+                        batch.close = true;
+                        break;
+                    }
                     self.start += request.consumed;
                     self.request_began = None;
                     self.body_began = None;

@@ -47,13 +47,15 @@ pub enum Reject {
     // Connection-level refusals sent outside any request.
     Overloaded,
     MemoryBudget,
+    /// A write while too much waits for the shard's disk (load shedding).
+    Shed,
     HeaderTimeout,
     BodyTimeout,
 }
 
 impl Reject {
     /// Every rejection, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reject; 39] = {
+    pub const ALL: [Reject; 40] = {
         use Reject::*;
         [
             RequestLine,
@@ -93,6 +95,7 @@ impl Reject {
             MethodNotAllowed,
             Overloaded,
             MemoryBudget,
+            Shed,
             HeaderTimeout,
             BodyTimeout,
         ]
@@ -232,6 +235,7 @@ impl Reject {
                 "request bodies in progress fill this shard's memory budget; retry later",
                 true,
             ),
+            Shed => (S::ServiceUnavailable, "overloaded, retry later", true),
             HeaderTimeout => (
                 S::RequestTimeout,
                 "request head not received within header_timeout_ms",

@@ -189,6 +189,14 @@ impl Log {
         !state.failed && !state.closed && !state.no_space
     }
 
+    /// What waits for the disk: bytes not yet taken by the flusher, and records
+    /// stored but not yet durable.
+    pub fn backlog(&self) -> (usize, u64) {
+        let state = self.state.borrow();
+        let unsynced = state.next_seq - 1 - state.durable_seq;
+        (state.pending.bytes.len(), unsynced)
+    }
+
     /// Encodes a record into the pending batch; returns its sequence number.
     pub fn append(
         &self,

@@ -75,6 +75,9 @@ pub struct Disk {
     /// Files (by inode number) that cannot be opened for writing: EACCES, as for a
     /// read-only file (root ignores a file's mode bits, so the tests need this).
     pub read_only: std::collections::BTreeSet<u64>,
+    /// A slow disk: every `fsync` takes this long (the filesystem serves one request
+    /// at a time, so nothing else moves meanwhile either).
+    pub sync_delay: Duration,
 }
 
 impl Disk {
@@ -95,6 +98,7 @@ impl Disk {
             full: false,
             failing_sync: false,
             read_only: Default::default(),
+            sync_delay: Duration::ZERO,
         }))
     }
 
@@ -457,6 +461,8 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let delay = self.disk.lock().unwrap().sync_delay;
+        std::thread::sleep(delay);
         let mut disk = self.disk.lock().unwrap();
         if disk.failing_sync {
             return reply.error(nix::libc::EIO);
