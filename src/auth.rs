@@ -32,6 +32,14 @@ pub struct Principal {
     pub role: Role,
     #[serde(default)]
     pub projects: Vec<String>,
+    /// Requests a second this principal may make, whichever shards they reach
+    /// (default: `[limits] default_rate_per_second`, else unlimited).
+    #[serde(default)]
+    pub rate_per_second: Option<f64>,
+    /// Requests it may make at once beyond the rate (default: `[limits] default_burst`,
+    /// else one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 impl Principal {
@@ -68,6 +76,15 @@ impl Principals {
     /// The principal whose token an `Authorization: Bearer` value carries.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<&Principal> {
         authenticate(&self.list, authorization)
+    }
+
+    /// The position of `principal` (one of these) in the list, which the rate limiter
+    /// indexes by.
+    pub fn index_of(&self, principal: &Principal) -> usize {
+        self.list
+            .iter()
+            .position(|p| std::ptr::eq(p, principal))
+            .unwrap_or(usize::MAX)
     }
 
     /// The encoded permissions body of principal `id`.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::http::parse::{Limits, MAX_HEADERS_CAP};
+use crate::ratelimit::Rate;
 use crate::validate::MAX_ID;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -40,6 +41,9 @@ pub struct LimitsConfig {
     pub shed_pending_bytes: usize,
     /// ... or more records than this are stored but not yet durable.
     pub shed_inflight: u64,
+    /// The rate limit of principals without their own (`None`: unlimited).
+    pub default_rate_per_second: Option<f64>,
+    pub default_burst: Option<u32>,
 }
 
 /// Apps retry for days: keys are remembered a week by default.
@@ -67,7 +71,27 @@ impl Default for LimitsConfig {
             memory_budget_bytes: None,
             shed_pending_bytes: DEFAULT_SHED_PENDING,
             shed_inflight: DEFAULT_SHED_INFLIGHT,
+            default_rate_per_second: None,
+            default_burst: None,
         }
+    }
+}
+
+impl Config {
+    /// Each principal's rate limit, in the principals' order (`None`: unlimited).
+    pub fn rates(&self) -> Vec<Option<Rate>> {
+        let l = &self.limits;
+        self.principals
+            .iter()
+            .map(|p| {
+                let per_second = p.rate_per_second.or(l.default_rate_per_second)?;
+                let burst = p
+                    .burst
+                    .or(l.default_burst)
+                    .map_or(per_second.max(1.0), f64::from);
+                Some(Rate { per_second, burst })
+            })
+            .collect()
     }
 }
 
@@ -296,6 +320,27 @@ impl Config {
                 "limits.shed_pending_bytes",
                 "must be between 1 and 67108864 (the log's cap on bytes waiting for the disk)",
             );
+        }
+        let rates = self
+            .principals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("principals[{i}]."), p.rate_per_second, p.burst))
+            .chain([(
+                "limits.default_".to_string(),
+                l.default_rate_per_second,
+                l.default_burst,
+            )]);
+        for (prefix, rate, burst) in rates {
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 1e9)) {
+                return bad(
+                    &format!("{prefix}rate_per_second"),
+                    "must be a number above 0 (requests a second)",
+                );
+            }
+            if burst == Some(0) {
+                return bad(&format!("{prefix}burst"), "must be at least 1");
+            }
         }
         if l.shed_inflight == 0 {
             return bad("limits.shed_inflight", "must be at least 1");

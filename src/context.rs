@@ -10,6 +10,7 @@
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::Principals;
 use crate::config::Config;
@@ -21,6 +22,7 @@ use crate::keys::KeyTable;
 use crate::log::Log;
 use crate::metrics::{HttpMetrics, ShardMetrics};
 use crate::peers::Peers;
+use crate::ratelimit::Limiter;
 use crate::validate::Validator;
 
 pub struct Context {
@@ -42,6 +44,8 @@ pub struct Context {
     shutting_down: Cell<bool>,
     /// This shard's request counters.
     metrics: RefCell<HttpMetrics>,
+    /// This shard's part of every principal's rate limit.
+    limiter: RefCell<Limiter>,
 }
 
 impl Context {
@@ -60,6 +64,12 @@ impl Context {
             serving: Cell::new(false),
             shutting_down: Cell::new(false),
             metrics: RefCell::new(HttpMetrics::default()),
+            limiter: RefCell::new(Limiter::new(
+                &config.rates(),
+                shard,
+                shard + 1,
+                Instant::now(),
+            )),
             config,
         }
     }
@@ -147,8 +157,17 @@ impl Context {
         }
     }
 
+    /// Joins the mesh; rate limits are shared among its shards from now on.
     pub fn join_peers(&self, peers: Peers) {
+        let shards = peers.shards();
+        *self.limiter.borrow_mut() =
+            Limiter::new(&self.config.rates(), self.shard, shards, Instant::now());
         let _ = self.peers.set(peers);
+    }
+
+    /// This shard's part of every principal's rate limit.
+    pub fn limiter(&self) -> RefMut<'_, Limiter> {
+        self.limiter.borrow_mut()
     }
 
     /// Every shard of the process has recovered its log (the process says so once all

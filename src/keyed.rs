@@ -158,6 +158,10 @@ impl Owner for ShardOwner {
         self.0.shard_metrics()
     }
 
+    fn demand(&self, from: usize, demand: Vec<u32>) {
+        self.0.limiter().peer_demand(from, demand);
+    }
+
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>) {
         self.0.keys().take_in(keys);
     }

@@ -17,6 +17,7 @@
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
+//! | admission | [`middleware::admit`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
 //! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
 //! | keys | [`keyed`], [`keys`] | a write with an idempotency key, decided by its key's owner shard, stored at most once |
 //! | answer | [`ack`] | a stored record's 200, a shard's 503 when it cannot store |
@@ -44,14 +45,14 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
 //!
 //! ```text
 //! server     -> config, peers, shard
-//! shard      -> accept, clock, config, conn, context, index, keyed, keys, log, logger, peers, task, validate
+//! shard      -> accept, clock, config, conn, context, index, keyed, keys, log, logger, peers, ratelimit, task, validate
 //! accept     -> conn, context, http, task
 //! conn       -> context, http, middleware
 //! middleware -> auth, context, handlers, http, keyed, outcome, reads, route
@@ -60,7 +61,7 @@
 //! reads      -> context, http, index, merge, metrics, outcome
 //! ack        -> clock, http, log
 //! outcome    -> http, keys, log, route
-//! context    -> auth, config, http, index, keys, log, metrics, peers, validate
+//! context    -> auth, config, http, index, keys, log, metrics, peers, ratelimit, validate
 //! peers      -> index, keys, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
@@ -69,11 +70,11 @@
 //! ship       -> clock, log, validate
 //! log        -> clock, config, metrics, task
 //! route      -> auth, http
-//! config     -> auth, http, validate
+//! config     -> auth, http, ratelimit, validate
 //! validate   -> clock
 //! logger     -> clock
 //! task       -> logger
-//! auth, clock, http -> nothing
+//! auth, clock, http, ratelimit -> nothing
 //! ```
 //!
 //! ## The surface for embedders
@@ -105,6 +106,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod outcome;
 pub mod peers;
+pub mod ratelimit;
 pub mod reads;
 pub mod route;
 pub mod server;

@@ -222,6 +222,8 @@ fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
         token,
         role: Role::Admin,
         projects: vec!["*".to_string()],
+        rate_per_second: None,
+        burst: None,
     })
 }
 

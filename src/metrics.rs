@@ -83,6 +83,8 @@ pub struct HttpMetrics {
     rejections: Vec<u64>,
     /// Open connections.
     pub connections: u64,
+    /// Requests refused with 429 by a rate limit.
+    pub ratelimited: u64,
 }
 
 impl Default for HttpMetrics {
@@ -92,6 +94,7 @@ impl Default for HttpMetrics {
             durations: vec![Histogram::durations(); ROUTES],
             rejections: vec![0; Reject::ALL.len()],
             connections: 0,
+            ratelimited: 0,
         }
     }
 }
@@ -187,6 +190,19 @@ pub fn render(shards: &[ShardMetrics]) -> String {
                 reject.name()
             );
         }
+    }
+    header(
+        &mut out,
+        "epro_ratelimited_total",
+        "counter",
+        "Requests refused with 429: their principal was over its rate limit.",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "epro_ratelimited_total{{shard=\"{}\"}} {}",
+            s.shard, s.http.ratelimited
+        );
     }
     header(
         &mut out,

@@ -1,4 +1,5 @@
-//! The onion every request passes through, outermost first: recovery (a panicking
+//! Admission at head time ([`admit`]: load shedding, rate limits), then the onion
+//! every request passes through, outermost first: recovery (a panicking
 //! handler becomes a 500; the connection closes and the shard lives on), access log,
 //! auth (`Authorization: Bearer`, constant-time) and the route's access rule from the
 //! route table, then the handler, which records the principal and the server's receive
@@ -11,14 +12,72 @@ use crate::auth::Principal;
 use crate::context::Context;
 use crate::handlers;
 use crate::http::parse::Head;
+use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::request::Request;
-use crate::http::response::{Reply, Status};
+use crate::http::response::{ConnHeader, Reply, Status};
 use crate::keyed;
 use crate::outcome::{Deferred, Outcome, Work};
 use crate::reads;
 use crate::route::tree::allow_header;
 use crate::route::{self, Access, Route, Routed};
+
+/// Whether a request whose head is in may go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    /// Refused, the response written; `close`: its body was not read, so the
+    /// connection must close.
+    No {
+        close: bool,
+    },
+}
+
+/// Admission, once a request's head is in and before its body is read or handled:
+/// a write (POST) is shed while too much waits for this shard's disk (503, close), and
+/// a caller over its rate limit gets 429 with `Retry-After`. `whole`: the body is in
+/// the buffer already, so after a 429 the connection can go on. An unknown token is
+/// admitted here and refused (401) by the onion.
+pub fn admit(ctx: &Context, head: &Head<'_>, out: &mut Vec<u8>, whole: bool) -> Admitted {
+    if head.method == Method::Post && ctx.overloaded() {
+        Reply::new(out, ctx.date(), ConnHeader::Close).reject(Reject::Shed, None);
+        ctx.metrics().rejected(Reject::Shed);
+        return Admitted::No { close: true };
+    }
+    if !ctx.limiter().is_active() {
+        return Admitted::Yes;
+    }
+    let Some(who) = ctx.principals().authenticate(head.authorization) else {
+        return Admitted::Yes;
+    };
+    let began = Instant::now();
+    let index = ctx.principals().index_of(who);
+    let Err(retry_after) = ctx.limiter().take(index, began) else {
+        return Admitted::Yes;
+    };
+    let mut reply = ctx.reply(out, head);
+    if !whole {
+        reply.closing();
+    }
+    let mark = reply.mark();
+    // Ids may hold quotes or backslashes: escaped as JSON (a refusal, off the happy path).
+    let message = serde_json::to_string(&format!("rate limit exceeded for principal {}", who.id))
+        .unwrap_or_default();
+    let escaped = message
+        .get(1..message.len().saturating_sub(1))
+        .unwrap_or("");
+    let mut seconds = itoa::Buffer::new();
+    let retry = (&b"Retry-After"[..], seconds.format(retry_after).as_bytes());
+    reply.error(Status::TooManyRequests, &[escaped.as_bytes()], Some(retry));
+    let route = match route::lookup(head.method, head.path) {
+        Routed::Found(route, _) => Some(route),
+        _ => None,
+    };
+    count(ctx, route, head, &reply, began);
+    ctx.metrics().ratelimited += 1;
+    access_log(ctx, head, reply.since(mark), began, &who.id);
+    Admitted::No { close: !whole }
+}
 
 /// Runs the onion for one request, appending exactly one response to `out`, unless
 /// the outcome defers it to a cross-shard read ([`finish`]).

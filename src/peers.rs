@@ -2,7 +2,8 @@
 //! to every other shard and answers the messages that arrive on its receiving ends:
 //! read queries from its own index, whether it can take writes (so that `/readyz`
 //! speaks for the whole process), keyed writes for the idempotency keys it owns, its
-//! counters for a `/metrics` scrape, and keys handed over at start-up. A message carries a oneshot channel for its answer.
+//! counters for a `/metrics` scrape, peers' rate-limit demand, and keys handed over at
+//! start-up. A message carries a oneshot channel for its answer.
 //! A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
@@ -32,6 +33,9 @@ pub enum Message {
     Metrics {
         reply: oneshot::Sender<Box<ShardMetrics>>,
     },
+    /// How many requests each principal tried on shard `from` in its last rate-limit
+    /// period (no answer).
+    Demand { from: usize, demand: Vec<u32> },
     /// Keys found in another shard's log that this shard owns (start-up).
     Keys {
         keys: Vec<(Box<str>, Entry)>,
@@ -47,6 +51,8 @@ pub trait Owner {
     fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>);
     /// A copy of this shard's counters.
     fn metrics(&self) -> ShardMetrics;
+    /// A peer's rate-limit demand for its last period.
+    fn demand(&self, from: usize, demand: Vec<u32>);
     /// Takes in keys this shard owns.
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
 }
@@ -136,6 +142,19 @@ impl Peers {
         Ok(all)
     }
 
+    /// Tells every other shard this shard's rate-limit demand (best effort: a shard
+    /// that is gone is skipped).
+    pub async fn send_demand(&self, demand: &[u32]) {
+        let from = self.senders.peer_id();
+        for peer in self.others() {
+            let message = Message::Demand {
+                from,
+                demand: demand.to_vec(),
+            };
+            let _ = self.senders.send_to(peer, message).await;
+        }
+    }
+
     /// How many shards the process runs.
     pub fn shards(&self) -> usize {
         self.senders.nr_consumers()
@@ -206,6 +225,7 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                         let _ = reply.send(owner.healthy());
                     }
                     Message::Keyed { write, reply } => owner.keyed(write, reply),
+                    Message::Demand { from, demand } => owner.demand(from, demand),
                     Message::Metrics { reply } => {
                         let _ = reply.send(Box::new(owner.metrics()));
                     }

@@ -25,6 +25,7 @@ use crate::log::record::Record;
 use crate::log::recover::{shard_dir, ScanProgress};
 use crate::log::Log;
 use crate::peers::{self, Message, Peers};
+use crate::ratelimit;
 use crate::task;
 use crate::validate::Validator;
 
@@ -131,6 +132,9 @@ pub async fn serve(
         }
     }
     task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
+    if ctx.limiter().is_active() {
+        task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
+    }
     let _ = reports.ready.send(Ok(Started::Ready));
     // Serve once the process says every shard has recovered.
     let serving = Rc::clone(&ctx);
@@ -162,6 +166,18 @@ fn key_entry(r: &Record<'_>) -> Entry {
         seq: r.seq,
         received_ns: r.received_ns,
         body_hash: keys::body_hash(r.body),
+    }
+}
+
+/// Every [`ratelimit::PERIOD`]: tells the other shards what each principal tried
+/// here, and rebalances this shard's share of every limit.
+async fn share_rate_limits(ctx: Rc<Context>) {
+    loop {
+        glommio::timer::sleep(ratelimit::PERIOD).await;
+        let demand = ctx.limiter().tick();
+        if let Some(peers) = ctx.peers() {
+            peers.send_demand(&demand).await;
+        }
     }
 }
 

@@ -37,11 +37,10 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::context::Context;
-use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
-use crate::middleware;
+use crate::middleware::{self, Admitted};
 use table::{Interrupt, Slot, BUFFER_SIZE};
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
@@ -171,19 +170,22 @@ impl<'c> Connection<'c> {
             }
             let input = &bufs.read[self.start..self.filled];
             match self.parser.next(input, &mut bufs.body) {
-                Ok(Step::NeedMore { send_continue }) => {
+                Ok(Step::NeedMore {
+                    send_continue,
+                    head,
+                }) => {
                     // A body is paid for before it is read (and before 100-continue
                     // invites it): the whole of an announced length, or what a chunked
                     // one has decoded so far.
                     let read_len = bufs.read.len();
                     let announced = self.parser.expected_len().unwrap_or(0);
                     let more = announced.saturating_sub(read_len);
-                    // A write is shed when its head is in, before its body is read.
-                    let first = self.parser.in_body() && self.body_began.is_none();
-                    if first && ctx.overloaded() {
-                        refuse(ctx, Reject::Shed, &mut self.slot.buffers().write);
-                        batch.close = true;
-                        break;
+                    // Admitted (or not) once its head is in, before its body is read.
+                    if let (Some(head), None) = (head, self.body_began) {
+                        if middleware::admit(ctx, &head, &mut bufs.write, false) != Admitted::Yes {
+                            batch.close = true;
+                            break;
+                        }
                     }
                     if self.parser.in_body() && !self.slot.reserve(more) {
                         let write = &mut self.slot.buffers().write;
@@ -197,15 +199,21 @@ impl<'c> Connection<'c> {
                     break;
                 }
                 Ok(Step::Request(request)) => {
-                    let whole = self.body_began.is_none();
-                    if whole && request.head.method == Method::Post && ctx.overloaded() {
-                        refuse(ctx, Reject::Shed, &mut bufs.write);
-                        batch.close = true;
-                        break;
-                    }
+                    let admitted = match self.body_began {
+                        Some(_) => Admitted::Yes, // at its head, above
+                        None => middleware::admit(ctx, &request.head, &mut bufs.write, true),
+                    };
                     self.start += request.consumed;
                     self.request_began = None;
                     self.body_began = None;
+                    match admitted {
+                        Admitted::Yes => {}
+                        Admitted::No { close: true } => {
+                            batch.close = true;
+                            break;
+                        }
+                        Admitted::No { close: false } => continue,
+                    }
                     let mut outcome = middleware::handle(ctx, &request, &mut bufs.write);
                     if let Some(deferred) = outcome.deferred.take() {
                         outcome =

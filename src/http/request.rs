@@ -19,8 +19,11 @@ pub struct Request<'b> {
 #[derive(Debug)]
 pub enum Step<'b> {
     /// More bytes are needed. `send_continue`: answer `100 Continue` now, once.
+    /// `head`: the head, once it is complete and its body is still arriving (the
+    /// connection decides there whether to admit the body at all).
     NeedMore {
         send_continue: bool,
+        head: Option<Head<'b>>,
     },
     Request(Request<'b>),
 }
@@ -87,12 +90,14 @@ impl RequestParser {
                 }
                 return Ok(Step::NeedMore {
                     send_continue: false,
+                    head: None,
                 });
             }
         }
         let Some(head) = parse_head(buf, &self.limits)? else {
             return Ok(Step::NeedMore {
                 send_continue: false,
+                head: None,
             });
         };
         if !self.head_seen {
@@ -105,7 +110,7 @@ impl RequestParser {
             Framing::Length(n) if rest.len() >= n => (&rest[..n], head.len + n),
             Framing::Length(n) => {
                 self.expected = Some(head.len + n);
-                return Ok(self.need_body(&head));
+                return Ok(self.need_body(head));
             }
             Framing::Chunked => {
                 self.chunked_body = true;
@@ -114,7 +119,7 @@ impl RequestParser {
                         let body_buf: &'b Vec<u8> = body_buf;
                         (body_buf.as_slice(), head.len + n)
                     }
-                    None => return Ok(self.need_body(&head)),
+                    None => return Ok(self.need_body(head)),
                 }
             }
         };
@@ -126,9 +131,12 @@ impl RequestParser {
         }))
     }
 
-    fn need_body(&mut self, head: &Head<'_>) -> Step<'static> {
+    fn need_body<'b>(&mut self, head: Head<'b>) -> Step<'b> {
         let send_continue = head.expect_continue && !self.continue_sent;
         self.continue_sent |= send_continue;
-        Step::NeedMore { send_continue }
+        Step::NeedMore {
+            send_continue,
+            head: Some(head),
+        }
     }
 }

@@ -26,6 +26,7 @@ pub enum Status {
     UnsupportedMediaType,
     ExpectationFailed,
     UnprocessableContent,
+    TooManyRequests,
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
@@ -35,7 +36,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in declaration order (`ALL[s as usize] == s`).
-    pub const ALL: [Status; 17] = {
+    pub const ALL: [Status; 18] = {
         use Status::*;
         [
             Ok,
@@ -50,6 +51,7 @@ impl Status {
             UnsupportedMediaType,
             ExpectationFailed,
             UnprocessableContent,
+            TooManyRequests,
             HeaderFieldsTooLarge,
             InternalServerError,
             NotImplemented,
@@ -78,6 +80,7 @@ impl Status {
             UnsupportedMediaType => b"HTTP/1.1 415 Unsupported Media Type\r\n",
             ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
             UnprocessableContent => b"HTTP/1.1 422 Unprocessable Content\r\n",
+            TooManyRequests => b"HTTP/1.1 429 Too Many Requests\r\n",
             HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
             NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
