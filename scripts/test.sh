@@ -63,6 +63,19 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   fi
 fi
 
+# The deploy test checks the systemd unit with systemd-analyze (Debian's systemd).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing systemd (systemd-analyze) for the deploy test" >&2
+    apt-get install -y systemd >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y systemd >/dev/null; } || true
+  fi
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "test.sh: systemd-analyze is missing: install it (Debian/Ubuntu: apt-get install systemd) and retry." >&2
+    exit 1
+  fi
+fi
+
 cargo check --locked --all-targets --all-features
 # test-seams: the fault seams some tests inject through requests (panics); release
 # builds never have them.

@@ -218,6 +218,10 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         }
     }
     info!("ready: {} shards recovered", handles.len());
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     // A shard ends only when told to stop. One that ends otherwise (a panic that
     // escaped a task, a fatal error) ends the process, loudly, rather than leaving it
     // half-serving: a supervisor then restarts it whole.
@@ -234,6 +238,14 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
             .map_err(|e| format!("shard {id} failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) how the service is doing; nothing without
+/// `NOTIFY_SOCKET`. A failure to tell is logged, not fatal: serving matters more.
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("telling systemd the service state failed: {e}");
+    }
 }
 
 /// Reports a shard's end to the process, however it ended: returning, or a panic
@@ -270,6 +282,7 @@ fn watch_signals(
                     continue;
                 }
                 info!("signal {signal}: shutting down");
+                notify_systemd(&[sd_notify::NotifyState::Stopping]);
                 stopping.store(true, Ordering::SeqCst);
                 for stop in senders {
                     let _ = stop.send(());
