@@ -129,6 +129,7 @@ struct FileConfig {
     durability: Option<Durability>,
     segment_bytes: Option<u64>,
     idempotency_window_hours: Option<u64>,
+    log_format: Option<crate::logger::Format>,
     #[cfg(feature = "test-seams")]
     #[serde(default)]
     test_seams: TestSeams,
@@ -182,6 +183,8 @@ pub struct Config {
     pub segment_bytes: u64,
     /// How long idempotency keys are remembered.
     pub idempotency_window_hours: u64,
+    /// Log lines as text or JSON.
+    pub log_format: crate::logger::Format,
     #[cfg(feature = "test-seams")]
     pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
@@ -250,6 +253,7 @@ impl Config {
             limits: file.limits,
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
+            log_format: file.log_format.unwrap_or_default(),
             idempotency_window_hours: file
                 .idempotency_window_hours
                 .unwrap_or(DEFAULT_IDEMPOTENCY_WINDOW_HOURS),

@@ -16,6 +16,7 @@ use crate::auth::Principals;
 use crate::config::Config;
 use crate::http::date::{self, DateCache};
 use crate::http::parse::{Head, Limits};
+use crate::http::request_id::RequestId;
 use crate::http::response::Reply;
 use crate::index::Index;
 use crate::keys::KeyTable;
@@ -46,6 +47,9 @@ pub struct Context {
     metrics: RefCell<HttpMetrics>,
     /// This shard's part of every principal's rate limit.
     limiter: RefCell<Limiter>,
+    /// When this shard began (µs), and how many request ids it has made up since.
+    started_us: u64,
+    request_ids: Cell<u64>,
 }
 
 impl Context {
@@ -70,6 +74,8 @@ impl Context {
                 shard + 1,
                 Instant::now(),
             )),
+            started_us: crate::clock::now_ns() / 1000,
+            request_ids: Cell::new(0),
             config,
         }
     }
@@ -163,6 +169,13 @@ impl Context {
         *self.limiter.borrow_mut() =
             Limiter::new(&self.config.rates(), self.shard, shards, Instant::now());
         let _ = self.peers.set(peers);
+    }
+
+    /// A request id for a request that brought none.
+    pub fn next_request_id(&self) -> RequestId {
+        let n = self.request_ids.get() + 1;
+        self.request_ids.set(n);
+        RequestId::generate(self.started_us, self.shard, n)
     }
 
     /// This shard's part of every principal's rate limit.

@@ -6,7 +6,7 @@
 //!
 //! | step | module | what happens |
 //! |---|---|---|
-//! | start | `main.rs`, [`config`], [`logger`] | CLI and TOML config, embedded defaults, per-shard buffered logging |
+//! | start | `main.rs`, [`config`], [`logger`] | CLI and TOML config, embedded defaults, per-shard buffered logging (text or JSON) |
 //! | process | [`server`] | CPUs, locked memory, one glommio executor pinned per CPU, signals to every shard |
 //! | shard | [`shard`] | one shard's life: listener, timers, recovery, mesh, drain on stop |
 //! | accept | [`accept`] | the shard's `SO_REUSEPORT` listener; a slot per connection; the connection limit |
@@ -17,7 +17,7 @@
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
-//! | admission | [`middleware::admit`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
+//! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
 //! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
 //! | keys | [`keyed`], [`keys`] | a write with an idempotency key, decided by its key's owner shard, stored at most once |
 //! | answer | [`ack`] | a stored record's 200, a shard's 503 when it cannot store |
@@ -43,7 +43,7 @@
 //! |---|---|---|
 //! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
-//! | 3 request | [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
+//! | 3 request | [`admission`], [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
 //! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
@@ -54,14 +54,15 @@
 //! server     -> config, peers, shard
 //! shard      -> accept, clock, config, conn, context, index, keyed, keys, log, logger, peers, ratelimit, task, validate
 //! accept     -> conn, context, http, task
-//! conn       -> context, http, middleware
-//! middleware -> auth, context, handlers, http, keyed, outcome, reads, route
+//! conn       -> admission, context, http, middleware
+//! admission  -> context, http, middleware, outcome, route
+//! middleware -> auth, context, handlers, http, keyed, logger, outcome, reads, route
 //! handlers   -> ack, auth, clock, config, context, http, keyed, keys, log, outcome, route, task, validate
 //! keyed      -> ack, config, context, http, keys, log, metrics, peers, task
 //! reads      -> context, http, index, merge, metrics, outcome
 //! ack        -> clock, http, log
-//! outcome    -> http, keys, log, route
-//! context    -> auth, config, http, index, keys, log, metrics, peers, ratelimit, validate
+//! outcome    -> context, http, keys, log, route
+//! context    -> auth, clock, config, http, index, keys, log, metrics, peers, ratelimit, validate
 //! peers      -> index, keys, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
@@ -70,7 +71,7 @@
 //! ship       -> clock, log, validate
 //! log        -> clock, config, metrics, task
 //! route      -> auth, http
-//! config     -> auth, http, ratelimit, validate
+//! config     -> auth, http, logger, ratelimit, validate
 //! validate   -> clock
 //! logger     -> clock
 //! task       -> logger
@@ -89,6 +90,7 @@
 
 pub mod accept;
 pub mod ack;
+pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,9 @@
 //! The process logger behind the `log` crate: records are filtered by `RUST_LOG`
-//! (env_logger's syntax, default `info`) and written to stderr as
-//! `[<UTC time> <LEVEL> <target>] <message>`.
+//! (env_logger's syntax, default `info`) and written to stderr, as text
+//! (`[<UTC time> <LEVEL> <target>] <message>`) or, with `log_format = "json"`, as one
+//! JSON object a line for journald or Loki:
+//! `{"ts":"2026-11-27T08:15:30.123456Z","level":"INFO","target":"...","shard":0,"msg":"..."}`.
+//! The access log ([`access`]) carries its fields as keys of their own in JSON.
 //!
 //! On a shard thread a record is formatted into that thread's own buffer, and the
 //! buffer is written with one `write` when the shard's timer flushes it (every 100 ms),
@@ -11,8 +14,23 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use log::{Level, Log, Metadata, Record};
+use serde::Deserialize;
+
+/// How lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The process's format, set once at start ([`set_format`]); shard threads copy it.
+static FORMAT: OnceLock<Format> = OnceLock::new();
 
 const FLUSH_AT: usize = 64 << 10;
 /// How often a shard writes its buffered lines: the most a crash can lose of info
@@ -23,6 +41,19 @@ pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(10
 thread_local! {
     /// `Some` on shard threads: lines wait here for the next flush.
     static BUFFER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// This thread's shard and format (shard threads only).
+    static SHARD: Cell<Option<(usize, Format)>> = const { Cell::new(None) };
+}
+
+/// Sets the line format (from the config) before the shards start.
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+fn format_now() -> Format {
+    SHARD
+        .get()
+        .map_or_else(|| FORMAT.get().copied().unwrap_or_default(), |(_, f)| f)
 }
 
 struct Logger {
@@ -39,8 +70,10 @@ pub fn init() {
     }
 }
 
-/// Buffers this thread's lines from now on (called by each shard at start).
-pub fn buffer_this_thread() {
+/// Buffers this thread's lines from now on, each tagged with `shard` (called by each
+/// shard at start).
+pub fn buffer_this_thread(shard: usize) {
+    SHARD.set(Some((shard, FORMAT.get().copied().unwrap_or_default())));
     BUFFER.with(|b| *b.borrow_mut() = Some(Vec::with_capacity(FLUSH_AT + 4096)));
 }
 
@@ -66,7 +99,21 @@ thread_local! {
 }
 
 fn format(record: &Record<'_>, out: &mut Vec<u8>) {
-    // Second precision from the coarse clock, formatted once per second per thread.
+    if format_now() == Format::Json {
+        json_head(out, record.level(), record.target());
+        out.extend_from_slice(b",\"msg\":\"");
+        let _ = std::fmt::Write::write_fmt(&mut JsonEscaped(out), *record.args());
+        out.extend_from_slice(b"\"}\n");
+        return;
+    }
+    text_head(out, record.level(), record.target());
+    let _ = write!(out, "{}", record.args());
+    out.push(b'\n');
+}
+
+/// `[<time> <LEVEL> <target>] ` with the second from the coarse clock, formatted once
+/// per second per thread.
+fn text_head(out: &mut Vec<u8>, level: Level, target: &str) {
     let now = coarse_now_ns();
     let second = now / 1_000_000_000;
     let (cached, mut stamp) = STAMP.get();
@@ -78,14 +125,140 @@ fn format(record: &Record<'_>, out: &mut Vec<u8>) {
         STAMP.set((second, stamp));
     }
     out.extend_from_slice(&stamp);
-    let _ = write!(
-        out,
-        "{:<5} {}] {}",
-        record.level(),
-        record.target(),
-        record.args()
-    );
-    out.push(b'\n');
+    let _ = write!(out, "{level:<5} {target}] ");
+}
+
+/// `{"ts":"<time to the microsecond>","level":"..","target":"..","shard":N` (no shard
+/// off the shards' threads).
+fn json_head(out: &mut Vec<u8>, level: Level, target: &str) {
+    let ts = crate::clock::format_rfc3339(crate::clock::now_ns());
+    out.extend_from_slice(b"{\"ts\":\"");
+    out.extend_from_slice(&ts[..26]); // to the microsecond
+    out.extend_from_slice(b"Z\",\"level\":\"");
+    out.extend_from_slice(level.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"target\":");
+    json_str(out, target);
+    if let Some((shard, _)) = SHARD.get() {
+        let _ = write!(out, ",\"shard\":{shard}");
+    }
+}
+
+/// `s` as a JSON string, quotes included.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let _ = std::fmt::Write::write_str(&mut JsonEscaped(out), s);
+    out.push(b'"');
+}
+
+/// Writes text into a JSON string: quotes, backslashes and control characters escaped.
+struct JsonEscaped<'o>(&'o mut Vec<u8>);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for &b in s.as_bytes() {
+            match b {
+                b'"' => self.0.extend_from_slice(b"\\\""),
+                b'\\' => self.0.extend_from_slice(b"\\\\"),
+                b'\n' => self.0.extend_from_slice(b"\\n"),
+                0..=0x1f => {
+                    let _ = write!(self.0, "\\u{b:04x}");
+                }
+                _ => self.0.push(b),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One request of the access log (target `access`, level info): never a token or a
+/// body, only these fields.
+pub struct Access<'a> {
+    pub method: &'a str,
+    /// The route template (`unmatched` for none); the text line shows the raw path.
+    pub route: &'a str,
+    pub path: &'a str,
+    pub status: &'a str,
+    pub bytes: usize,
+    pub micros: u64,
+    pub principal: &'a str,
+    pub peer: Option<SocketAddr>,
+    pub request_id: &'a str,
+}
+
+/// Whether access lines are written at all (`RUST_LOG=access=off` silences them).
+pub fn access_enabled() -> bool {
+    log::log_enabled!(target: "access", Level::Info)
+}
+
+/// Writes one access log line.
+pub fn access(a: &Access<'_>) {
+    if !access_enabled() {
+        return;
+    }
+    emit(false, |out| {
+        let shard = SHARD.get().map_or(0, |(shard, _)| shard);
+        if format_now() == Format::Json {
+            json_head(out, Level::Info, "access");
+            out.extend_from_slice(b",\"method\":");
+            json_str(out, a.method);
+            out.extend_from_slice(b",\"route\":");
+            json_str(out, a.route);
+            out.extend_from_slice(b",\"path\":");
+            json_str(out, a.path);
+            let _ = write!(
+                out,
+                ",\"status\":{},\"bytes\":{},\"us\":{},\"principal\":",
+                a.status, a.bytes, a.micros
+            );
+            json_str(out, a.principal);
+            match a.peer {
+                Some(peer) => {
+                    let _ = write!(out, ",\"peer\":\"{peer}\"");
+                }
+                None => out.extend_from_slice(b",\"peer\":null"),
+            }
+            out.extend_from_slice(b",\"request_id\":");
+            json_str(out, a.request_id);
+            out.extend_from_slice(b"}\n");
+            return;
+        }
+        text_head(out, Level::Info, "access");
+        let _ = write!(
+            out,
+            "shard={shard} {} {} {} {}B {}us principal={} peer=",
+            a.method, a.path, a.status, a.bytes, a.micros, a.principal
+        );
+        match a.peer {
+            Some(peer) => {
+                let _ = write!(out, "{peer}");
+            }
+            None => out.push(b'-'),
+        }
+        let _ = writeln!(out, " id={}", a.request_id);
+    });
+}
+
+/// Formats a line with `f` into this thread's buffer (written at the next flush, or
+/// at once when `urgent` or full), or, off the shards, straight to stderr.
+fn emit(urgent: bool, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut f = Some(f);
+    let buffered = BUFFER.with(|b| match b.try_borrow_mut().ok().as_deref_mut() {
+        Some(Some(buf)) => {
+            if let Some(f) = f.take() {
+                f(buf);
+            }
+            if urgent || buf.len() >= FLUSH_AT {
+                write_out(buf);
+            }
+            true
+        }
+        _ => false,
+    });
+    if let (false, Some(f)) = (buffered, f) {
+        let mut line = Vec::with_capacity(256);
+        f(&mut line);
+        write_out(&mut line);
+    }
 }
 
 fn coarse_now_ns() -> u64 {
@@ -104,22 +277,7 @@ impl Log for Logger {
         if !self.filter.matches(record) {
             return;
         }
-        let urgent = record.level() <= Level::Warn;
-        let buffered = BUFFER.with(|b| match b.try_borrow_mut().ok().as_deref_mut() {
-            Some(Some(buf)) => {
-                format(record, buf);
-                if urgent || buf.len() >= FLUSH_AT {
-                    write_out(buf);
-                }
-                true
-            }
-            _ => false,
-        });
-        if !buffered {
-            let mut line = Vec::with_capacity(256);
-            format(record, &mut line);
-            write_out(&mut line);
-        }
+        emit(record.level() <= Level::Warn, |out| format(record, out));
     }
 
     fn flush(&self) {

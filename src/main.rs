@@ -179,6 +179,7 @@ fn main() -> ExitCode {
 
 fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
     let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
+    epro_ingest::logger::set_format(config.log_format);
     let cpus = server::plan_cpus(&config)?;
     server::check_memlock(cpus.len())?;
     server::check_nofile(&mut config, cpus.len())?;

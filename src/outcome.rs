@@ -3,9 +3,12 @@
 //! a read that needs every shard, or a keyed write that needs its key's owner shard
 //! (either writes the response itself).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::context::Context;
 use crate::http::parse::Head;
+use crate::http::request_id::RequestId;
 use crate::keys::KeyedWrite;
 use crate::log::record::Kind;
 use crate::route::Route;
@@ -47,8 +50,8 @@ pub struct Deferred {
     pub work: Work,
     /// For the access log.
     pub principal: String,
-    /// When the onion began the request (it sets this), for the request's duration.
-    pub began: Option<Instant>,
+    /// The request as the onion began it (it sets this).
+    pub call: Option<Call>,
 }
 
 impl Deferred {
@@ -56,7 +59,7 @@ impl Deferred {
         Deferred {
             work,
             principal,
-            began: None,
+            call: None,
         }
     }
 }
@@ -74,6 +77,31 @@ pub enum Read {
     Ready,
     /// `/metrics`: every shard's counters.
     Metrics,
+}
+
+/// What the onion knows of a request beyond its bytes: when it began (for its
+/// duration), its id (echoed and logged) and the client's address (logged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub began: Instant,
+    pub id: RequestId,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Call {
+    /// Begins `head` now: its id is the caller's `X-Request-Id` when usable, else the
+    /// shard's next.
+    pub fn begin(ctx: &Context, head: &Head<'_>, peer: Option<SocketAddr>) -> Call {
+        let id = head
+            .request_id
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(|| ctx.next_request_id());
+        Call {
+            began: Instant::now(),
+            id,
+            peer,
+        }
+    }
 }
 
 /// What a deferred request waits for.

@@ -73,7 +73,7 @@ pub async fn serve(
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
-    crate::logger::buffer_this_thread();
+    crate::logger::buffer_this_thread(id);
     task::spawn("log flush", async {
         loop {
             glommio::timer::sleep(crate::logger::FLUSH_EVERY).await;

@@ -83,7 +83,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
                 while start < batch.len() {
                     match parser.next(&batch.as_bytes()[start..], &mut body) {
                         Ok(Step::Request(request)) => {
-                            let outcome = middleware::handle(&ctx, &request, &mut out);
+                            let outcome = middleware::handle(&ctx, &request, &mut out, None);
                             assert!(out.starts_with(b"HTTP/1.1 200 OK"));
                             durable = outcome.durable.max(durable);
                             start += request.consumed;

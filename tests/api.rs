@@ -71,13 +71,14 @@ fn submit_accepts_the_gin_body_and_stores_it_byte_for_byte() {
     assert!(bodies.contains(&GIN_BODY.as_bytes().to_vec()));
     assert!(bodies.contains(&odd.as_bytes().to_vec()));
 
-    // The access log line: shard, method, path, status, bytes, microseconds, principal
-    // (buffered per shard, flushed within 100 ms).
+    // The access log line: shard, method, path, status, bytes, microseconds, principal,
+    // peer, request id (buffered per shard, flushed within 100 ms).
     let logged = common::wait_until(std::time::Duration::from_secs(3), || {
         server.log().lines().any(|l| {
             l.contains(" access] shard=")
                 && l.contains("POST /epro/submit 200 ")
-                && l.ends_with("us principal=device-1")
+                && l.contains("us principal=device-1 peer=127.0.0.1:")
+                && l.contains(" id=")
         })
     });
     assert!(logged, "no access log line:\n{}", server.log());

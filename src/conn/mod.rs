@@ -30,17 +30,19 @@
 pub mod table;
 
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::admission::{self, Admitted};
 use crate::context::Context;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
-use crate::middleware::{self, Admitted};
+use crate::middleware;
 use table::{Interrupt, Slot, BUFFER_SIZE};
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
@@ -107,6 +109,8 @@ pub struct Connection<'c> {
     body_timeout: Duration,
     /// The read buffer never grows past a largest head and body plus framing.
     max_buffer: usize,
+    /// The client's address, for the access log.
+    peer: Option<SocketAddr>,
 }
 
 impl<'c> Connection<'c> {
@@ -115,6 +119,7 @@ impl<'c> Connection<'c> {
         let config = &ctx.config().limits;
         let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
         let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let _ = stream.set_write_timeout(Some(idle_timeout));
         Connection {
             ctx,
@@ -129,6 +134,7 @@ impl<'c> Connection<'c> {
             idle_timeout,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
             max_buffer: limits.max_head + limits.max_body + limits.max_body / 2 + FRAMING_SLACK,
+            peer,
         }
     }
 
@@ -182,7 +188,9 @@ impl<'c> Connection<'c> {
                     let more = announced.saturating_sub(read_len);
                     // Admitted (or not) once its head is in, before its body is read.
                     if let (Some(head), None) = (head, self.body_began) {
-                        if middleware::admit(ctx, &head, &mut bufs.write, false) != Admitted::Yes {
+                        if admission::admit(ctx, &head, &mut bufs.write, false, self.peer)
+                            != Admitted::Yes
+                        {
                             batch.close = true;
                             break;
                         }
@@ -201,7 +209,9 @@ impl<'c> Connection<'c> {
                 Ok(Step::Request(request)) => {
                     let admitted = match self.body_began {
                         Some(_) => Admitted::Yes, // at its head, above
-                        None => middleware::admit(ctx, &request.head, &mut bufs.write, true),
+                        None => {
+                            admission::admit(ctx, &request.head, &mut bufs.write, true, self.peer)
+                        }
                     };
                     self.start += request.consumed;
                     self.request_began = None;
@@ -214,7 +224,7 @@ impl<'c> Connection<'c> {
                         }
                         Admitted::No { close: false } => continue,
                     }
-                    let mut outcome = middleware::handle(ctx, &request, &mut bufs.write);
+                    let mut outcome = middleware::handle(ctx, &request, &mut bufs.write, self.peer);
                     if let Some(deferred) = outcome.deferred.take() {
                         outcome =
                             middleware::finish(ctx, deferred, &request.head, &mut bufs.write).await;

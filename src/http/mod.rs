@@ -8,4 +8,5 @@ pub mod date;
 pub mod parse;
 pub mod reject;
 pub mod request;
+pub mod request_id;
 pub mod response;

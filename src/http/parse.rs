@@ -89,6 +89,8 @@ pub struct Head<'b> {
     pub authorization: Option<&'b [u8]>,
     /// The `Idempotency-Key` field's value, as sent (checked by the handler).
     pub idempotency_key: Option<&'b [u8]>,
+    /// The first `X-Request-Id` field's value, as sent (checked where it is used).
+    pub request_id: Option<&'b [u8]>,
     /// Bytes of the head, including the final empty line.
     pub len: usize,
 }
@@ -150,6 +152,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
         content_type: fields.content_type,
         authorization: fields.authorization,
         idempotency_key: fields.idempotency_key,
+        request_id: fields.request_id,
         len,
     }))
 }
@@ -236,6 +239,7 @@ struct Fields<'b> {
     content_type: Option<&'b [u8]>,
     authorization: Option<&'b [u8]>,
     idempotency_key: Option<&'b [u8]>,
+    request_id: Option<&'b [u8]>,
 }
 
 impl<'b> Fields<'b> {
@@ -279,6 +283,9 @@ impl<'b> Fields<'b> {
             set_once(&mut self.authorization, value)?;
         } else if name.eq_ignore_ascii_case("idempotency-key") {
             set_once(&mut self.idempotency_key, value)?;
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            // A tracing aid, not a framing field: a second one is ignored, not refused.
+            self.request_id.get_or_insert(value);
         }
         Ok(())
     }

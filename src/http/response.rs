@@ -4,6 +4,7 @@
 use crate::http::date;
 use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
+use crate::http::request_id::RequestId;
 
 /// An extra header field: (name, value).
 pub type Header<'a> = (&'a [u8], &'a [u8]);
@@ -128,6 +129,8 @@ pub struct Reply<'o> {
     head_only: bool,
     /// The status of the last response written.
     status: Option<Status>,
+    /// Echoed as `X-Request-Id` in every response.
+    request_id: Option<RequestId>,
 }
 
 impl<'o> Reply<'o> {
@@ -138,6 +141,7 @@ impl<'o> Reply<'o> {
             conn,
             head_only: false,
             status: None,
+            request_id: None,
         }
     }
 
@@ -162,6 +166,11 @@ impl<'o> Reply<'o> {
     /// Drops whatever was written after `mark` (a handler that panicked half-way).
     pub fn rewind(&mut self, mark: usize) {
         self.out.truncate(mark);
+    }
+
+    /// Responses from now on carry `X-Request-Id: <id>`.
+    pub fn set_request_id(&mut self, id: RequestId) {
+        self.request_id = Some(id);
     }
 
     /// The status of the last response written, if any.
@@ -229,6 +238,10 @@ impl<'o> Reply<'o> {
             ConnHeader::None => {}
             ConnHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
             ConnHeader::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        }
+        if let Some(id) = &self.request_id {
+            out.extend_from_slice(b"\r\nX-Request-Id: ");
+            out.extend_from_slice(id.as_bytes());
         }
         if let Some((name, value)) = extra {
             out.extend_from_slice(b"\r\n");

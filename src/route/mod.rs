@@ -40,6 +40,11 @@ macro_rules! routes {
         const PATHS: &[(Method, &str)] = &[$((Method::$method, $path),)*];
 
         impl Route {
+            /// The route's path pattern, as declared (`/api/v1/users/{userId}/permissions`).
+            pub const fn template(self) -> &'static str {
+                match self { $(Route::$route => $path,)* }
+            }
+
             /// Who may call this route.
             pub const fn access(self) -> Access {
                 match self { $(Route::$route => access!($access),)* }

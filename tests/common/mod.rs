@@ -108,7 +108,10 @@ impl Server {
     ) -> Result<Server, String> {
         let mut server = Self::spawn_in(dir, config, extra)?;
         // Ready once every shard recovered its log; a server that exits instead failed.
-        let ready = |server: &mut Server| server.log().contains("] ready: ");
+        let ready = |server: &mut Server| {
+            let log = server.log();
+            log.contains("] ready: ") || log.contains("\"msg\":\"ready: ")
+        };
         let began = Instant::now();
         while !ready(&mut server) {
             let exited = server
@@ -216,8 +219,13 @@ pub fn spawn_and_wait(mut cmd: Command) -> Result<(Child, SocketAddr, Arc<Mutex<
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(addr) = line.split("listening on ").nth(1) {
+                // The address ends the text line; a JSON line closes its string after it.
+                let addr: String = addr
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+                    .collect();
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send(addr);
                 }
             }
             let mut log = sink.lock().unwrap();
