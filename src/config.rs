@@ -32,6 +32,8 @@ pub struct LimitsConfig {
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub body_timeout_ms: u64,
+    /// From a request's first byte to its response queued, whatever it waits for.
+    pub request_timeout_ms: u64,
     /// Per shard: bytes that connections' buffers may hold beyond their base size
     /// (large heads and bodies being received, queued responses). `None`: the default,
     /// [`DEFAULT_MEMORY_BUDGET`] or one largest request, whichever is more.
@@ -68,6 +70,7 @@ impl Default for LimitsConfig {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
+            request_timeout_ms: 30_000,
             memory_budget_bytes: None,
             shed_pending_bytes: DEFAULT_SHED_PENDING,
             shed_inflight: DEFAULT_SHED_INFLIGHT,
@@ -303,6 +306,9 @@ impl Config {
         }
         if l.idle_timeout_ms == 0 {
             return bad("limits.idle_timeout_ms", "must be at least 1");
+        }
+        if l.request_timeout_ms == 0 {
+            return bad("limits.request_timeout_ms", "must be at least 1");
         }
         if l.body_timeout_ms == 0 {
             return bad("limits.body_timeout_ms", "must be at least 1");

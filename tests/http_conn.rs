@@ -397,3 +397,33 @@ fn a_body_that_trickles_past_body_timeout_gets_408() {
     assert_eq!(r.status, 408);
     assert!(r.error().contains("body_timeout_ms"), "{}", r.error());
 }
+
+#[test]
+fn a_request_still_arriving_at_request_timeout_gets_408() {
+    let config = format!(
+        "{}\n[limits]\nrequest_timeout_ms = 400\n",
+        common::DEVICE_ADMIN_CONFIG
+    );
+    let server = Server::start(&config, &[]);
+    let mut stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The head, then a body a byte at a time: each byte within every other timeout.
+    stream
+        .write_all(b"POST /epro/submit HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    let began = Instant::now();
+    let mut sent = 0;
+    while sent < 20 && began.elapsed() < Duration::from_secs(3) {
+        if stream.write_all(b" ").is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = read_response(&mut stream).expect("a 408");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.error(), "request not received within request_timeout_ms");
+    assert!(began.elapsed() < Duration::from_secs(3));
+}

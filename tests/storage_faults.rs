@@ -407,3 +407,53 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
         assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
     }
 }
+
+#[test]
+fn a_write_not_durable_within_request_timeout_gets_503_and_its_retry_the_first_answer() {
+    // Every fdatasync takes 1.5 s; an answer is due within 300 ms of the request.
+    let config = format!("{CONFIG}\n[limits]\nrequest_timeout_ms = 300\n");
+    let fs = on_faultfs_config(
+        |disk| disk.sync_delay = Duration::from_millis(1500),
+        true,
+        "1",
+        &config,
+    );
+    let server = &fs.server;
+    let body = project_report("P-late");
+    let request = format!(
+        "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\n\
+         Content-Type: application/json\r\nIdempotency-Key: late-1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = server.connect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let began = std::time::Instant::now();
+    stream.write_all(request.as_bytes()).unwrap();
+    let r = read_response(&mut stream).expect("an answer");
+    let waited = began.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.error().starts_with("no answer within request_timeout_ms"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        waited < Duration::from_millis(1400),
+        "answered after {waited:?}"
+    );
+    // The record was stored all the same, and becomes durable: the retry with the same
+    // key gets the first answer, not a second record.
+    fs.disk.lock().unwrap().sync_delay = Duration::ZERO;
+    std::thread::sleep(Duration::from_millis(1600));
+    let mut retry = server.connect();
+    retry.write_all(request.as_bytes()).unwrap();
+    let again = read_response(&mut retry).expect("an answer to the retry");
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let stored = common::export(&server.data_dir());
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}

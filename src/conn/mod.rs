@@ -43,7 +43,7 @@ use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
 use crate::middleware;
-use table::{Interrupt, Slot, BUFFER_SIZE};
+use table::{Connections, Interrupt, Slot, BUFFER_SIZE};
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
 /// chunk lines of a body of normal-sized chunks); chunk lines may also take up to half
@@ -90,6 +90,18 @@ struct Batch {
     close: bool,
     /// Stopped at [`MAX_QUEUED`]: more complete requests may be buffered.
     more: bool,
+    /// When `request_timeout_ms` ends for the batch's first request: its answers,
+    /// durable waits included, must be ready by then.
+    deadline: Option<Instant>,
+}
+
+/// How a wait for a batch's records ended.
+enum Durable {
+    Yes,
+    /// The log failed: nothing of the batch may be sent.
+    Failed,
+    /// `request_timeout_ms` passed first.
+    TimedOut,
 }
 
 pub struct Connection<'c> {
@@ -107,6 +119,7 @@ pub struct Connection<'c> {
     header_timeout: Duration,
     idle_timeout: Duration,
     body_timeout: Duration,
+    request_timeout: Duration,
     /// The read buffer never grows past a largest head and body plus framing.
     max_buffer: usize,
     /// The client's address, for the access log.
@@ -133,6 +146,7 @@ impl<'c> Connection<'c> {
             header_timeout: Duration::from_millis(config.header_timeout_ms),
             idle_timeout,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
             max_buffer: limits.max_head + limits.max_body + limits.max_body / 2 + FRAMING_SLACK,
             peer,
         }
@@ -141,10 +155,17 @@ impl<'c> Connection<'c> {
     async fn run(&mut self) -> io::Result<Ending> {
         loop {
             let batch = self.answer_buffered().await;
-            // If the log failed, nothing of the batch is sent: those records were not
-            // acknowledged, and the client sees the connection close.
-            if !self.await_durable(batch.durable).await {
-                return Ok(Ending::Linger);
+            match self.await_durable(batch.durable, batch.deadline).await {
+                Durable::Yes => {}
+                // If the log failed, nothing of the batch is sent: those records were
+                // not acknowledged, and the client sees the connection close.
+                Durable::Failed => return Ok(Ending::Linger),
+                // Nothing of the batch is acknowledged; a 503 says why, then close
+                // (requests behind it go unanswered, which a client retries).
+                Durable::TimedOut => {
+                    self.slot.buffers().write.clear();
+                    return self.refuse_and_close(Reject::AnswerTimeout).await;
+                }
             }
             self.flush().await?;
             if batch.close || self.ctx.is_shutting_down() {
@@ -167,9 +188,11 @@ impl<'c> Connection<'c> {
             durable: None,
             close: false,
             more: false,
+            deadline: None,
         };
-        let bufs = self.slot.buffers();
+        let key = self.slot.key();
         while self.start < self.filled {
+            let (table, bufs) = self.slot.parts();
             if bufs.write.len() >= MAX_QUEUED {
                 batch.more = true;
                 break;
@@ -207,6 +230,9 @@ impl<'c> Connection<'c> {
                     break;
                 }
                 Ok(Step::Request(request)) => {
+                    // A request behind another in the buffer arrived with it.
+                    let began = self.request_began.unwrap_or_else(Instant::now);
+                    let deadline = *batch.deadline.get_or_insert(began + self.request_timeout);
                     let admitted = match self.body_began {
                         Some(_) => Admitted::Yes, // at its head, above
                         None => {
@@ -226,8 +252,24 @@ impl<'c> Connection<'c> {
                     }
                     let mut outcome = middleware::handle(ctx, &request, &mut bufs.write, self.peer);
                     if let Some(deferred) = outcome.deferred.take() {
-                        outcome =
-                            middleware::finish(ctx, deferred, &request.head, &mut bufs.write).await;
+                        table.set_deadline(key, deadline);
+                        let write = &mut bufs.write;
+                        let finished = future::or(
+                            async {
+                                Some(middleware::finish(ctx, deferred, &request.head, write).await)
+                            },
+                            async {
+                                expired(table, key).await;
+                                None
+                            },
+                        )
+                        .await;
+                        let Some(finished) = finished else {
+                            refuse(ctx, Reject::AnswerTimeout, &mut bufs.write);
+                            batch.close = true;
+                            break;
+                        };
+                        outcome = finished;
                     }
                     batch.durable = outcome.durable.max(batch.durable);
                     if !outcome.keep_alive {
@@ -248,10 +290,24 @@ impl<'c> Connection<'c> {
     /// Waits until record `seq` is durable: one wait covers every stored record of
     /// the batch, since a shard's sequence numbers become durable in order. False when
     /// the log failed.
-    async fn await_durable(&self, seq: Option<u64>) -> bool {
-        match (seq, self.ctx.log()) {
-            (Some(seq), Some(log)) => log.durable(seq).await.is_ok(),
-            _ => true,
+    async fn await_durable(&mut self, seq: Option<u64>, deadline: Option<Instant>) -> Durable {
+        let (Some(seq), Some(log)) = (seq, self.ctx.log()) else {
+            return Durable::Yes;
+        };
+        let key = self.slot.key();
+        let (table, _) = self.slot.parts();
+        if let Some(deadline) = deadline {
+            table.set_deadline(key, deadline);
+        }
+        let waited = future::or(async { Some(log.durable(seq).await) }, async {
+            expired(table, key).await;
+            None
+        })
+        .await;
+        match waited {
+            Some(Ok(())) => Durable::Yes,
+            Some(Err(_)) => Durable::Failed,
+            None => Durable::TimedOut,
         }
     }
 
@@ -284,12 +340,21 @@ impl<'c> Connection<'c> {
         if self.parser.in_body() && self.body_began.is_none() {
             self.body_began = Some(now);
         }
-        let deadline = match (self.request_began, self.body_began) {
+        let mut deadline = match (self.request_began, self.body_began) {
             // A body must keep arriving, and be whole within body_timeout_ms.
             (_, Some(body)) => (now + self.idle_timeout).min(body + self.body_timeout),
             (Some(began), None) => began + self.header_timeout,
             (None, None) => now + self.idle_timeout,
         };
+        // And the whole request within request_timeout_ms of its first byte.
+        let whole = self
+            .request_began
+            .filter(|_| self.filled > self.start)
+            .map(|began| began + self.request_timeout);
+        let whole_first = whole.is_some_and(|whole| whole < deadline);
+        if let Some(whole) = whole.filter(|_| whole_first) {
+            deadline = whole;
+        }
         let key = self.slot.key();
         if deadline > now {
             let (table, bufs) = self.slot.parts();
@@ -312,6 +377,12 @@ impl<'c> Connection<'c> {
             }
         }
         // Timed out: a request in progress gets a 408; a quiet connection closes.
+        if whole_first {
+            return self
+                .refuse_and_close(Reject::RequestTimeout)
+                .await
+                .map(Some);
+        }
         if self.body_began.is_some() {
             return self.refuse_and_close(Reject::BodyTimeout).await.map(Some);
         }
@@ -404,4 +475,12 @@ fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
     Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
     ctx.metrics().rejected(reject);
     log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+}
+
+/// Resolves once connection `key`'s deadline has passed. A shutdown does not end the
+/// wait: a request being answered is finished first.
+async fn expired(table: &Connections, key: usize) {
+    if table.interrupted(key).await == Interrupt::Shutdown {
+        std::future::pending::<()>().await;
+    }
 }

@@ -51,11 +51,15 @@ pub enum Reject {
     Shed,
     HeaderTimeout,
     BodyTimeout,
+    /// The whole request not received within `request_timeout_ms`.
+    RequestTimeout,
+    /// Received, but not answered within `request_timeout_ms` (a slow disk or shard).
+    AnswerTimeout,
 }
 
 impl Reject {
     /// Every rejection, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reject; 40] = {
+    pub const ALL: [Reject; 42] = {
         use Reject::*;
         [
             RequestLine,
@@ -98,6 +102,8 @@ impl Reject {
             Shed,
             HeaderTimeout,
             BodyTimeout,
+            RequestTimeout,
+            AnswerTimeout,
         ]
     };
 
@@ -246,6 +252,16 @@ impl Reject {
                 "request body not received within body_timeout_ms, or stalled past idle_timeout_ms",
                 true,
             ),
+            RequestTimeout => (
+                S::RequestTimeout,
+                "request not received within request_timeout_ms",
+                true,
+            ),
+            AnswerTimeout => (
+                S::ServiceUnavailable,
+                "no answer within request_timeout_ms; a write may still be stored: retry it with its Idempotency-Key",
+                true,
+            ),
         }
     }
 }
@@ -261,7 +277,7 @@ mod tests {
             assert_eq!(*reject as usize, i, "{reject:?}");
         }
         // The last variant closes the list: a new one must be added to ALL.
-        assert_eq!(Reject::BodyTimeout as usize + 1, Reject::ALL.len());
+        assert_eq!(Reject::AnswerTimeout as usize + 1, Reject::ALL.len());
         for (i, status) in Status::ALL.iter().enumerate() {
             assert_eq!(*status as usize, i, "{status:?}");
         }
