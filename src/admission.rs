@@ -3,12 +3,11 @@
 //! caller's rate limit ([`crate::ratelimit`]). What is admitted goes on through the
 //! onion ([`crate::middleware`]).
 
-use std::net::SocketAddr;
-
 use crate::context::Context;
 use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
 use crate::http::response::{ConnHeader, Reply, Status};
+use crate::logger::Peer;
 use crate::middleware::answered;
 use crate::outcome::Call;
 use crate::route::{self, Routed};
@@ -34,7 +33,7 @@ pub fn admit(
     head: &Head<'_>,
     out: &mut Vec<u8>,
     whole: bool,
-    peer: Option<SocketAddr>,
+    peer: Peer,
 ) -> Admitted {
     if head.method == Method::Post && ctx.overloaded() {
         Reply::new(out, ctx.date(), ConnHeader::Close).reject(Reject::Shed, None);

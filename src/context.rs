@@ -47,8 +47,9 @@ pub struct Context {
     metrics: RefCell<HttpMetrics>,
     /// This shard's part of every principal's rate limit.
     limiter: RefCell<Limiter>,
-    /// When this shard began (µs), and how many request ids it has made up since.
-    started_us: u64,
+    /// The start of the request ids this shard makes up (its start time and number),
+    /// and how many it has made up.
+    id_prefix: RequestId,
     request_ids: Cell<u64>,
 }
 
@@ -74,7 +75,7 @@ impl Context {
                 shard + 1,
                 Instant::now(),
             )),
-            started_us: crate::clock::now_ns() / 1000,
+            id_prefix: RequestId::prefix(crate::clock::now_ns() / 1000, shard),
             request_ids: Cell::new(0),
             config,
         }
@@ -175,7 +176,7 @@ impl Context {
     pub fn next_request_id(&self) -> RequestId {
         let n = self.request_ids.get() + 1;
         self.request_ids.set(n);
-        RequestId::generate(self.started_us, self.shard, n)
+        self.id_prefix.numbered(n)
     }
 
     /// This shard's part of every principal's rate limit.

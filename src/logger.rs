@@ -125,7 +125,11 @@ fn text_head(out: &mut Vec<u8>, level: Level, target: &str) {
         STAMP.set((second, stamp));
     }
     out.extend_from_slice(&stamp);
-    let _ = write!(out, "{level:<5} {target}] ");
+    let level = level.as_str();
+    out.extend_from_slice(level.as_bytes());
+    out.extend_from_slice(&b"     "[level.len().min(5)..]); // padded to 5
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b"] ");
 }
 
 /// `{"ts":"<time to the microsecond>","level":"..","target":"..","shard":N` (no shard
@@ -170,6 +174,37 @@ impl std::fmt::Write for JsonEscaped<'_> {
     }
 }
 
+/// A client address as the access log writes it, formatted once per connection
+/// (`-` when unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    text: [u8; 48],
+    len: u8,
+}
+
+impl Peer {
+    pub fn new(addr: Option<SocketAddr>) -> Peer {
+        let mut peer = Peer {
+            text: [0; 48],
+            len: 0,
+        };
+        let mut cursor = std::io::Cursor::new(&mut peer.text[..]);
+        let written = match addr {
+            Some(addr) => write!(cursor, "{addr}").is_ok(),
+            None => false,
+        };
+        peer.len = if written { cursor.position() as u8 } else { 0 };
+        peer
+    }
+
+    pub fn as_str(&self) -> &str {
+        match std::str::from_utf8(&self.text[..usize::from(self.len)]) {
+            Ok(text) if !text.is_empty() => text,
+            _ => "-",
+        }
+    }
+}
+
 /// One request of the access log (target `access`, level info): never a token or a
 /// body, only these fields.
 pub struct Access<'a> {
@@ -181,7 +216,7 @@ pub struct Access<'a> {
     pub bytes: usize,
     pub micros: u64,
     pub principal: &'a str,
-    pub peer: Option<SocketAddr>,
+    pub peer: &'a str,
     pub request_id: &'a str,
 }
 
@@ -205,36 +240,46 @@ pub fn access(a: &Access<'_>) {
             json_str(out, a.route);
             out.extend_from_slice(b",\"path\":");
             json_str(out, a.path);
-            let _ = write!(
-                out,
-                ",\"status\":{},\"bytes\":{},\"us\":{},\"principal\":",
-                a.status, a.bytes, a.micros
-            );
+            out.extend_from_slice(b",\"status\":");
+            out.extend_from_slice(a.status.as_bytes());
+            out.extend_from_slice(b",\"bytes\":");
+            out.extend_from_slice(itoa::Buffer::new().format(a.bytes).as_bytes());
+            out.extend_from_slice(b",\"us\":");
+            out.extend_from_slice(itoa::Buffer::new().format(a.micros).as_bytes());
+            out.extend_from_slice(b",\"principal\":");
             json_str(out, a.principal);
-            match a.peer {
-                Some(peer) => {
-                    let _ = write!(out, ",\"peer\":\"{peer}\"");
-                }
-                None => out.extend_from_slice(b",\"peer\":null"),
-            }
+            out.extend_from_slice(b",\"peer\":");
+            json_str(out, a.peer);
             out.extend_from_slice(b",\"request_id\":");
             json_str(out, a.request_id);
             out.extend_from_slice(b"}\n");
             return;
         }
         text_head(out, Level::Info, "access");
-        let _ = write!(
-            out,
-            "shard={shard} {} {} {} {}B {}us principal={} peer=",
-            a.method, a.path, a.status, a.bytes, a.micros, a.principal
-        );
-        match a.peer {
-            Some(peer) => {
-                let _ = write!(out, "{peer}");
-            }
-            None => out.push(b'-'),
+        // Put together piece by piece: a line per request, so no formatting machinery.
+        for part in [
+            b"shard=".as_slice(),
+            itoa::Buffer::new().format(shard).as_bytes(),
+            b" ",
+            a.method.as_bytes(),
+            b" ",
+            a.path.as_bytes(),
+            b" ",
+            a.status.as_bytes(),
+            b" ",
+            itoa::Buffer::new().format(a.bytes).as_bytes(),
+            b"B ",
+            itoa::Buffer::new().format(a.micros).as_bytes(),
+            b"us principal=",
+            a.principal.as_bytes(),
+            b" peer=",
+            a.peer.as_bytes(),
+            b" id=",
+            a.request_id.as_bytes(),
+            b"\n",
+        ] {
+            out.extend_from_slice(part);
         }
-        let _ = writeln!(out, " id={}", a.request_id);
     });
 }
 

@@ -5,7 +5,6 @@
 //! route table, then the handler, which records the principal and the server's receive
 //! time with every stored record (audit). Plain functions, no boxing.
 
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::auth::Principal;
@@ -16,7 +15,7 @@ use crate::http::reject::Reject;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status};
 use crate::keyed;
-use crate::logger;
+use crate::logger::{self, Peer};
 use crate::outcome::{Call, Deferred, Outcome, Work};
 use crate::reads;
 use crate::route::tree::allow_header;
@@ -25,12 +24,7 @@ use crate::route::{self, Access, Route, Routed};
 /// Runs the onion for one request, appending exactly one response to `out`, unless
 /// the outcome defers it to a cross-shard read ([`finish`]).
 /// `peer`: the connection's client address, for the access log.
-pub fn handle(
-    ctx: &Context,
-    request: &Request<'_>,
-    out: &mut Vec<u8>,
-    peer: Option<SocketAddr>,
-) -> Outcome {
+pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>, peer: Peer) -> Outcome {
     let head = &request.head;
     let call = Call::begin(ctx, head, peer);
     let mut reply = ctx.reply(out, head);
@@ -78,7 +72,7 @@ pub fn answered(
         bytes: reply.since(mark).len(),
         micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         principal,
-        peer: call.peer,
+        peer: call.peer.as_str(),
         request_id: call.id.as_str(),
     });
 }
@@ -98,7 +92,7 @@ pub async fn finish(
         principal,
         call,
     } = deferred;
-    let call = call.unwrap_or_else(|| Call::begin(ctx, head, None));
+    let call = call.unwrap_or_else(|| Call::begin(ctx, head, Peer::new(None)));
     let mut reply = ctx.reply(out, head);
     reply.set_request_id(call.id);
     let mark = reply.mark();

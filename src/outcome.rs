@@ -3,7 +3,6 @@
 //! a read that needs every shard, or a keyed write that needs its key's owner shard
 //! (either writes the response itself).
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::context::Context;
@@ -11,6 +10,7 @@ use crate::http::parse::Head;
 use crate::http::request_id::RequestId;
 use crate::keys::KeyedWrite;
 use crate::log::record::Kind;
+use crate::logger::Peer;
 use crate::route::Route;
 
 /// What the connection does after a handler.
@@ -85,13 +85,13 @@ pub enum Read {
 pub struct Call {
     pub began: Instant,
     pub id: RequestId,
-    pub peer: Option<SocketAddr>,
+    pub peer: Peer,
 }
 
 impl Call {
     /// Begins `head` now: its id is the caller's `X-Request-Id` when usable, else the
     /// shard's next.
-    pub fn begin(ctx: &Context, head: &Head<'_>, peer: Option<SocketAddr>) -> Call {
+    pub fn begin(ctx: &Context, head: &Head<'_>, peer: Peer) -> Call {
         let id = head
             .request_id
             .and_then(RequestId::from_header)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use epro_ingest::config::{Config, Overrides};
 use epro_ingest::context::Context;
 use epro_ingest::http::request::{RequestParser, Step};
+use epro_ingest::logger::Peer;
 use epro_ingest::middleware;
 use epro_ingest::shard;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -83,7 +84,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
                 while start < batch.len() {
                     match parser.next(&batch.as_bytes()[start..], &mut body) {
                         Ok(Step::Request(request)) => {
-                            let outcome = middleware::handle(&ctx, &request, &mut out, None);
+                            let outcome = middleware::handle(&ctx, &request, &mut out, Peer::new(None));
                             assert!(out.starts_with(b"HTTP/1.1 200 OK"));
                             durable = outcome.durable.max(durable);
                             start += request.consumed;

@@ -30,7 +30,6 @@
 pub mod table;
 
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +41,7 @@ use crate::context::Context;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
+use crate::logger::Peer;
 use crate::middleware;
 use table::{Connections, Interrupt, Slot, BUFFER_SIZE};
 
@@ -123,7 +123,7 @@ pub struct Connection<'c> {
     /// The read buffer never grows past a largest head and body plus framing.
     max_buffer: usize,
     /// The client's address, for the access log.
-    peer: Option<SocketAddr>,
+    peer: Peer,
 }
 
 impl<'c> Connection<'c> {
@@ -132,7 +132,7 @@ impl<'c> Connection<'c> {
         let config = &ctx.config().limits;
         let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
         let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
+        let peer = Peer::new(stream.peer_addr().ok());
         let _ = stream.set_write_timeout(Some(idle_timeout));
         Connection {
             ctx,

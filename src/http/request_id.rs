@@ -30,14 +30,21 @@ impl RequestId {
         Some(id)
     }
 
-    /// The `count`th id made up by `shard` of a process started at `start_us`.
-    pub fn generate(start_us: u64, shard: usize, count: u64) -> RequestId {
+    /// The start of the ids made up by `shard` of a process started at `start_us`
+    /// (formatted once; [`RequestId::numbered`] adds the count).
+    pub fn prefix(start_us: u64, shard: usize) -> RequestId {
         let mut id = RequestId {
             bytes: [0; MAX],
             len: 0,
         };
-        let _ = write!(id, "{start_us:x}-{shard}-{count}");
+        let _ = write!(id, "{start_us:x}-{shard}-");
         id
+    }
+
+    /// This prefix followed by `count`.
+    pub fn numbered(mut self, count: u64) -> RequestId {
+        let _ = self.write_str(itoa::Buffer::new().format(count));
+        self
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -86,9 +93,9 @@ mod tests {
 
     #[test]
     fn made_up_ids_name_the_process_the_shard_and_the_count() {
-        let id = RequestId::generate(0x1234_5678_9abc, 3, 42);
+        let id = RequestId::prefix(0x1234_5678_9abc, 3).numbered(42);
         assert_eq!(id.as_str(), "123456789abc-3-42");
-        let longest = RequestId::generate(u64::MAX, usize::MAX, u64::MAX);
+        let longest = RequestId::prefix(u64::MAX, usize::MAX).numbered(u64::MAX);
         assert!(longest.as_str().len() <= MAX);
     }
 }
