@@ -127,7 +127,7 @@ fn text_head(out: &mut Vec<u8>, level: Level, target: &str) {
     out.extend_from_slice(&stamp);
     let level = level.as_str();
     out.extend_from_slice(level.as_bytes());
-    out.extend_from_slice(&b"     "[level.len().min(5)..]); // padded to 5
+    out.extend_from_slice(&b"      "[level.len().min(5)..]); // padded to 5, then a space
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b"] ");
 }
