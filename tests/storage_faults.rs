@@ -371,6 +371,19 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
             })
         })
         .collect();
+    // Reads and probes are served while writes are shed.
+    let reader = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut reads = 0;
+        while std::time::Instant::now() < until {
+            let r = get(&mut stream, "/api/v1/projects/P001/reports/summary", ADMIN);
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(get(&mut stream, "/healthz", "").status, 200);
+            reads += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reads
+    });
     let (mut acked, mut shed, mut took) = (Vec::new(), 0, Vec::new());
     for client in clients {
         let (a, s, t) = client.join().unwrap();
@@ -378,6 +391,7 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
         shed += s;
         took.extend(t);
     }
+    assert!(reader.join().unwrap() > 10);
     assert!(shed > 0, "nothing was shed ({} acknowledged)", acked.len());
     assert!(!acked.is_empty(), "nothing was acknowledged ({shed} shed)");
     // Accepted writes waited for a bounded backlog, not for an ever-growing queue.
