@@ -38,7 +38,7 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
         (1, 1),
         manifest,
     ));
-    glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_| {})).detach();
+    glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_, _| {})).detach();
     let began = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|_| {

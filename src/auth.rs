@@ -87,6 +87,11 @@ impl Principals {
             .unwrap_or(usize::MAX)
     }
 
+    /// Principal `id`.
+    pub fn find(&self, id: &str) -> Option<&Principal> {
+        self.list.iter().find(|p| p.id == id)
+    }
+
     /// The encoded permissions body of principal `id`.
     pub fn permissions_body(&self, id: &str) -> Option<&[u8]> {
         let i = self.list.iter().position(|p| p.id == id)?;

@@ -20,6 +20,7 @@ use crate::http::request_id::RequestId;
 use crate::http::response::Reply;
 use crate::index::Index;
 use crate::keys::KeyTable;
+use crate::log::locations::Locations;
 use crate::log::Log;
 use crate::metrics::{HttpMetrics, ShardMetrics};
 use crate::peers::Peers;
@@ -36,6 +37,8 @@ pub struct Context {
     index: Rc<RefCell<Index>>,
     /// The idempotency keys this shard owns.
     keys: RefCell<KeyTable>,
+    /// Where each durable record of this shard's log is.
+    locations: Rc<RefCell<Locations>>,
     /// Set once recovery is done.
     log: OnceCell<Rc<Log>>,
     /// Set once the mesh is joined.
@@ -63,6 +66,7 @@ impl Context {
             validator: RefCell::new(Validator::default()),
             index: Rc::new(RefCell::new(Index::default())),
             keys: RefCell::new(KeyTable::default()),
+            locations: Rc::new(RefCell::new(Locations::default())),
             log: OnceCell::new(),
             peers: OnceCell::new(),
             date: Rc::new(DateCache::new()),
@@ -134,6 +138,11 @@ impl Context {
         *self.index.borrow_mut() = index;
         *self.keys.borrow_mut() = keys;
         let _ = self.log.set(log);
+    }
+
+    /// Where each durable record of this shard's log is (shared with its flusher).
+    pub fn locations(&self) -> &Rc<RefCell<Locations>> {
+        &self.locations
     }
 
     /// The idempotency keys this shard owns.

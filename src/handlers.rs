@@ -65,10 +65,56 @@ pub fn run(
         Route::Permissions => {
             permissions(ctx, who, params.get("userId").unwrap_or(""), head, reply)
         }
+        Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
         Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics => {
             open(ctx, route, head, reply)
         }
     }
+}
+
+/// `GET /api/v1/records/{id}`: found by its id (`s<shard>-<seq>`), read and
+/// authorized by its project in [`crate::reads`].
+fn record(
+    ctx: &Context,
+    who: &Principal,
+    id: &str,
+    head: &Head<'_>,
+    reply: &mut Reply<'_>,
+) -> Outcome {
+    let shards = ctx.peers().map_or(1, |peers| peers.shards());
+    let Some((shard, seq)) = parse_id(id) else {
+        return refuse(
+            reply,
+            head,
+            Status::BadRequest,
+            "a record id is s<shard>-<sequence number>",
+        );
+    };
+    if shard >= shards {
+        return refuse(reply, head, Status::NotFound, "no such record");
+    }
+    let read = Read::Record {
+        shard,
+        seq,
+        principal: who.id.clone(),
+    };
+    Outcome {
+        deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
+        ..Outcome::after(head)
+    }
+}
+
+/// `s<shard>-<seq>`, in the digits [`ack::acknowledge`] writes: no sign, no leading
+/// zero.
+fn parse_id(id: &str) -> Option<(usize, u64)> {
+    let (shard, seq) = id.strip_prefix('s')?.split_once('-')?;
+    let canonical = |n: &str| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+    };
+    if !canonical(shard) || !canonical(seq) {
+        return None;
+    }
+    Some((shard.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The subjects and summary reads: authorized here, answered across shards by

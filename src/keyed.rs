@@ -13,12 +13,8 @@
 //!
 //! The owner is the only shard that reads or changes its keys, so no lock is needed
 //! and two copies racing on two shards still meet in one place. The owner answers a
-//! peer from the message loop itself; only a wait for the disk (durability `sync`)
-//! takes a task of its own.
-
-use std::rc::Rc;
-
-use futures_channel::oneshot;
+//! peer from the message loop itself ([`crate::owner`]); only a wait for the disk
+//! (durability `sync`) takes a task of its own.
 
 use crate::ack::{acknowledge, refuse_storage};
 use crate::config::Durability;
@@ -26,8 +22,6 @@ use crate::context::Context;
 use crate::http::response::{Reply, Status};
 use crate::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
 use crate::log::LogError;
-use crate::metrics::ShardMetrics;
-use crate::peers::Owner;
 
 /// Whether this shard owns `write`'s key (and decides it without a message).
 pub fn owned_here(ctx: &Context, write: &Keyed<'_>) -> bool {
@@ -123,46 +117,4 @@ pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
         KeyedAnswer::Conflict | KeyedAnswer::Refused(_) => None,
     };
     Decision { answer, durable }
-}
-
-/// A shard as the owner of its keys, for the messages its peers send it.
-pub struct ShardOwner(pub Rc<Context>);
-
-impl Owner for ShardOwner {
-    fn healthy(&self) -> bool {
-        self.0.is_ready()
-    }
-
-    fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>) {
-        let Decision { answer, durable } = decide(&self.0, &write.borrowed());
-        let Some(seq) = durable else {
-            let _ = reply.send(answer);
-            return;
-        };
-        // Only a wait for the disk needs a task of its own.
-        let ctx = Rc::clone(&self.0);
-        crate::task::spawn("keyed write", async move {
-            let answer = match ctx.log() {
-                Some(log) => match log.durable(seq).await {
-                    Ok(()) => answer,
-                    Err(e) => KeyedAnswer::Refused(e),
-                },
-                None => KeyedAnswer::Refused(LogError::Closed),
-            };
-            let _ = reply.send(answer);
-        })
-        .detach();
-    }
-
-    fn metrics(&self) -> ShardMetrics {
-        self.0.shard_metrics()
-    }
-
-    fn demand(&self, from: usize, demand: Vec<u32>) {
-        self.0.limiter().peer_demand(from, demand);
-    }
-
-    fn take_keys(&self, keys: Vec<(Box<str>, Entry)>) {
-        self.0.keys().take_in(keys);
-    }
 }

@@ -16,7 +16,7 @@
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
-//! | reads | [`reads`], [`peers`], [`index`], [`merge`] | each shard's index asked over a channel mesh; answers merged |
+//! | reads | [`reads`], [`peers`], [`owner`], [`index`], [`merge`], [`log::locations`] | each shard's index asked over a channel mesh; answers merged; a record by its id |
 //! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
 //! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
 //! | keys | [`keyed`], [`keys`] | a write with an idempotency key, decided by its key's owner shard, stored at most once |
@@ -43,7 +43,7 @@
 //! |---|---|---|
 //! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
-//! | 3 request | [`admission`], [`middleware`], [`handlers`], [`keyed`], [`reads`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
+//! | 3 request | [`admission`], [`middleware`], [`handlers`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
 //! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
@@ -52,18 +52,19 @@
 //!
 //! ```text
 //! server     -> config, peers, shard
-//! shard      -> accept, clock, config, conn, context, index, keyed, keys, log, logger, peers, ratelimit, task, validate
+//! shard      -> accept, clock, config, conn, context, index, keys, log, logger, owner, peers, ratelimit, task, validate
 //! accept     -> conn, context, http, task
-//! conn       -> admission, context, http, middleware
-//! admission  -> context, http, middleware, outcome, route
+//! conn       -> admission, context, http, logger, middleware
+//! admission  -> context, http, logger, middleware, outcome, route
 //! middleware -> auth, context, handlers, http, keyed, logger, outcome, reads, route
 //! handlers   -> ack, auth, clock, config, context, http, keyed, keys, log, outcome, route, task, validate
-//! keyed      -> ack, config, context, http, keys, log, metrics, peers, task
-//! reads      -> context, http, index, merge, metrics, outcome
+//! keyed      -> ack, config, context, http, keys, log
+//! owner      -> context, keyed, keys, log, metrics, peers, reads, task
+//! reads      -> clock, context, http, index, log, merge, metrics, outcome
 //! ack        -> clock, http, log
-//! outcome    -> context, http, keys, log, route
+//! outcome    -> context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, peers, ratelimit, validate
-//! peers      -> index, keys, metrics, task
+//! peers      -> index, keys, log, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
 //! index      -> log, validate
@@ -107,6 +108,7 @@ pub mod merge;
 pub mod metrics;
 pub mod middleware;
 pub mod outcome;
+pub mod owner;
 pub mod peers;
 pub mod ratelimit;
 pub mod reads;

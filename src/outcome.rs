@@ -77,6 +77,12 @@ pub enum Read {
     Ready,
     /// `/metrics`: every shard's counters.
     Metrics,
+    /// One record by its id, for this principal.
+    Record {
+        shard: usize,
+        seq: u64,
+        principal: String,
+    },
 }
 
 /// What the onion knows of a request beyond its bytes: when it began (for its
@@ -121,6 +127,7 @@ impl Work {
             Work::Read(Read::Summary { .. }) => Route::Summary,
             Work::Read(Read::Ready) => Route::Readyz,
             Work::Read(Read::Metrics) => Route::Metrics,
+            Work::Read(Read::Record { .. }) => Route::Record,
             Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
             Work::Keyed(_) => Route::Submit,
         }

@@ -2,8 +2,8 @@
 //! to every other shard and answers the messages that arrive on its receiving ends:
 //! read queries from its own index, whether it can take writes (so that `/readyz`
 //! speaks for the whole process), keyed writes for the idempotency keys it owns, its
-//! counters for a `/metrics` scrape, peers' rate-limit demand, and keys handed over at
-//! start-up. A message carries a oneshot channel for its answer.
+//! counters for a `/metrics` scrape, peers' rate-limit demand, where one of its records
+//! is, and keys handed over at start-up. A message carries a oneshot channel for its answer.
 //! A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
@@ -14,6 +14,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::index::{Answer, Index, Query};
 use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
+use crate::log::locations::Location;
 use crate::metrics::ShardMetrics;
 
 /// A question on its way to a peer, with the channel for its answer.
@@ -36,6 +37,11 @@ pub enum Message {
     /// How many requests each principal tried on shard `from` in its last rate-limit
     /// period (no answer).
     Demand { from: usize, demand: Vec<u32> },
+    /// Where record `seq` of the peer's log is (once durable; `None`: no such record).
+    Locate {
+        seq: u64,
+        reply: oneshot::Sender<Option<Location>>,
+    },
     /// Keys found in another shard's log that this shard owns (start-up).
     Keys {
         keys: Vec<(Box<str>, Entry)>,
@@ -53,6 +59,8 @@ pub trait Owner {
     fn metrics(&self) -> ShardMetrics;
     /// A peer's rate-limit demand for its last period.
     fn demand(&self, from: usize, demand: Vec<u32>);
+    /// Answers where record `seq` of this shard's log is; may run as a task of its own.
+    fn locate(&self, seq: u64, reply: oneshot::Sender<Option<Location>>);
     /// Takes in keys this shard owns.
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
 }
@@ -155,6 +163,22 @@ impl Peers {
         }
     }
 
+    /// Where record `seq` of shard `shard` is.
+    pub async fn locate(&self, shard: usize, seq: u64) -> Result<Option<Location>, &'static str> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .senders
+            .send_to(shard, Message::Locate { seq, reply })
+            .await
+            .is_err()
+        {
+            return Err("the record's shard is not answering");
+        }
+        answer
+            .await
+            .map_err(|_| "the record's shard dropped a lookup")
+    }
+
     /// How many shards the process runs.
     pub fn shards(&self) -> usize {
         self.senders.nr_consumers()
@@ -226,6 +250,7 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                     }
                     Message::Keyed { write, reply } => owner.keyed(write, reply),
                     Message::Demand { from, demand } => owner.demand(from, demand),
+                    Message::Locate { seq, reply } => owner.locate(seq, reply),
                     Message::Metrics { reply } => {
                         let _ = reply.send(Box::new(owner.metrics()));
                     }

@@ -4,9 +4,12 @@
 //! ([`crate::merge`]) and answer. Counts are exact: every acknowledged record is in
 //! exactly one shard's index.
 
+use crate::clock;
 use crate::context::Context;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
+use crate::log::locations::{read_record, Location};
+use crate::log::recover::shard_dir;
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
 
@@ -18,6 +21,11 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
     let body = match read {
         Read::Ready => return ready(ctx, reply).await,
         Read::Metrics => return metrics(ctx, reply).await,
+        Read::Record {
+            shard,
+            seq,
+            principal,
+        } => return record(ctx, *shard, *seq, principal, reply).await,
         Read::Subjects { project, site } => subjects(ctx, project, site).await,
         Read::Summary { project } => summary(ctx, project).await,
     };
@@ -63,6 +71,77 @@ async fn metrics(ctx: &Context, reply: &mut Reply<'_>) {
         Ok(all) => reply.ok(EXPOSITION, &[crate::metrics::render(&all).as_bytes()]),
         Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),
     }
+}
+
+/// Where record `seq` of this shard's log is, once it is durable (a record stored but
+/// still being synced is waited for); `None`: no such record.
+pub async fn locate(ctx: &Context, seq: u64) -> Option<Location> {
+    let log = ctx.log()?;
+    if log.is_pending(seq) {
+        log.durable(seq).await.ok()?;
+    }
+    ctx.locations().borrow().get(seq)
+}
+
+/// `GET /api/v1/records/{id}`: the record's body exactly as received, with who sent it
+/// and when; for admins and the staff of its project (`-` for a report without one).
+async fn record(ctx: &Context, shard: usize, seq: u64, principal: &str, reply: &mut Reply<'_>) {
+    let location = if shard == ctx.shard() {
+        Ok(locate(ctx, seq).await)
+    } else {
+        match ctx.peers() {
+            Some(peers) => peers.locate(shard, seq).await,
+            None => Err("not ready"),
+        }
+    };
+    let at = match location {
+        Ok(Some(at)) => at,
+        Ok(None) => return reply.error(Status::NotFound, &[b"no such record"], None),
+        Err(message) => {
+            return reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None)
+        }
+    };
+    let dir = shard_dir(&ctx.config().data_dir, shard);
+    let read = glommio::executor()
+        .spawn_blocking(move || read_record(&dir, shard as u16, seq, at))
+        .await;
+    let stored = match read {
+        Ok(stored) => stored,
+        Err(e) => {
+            log::error!("shard {}: reading record s{shard}-{seq}: {e}", ctx.shard());
+            return reply.error(
+                Status::InternalServerError,
+                &[b"the record cannot be read"],
+                None,
+            );
+        }
+    };
+    let may_read = ctx
+        .principals()
+        .find(principal)
+        .is_some_and(|who| who.may_access(&project_of(&stored.body)));
+    if !may_read {
+        let message = b"this principal may not read the record's project";
+        return reply.error(Status::Forbidden, &[message], None);
+    }
+    let at = clock::format_rfc3339(stored.received_ns);
+    let headers = [
+        (&b"X-Record-Principal"[..], stored.principal.as_bytes()),
+        (&b"X-Received-At"[..], &at[..]),
+    ];
+    reply.ok_with_all(JSON, &headers, &[&stored.body]);
+}
+
+/// The project a stored body belongs to, as the read APIs count it: its `projectId`,
+/// or `-` for a report without one.
+fn project_of(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    parsed
+        .as_ref()
+        .and_then(|v| v.get("projectId"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("-")
+        .to_string()
 }
 
 /// The Prometheus text format's media type.

@@ -18,12 +18,13 @@ use crate::config::Config;
 use crate::conn::table::Connections;
 use crate::context::Context;
 use crate::index::Index;
-use crate::keyed::ShardOwner;
 use crate::keys::{self, Entry, KeyTable};
+use crate::log::locations::Locations;
 use crate::log::open::{open_shard, Opened};
 use crate::log::record::Record;
 use crate::log::recover::{shard_dir, ScanProgress};
 use crate::log::Log;
+use crate::owner::ShardOwner;
 use crate::peers::{self, Message, Peers};
 use crate::ratelimit;
 use crate::task;
@@ -233,21 +234,25 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     #[cfg(not(feature = "test-seams"))]
     let every = PROGRESS_EVERY;
     let oldest_key_ns = oldest_key_ns(ctx.config());
-    let (opened, index, keys) = glommio::executor()
-        .spawn_blocking(move || -> Result<(Opened, Index, KeyTable), String> {
-            let mut index = Index::default();
-            let mut keys = KeyTable::default();
-            let mut validator = Validator::default();
-            let each = |r: &Record<'_>| {
-                let submission_id = index.add_recovered(&mut validator, r);
-                let key = r.key.or(submission_id.as_deref());
-                if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
-                    keys.insert(r.principal, key, key_entry(r));
-                }
-            };
-            let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
-            Ok((opened, index, keys))
-        })
+    let (opened, index, keys, locations) = glommio::executor()
+        .spawn_blocking(
+            move || -> Result<(Opened, Index, KeyTable, Locations), String> {
+                let mut index = Index::default();
+                let mut keys = KeyTable::default();
+                let mut locations = Locations::default();
+                let mut validator = Validator::default();
+                let each = |r: &Record<'_>, offset: u64| {
+                    locations.add(r.seq, offset);
+                    let submission_id = index.add_recovered(&mut validator, r);
+                    let key = r.key.or(submission_id.as_deref());
+                    if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
+                        keys.insert(r.principal, key, key_entry(r));
+                    }
+                };
+                let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
+                Ok((opened, index, keys, locations))
+            },
+        )
         .await?;
     if let Some(torn) = &opened.scan.torn {
         warn!(
@@ -279,8 +284,13 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         opened.manifest,
     ));
     let live_index = Rc::clone(ctx.index());
+    let live_locations = Rc::clone(ctx.locations());
+    *live_locations.borrow_mut() = locations;
     let mut validator = Validator::default();
-    let on_durable = move |r: &Record<'_>| live_index.borrow_mut().add_stored(&mut validator, r);
+    let on_durable = move |r: &Record<'_>, offset: u64| {
+        live_locations.borrow_mut().add(r.seq, offset);
+        live_index.borrow_mut().add_stored(&mut validator, r);
+    };
     task::spawn(
         "flusher",
         Rc::clone(&log).run_flusher(opened.last, on_durable),

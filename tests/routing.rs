@@ -18,6 +18,12 @@ const API: &[Case<Route>] = &[
     (Get, "/livez", Ok(Route::Livez), &[]),
     (Get, "/readyz", Ok(Route::Readyz), &[]),
     (Get, "/metrics", Ok(Route::Metrics), &[]),
+    (
+        Get,
+        "/api/v1/records/s1-42",
+        Ok(Route::Record),
+        &[("id", "s1-42")],
+    ),
     (Post, "/epro/submit", Ok(Route::Submit), &[]),
     (Post, "/api/v1/tags/add", Ok(Route::AddTag), &[]),
     (

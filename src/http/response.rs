@@ -186,11 +186,16 @@ impl<'o> Reply<'o> {
     /// A successful response; the body is the concatenation of `body`'s parts, so
     /// callers frame a message without building it in a temporary buffer.
     pub fn ok(&mut self, content_type: &[u8], body: &[&[u8]]) {
-        self.write(Status::Ok, content_type, None, body);
+        self.write(Status::Ok, content_type, &[], body);
     }
 
     /// [`Reply::ok`] with one more header field.
     pub fn ok_with(&mut self, content_type: &[u8], extra: Option<Header<'_>>, body: &[&[u8]]) {
+        self.write(Status::Ok, content_type, extra.as_slice(), body);
+    }
+
+    /// [`Reply::ok`] with more header fields.
+    pub fn ok_with_all(&mut self, content_type: &[u8], extra: &[Header<'_>], body: &[&[u8]]) {
         self.write(Status::Ok, content_type, extra, body);
     }
 
@@ -206,7 +211,7 @@ impl<'o> Reply<'o> {
         let n = message.len().min(4);
         body[1..1 + n].copy_from_slice(&message[..n]);
         body[1 + n] = b"\"}";
-        self.write(status, JSON, extra, &body[..2 + n]);
+        self.write(status, JSON, extra.as_slice(), &body[..2 + n]);
     }
 
     /// The error response for `reject`; a 503 (a limit that frees up) says when to
@@ -217,13 +222,7 @@ impl<'o> Reply<'o> {
         self.error(status, &[message.as_bytes()], extra.or(retry));
     }
 
-    fn write(
-        &mut self,
-        status: Status,
-        content_type: &[u8],
-        extra: Option<Header<'_>>,
-        body: &[&[u8]],
-    ) {
+    fn write(&mut self, status: Status, content_type: &[u8], extra: &[Header<'_>], body: &[&[u8]]) {
         self.status = Some(status);
         let out = &mut *self.out;
         let body_len: usize = body.iter().map(|part| part.len()).sum();
@@ -243,7 +242,7 @@ impl<'o> Reply<'o> {
             out.extend_from_slice(b"\r\nX-Request-Id: ");
             out.extend_from_slice(id.as_bytes());
         }
-        if let Some((name, value)) = extra {
+        for (name, value) in extra {
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");

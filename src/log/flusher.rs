@@ -25,11 +25,12 @@ pub const CREATE_RETRY: Duration = Duration::from_secs(1);
 impl Log {
     /// Runs until [`Log::close`] (after writing everything pending) or the first I/O
     /// error. `last` is the recovered last segment to continue and its end, if any.
-    /// `on_durable` sees every record once its group is on stable storage.
+    /// `on_durable` sees every record once its group is on stable storage, with its
+    /// offset in its segment.
     pub async fn run_flusher(
         self: Rc<Self>,
         last: Option<(PathBuf, u64)>,
-        mut on_durable: impl FnMut(&Record<'_>),
+        mut on_durable: impl FnMut(&Record<'_>, u64),
     ) {
         let result = self.flush_loop(last, &mut on_durable).await;
         let mut state = self.state.borrow_mut();
@@ -75,7 +76,7 @@ impl Log {
     async fn flush_loop(
         &self,
         last: Option<(PathBuf, u64)>,
-        on_durable: &mut impl FnMut(&Record<'_>),
+        on_durable: &mut impl FnMut(&Record<'_>, u64),
     ) -> io::Result<()> {
         // A segment before any record: start-up then knows there is room for one.
         let mut segment = Some(match last {
@@ -102,6 +103,7 @@ impl Log {
                         .await?,
                 );
                 let began = Instant::now();
+                let start = s.pos;
                 s.write(bytes).await?;
                 at = group.end;
                 let mut metrics = self.metrics.borrow_mut();
@@ -111,9 +113,9 @@ impl Log {
                     .observe(group.last_seq - group.first_seq + 1);
                 metrics.bytes += bytes.len() as u64;
                 // Counted before anyone is told: a client reads its own write.
-                each_record(bytes, &mut |record| {
+                each_record(bytes, &mut |record, offset| {
                     metrics.records[record.kind as usize - 1].1 += 1;
-                    on_durable(record);
+                    on_durable(record, start + offset);
                 });
                 drop(metrics);
                 let mut state = self.state.borrow_mut();
@@ -241,10 +243,11 @@ impl Log {
     }
 }
 
-/// Calls `f` for each record of an encoded write group.
-fn each_record(mut bytes: &[u8], f: &mut impl FnMut(&Record<'_>)) {
-    while let Decoded::Record(record, len) = decode(bytes, None) {
-        f(&record);
-        bytes = &bytes[len..];
+/// Calls `f` for each record of an encoded write group, with its offset in the group.
+fn each_record(bytes: &[u8], f: &mut impl FnMut(&Record<'_>, u64)) {
+    let mut at = 0;
+    while let Decoded::Record(record, len) = decode(&bytes[at..], None) {
+        f(&record, at as u64);
+        at += len;
     }
 }

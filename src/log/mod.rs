@@ -25,6 +25,7 @@
 pub mod datadir;
 pub mod export;
 mod flusher;
+pub mod locations;
 pub mod manifest;
 pub mod open;
 pub mod record;
@@ -187,6 +188,12 @@ impl Log {
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
         !state.failed && !state.closed && !state.no_space
+    }
+
+    /// Whether record `seq` was stored but is not durable yet.
+    pub fn is_pending(&self, seq: u64) -> bool {
+        let state = self.state.borrow();
+        seq > state.durable_seq && seq < state.next_seq
     }
 
     /// What waits for the disk: bytes not yet taken by the flusher, and records

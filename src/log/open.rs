@@ -13,7 +13,7 @@ use crate::log::datadir::create_private;
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use crate::log::record::Record;
 use crate::log::recover::{
-    list_segments, remove_unfinished, scan_shard, ScanProgress, ShardScan, TornTail,
+    list_segments, remove_unfinished, scan_shard_from, ScanProgress, ShardScan, TornTail,
 };
 
 /// A shard's log, ready for its writer.
@@ -35,12 +35,12 @@ pub struct Opened {
 pub fn open_shard(
     dir: &Path,
     shard: u16,
-    each: impl FnMut(&Record<'_>),
+    each: impl FnMut(&Record<'_>, u64),
     progress: impl FnMut(&ScanProgress),
 ) -> Result<Opened, String> {
     create_private(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
-    let scan = scan_shard(dir, shard, each, progress).map_err(|c| {
+    let scan = scan_shard_from(dir, shard, 0, each, progress).map_err(|c| {
         format!(
             "shard {shard}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
         )

@@ -180,7 +180,7 @@ impl ShardScan {
     }
 }
 
-/// How far a scan has come, for progress reports: every [`PROGRESS_RECORDS`] records
+/// How far a scan has come, for progress reports: every `PROGRESS_RECORDS` records
 /// and at the end of each segment.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScanProgress {
@@ -202,20 +202,20 @@ const PROGRESS_RECORDS: u64 = 8192;
 pub fn scan_shard(
     dir: &Path,
     shard: u16,
-    each: impl FnMut(&Record<'_>),
+    mut each: impl FnMut(&Record<'_>),
     progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
-    scan_shard_from(dir, shard, 0, each, progress)
+    scan_shard_from(dir, shard, 0, |r, _| each(r), progress)
 }
 
 /// [`scan_shard`], skipping every segment that ends before record `from_seq` (a
 /// follower's cursor): the scan starts at the segment holding it, whose earlier
-/// records `each` still sees.
+/// records `each` still sees. `each` also hears each record's offset in its segment.
 pub fn scan_shard_from(
     dir: &Path,
     shard: u16,
     from_seq: u64,
-    mut each: impl FnMut(&Record<'_>),
+    mut each: impl FnMut(&Record<'_>, u64),
     mut progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
     // Segments first, then the manifest: beside a live server, the manifest read then
@@ -280,7 +280,7 @@ pub fn scan_shard_from(
             let expect = Some((shard, scan.next_seq));
             let reason = match w.decode_at(offset, expect).map_err(unreadable)? {
                 Decoded::Record(record, len) => {
-                    each(&record);
+                    each(&record, offset);
                     scan.records += 1;
                     scan.record_bytes += len as u64;
                     scan.next_seq += 1;

@@ -63,6 +63,7 @@ routes! {
     Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects, [Staff, Admin];
     Get "/api/v1/projects/{projectId}/reports/summary" => Summary, [Staff, Admin];
     Get "/api/v1/users/{userId}/permissions" => Permissions, [Device, Staff, Admin];
+    Get "/api/v1/records/{id}" => Record, [Staff, Admin];
 }
 
 static TREE: Tree<{ capacity(PATHS) }> = build(PATHS);

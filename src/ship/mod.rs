@@ -242,7 +242,7 @@ fn ship_shard(
         .get(&shard)
         .map_or(true, |(_, at)| at.elapsed() >= PROGRESS_EVERY)
     {
-        if let Ok(tail) = scan_shard_from(dir, shard, u64::MAX, |_| {}, |_| {}) {
+        if let Ok(tail) = scan_shard_from(dir, shard, u64::MAX, |_, _| {}, |_| {}) {
             progress
                 .heads
                 .insert(shard, (tail.next_seq, Instant::now()));
@@ -262,7 +262,7 @@ fn ship_shard(
         dir,
         shard,
         cursor,
-        |record| {
+        |record, _| {
             if failed.is_some() || record.seq < cursor || stop.load(Ordering::Relaxed) {
                 return;
             }
