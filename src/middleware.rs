@@ -165,12 +165,22 @@ fn route_and_run<'c>(
         return Outcome::after(head);
     }
     let Some(who) = ctx.principals().authenticate(head.authorization) else {
-        return handlers::refuse(
-            reply,
-            head,
+        // RFC 9110 15.5.2 and RFC 6750 3: say how to authenticate, and, when a token
+        // came, that it was not accepted.
+        let bearer = head
+            .authorization
+            .is_some_and(|a| a.len() >= 7 && a[..7].eq_ignore_ascii_case(b"bearer "));
+        let challenge: &[u8] = if bearer {
+            b"Bearer realm=\"epro-ingest\", error=\"invalid_token\""
+        } else {
+            b"Bearer realm=\"epro-ingest\""
+        };
+        reply.error(
             Status::Unauthorized,
-            "missing or unknown bearer token",
+            &[b"missing or unknown bearer token"],
+            Some((b"WWW-Authenticate", challenge)),
         );
+        return Outcome::after(head);
     };
     *principal = Some(who);
     if !roles.contains(&who.role) {

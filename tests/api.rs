@@ -166,11 +166,14 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
     assert_eq!(r.status, 415);
     assert!(r.error().contains("application/json"));
 
-    // 401: none, unknown, wrong scheme.
-    for auth in [
-        "",
-        "Authorization: Bearer nope-nope-nope-nope\r\n",
-        &format!("Authorization: Basic {DEVICE}\r\n"),
+    // 401: none, unknown, wrong scheme; each says how to authenticate (RFC 9110
+    // 15.5.2), and that the token was refused when a bearer token came (RFC 6750 3).
+    let realm = r#"Bearer realm="epro-ingest""#;
+    let refused = r#"Bearer realm="epro-ingest", error="invalid_token""#;
+    for (auth, challenge) in [
+        ("", realm),
+        ("Authorization: Bearer nope-nope-nope-nope\r\n", refused),
+        (&format!("Authorization: Basic {DEVICE}\r\n"), realm),
     ] {
         let raw = format!(
             "POST /epro/submit HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{GIN_BODY}",
@@ -180,6 +183,7 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
         let r = read_response(&mut s).unwrap();
         assert_eq!(r.status, 401, "{auth:?}");
         assert!(r.error().contains("bearer token"));
+        assert_eq!(r.header("www-authenticate"), Some(challenge), "{auth:?}");
     }
 
     // 403: a device writing to a project outside its scope.

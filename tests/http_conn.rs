@@ -353,7 +353,7 @@ fn garbage_from_peers_never_stops_the_server() {
 #[test]
 fn responses_to_head_carry_no_body_and_the_connection_stays_in_step() {
     let server = Server::start("", &[]);
-    for target in ["/healthz", "/nope", "/epro/submit"] {
+    for (target, status) in [("/healthz", 200), ("/nope", 404), ("/epro/submit", 405)] {
         let mut stream = server.connect();
         let raw = format!(
             "HEAD {target} HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -364,7 +364,7 @@ fn responses_to_head_carry_no_body_and_the_connection_stays_in_step() {
         let text = String::from_utf8_lossy(&got);
         let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
         assert!(
-            head.starts_with("HTTP/1.1 405") || head.starts_with("HTTP/1.1 404"),
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
             "HEAD {target}: {head}"
         );
         assert!(head.contains("Content-Length: "), "HEAD {target}: {head}");
@@ -426,4 +426,64 @@ fn a_request_still_arriving_at_request_timeout_gets_408() {
     assert_eq!(r.status, 408);
     assert_eq!(r.error(), "request not received within request_timeout_ms");
     assert!(began.elapsed() < Duration::from_secs(3));
+}
+
+/// Reads one response to a HEAD request: its status line and headers, no body.
+fn read_head_response(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The header lines of a response head, without `Date` and `X-Request-Id` (which
+/// differ between two responses).
+fn stable_headers(head: &str) -> Vec<String> {
+    head.lines()
+        .filter(|l| !l.starts_with("Date:") && !l.starts_with("X-Request-Id:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn head_answers_wherever_get_does_with_the_same_headers_and_no_body() {
+    let server = Server::start(common::DEVICE_ADMIN_CONFIG, &[]);
+    let admin = common::ADMIN_TOKEN;
+    for path in [
+        "/healthz",
+        "/api/v1/projects/P001/reports/summary",
+        "/metrics",
+    ] {
+        let mut stream = server.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let get = common::get(&mut stream, path, admin);
+        assert_eq!(get.status, 200, "{path}");
+        // HEAD, then GET on the same connection: nothing of a body may sit between.
+        let both = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {admin}\r\n\r\n\
+             GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        stream.write_all(both.as_bytes()).unwrap();
+        let head = read_head_response(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {head}");
+        let get_head = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n\r\n",
+            get.headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}"))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        );
+        if path != "/metrics" {
+            // Same headers as GET (Content-Length included); /metrics grows between.
+            assert_eq!(stable_headers(&head), stable_headers(&get_head), "{path}");
+        }
+        let next = read_response(&mut stream).expect("the GET behind the HEAD");
+        assert_eq!((next.status, next.text().as_str()), (200, "ok"), "{path}");
+    }
 }

@@ -33,7 +33,16 @@ const CASES: &[(&str, &str, &[u16], bool)] = &[
     ("unknown method on known route", "BREW /healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[405], false),
     ("query string ignored by routing", "GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", &[200], false),
     // Request line and head.
-    ("absolute-form target", "GET http://a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    // Absolute-form (RFC 9112 3.2.2): a server must accept it; its path routes.
+    ("absolute-form target", "GET http://a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[200], false),
+    ("absolute-form, https, port, query", "GET HTTPS://a.example:8443/healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", &[200], false),
+    ("absolute-form, empty path is /", "GET http://a HTTP/1.1\r\nHost: a\r\n\r\n", &[404], false),
+    ("absolute-form still needs Host in HTTP/1.1", "GET http://a/healthz HTTP/1.1\r\n\r\n", &[400], true),
+    ("absolute-form, no authority", "GET http:///healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("absolute-form, userinfo", "GET http://u@a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("absolute-form, other scheme", "GET ftp://a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("authority-form target", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("relative target", "GET healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("asterisk-form target", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("bad method token", "G(T /healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("double space in request line", "GET  /healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),

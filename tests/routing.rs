@@ -63,7 +63,31 @@ const API: &[Case<Route>] = &[
     ),
     (Get, "/api/v1/users/u-7", Err(404), &[]),
     (Post, "/api/v1/users/u-7/permissions", Err(405), &[]),
+    // HEAD goes wherever GET does (RFC 9110 9.1), and nowhere else.
+    (Head, "/healthz", Ok(Route::Healthz), &[]),
+    (
+        Head,
+        "/api/v1/projects/P001/reports/summary",
+        Ok(Route::Summary),
+        &[("projectId", "P001")],
+    ),
+    (Head, "/epro/submit", Err(405), &[]),
 ];
+
+#[test]
+fn a_405_allows_head_beside_get() {
+    let Routed::MethodNotAllowed(allowed) = lookup(Post, "/healthz") else {
+        panic!("405 expected");
+    };
+    let mut out = [0u8; 64];
+    let len = allow_header(allowed, &mut out);
+    assert_eq!(&out[..len], b"GET, HEAD");
+    let Routed::MethodNotAllowed(allowed) = lookup(Get, "/epro/submit") else {
+        panic!("405 expected");
+    };
+    let len = allow_header(allowed, &mut out);
+    assert_eq!(&out[..len], b"POST");
+}
 
 #[test]
 fn api_routes() {

@@ -95,6 +95,31 @@ pub struct Head<'b> {
     pub len: usize,
 }
 
+/// The path and query of a request target: origin-form (`/path?query`), or
+/// absolute-form (`http://host/path?query`, RFC 9112 3.2.2: a server must accept it;
+/// its path is what routes, an empty one is `/`). The authority and asterisk forms
+/// (CONNECT and a server-wide OPTIONS, neither served here) are refused.
+fn split_target(target: &str) -> Result<(&str, Option<&str>), Reject> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    if path.starts_with('/') {
+        return Ok((path, query));
+    }
+    let scheme = path.find("://").ok_or(Reject::RequestTarget)?;
+    let name = &path[..scheme];
+    if !name.eq_ignore_ascii_case("http") && !name.eq_ignore_ascii_case("https") {
+        return Err(Reject::RequestTarget);
+    }
+    let rest = &path[scheme + 3..];
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || !is_host(authority.as_bytes()) {
+        return Err(Reject::RequestTarget);
+    }
+    Ok((if path.is_empty() { "/" } else { path }, query))
+}
+
 /// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
@@ -115,14 +140,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
 
     let http10 = req.version == Some(0);
     let method = Method::from_token(req.method.unwrap_or(""));
-    let target = req.path.unwrap_or("");
-    if !target.starts_with('/') {
-        return Err(Reject::RequestTarget);
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    };
+    let (path, query) = split_target(req.path.unwrap_or(""))?;
 
     let mut fields = Fields::default();
     for header in req.headers.iter() {

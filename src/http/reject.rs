@@ -127,7 +127,7 @@ impl Reject {
             RequestLine => (S::BadRequest, "malformed request line", true),
             RequestTarget => (
                 S::BadRequest,
-                "request target must be an absolute path (origin-form)",
+                "request target must be a path (/...) or an absolute http(s) URI",
                 true,
             ),
             Version => (

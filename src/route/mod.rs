@@ -77,11 +77,25 @@ pub enum Routed<'p> {
     NotFound,
 }
 
-/// Routes a request path (without query) for `method`.
+/// Routes a request path (without query) for `method`. `HEAD` goes wherever `GET`
+/// does (RFC 9110 9.1; the reply then sends the headers alone), and a 405's `Allow`
+/// lists `HEAD` beside `GET`.
 pub fn lookup(method: Method, path: &str) -> Routed<'_> {
-    match TREE.lookup(method, path) {
+    let routed = if method == Method::Head {
+        Method::Get
+    } else {
+        method
+    };
+    match TREE.lookup(routed, path) {
         Lookup::Found(i, params) => Routed::Found(TABLE[i].2, params),
-        Lookup::MethodNotAllowed(allowed) => Routed::MethodNotAllowed(allowed),
+        Lookup::MethodNotAllowed(allowed) => {
+            let get = allowed & 1 << GET_BIT != 0;
+            Routed::MethodNotAllowed(allowed | u8::from(get) << HEAD_BIT)
+        }
         Lookup::NotFound => Routed::NotFound,
     }
 }
+
+/// Bits of [`Method::ALL`] positions in an allowed-methods set.
+const GET_BIT: u8 = 0;
+const HEAD_BIT: u8 = 1;
