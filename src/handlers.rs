@@ -4,11 +4,14 @@
 //! and which stored record, if any, must be durable before the response may leave.
 
 use crate::ack;
+use std::borrow::Cow;
+
 use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
+use crate::http::percent;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::keyed::{self, Decision};
@@ -62,9 +65,10 @@ pub fn run(
         Route::Submit => submit(ctx, who, request, reply),
         Route::AddTag => add_tag(ctx, who, request, reply),
         Route::Subjects | Route::Summary => read(who, route, params, head, reply),
-        Route::Permissions => {
-            permissions(ctx, who, params.get("userId").unwrap_or(""), head, reply)
-        }
+        Route::Permissions => match param(params, "userId") {
+            Some(user) => permissions(ctx, who, &user, head, reply),
+            None => bad_param(reply, head),
+        },
         Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
         Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics => {
             open(ctx, route, head, reply)
@@ -117,6 +121,17 @@ fn parse_id(id: &str) -> Option<(usize, u64)> {
     Some((shard.parse().ok()?, seq.parse().ok()?))
 }
 
+/// Path parameter `name`, percent-decoded (`Some("")` when the route has none of that
+/// name); `None` when its escapes are malformed.
+fn param<'p>(params: &Params<'p>, name: &str) -> Option<Cow<'p, str>> {
+    percent::decode(params.get(name).unwrap_or(""))
+}
+
+fn bad_param(reply: &mut Reply<'_>, head: &Head<'_>) -> Outcome {
+    let message = "a path parameter has a malformed percent-escape or is not UTF-8";
+    refuse(reply, head, Status::BadRequest, message)
+}
+
 /// The subjects and summary reads: authorized here, answered across shards by
 /// [`crate::reads`] once the connection awaits them.
 fn read(
@@ -126,7 +141,10 @@ fn read(
     head: &Head<'_>,
     reply: &mut Reply<'_>,
 ) -> Outcome {
-    let project = params.get("projectId").unwrap_or("");
+    let (Some(project), Some(site)) = (param(params, "projectId"), param(params, "siteId")) else {
+        return bad_param(reply, head);
+    };
+    let project = project.as_ref();
     if !who.may_access(project) {
         return refuse(
             reply,
@@ -138,7 +156,7 @@ fn read(
     let read = match route {
         Route::Subjects => Read::Subjects {
             project: project.to_string(),
-            site: params.get("siteId").unwrap_or("").to_string(),
+            site: site.into_owned(),
         },
         _ => Read::Summary {
             project: project.to_string(),

@@ -457,3 +457,35 @@ fn summary_and_subjects_are_exact_across_shards_and_restarts() {
     let server = Server::start_in(dir, CONFIG, &[]);
     check(&server);
 }
+
+/// Identifiers may hold spaces, `/` and non-ASCII: a client reads them back by
+/// percent-encoding them in the path; a malformed escape is a 400.
+#[test]
+fn identifiers_that_need_escaping_are_read_back_percent_encoded() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let body = r#"{"patientId":"P-x","projectId":"P 1/x","siteId":"S é","reportData":"fine"}"#;
+    let r = post(&mut s, "/epro/submit", ADMIN, body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(
+        &mut s,
+        "/api/v1/projects/P%201%2Fx/sites/S%20%C3%A9/subjects",
+        ADMIN,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["projectId"], "P 1/x");
+    assert_eq!(r.json()["siteId"], "S é");
+    assert_eq!(r.json()["subjects"][0]["patientId"], "P-x");
+    let r = get(&mut s, "/api/v1/projects/P%201%2fx/reports/summary", ADMIN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["reports"], 1);
+    for bad in ["P%zz", "P%2", "P%C3"] {
+        let r = get(
+            &mut s,
+            &format!("/api/v1/projects/{bad}/reports/summary"),
+            ADMIN,
+        );
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.error().contains("percent-escape"), "{}", r.error());
+    }
+}

@@ -6,6 +6,7 @@
 pub mod chunked;
 pub mod date;
 pub mod parse;
+pub mod percent;
 pub mod reject;
 pub mod request;
 pub mod request_id;
