@@ -21,7 +21,7 @@ use crate::log::LogError;
 use crate::outcome::{Deferred, Outcome, Read, Work};
 use crate::route::tree::Params;
 use crate::route::Route;
-use crate::validate::{is_json_media_type, Invalid};
+use crate::validate::{is_json_media_type, Invalids, MAX_INVALIDS};
 
 /// Runs the handler of an open route (no token needed): the probes.
 /// `/readyz` speaks for the process: once this shard is ready, every other shard is
@@ -300,7 +300,7 @@ fn answer_stored(
     head: &Head<'_>,
     reply: &mut Reply<'_>,
     kind: Kind,
-    stored: Result<Stored, Invalid>,
+    stored: Result<Stored, Invalids>,
     received_ns: u64,
     forbidden: &str,
 ) -> Outcome {
@@ -417,9 +417,27 @@ fn require_json(request: &Request<'_>, reply: &mut Reply<'_>) -> Option<Outcome>
     })
 }
 
-fn refuse_invalid(reply: &mut Reply<'_>, head: &Head<'_>, invalid: Invalid) -> Outcome {
-    let mut number = itoa::Buffer::new();
-    reply.error(Status::BadRequest, &invalid.message(&mut number), None);
+/// 400 `{"error":"<the first rule broken>","errors":["<each rule broken>", ...]}`: the
+/// v1 shape, with every field's problem beside it.
+fn refuse_invalid(reply: &mut Reply<'_>, head: &Head<'_>, invalid: Invalids) -> Outcome {
+    const PARTS: usize = 6 + 4 * MAX_INVALIDS;
+    let mut numbers = [itoa::Buffer::new(); MAX_INVALIDS + 1];
+    let (first_number, numbers) = numbers.split_first_mut().expect("not empty");
+    let mut body: [&[u8]; PARTS] = [b""; PARTS];
+    body[0] = b"{\"error\":\"";
+    body[1..4].copy_from_slice(&invalid.first().message(first_number));
+    body[4] = b"\",\"errors\":[\"";
+    let mut n = 5;
+    for (i, (rule, number)) in invalid.all().iter().zip(numbers).enumerate() {
+        if i > 0 {
+            body[n] = b"\",\"";
+            n += 1;
+        }
+        body[n..n + 3].copy_from_slice(&rule.message(number));
+        n += 3;
+    }
+    body[n] = b"\"]}";
+    reply.json(Status::BadRequest, &body[..=n]);
     Outcome::after(head)
 }
 

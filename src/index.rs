@@ -115,6 +115,7 @@ impl Index {
             self.unindexed += 1;
             let mut number = itoa::Buffer::new();
             let why: String = invalid
+                .first()
                 .message(&mut number)
                 .iter()
                 .map(|part| String::from_utf8_lossy(part))

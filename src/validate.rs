@@ -4,7 +4,8 @@
 //! is stored is the original bytes.
 //!
 //! Rules: the body is a JSON object; a required field missing, of the wrong type or
-//! empty is refused naming the field; optional fields, when present, are non-empty
+//! empty is refused naming the field (every field that breaks a rule is reported, as
+//! Gin's binding does: [`Invalids`]); optional fields, when present, are non-empty
 //! strings; a field given twice is refused (which one would count is ambiguous);
 //! identifiers are at most [`MAX_ID`] bytes; arrays and objects nest at most
 //! [`MAX_DEPTH`] levels; unknown fields are allowed and kept.
@@ -53,6 +54,56 @@ pub enum Invalid {
     TooDeep,
     /// `projectId` is [`NO_PROJECT`].
     ReservedProject,
+}
+
+/// Every rule a body broke: one per field at most, in the order of the fields' rules;
+/// a body that is not a JSON object, or names a field twice, has just that one. Held
+/// inline: a refusal allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invalids {
+    items: [Invalid; MAX_INVALIDS],
+    len: usize,
+}
+
+/// The most rules one body can break (one per field of a submit).
+pub const MAX_INVALIDS: usize = SUBMIT_FIELDS.len();
+
+impl Invalids {
+    fn none() -> Invalids {
+        Invalids {
+            items: [Invalid::NotObject; MAX_INVALIDS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, invalid: Invalid) {
+        if self.len < MAX_INVALIDS {
+            self.items[self.len] = invalid;
+            self.len += 1;
+        }
+    }
+
+    /// The first rule broken: the v1 `error` message.
+    pub fn first(&self) -> Invalid {
+        self.items[0]
+    }
+
+    pub fn all(&self) -> &[Invalid] {
+        &self.items[..self.len]
+    }
+
+    /// Keeps `result`'s value, or notes its error.
+    fn note<T>(&mut self, result: Result<T, Invalid>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+}
+
+impl From<Invalid> for Invalids {
+    fn from(invalid: Invalid) -> Invalids {
+        let mut all = Invalids::none();
+        all.push(invalid);
+        all
+    }
 }
 
 impl Invalid {
@@ -137,31 +188,28 @@ impl Validator {
         &mut self,
         body: &[u8],
         then: impl FnOnce(&Submission<'_>) -> R,
-    ) -> Result<R, Invalid> {
+    ) -> Result<R, Invalids> {
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 6] = Default::default();
             collect(object, &SUBMIT_FIELDS, &mut fields)?;
             let [patient, report, timestamp, project, site, submission] = fields;
-            let patient_id = required_id(patient, "patientId")?;
-            match report {
-                None => return Err(Invalid::Missing("reportData")),
-                Some(v) => match (v.as_str(), v.as_object()) {
-                    (Some(s), _) if !s.is_empty() => {}
-                    (_, Some(o)) if !o.is_empty() => {}
-                    _ => return Err(Invalid::ReportDataType),
-                },
-            }
-            if let Some(v) = timestamp {
-                let text = v.as_str().ok_or(Invalid::NotString("timestamp"))?;
-                if !crate::clock::is_rfc3339(text) {
-                    return Err(Invalid::Timestamp);
-                }
-            }
+            let mut errors = Invalids::none();
+            let patient_id = errors.note(required_id(patient, "patientId"));
+            errors.note(report_data(report));
+            errors.note(timestamp_rule(timestamp));
+            let project_id = errors.note(project_id(project));
+            let site_id = errors.note(optional_id(site, "siteId"));
+            let submission_id = errors.note(optional_id(submission, "submissionId"));
+            let (Some(patient_id), Some(project_id), Some(site_id), Some(submission_id), 0) =
+                (patient_id, project_id, site_id, submission_id, errors.len)
+            else {
+                return Err(errors);
+            };
             let submission = Submission {
                 patient_id,
-                project_id: project_id(project)?,
-                site_id: optional_id(site, "siteId")?,
-                submission_id: optional_id(submission, "submissionId")?,
+                project_id,
+                site_id,
+                submission_id,
             };
             Ok(then(&submission))
         })
@@ -172,17 +220,27 @@ impl Validator {
         &mut self,
         body: &[u8],
         then: impl FnOnce(&TagAdd<'_>) -> R,
-    ) -> Result<R, Invalid> {
+    ) -> Result<R, Invalids> {
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 3] = Default::default();
             collect(object, &TAG_FIELDS, &mut fields)?;
             let [patient, tag, project] = fields;
-            let tag = TagAdd {
-                patient_id: required_id(patient, "patientId")?,
-                tag_name: required_id(tag, "tagName")?,
-                project_id: project_id(project)?.ok_or(Invalid::Missing("projectId"))?,
+            let mut errors = Invalids::none();
+            let patient_id = errors.note(required_id(patient, "patientId"));
+            let tag_name = errors.note(required_id(tag, "tagName"));
+            let project = project_id(project)
+                .and_then(|project| project.ok_or(Invalid::Missing("projectId")));
+            let project_id = errors.note(project);
+            let (Some(patient_id), Some(tag_name), Some(project_id)) =
+                (patient_id, tag_name, project_id)
+            else {
+                return Err(errors);
             };
-            Ok(then(&tag))
+            Ok(then(&TagAdd {
+                patient_id,
+                tag_name,
+                project_id,
+            }))
         })
     }
 
@@ -190,18 +248,18 @@ impl Validator {
     fn parse<R>(
         &mut self,
         body: &[u8],
-        f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalid>,
-    ) -> Result<R, Invalid> {
+        f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalids>,
+    ) -> Result<R, Invalids> {
         if nesting_exceeds(body, MAX_DEPTH) {
-            return Err(Invalid::TooDeep);
+            return Err(Invalid::TooDeep.into());
         }
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
-            Err(e) => Err(Invalid::Malformed(e.index())),
+            Err(e) => Err(Invalid::Malformed(e.index()).into()),
             Ok(()) => match tape.as_value().as_object() {
-                None => Err(Invalid::NotObject),
+                None => Err(Invalid::NotObject.into()),
                 Some(object) => f(&object),
             },
         };
@@ -244,14 +302,36 @@ fn collect<'t, 'i>(
     object: &Object<'t, 'i>,
     names: &[&'static str],
     out: &mut [Option<Value<'t, 'i>>],
-) -> Result<(), Invalid> {
+) -> Result<(), Invalids> {
     for (key, value) in object.iter() {
         if let Some(i) = names.iter().position(|n| *n == key) {
             if out[i].is_some() {
-                return Err(Invalid::Duplicate(names[i]));
+                return Err(Invalid::Duplicate(names[i]).into());
             }
             out[i] = Some(value);
         }
+    }
+    Ok(())
+}
+
+/// `reportData`: a non-empty string or object.
+fn report_data(value: Option<Value<'_, '_>>) -> Result<(), Invalid> {
+    let value = value.ok_or(Invalid::Missing("reportData"))?;
+    match (value.as_str(), value.as_object()) {
+        (Some(s), _) if !s.is_empty() => Ok(()),
+        (_, Some(o)) if !o.is_empty() => Ok(()),
+        _ => Err(Invalid::ReportDataType),
+    }
+}
+
+/// An optional `timestamp`: an RFC 3339 date-time.
+fn timestamp_rule(value: Option<Value<'_, '_>>) -> Result<(), Invalid> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let text = value.as_str().ok_or(Invalid::NotString("timestamp"))?;
+    if !crate::clock::is_rfc3339(text) {
+        return Err(Invalid::Timestamp);
     }
     Ok(())
 }

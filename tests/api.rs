@@ -489,3 +489,44 @@ fn identifiers_that_need_escaping_are_read_back_percent_encoded() {
         assert!(r.error().contains("percent-escape"), "{}", r.error());
     }
 }
+
+/// Every field that breaks a rule is reported (as Gin's binding does), the first as
+/// `error` so the v1 shape holds; nothing is stored.
+#[test]
+fn validation_reports_every_failing_field() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let body =
+        r#"{"patientId":"","reportData":7,"timestamp":"yesterday","siteId":"","projectId":"P001"}"#;
+    let r = post(&mut s, "/epro/submit", DEVICE, body);
+    assert_eq!(r.status, 400);
+    let json = r.json();
+    assert_eq!(json["error"], "patientId must not be empty");
+    assert_eq!(
+        json["errors"],
+        serde_json::json!([
+            "patientId must not be empty",
+            "reportData must be a non-empty string or object",
+            "timestamp must be an RFC 3339 date-time",
+            "siteId must not be empty"
+        ])
+    );
+    let r = post(&mut s, "/api/v1/tags/add", ADMIN, r#"{"tagName":""}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["errors"],
+        serde_json::json!([
+            "patientId is required",
+            "tagName must not be empty",
+            "projectId is required"
+        ])
+    );
+    // A body that is not an object has that one problem.
+    let r = post(&mut s, "/epro/submit", DEVICE, "[1]");
+    assert_eq!(
+        r.json()["errors"],
+        serde_json::json!(["body must be a JSON object"])
+    );
+    let summary = get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN);
+    assert_eq!(summary.json()["reports"], 0);
+}

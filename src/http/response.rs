@@ -199,6 +199,12 @@ impl<'o> Reply<'o> {
         self.write(Status::Ok, content_type, extra, body);
     }
 
+    /// A JSON body with `status`, the concatenation of `body`'s parts (JSON-safe as
+    /// they come).
+    pub fn json(&mut self, status: Status, body: &[&[u8]]) {
+        self.write(status, JSON, &[], body);
+    }
+
     /// `{"error":"<message>"}` with `status`; `message` is at most four parts, which
     /// need no JSON escaping (every caller passes fixed text, digits or validated identifiers).
     pub fn error(&mut self, status: Status, message: &[&[u8]], extra: Option<Header<'_>>) {
