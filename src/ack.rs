@@ -1,10 +1,12 @@
 //! The answers to a write, wherever it was decided: a stored record's 200 (its id and
-//! receive time) and the 503 of a shard that cannot store records now.
+//! receive time), the 400 of a body that breaks rules, and the 503 of a shard that
+//! cannot store records now; and the record id's form both ways.
 
 use crate::clock;
 use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER};
 use crate::log::record::Kind;
 use crate::log::LogError;
+use crate::validate::{Invalids, MAX_INVALIDS};
 
 /// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
 pub fn acknowledge(
@@ -68,4 +70,40 @@ fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
         n += part.len();
     }
     &buf[..n]
+}
+
+/// 400 `{"error":"<the first rule broken>","errors":["<each rule broken>", ...]}`: the
+/// v1 shape, with every field's problem beside it.
+pub fn refuse_invalid(reply: &mut Reply<'_>, invalid: Invalids) {
+    const PARTS: usize = 6 + 4 * MAX_INVALIDS;
+    let mut numbers = [itoa::Buffer::new(); MAX_INVALIDS + 1];
+    let (first_number, numbers) = numbers.split_first_mut().expect("not empty");
+    let mut body: [&[u8]; PARTS] = [b""; PARTS];
+    body[0] = b"{\"error\":\"";
+    body[1..4].copy_from_slice(&invalid.first().message(first_number));
+    body[4] = b"\",\"errors\":[\"";
+    let mut n = 5;
+    for (i, (rule, number)) in invalid.all().iter().zip(numbers).enumerate() {
+        if i > 0 {
+            body[n] = b"\",\"";
+            n += 1;
+        }
+        body[n..n + 3].copy_from_slice(&rule.message(number));
+        n += 3;
+    }
+    body[n] = b"\"]}";
+    reply.json(Status::BadRequest, &body[..=n]);
+}
+
+/// `s<shard>-<seq>`, in the digits [`acknowledge`] writes: no sign, no leading
+/// zero.
+pub fn parse_id(id: &str) -> Option<(usize, u64)> {
+    let (shard, seq) = id.strip_prefix('s')?.split_once('-')?;
+    let canonical = |n: &str| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+    };
+    if !canonical(shard) || !canonical(seq) {
+        return None;
+    }
+    Some((shard.parse().ok()?, seq.parse().ok()?))
 }

@@ -21,7 +21,7 @@ use crate::log::LogError;
 use crate::outcome::{Deferred, Outcome, Read, Work};
 use crate::route::tree::Params;
 use crate::route::Route;
-use crate::validate::{is_json_media_type, Invalids, MAX_INVALIDS};
+use crate::validate::{is_json_media_type, Invalids};
 
 /// Runs the handler of an open route (no token needed): the probes.
 /// `/readyz` speaks for the process: once this shard is ready, every other shard is
@@ -86,7 +86,7 @@ fn record(
     reply: &mut Reply<'_>,
 ) -> Outcome {
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
-    let Some((shard, seq)) = parse_id(id) else {
+    let Some((shard, seq)) = ack::parse_id(id) else {
         return refuse(
             reply,
             head,
@@ -106,19 +106,6 @@ fn record(
         deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
         ..Outcome::after(head)
     }
-}
-
-/// `s<shard>-<seq>`, in the digits [`ack::acknowledge`] writes: no sign, no leading
-/// zero.
-fn parse_id(id: &str) -> Option<(usize, u64)> {
-    let (shard, seq) = id.strip_prefix('s')?.split_once('-')?;
-    let canonical = |n: &str| {
-        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
-    };
-    if !canonical(shard) || !canonical(seq) {
-        return None;
-    }
-    Some((shard.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Path parameter `name`, percent-decoded (`Some("")` when the route has none of that
@@ -305,7 +292,10 @@ fn answer_stored(
     forbidden: &str,
 ) -> Outcome {
     let seq = match stored {
-        Err(invalid) => return refuse_invalid(reply, head, invalid),
+        Err(invalid) => {
+            ack::refuse_invalid(reply, invalid);
+            return Outcome::after(head);
+        }
         Ok(Stored::Forbidden) => return refuse(reply, head, Status::Forbidden, forbidden),
         Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
         Ok(Stored::Keyed(write)) => return keyed(head, write),
@@ -415,30 +405,6 @@ fn require_json(request: &Request<'_>, reply: &mut Reply<'_>) -> Option<Outcome>
             "Content-Type must be application/json",
         )
     })
-}
-
-/// 400 `{"error":"<the first rule broken>","errors":["<each rule broken>", ...]}`: the
-/// v1 shape, with every field's problem beside it.
-fn refuse_invalid(reply: &mut Reply<'_>, head: &Head<'_>, invalid: Invalids) -> Outcome {
-    const PARTS: usize = 6 + 4 * MAX_INVALIDS;
-    let mut numbers = [itoa::Buffer::new(); MAX_INVALIDS + 1];
-    let (first_number, numbers) = numbers.split_first_mut().expect("not empty");
-    let mut body: [&[u8]; PARTS] = [b""; PARTS];
-    body[0] = b"{\"error\":\"";
-    body[1..4].copy_from_slice(&invalid.first().message(first_number));
-    body[4] = b"\",\"errors\":[\"";
-    let mut n = 5;
-    for (i, (rule, number)) in invalid.all().iter().zip(numbers).enumerate() {
-        if i > 0 {
-            body[n] = b"\",\"";
-            n += 1;
-        }
-        body[n..n + 3].copy_from_slice(&rule.message(number));
-        n += 3;
-    }
-    body[n] = b"\"]}";
-    reply.json(Status::BadRequest, &body[..=n]);
-    Outcome::after(head)
 }
 
 /// An error response that keeps the connection as the request asked.

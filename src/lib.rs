@@ -61,7 +61,7 @@
 //! keyed      -> ack, config, context, http, keys, log
 //! owner      -> context, keyed, keys, log, metrics, peers, reads, task
 //! reads      -> clock, context, http, index, log, merge, metrics, outcome
-//! ack        -> clock, http, log
+//! ack        -> clock, http, log, validate
 //! outcome    -> context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, peers, ratelimit, validate
 //! peers      -> index, keys, log, metrics, task

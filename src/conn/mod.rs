@@ -28,6 +28,7 @@
 //! interrupts any connection past its deadline, so no read arms a timer of its own.
 
 pub mod table;
+mod wait;
 
 use std::io;
 use std::rc::Rc;
@@ -43,7 +44,8 @@ use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
 use crate::logger::Peer;
 use crate::middleware;
-use table::{Connections, Interrupt, Slot, BUFFER_SIZE};
+use table::{Slot, BUFFER_SIZE};
+use wait::{expired, Durable};
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
 /// chunk lines of a body of normal-sized chunks); chunk lines may also take up to half
@@ -93,15 +95,6 @@ struct Batch {
     /// When `request_timeout_ms` ends for the batch's first request: its answers,
     /// durable waits included, must be ready by then.
     deadline: Option<Instant>,
-}
-
-/// How a wait for a batch's records ended.
-enum Durable {
-    Yes,
-    /// The log failed: nothing of the batch may be sent.
-    Failed,
-    /// `request_timeout_ms` passed first.
-    TimedOut,
 }
 
 pub struct Connection<'c> {
@@ -287,30 +280,6 @@ impl<'c> Connection<'c> {
         batch
     }
 
-    /// Waits until record `seq` is durable: one wait covers every stored record of
-    /// the batch, since a shard's sequence numbers become durable in order. False when
-    /// the log failed.
-    async fn await_durable(&mut self, seq: Option<u64>, deadline: Option<Instant>) -> Durable {
-        let (Some(seq), Some(log)) = (seq, self.ctx.log()) else {
-            return Durable::Yes;
-        };
-        let key = self.slot.key();
-        let (table, _) = self.slot.parts();
-        if let Some(deadline) = deadline {
-            table.set_deadline(key, deadline);
-        }
-        let waited = future::or(async { Some(log.durable(seq).await) }, async {
-            expired(table, key).await;
-            None
-        })
-        .await;
-        match waited {
-            Some(Ok(())) => Durable::Yes,
-            Some(Err(_)) => Durable::Failed,
-            None => Durable::TimedOut,
-        }
-    }
-
     /// Writes every queued response with one write.
     async fn flush(&mut self) -> io::Result<()> {
         let write = &mut self.slot.buffers().write;
@@ -323,73 +292,6 @@ impl<'c> Connection<'c> {
             self.slot.settle();
         }
         Ok(())
-    }
-
-    /// Makes room in the read buffer and reads, under the header or idle deadline.
-    /// `Some` when the connection ends instead.
-    async fn read_more(&mut self) -> io::Result<Option<Ending>> {
-        if let Err(reject) = self.make_room() {
-            return self.refuse_and_close(reject).await.map(Some);
-        }
-        // A request now partly received started its header clock. The deadline goes to
-        // the table, whose sweeper ends the read once it passes.
-        let now = Instant::now();
-        if self.start < self.filled && self.request_began.is_none() {
-            self.request_began = Some(now);
-        }
-        if self.parser.in_body() && self.body_began.is_none() {
-            self.body_began = Some(now);
-        }
-        let mut deadline = match (self.request_began, self.body_began) {
-            // A body must keep arriving, and be whole within body_timeout_ms.
-            (_, Some(body)) => (now + self.idle_timeout).min(body + self.body_timeout),
-            (Some(began), None) => began + self.header_timeout,
-            (None, None) => now + self.idle_timeout,
-        };
-        // And the whole request within request_timeout_ms of its first byte.
-        let whole = self
-            .request_began
-            .filter(|_| self.filled > self.start)
-            .map(|began| began + self.request_timeout);
-        let whole_first = whole.is_some_and(|whole| whole < deadline);
-        if let Some(whole) = whole.filter(|_| whole_first) {
-            deadline = whole;
-        }
-        let key = self.slot.key();
-        if deadline > now {
-            let (table, bufs) = self.slot.parts();
-            table.set_deadline(key, deadline);
-            let stream = &mut self.stream;
-            let buf = &mut bufs.read[self.filled..];
-            let read = future::or(async { Ok(stream.read(buf).await) }, async {
-                Err(table.interrupted(key).await)
-            })
-            .await;
-            match read {
-                // End of input: the peer closed; or the shard is stopping.
-                Ok(Ok(0)) | Err(Interrupt::Shutdown) => return Ok(Some(Ending::Quiet)),
-                Ok(Ok(n)) => {
-                    self.filled += n;
-                    return Ok(None);
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(Interrupt::Expired) => {}
-            }
-        }
-        // Timed out: a request in progress gets a 408; a quiet connection closes.
-        if whole_first {
-            return self
-                .refuse_and_close(Reject::RequestTimeout)
-                .await
-                .map(Some);
-        }
-        if self.body_began.is_some() {
-            return self.refuse_and_close(Reject::BodyTimeout).await.map(Some);
-        }
-        if self.filled > 0 {
-            return self.refuse_and_close(Reject::HeaderTimeout).await.map(Some);
-        }
-        Ok(Some(Ending::Quiet))
     }
 
     /// Moves the unconsumed tail to the front; grows the buffer when it is full (only
@@ -475,12 +377,4 @@ fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
     Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
     ctx.metrics().rejected(reject);
     log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
-}
-
-/// Resolves once connection `key`'s deadline has passed. A shutdown does not end the
-/// wait: a request being answered is finished first.
-async fn expired(table: &Connections, key: usize) {
-    if table.interrupted(key).await == Interrupt::Shutdown {
-        std::future::pending::<()>().await;
-    }
 }
