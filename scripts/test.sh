@@ -63,6 +63,21 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   fi
 fi
 
+# The OpenAPI test validates docs/openapi.json with openapi-spec-validator (PyPI).
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "test.sh: installing openapi-spec-validator for the OpenAPI test" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y python3-pip >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y python3-pip >/dev/null; } || true
+  fi
+  python3 -m pip install --quiet openapi-spec-validator >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --break-system-packages openapi-spec-validator >/dev/null 2>&1 || true
+  if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    echo "test.sh: python3 with openapi-spec-validator is missing: pip install openapi-spec-validator (or apt-get install python3-pip first) and retry." >&2
+    exit 1
+  fi
+fi
+
 # The deploy test checks the systemd unit with systemd-analyze (Debian's systemd).
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

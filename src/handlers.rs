@@ -27,7 +27,7 @@ use crate::validate::{is_json_media_type, Invalids};
 /// `/readyz` speaks for the process: once this shard is ready, every other shard is
 /// asked too (a deferred read), so a probe never says 200 while any shard cannot write.
 /// `/metrics` is open too, like the probes: it holds counts, never patient data, ids or
-/// tokens; every shard is asked for its counters.
+/// tokens; every shard is asked for its counters. So is `/openapi.json`, the contract.
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
     let read = match route {
         Route::Readyz if !ctx.is_ready() => {
@@ -40,6 +40,10 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
         }
         Route::Readyz => Read::Ready,
         Route::Metrics => Read::Metrics,
+        Route::OpenApi => {
+            reply.ok(JSON, &[ctx.openapi()]);
+            return Outcome::after(head);
+        }
         _ => {
             reply.ok(TEXT, &[b"ok"]);
             return Outcome::after(head);
@@ -70,7 +74,7 @@ pub fn run(
             None => bad_param(reply, head),
         },
         Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
-        Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics => {
+        Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics | Route::OpenApi => {
             open(ctx, route, head, reply)
         }
     }

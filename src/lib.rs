@@ -45,7 +45,7 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`admission`], [`middleware`], [`handlers`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -63,10 +63,11 @@
 //! reads      -> clock, context, http, index, log, merge, metrics, outcome
 //! ack        -> clock, http, log, validate
 //! outcome    -> context, http, keys, log, logger, route
-//! context    -> auth, clock, config, http, index, keys, log, metrics, peers, ratelimit, validate
+//! context    -> auth, clock, config, http, index, keys, log, metrics, openapi, peers, ratelimit, validate
 //! peers      -> index, keys, log, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
+//! openapi    -> auth, route, validate
 //! index      -> log, validate
 //! keys       -> log
 //! ship       -> clock, log, validate
@@ -107,6 +108,7 @@ pub mod logger;
 pub mod merge;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod outcome;
 pub mod owner;
 pub mod peers;

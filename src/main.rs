@@ -108,6 +108,8 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json serves it).
+    Openapi,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +146,10 @@ fn main() -> ExitCode {
             })
         }
         Command::Verify { data_dir } => verify(&data_dir),
+        Command::Openapi => {
+            print!("{}", epro_ingest::openapi::document());
+            Ok(())
+        }
         Command::Ship {
             data_dir,
             postgres,

@@ -58,6 +58,7 @@ routes! {
     Get "/livez" => Livez, open;
     Get "/readyz" => Readyz, open;
     Get "/metrics" => Metrics, open;
+    Get "/openapi.json" => OpenApi, open;
     Post "/epro/submit" => Submit, [Device, Staff, Admin];
     Post "/api/v1/tags/add" => AddTag, [Staff, Admin];
     Get "/api/v1/projects/{projectId}/sites/{siteId}/subjects" => Subjects, [Staff, Admin];

@@ -1,0 +1,256 @@
+//! The API contract as an OpenAPI 3.1 document, built from the one route table
+//! ([`crate::route::TABLE`], with each route's access rule) and the validation rules
+//! ([`crate::validate`]): served at `GET /openapi.json` and committed as
+//! `docs/openapi.json` (a test fails when that copy is stale). A client generator
+//! reads it; nothing here is written twice by hand.
+
+use serde_json::{json, Map, Value};
+
+use crate::auth::Role;
+use crate::route::{Access, Route, TABLE};
+use crate::validate::{MAX_ID, NO_PROJECT};
+
+/// The document, pretty-printed with a final newline (as committed).
+pub fn document() -> String {
+    let mut paths = Map::new();
+    for &(method, path, route) in TABLE {
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("an object");
+        let method = method.as_str().to_ascii_lowercase();
+        entry.insert(method, operation(route, path));
+    }
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "epro-ingest",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "ePRO submissions, acknowledged once on stable storage. Every response carries X-Request-Id; errors are {\"error\": \"...\"}, and a body that breaks several rules lists them all in \"errors\".",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&doc).expect("a JSON value");
+    text.push('\n');
+    text
+}
+
+/// One operation: its summary, parameters, body, security and every response.
+fn operation(route: Route, path: &str) -> Value {
+    let mut op = Map::new();
+    op.insert("operationId".into(), json!(format!("{route:?}")));
+    op.insert("summary".into(), json!(summary(route)));
+    let parameters: Vec<Value> = path
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            json!({"name": name, "in": "path", "required": true,
+                   "description": "percent-encoded when it holds characters a path cannot",
+                   "schema": {"type": "string", "minLength": 1}})
+        })
+        .collect();
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), json!(parameters));
+    }
+    let mut responses = Map::new();
+    let (ok_type, ok_schema) = success(route);
+    let ok_status = "200";
+    responses.insert(
+        ok_status.into(),
+        json!({"description": "done", "content": {ok_type: {"schema": ok_schema}}}),
+    );
+    let mut errors = vec!["400", "408", "413", "414", "431", "500", "503"];
+    match route.access() {
+        Access::Open => {
+            op.insert("security".into(), json!([]));
+        }
+        Access::Roles(roles) => {
+            op.insert("security".into(), json!([{"bearer": []}]));
+            let who: Vec<&str> = roles.iter().map(|r| Role::as_str(*r)).collect();
+            op.insert("x-roles".into(), json!(who));
+            errors.extend(["401", "403", "429"]);
+        }
+    }
+    if let Some(schema) = request_body(route) {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
+        );
+        errors.extend(["415", "422"]);
+        op.insert(
+            "parameters".into(),
+            json!([{"name": "Idempotency-Key", "in": "header", "required": false,
+                    "description": "stored at most once per (principal, key); 1 to 126 visible ASCII characters",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 126}}]),
+        );
+    }
+    if matches!(route, Route::Record | Route::Permissions) {
+        errors.push("404");
+    }
+    errors.sort_unstable();
+    for status in errors {
+        responses.insert(
+            status.into(),
+            json!({"description": error_meaning(status),
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
+    }
+    op.insert("responses".into(), Value::Object(responses));
+    Value::Object(op)
+}
+
+fn summary(route: Route) -> &'static str {
+    match route {
+        Route::Healthz => "Liveness of the process",
+        Route::Livez => "Liveness of the process",
+        Route::Readyz => "Whether every shard has recovered and can take writes",
+        Route::Metrics => "Prometheus metrics (text format 0.0.4)",
+        Route::OpenApi => "This document",
+        Route::Submit => "Submit a patient-reported outcome report",
+        Route::AddTag => "Tag a patient of a project",
+        Route::Subjects => "The patients with reports at a site, with their tags",
+        Route::Summary => "A project's report counts, by site",
+        Route::Permissions => "A principal's role and projects",
+        Route::Record => "One stored record by its id, its body exactly as received",
+    }
+}
+
+/// The 200's media type and schema.
+fn success(route: Route) -> (&'static str, Value) {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    match route {
+        Route::Healthz | Route::Livez | Route::Readyz => ("text/plain", json!({"const": "ok"})),
+        Route::Metrics => ("text/plain", json!({"type": "string"})),
+        Route::OpenApi => ("application/json", json!({"type": "object"})),
+        Route::Submit => ("application/json", reference("Submitted")),
+        Route::AddTag => (
+            "application/json",
+            json!({"type": "object", "required": ["success"],
+            "properties": {"success": {"const": true}}}),
+        ),
+        Route::Subjects => ("application/json", reference("Subjects")),
+        Route::Summary => ("application/json", reference("Summary")),
+        Route::Permissions => ("application/json", reference("Permissions")),
+        Route::Record => (
+            "application/json",
+            json!({"type": "object",
+            "description": "the submitted body, byte for byte; headers X-Record-Principal and X-Received-At"}),
+        ),
+    }
+}
+
+fn request_body(route: Route) -> Option<Value> {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    match route {
+        Route::Submit => Some(reference("Submission")),
+        Route::AddTag => Some(reference("Tag")),
+        _ => None,
+    }
+}
+
+fn error_meaning(status: &str) -> &'static str {
+    match status {
+        "400" => "malformed request or body; every broken rule is named",
+        "401" => "missing or unknown bearer token (WWW-Authenticate says how)",
+        "403" => "the principal's role or projects do not allow this",
+        "404" => "no such record or principal",
+        "408" => "the request did not arrive in time",
+        "413" => "body over max_body_bytes",
+        "414" => "request line over max_head_bytes",
+        "415" => "the body is not application/json",
+        "422" => "the idempotency key was used before with another body",
+        "429" => "over the principal's rate limit (Retry-After)",
+        "431" => "head over max_head_bytes or max_headers",
+        "500" => "the handler failed; the connection closes",
+        _ => "not ready, overloaded or storage unavailable (Retry-After when retrying helps)",
+    }
+}
+
+/// The bodies' schemas, from the validation rules.
+fn schemas() -> Value {
+    let id = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID});
+    let project = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID,
+        "not": {"const": NO_PROJECT}});
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {
+                "error": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Submission": {
+            "type": "object", "required": ["patientId", "reportData"],
+            "description": "unknown fields are allowed and stored; a field given twice is refused; nesting at most 64 levels",
+            "properties": {
+                "patientId": id,
+                "reportData": {"oneOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "object", "minProperties": 1},
+                ]},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "projectId": project,
+                "siteId": id,
+                "submissionId": id,
+            },
+        },
+        "Submitted": {
+            "type": "object", "required": ["status", "message", "id", "receivedAt"],
+            "properties": {
+                "status": {"const": "success"},
+                "message": {"type": "string"},
+                "id": {"type": "string", "pattern": "^s[0-9]+-[0-9]+$"},
+                "receivedAt": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Tag": {
+            "type": "object", "required": ["patientId", "tagName", "projectId"],
+            "properties": {"patientId": id, "tagName": id, "projectId": project},
+        },
+        "Subjects": {
+            "type": "object", "required": ["projectId", "siteId", "subjects"],
+            "properties": {
+                "projectId": {"type": "string"},
+                "siteId": {"type": "string"},
+                "subjects": {"type": "array", "items": {
+                    "type": "object", "required": ["patientId", "reports", "tags"],
+                    "properties": {
+                        "patientId": {"type": "string"},
+                        "reports": {"type": "integer", "minimum": 0},
+                        "lastReceivedAt": {"type": ["string", "null"], "format": "date-time"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                    },
+                }},
+            },
+        },
+        "Summary": {
+            "type": "object", "required": ["projectId", "reports", "subjects", "sites"],
+            "properties": {
+                "projectId": {"type": "string"},
+                "reports": {"type": "integer", "minimum": 0},
+                "subjects": {"type": "integer", "minimum": 0},
+                "lastReceivedAt": {"type": ["string", "null"], "format": "date-time"},
+                "sites": {"type": "object", "additionalProperties": {
+                    "type": "object", "required": ["reports", "subjects"],
+                    "properties": {
+                        "reports": {"type": "integer", "minimum": 0},
+                        "subjects": {"type": "integer", "minimum": 0},
+                    },
+                }},
+            },
+        },
+        "Permissions": {
+            "type": "object", "required": ["userId", "role", "projects"],
+            "properties": {
+                "userId": {"type": "string"},
+                "role": {"enum": ["device", "staff", "admin"]},
+                "projects": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    })
+}

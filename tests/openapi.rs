@@ -1,0 +1,69 @@
+//! The OpenAPI contract: generated from the route table and the validation rules,
+//! served at `GET /openapi.json`, committed as `docs/openapi.json` (this test fails
+//! when that copy is stale), and valid for a real OpenAPI validator
+//! (`openapi-spec-validator`; `scripts/test.sh` installs it).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{get, Server};
+use epro_ingest::route::{Access, TABLE};
+
+const COMMITTED: &str = include_str!("../docs/openapi.json");
+
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    assert!(
+        COMMITTED == epro_ingest::openapi::document(),
+        "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
+    );
+}
+
+#[test]
+fn every_route_is_documented_with_its_access() {
+    let doc: serde_json::Value = serde_json::from_str(COMMITTED).unwrap();
+    for (method, path, route) in TABLE {
+        let op = &doc["paths"][*path][method.as_str().to_ascii_lowercase()];
+        assert!(op.is_object(), "{method:?} {path} missing");
+        let open = op["security"] == serde_json::json!([]);
+        assert_eq!(open, route.access() == Access::Open, "{path}");
+        let statuses = op["responses"].as_object().unwrap();
+        assert!(statuses.contains_key("200"), "{path}");
+        if !open {
+            for status in ["401", "403", "429"] {
+                assert!(statuses.contains_key(status), "{path}: {status}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_server_serves_it_and_a_validator_accepts_it() {
+    let server = Server::start("", &[]);
+    let mut stream = server.connect();
+    let r = get(&mut stream, "/openapi.json", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.body, COMMITTED.as_bytes());
+    let script = "import sys, json\n\
+        from openapi_spec_validator import validate\n\
+        validate(json.load(sys.stdin))\n\
+        print('valid')";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs openapi-spec-validator)");
+    child.stdin.take().unwrap().write_all(&r.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the validator refused the document:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
+}
