@@ -78,6 +78,17 @@ if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   fi
 fi
 
+# The OpenAPI test runs schemathesis (PyPI) against a live server.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "test.sh: installing schemathesis for the OpenAPI test" >&2
+  python3 -m pip install --quiet schemathesis >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --break-system-packages schemathesis >/dev/null 2>&1 || true
+  if ! command -v schemathesis >/dev/null 2>&1; then
+    echo "test.sh: schemathesis is missing: pip install schemathesis and retry." >&2
+    exit 1
+  fi
+fi
+
 # The deploy test checks the systemd unit with systemd-analyze (Debian's systemd).
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -49,9 +49,15 @@ fn operation(route: Route, path: &str) -> Value {
         .split('/')
         .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
+            // A record id is the one acknowledge wrote: no sign, no leading zero.
+            let schema = if name == "id" {
+                json!({"type": "string", "pattern": "^s(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$"})
+            } else {
+                json!({"type": "string", "minLength": 1})
+            };
             json!({"name": name, "in": "path", "required": true,
                    "description": "percent-encoded when it holds characters a path cannot",
-                   "schema": {"type": "string", "minLength": 1}})
+                   "schema": schema})
         })
         .collect();
     if !parameters.is_empty() {
@@ -85,8 +91,8 @@ fn operation(route: Route, path: &str) -> Value {
         op.insert(
             "parameters".into(),
             json!([{"name": "Idempotency-Key", "in": "header", "required": false,
-                    "description": "stored at most once per (principal, key); 1 to 126 visible ASCII characters",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 126}}]),
+                    "description": "stored at most once per (principal, key); 1 to 126 visible ASCII characters; equal to the body's submissionId when both are given (else 400)",
+                    "schema": {"type": "string", "pattern": "^[!-~]{1,126}$"}}]),
         );
     }
     if matches!(route, Route::Record | Route::Permissions) {

@@ -530,3 +530,14 @@ fn validation_reports_every_failing_field() {
     let summary = get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN);
     assert_eq!(summary.json()["reports"], 0);
 }
+
+/// JSON allows integers of any size: one past 64 bits is stored, not refused as
+/// malformed, and the body is kept exactly.
+#[test]
+fn integers_past_64_bits_are_valid_json() {
+    let server = Server::start(CONFIG, &[]);
+    let mut s = server.connect();
+    let body = r#"{"patientId":"P-big","projectId":"P001","reportData":{"n":34506910149765885952,"m":-1.7976931348623155e+308}}"#;
+    let r = post(&mut s, "/epro/submit", DEVICE, body);
+    assert_eq!(r.status, 200, "{}", r.text());
+}

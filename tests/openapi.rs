@@ -67,3 +67,48 @@ fn the_server_serves_it_and_a_validator_accepts_it() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
 }
+
+/// schemathesis (PyPI) against a live server with a bearer token, bounded (20 examples
+/// per operation, a fixed seed): no 5xx, no response that breaks the schema, no
+/// status or media type the document does not list.
+#[test]
+fn schemathesis_finds_no_5xx_no_schema_break_and_no_undocumented_status() {
+    let server = Server::start("", &[]);
+    let token = std::fs::read_to_string(server.data_dir().join("admin.token")).unwrap();
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    let dir = common::temp_dir();
+    let out = Command::new("schemathesis")
+        .current_dir(dir.path())
+        .args(["run", schema, "--url"])
+        .arg(format!("http://{}", server.addr))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,response_schema_conformance,\
+             content_type_conformance,response_headers_conformance",
+            "--max-examples",
+            "20",
+            "--seed",
+            "20261127",
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+            "--no-color",
+        ])
+        .output()
+        .expect("schemathesis (scripts/test.sh installs it from PyPI)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It really tested every operation.
+    let operations = TABLE.len();
+    assert!(
+        said.contains(&format!("Tested: {operations}")),
+        "not every operation was tested:\n{said}"
+    );
+}
