@@ -5,9 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 
 use common::{exchange, get, post, project_report, Server, DEVICE_TOKEN as DEVICE};
 use std::time::Duration;
@@ -159,20 +157,7 @@ from prometheus_client.parser import text_string_to_metric_families
 for family in text_string_to_metric_families(sys.stdin.read()):
     print(family.name, family.type, len(family.samples))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test.sh installs it with python3-prometheus-client)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::python(script, text.as_bytes());
     assert!(
         out.status.success(),
         "the Prometheus parser refused the exposition:\n{}\n{text}",

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{get, Server};
 use epro_ingest::route::{Access, TABLE};
@@ -51,15 +50,7 @@ fn the_server_serves_it_and_a_validator_accepts_it() {
         from openapi_spec_validator import validate\n\
         validate(json.load(sys.stdin))\n\
         print('valid')";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test.sh installs openapi-spec-validator)");
-    child.stdin.take().unwrap().write_all(&r.body).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::python(script, &r.body);
     assert!(
         out.status.success(),
         "the validator refused the document:\n{}",

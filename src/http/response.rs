@@ -12,82 +12,50 @@ pub type Header<'a> = (&'a [u8], &'a [u8]);
 /// Retry in a second: a limit that frees up, or a shard that is busy or not ready.
 pub const RETRY_AFTER: Header<'static> = (b"Retry-After", b"1");
 
-/// The statuses this server sends, each with its precomputed status line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    PayloadTooLarge,
-    UriTooLong,
-    UnsupportedMediaType,
-    ExpectationFailed,
-    UnprocessableContent,
-    TooManyRequests,
-    HeaderFieldsTooLarge,
-    InternalServerError,
-    NotImplemented,
-    ServiceUnavailable,
-    VersionNotSupported,
+/// Declares the statuses this server sends: the enum, [`Status::ALL`] in the same
+/// order, and each one's precomputed status line.
+macro_rules! statuses {
+    ($($name:ident => $line:literal,)*) => {
+        /// The statuses this server sends, each with its precomputed status line.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Status { $($name,)* }
+
+        impl Status {
+            /// Every status, in declaration order (`ALL[s as usize] == s`).
+            pub const ALL: &'static [Status] = &[$(Status::$name,)*];
+
+            const fn line(self) -> &'static [u8] {
+                match self { $(Status::$name => concat!("HTTP/1.1 ", $line, "\r\n").as_bytes(),)* }
+            }
+        }
+    };
+}
+
+statuses! {
+    Ok => "200 OK",
+    BadRequest => "400 Bad Request",
+    Unauthorized => "401 Unauthorized",
+    Forbidden => "403 Forbidden",
+    NotFound => "404 Not Found",
+    MethodNotAllowed => "405 Method Not Allowed",
+    RequestTimeout => "408 Request Timeout",
+    PayloadTooLarge => "413 Content Too Large",
+    UriTooLong => "414 URI Too Long",
+    UnsupportedMediaType => "415 Unsupported Media Type",
+    ExpectationFailed => "417 Expectation Failed",
+    UnprocessableContent => "422 Unprocessable Content",
+    TooManyRequests => "429 Too Many Requests",
+    HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
+    InternalServerError => "500 Internal Server Error",
+    NotImplemented => "501 Not Implemented",
+    ServiceUnavailable => "503 Service Unavailable",
+    VersionNotSupported => "505 HTTP Version Not Supported",
 }
 
 impl Status {
-    /// Every status, in declaration order (`ALL[s as usize] == s`).
-    pub const ALL: [Status; 18] = {
-        use Status::*;
-        [
-            Ok,
-            BadRequest,
-            Unauthorized,
-            Forbidden,
-            NotFound,
-            MethodNotAllowed,
-            RequestTimeout,
-            PayloadTooLarge,
-            UriTooLong,
-            UnsupportedMediaType,
-            ExpectationFailed,
-            UnprocessableContent,
-            TooManyRequests,
-            HeaderFieldsTooLarge,
-            InternalServerError,
-            NotImplemented,
-            ServiceUnavailable,
-            VersionNotSupported,
-        ]
-    };
-
     /// The three-digit code.
     pub fn code(self) -> &'static str {
         std::str::from_utf8(&self.line()[9..12]).unwrap_or("000")
-    }
-
-    const fn line(self) -> &'static [u8] {
-        use Status::*;
-        match self {
-            Ok => b"HTTP/1.1 200 OK\r\n",
-            BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
-            Unauthorized => b"HTTP/1.1 401 Unauthorized\r\n",
-            Forbidden => b"HTTP/1.1 403 Forbidden\r\n",
-            NotFound => b"HTTP/1.1 404 Not Found\r\n",
-            MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
-            RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\n",
-            PayloadTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
-            UriTooLong => b"HTTP/1.1 414 URI Too Long\r\n",
-            UnsupportedMediaType => b"HTTP/1.1 415 Unsupported Media Type\r\n",
-            ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
-            UnprocessableContent => b"HTTP/1.1 422 Unprocessable Content\r\n",
-            TooManyRequests => b"HTTP/1.1 429 Too Many Requests\r\n",
-            HeaderFieldsTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
-            InternalServerError => b"HTTP/1.1 500 Internal Server Error\r\n",
-            NotImplemented => b"HTTP/1.1 501 Not Implemented\r\n",
-            ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
-            VersionNotSupported => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
-        }
     }
 }
 

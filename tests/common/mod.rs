@@ -502,3 +502,17 @@ pub fn verify(data_dir: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Runs `script` with python3, `input` on its stdin (the Python tools the tests use,
+/// which `scripts/test.sh` installs).
+pub fn python(script: &str, input: &[u8]) -> std::process::Output {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
