@@ -56,7 +56,7 @@ pub fn refuse_storage(reply: &mut Reply<'_>, e: LogError) {
 
 /// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
 /// without allocating.
-fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
+pub fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
     let mut shard_digits = itoa::Buffer::new();
     let mut seq_digits = itoa::Buffer::new();
     let mut n = 0;

@@ -10,6 +10,7 @@ use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::config::Durability;
 use crate::context::Context;
+use crate::fhir_api;
 use crate::http::parse::Head;
 use crate::http::percent;
 use crate::http::request::Request;
@@ -44,6 +45,10 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
             reply.ok(JSON, &[ctx.openapi()]);
             return Outcome::after(head);
         }
+        Route::FhirMetadata => {
+            fhir_api::metadata(reply);
+            return Outcome::after(head);
+        }
         _ => {
             reply.ok(TEXT, &[b"ok"]);
             return Outcome::after(head);
@@ -74,9 +79,14 @@ pub fn run(
             None => bad_param(reply, head),
         },
         Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
-        Route::Healthz | Route::Livez | Route::Readyz | Route::Metrics | Route::OpenApi => {
-            open(ctx, route, head, reply)
-        }
+        Route::FhirCreate => fhir_api::create(ctx, who, request, reply),
+        Route::FhirRead => fhir_api::read(ctx, who, params.get("id").unwrap_or(""), head, reply),
+        Route::Healthz
+        | Route::Livez
+        | Route::Readyz
+        | Route::Metrics
+        | Route::OpenApi
+        | Route::FhirMetadata => open(ctx, route, head, reply),
     }
 }
 
@@ -105,6 +115,7 @@ fn record(
         shard,
         seq,
         principal: who.id.clone(),
+        fhir: false,
     };
     Outcome {
         deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),

@@ -110,6 +110,21 @@ impl Index {
             Kind::Tag => validator.tag(record.body, |t| {
                 self.add_tag(t.project_id, t.patient_id, t.tag_name)
             }),
+            Kind::Fhir => {
+                // Validated before it was stored: counted like a report.
+                if let Some(f) = crate::fhir::fields(record.body) {
+                    let (project, site) = (f.project_id.as_deref(), f.site_id.as_deref());
+                    self.add_report(&f.patient_id, project, site, record.received_ns);
+                } else {
+                    self.unindexed += 1;
+                    log::warn!(
+                        "record s{}-{} (FHIR) is stored but not counted in reads",
+                        record.shard,
+                        record.seq
+                    );
+                }
+                Ok(())
+            }
         };
         if let Err(invalid) = counted {
             self.unindexed += 1;

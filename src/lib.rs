@@ -15,6 +15,7 @@
 //! | onion | [`middleware`], [`auth`] | recovery, access log, bearer auth, the route's role rule |
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
+//! | FHIR | [`fhir_api`], [`fhir`] | R4 QuestionnaireResponse intake, read back, CapabilityStatement |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`owner`], [`index`], [`merge`], [`log::locations`] | each shard's index asked over a channel mesh; answers merged; a record by its id |
 //! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
@@ -43,9 +44,9 @@
 //! |---|---|---|
 //! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
-//! | 3 request | [`admission`], [`middleware`], [`handlers`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
+//! | 3 request | [`admission`], [`middleware`], [`handlers`], [`fhir_api`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -57,10 +58,11 @@
 //! conn       -> admission, context, http, logger, middleware
 //! admission  -> context, http, logger, middleware, outcome, route
 //! middleware -> auth, context, handlers, http, keyed, logger, outcome, reads, route
-//! handlers   -> ack, auth, clock, config, context, http, keyed, keys, log, outcome, route, task, validate
+//! handlers   -> ack, auth, clock, config, context, fhir_api, http, keyed, keys, log, outcome, route, task, validate
+//! fhir_api   -> ack, auth, clock, config, context, fhir, http, log, outcome, validate
 //! keyed      -> ack, config, context, http, keys, log
 //! owner      -> context, keyed, keys, log, metrics, peers, reads, task
-//! reads      -> clock, context, http, index, log, merge, metrics, outcome
+//! reads      -> clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome
 //! ack        -> clock, http, log, validate
 //! outcome    -> context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, openapi, peers, ratelimit, validate
@@ -68,9 +70,10 @@
 //! merge      -> clock, index
 //! metrics    -> http, route
 //! openapi    -> auth, route, validate
-//! index      -> log, validate
+//! fhir       -> clock, validate
+//! index      -> fhir, log, validate
 //! keys       -> log
-//! ship       -> clock, log, validate
+//! ship       -> clock, fhir, log, validate
 //! log        -> clock, config, metrics, task
 //! route      -> auth, http
 //! config     -> auth, http, logger, ratelimit, validate
@@ -98,6 +101,8 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod context;
+pub mod fhir;
+pub mod fhir_api;
 pub mod handlers;
 pub mod http;
 pub mod index;

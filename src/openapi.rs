@@ -65,7 +65,15 @@ fn operation(route: Route, path: &str) -> Value {
     }
     let mut responses = Map::new();
     let (ok_type, ok_schema) = success(route);
-    let ok_status = "200";
+    let fhir = matches!(
+        route,
+        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata
+    );
+    let ok_status = if route == Route::FhirCreate {
+        "201"
+    } else {
+        "200"
+    };
     responses.insert(
         ok_status.into(),
         json!({"description": "done", "content": {ok_type: {"schema": ok_schema}}}),
@@ -82,7 +90,23 @@ fn operation(route: Route, path: &str) -> Value {
             errors.extend(["401", "403", "429"]);
         }
     }
-    if let Some(schema) = request_body(route) {
+    if route == Route::FhirCreate {
+        let schema = json!({"$ref": "#/components/schemas/QuestionnaireResponse"});
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {
+                "application/fhir+json": {"schema": schema},
+                "application/json": {"schema": schema},
+            }}),
+        );
+        op.insert(
+            "parameters".into(),
+            json!([{"name": "Prefer", "in": "header", "required": false,
+                    "description": "return=minimal: no body; return=representation: the resource; else an OperationOutcome naming its id",
+                    "schema": {"type": "string"}}]),
+        );
+        errors.extend(["415", "422"]);
+    } else if let Some(schema) = request_body(route) {
         op.insert(
             "requestBody".into(),
             json!({"required": true, "content": {"application/json": {"schema": schema}}}),
@@ -95,15 +119,23 @@ fn operation(route: Route, path: &str) -> Value {
                     "schema": {"type": "string", "pattern": "^[!-~]{1,126}$"}}]),
         );
     }
-    if matches!(route, Route::Record | Route::Permissions) {
+    if matches!(route, Route::Record | Route::Permissions | Route::FhirRead) {
         errors.push("404");
     }
     errors.sort_unstable();
+    let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
+    let outcome = json!({"schema": {"$ref": "#/components/schemas/OperationOutcome"}});
     for status in errors {
+        // The /fhir routes refuse with an OperationOutcome; framing, auth and limits
+        // answer before any route, as everywhere.
+        let content = if fhir {
+            json!({"application/json": error, "application/fhir+json": outcome})
+        } else {
+            json!({"application/json": error})
+        };
         responses.insert(
             status.into(),
-            json!({"description": error_meaning(status),
-                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+            json!({"description": error_meaning(status), "content": content}),
         );
     }
     op.insert("responses".into(), Value::Object(responses));
@@ -123,6 +155,9 @@ fn summary(route: Route) -> &'static str {
         Route::Summary => "A project's report counts, by site",
         Route::Permissions => "A principal's role and projects",
         Route::Record => "One stored record by its id, its body exactly as received",
+        Route::FhirCreate => "Store a FHIR R4 QuestionnaireResponse (201, Location, ETag)",
+        Route::FhirRead => "A stored QuestionnaireResponse, byte for byte",
+        Route::FhirMetadata => "The FHIR CapabilityStatement",
     }
 }
 
@@ -146,6 +181,17 @@ fn success(route: Route) -> (&'static str, Value) {
             "application/json",
             json!({"type": "object",
             "description": "the submitted body, byte for byte; headers X-Record-Principal and X-Received-At"}),
+        ),
+        Route::FhirCreate => ("application/fhir+json", reference("OperationOutcome")),
+        Route::FhirRead => (
+            "application/fhir+json",
+            json!({"type": "object", "required": ["resourceType"],
+                   "properties": {"resourceType": {"const": "QuestionnaireResponse"}}}),
+        ),
+        Route::FhirMetadata => (
+            "application/fhir+json",
+            json!({"type": "object", "required": ["resourceType"],
+                   "properties": {"resourceType": {"const": "CapabilityStatement"}}}),
         ),
     }
 }
@@ -246,6 +292,33 @@ fn schemas() -> Value {
                     "properties": {
                         "reports": {"type": "integer", "minimum": 0},
                         "subjects": {"type": "integer", "minimum": 0},
+                    },
+                }},
+            },
+        },
+        "QuestionnaireResponse": {
+            "type": "object", "required": ["resourceType", "status", "subject", "authored"],
+            "description": "FHIR R4; project and site in meta.tag with systems urn:epro-ingest:project and urn:epro-ingest:site; every item needs a linkId",
+            "properties": {
+                "resourceType": {"const": "QuestionnaireResponse"},
+                "status": {"enum": ["in-progress", "completed", "amended", "entered-in-error", "stopped"]},
+                "subject": {"type": "object", "required": ["reference"],
+                    "properties": {"reference": {"type": "string", "pattern": "^Patient/[A-Za-z0-9.-]{1,64}$"}}},
+                "authored": {"type": "string"},
+                "questionnaire": {"type": "string"},
+            },
+        },
+        "OperationOutcome": {
+            "type": "object", "required": ["resourceType", "issue"],
+            "properties": {
+                "resourceType": {"const": "OperationOutcome"},
+                "issue": {"type": "array", "items": {
+                    "type": "object", "required": ["severity", "code"],
+                    "properties": {
+                        "severity": {"type": "string"},
+                        "code": {"type": "string"},
+                        "diagnostics": {"type": "string"},
+                        "expression": {"type": "array", "items": {"type": "string"}},
                     },
                 }},
             },

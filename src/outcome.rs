@@ -77,11 +77,13 @@ pub enum Read {
     Ready,
     /// `/metrics`: every shard's counters.
     Metrics,
-    /// One record by its id, for this principal.
+    /// One record by its id, for this principal; `fhir`: a QuestionnaireResponse, read
+    /// and refused the FHIR way.
     Record {
         shard: usize,
         seq: u64,
         principal: String,
+        fhir: bool,
     },
 }
 
@@ -127,7 +129,8 @@ impl Work {
             Work::Read(Read::Summary { .. }) => Route::Summary,
             Work::Read(Read::Ready) => Route::Readyz,
             Work::Read(Read::Metrics) => Route::Metrics,
-            Work::Read(Read::Record { .. }) => Route::Record,
+            Work::Read(Read::Record { fhir: false, .. }) => Route::Record,
+            Work::Read(Read::Record { fhir: true, .. }) => Route::FhirRead,
             Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
             Work::Keyed(_) => Route::Submit,
         }

@@ -6,9 +6,11 @@
 
 use crate::clock;
 use crate::context::Context;
+use crate::fhir_api;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
 use crate::log::locations::{read_record, Location};
+use crate::log::record::Kind;
 use crate::log::recover::shard_dir;
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
@@ -25,7 +27,8 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
             shard,
             seq,
             principal,
-        } => return record(ctx, *shard, *seq, principal, reply).await,
+            fhir,
+        } => return record(ctx, (*shard, *seq), principal, *fhir, reply).await,
         Read::Subjects { project, site } => subjects(ctx, project, site).await,
         Read::Summary { project } => summary(ctx, project).await,
     };
@@ -85,7 +88,22 @@ pub async fn locate(ctx: &Context, seq: u64) -> Option<Location> {
 
 /// `GET /api/v1/records/{id}`: the record's body exactly as received, with who sent it
 /// and when; for admins and the staff of its project (`-` for a report without one).
-async fn record(ctx: &Context, shard: usize, seq: u64, principal: &str, reply: &mut Reply<'_>) {
+/// `fhir` (`GET /fhir/QuestionnaireResponse/{id}`): only a QuestionnaireResponse is
+/// found, as `application/fhir+json`, and refusals are `OperationOutcome`s.
+async fn record(
+    ctx: &Context,
+    (shard, seq): (usize, u64),
+    principal: &str,
+    fhir: bool,
+    reply: &mut Reply<'_>,
+) {
+    let refuse = |reply: &mut Reply<'_>, status: Status, code: &'static str, why: &str| {
+        if fhir {
+            fhir_api::refuse(reply, status, code, "QuestionnaireResponse", why, &[]);
+        } else {
+            reply.error(status, &[why.as_bytes()], None);
+        }
+    };
     let location = if shard == ctx.shard() {
         Ok(locate(ctx, seq).await)
     } else {
@@ -96,40 +114,50 @@ async fn record(ctx: &Context, shard: usize, seq: u64, principal: &str, reply: &
     };
     let at = match location {
         Ok(Some(at)) => at,
-        Ok(None) => return reply.error(Status::NotFound, &[b"no such record"], None),
-        Err(message) => {
-            return reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None)
-        }
+        Ok(None) => return refuse(reply, Status::NotFound, "not-found", "no such record"),
+        Err(message) => return refuse(reply, Status::ServiceUnavailable, "transient", message),
     };
     let dir = shard_dir(&ctx.config().data_dir, shard);
     let read = glommio::executor()
         .spawn_blocking(move || read_record(&dir, shard as u16, seq, at))
         .await;
     let stored = match read {
+        Ok(stored) if fhir && stored.kind != Kind::Fhir => {
+            return refuse(reply, Status::NotFound, "not-found", "no such record")
+        }
         Ok(stored) => stored,
         Err(e) => {
             log::error!("shard {}: reading record s{shard}-{seq}: {e}", ctx.shard());
-            return reply.error(
-                Status::InternalServerError,
-                &[b"the record cannot be read"],
-                None,
-            );
+            let why = "the record cannot be read";
+            return refuse(reply, Status::InternalServerError, "exception", why);
         }
+    };
+    let project = match stored.kind {
+        Kind::Fhir => crate::fhir::fields(&stored.body)
+            .and_then(|f| f.project_id)
+            .unwrap_or_else(|| "-".to_string()),
+        _ => project_of(&stored.body),
     };
     let may_read = ctx
         .principals()
         .find(principal)
-        .is_some_and(|who| who.may_access(&project_of(&stored.body)));
+        .is_some_and(|who| who.may_access(&project));
     if !may_read {
-        let message = b"this principal may not read the record's project";
-        return reply.error(Status::Forbidden, &[message], None);
+        let why = "this principal may not read the record's project";
+        return refuse(reply, Status::Forbidden, "forbidden", why);
     }
     let at = clock::format_rfc3339(stored.received_ns);
     let headers = [
         (&b"X-Record-Principal"[..], stored.principal.as_bytes()),
         (&b"X-Received-At"[..], &at[..]),
+        (&b"ETag"[..], &b"W/\"1\""[..]),
     ];
-    reply.ok_with_all(JSON, &headers, &[&stored.body]);
+    let (media, headers) = if fhir {
+        (crate::fhir::MEDIA_TYPE, &headers[..])
+    } else {
+        (JSON, &headers[..2])
+    };
+    reply.with(Status::Ok, media, headers, &[&stored.body]);
 }
 
 /// The project a stored body belongs to, as the read APIs count it: its `projectId`,

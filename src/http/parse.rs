@@ -91,6 +91,8 @@ pub struct Head<'b> {
     pub idempotency_key: Option<&'b [u8]>,
     /// The first `X-Request-Id` field's value, as sent (checked where it is used).
     pub request_id: Option<&'b [u8]>,
+    /// The first `Prefer` field's value (RFC 7240; FHIR's `return=minimal`).
+    pub prefer: Option<&'b [u8]>,
     /// Bytes of the head, including the final empty line.
     pub len: usize,
 }
@@ -171,6 +173,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
         authorization: fields.authorization,
         idempotency_key: fields.idempotency_key,
         request_id: fields.request_id,
+        prefer: fields.prefer,
         len,
     }))
 }
@@ -258,6 +261,7 @@ struct Fields<'b> {
     authorization: Option<&'b [u8]>,
     idempotency_key: Option<&'b [u8]>,
     request_id: Option<&'b [u8]>,
+    prefer: Option<&'b [u8]>,
 }
 
 impl<'b> Fields<'b> {
@@ -304,6 +308,8 @@ impl<'b> Fields<'b> {
         } else if name.eq_ignore_ascii_case("x-request-id") {
             // A tracing aid, not a framing field: a second one is ignored, not refused.
             self.request_id.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("prefer") {
+            self.prefer.get_or_insert(value);
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ macro_rules! statuses {
 
 statuses! {
     Ok => "200 OK",
+    Created => "201 Created",
     BadRequest => "400 Bad Request",
     Unauthorized => "401 Unauthorized",
     Forbidden => "403 Forbidden",
@@ -165,6 +166,17 @@ impl<'o> Reply<'o> {
     /// [`Reply::ok`] with more header fields.
     pub fn ok_with_all(&mut self, content_type: &[u8], extra: &[Header<'_>], body: &[&[u8]]) {
         self.write(Status::Ok, content_type, extra, body);
+    }
+
+    /// A body of `content_type` with `status` and more header fields.
+    pub fn with(
+        &mut self,
+        status: Status,
+        content_type: &[u8],
+        extra: &[Header<'_>],
+        body: &[&[u8]],
+    ) {
+        self.write(status, content_type, extra, body);
     }
 
     /// A JSON body with `status`, the concatenation of `body`'s parts (JSON-safe as

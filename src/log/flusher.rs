@@ -114,7 +114,7 @@ impl Log {
                 metrics.bytes += bytes.len() as u64;
                 // Counted before anyone is told: a client reads its own write.
                 each_record(bytes, &mut |record, offset| {
-                    metrics.records[record.kind as usize - 1].1 += 1;
+                    metrics.records[record.kind.index()].1 += 1;
                     on_durable(record, start + offset);
                 });
                 drop(metrics);

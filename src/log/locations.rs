@@ -7,7 +7,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::record::{decode, field, Decoded, HEADER_LEN, MAX_PAYLOAD};
+use super::record::{decode, field, Decoded, Kind, HEADER_LEN, MAX_PAYLOAD};
 use super::recover::segment_name;
 
 /// One segment's record offsets.
@@ -62,6 +62,7 @@ impl Locations {
 /// A record read back: what the response needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
+    pub kind: Kind,
     pub principal: String,
     pub received_ns: u64,
     pub body: Vec<u8>,
@@ -87,6 +88,7 @@ pub fn read_record(dir: &Path, shard: u16, seq: u64, at: Location) -> io::Result
     file.read_exact(&mut frame[field::PAYLOAD..])?;
     match decode(&frame, Some((shard, seq))) {
         Decoded::Record(r, _) => Ok(Stored {
+            kind: r.kind,
             principal: r.principal.to_string(),
             received_ns: r.received_ns,
             body: r.body.to_vec(),

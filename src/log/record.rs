@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
 //! | 4 | 4 | `len`: payload bytes, 28 + principal + body |
-//! | 8 | 1 | kind: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one (other values reserved) |
+//! | 8 | 1 | kind: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one, 5 FHIR QuestionnaireResponse (other values reserved) |
 //! | 9 | 1 | principal length `p` (1..=255; the config allows at most 128) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
@@ -100,11 +100,22 @@ pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
 pub enum Kind {
     Report = 1,
     Tag = 2,
+    /// A FHIR R4 QuestionnaireResponse, stored byte for byte ([`crate::fhir`]).
+    Fhir = 5,
 }
 
 impl Kind {
-    /// Names for metrics, by `kind as usize - 1`.
-    pub const NAMES: [&'static str; 2] = ["report", "tag"];
+    /// Names for metrics, by [`Kind::index`].
+    pub const NAMES: [&'static str; 3] = ["report", "tag", "fhir"];
+
+    /// Position in [`Kind::NAMES`].
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Report => 0,
+            Kind::Tag => 1,
+            Kind::Fhir => 2,
+        }
+    }
 
     /// The kind a kind byte names, and whether the record carries a key.
     pub fn from_byte(b: u8) -> Option<(Kind, bool)> {
@@ -113,18 +124,24 @@ impl Kind {
             2 => Some((Kind::Tag, false)),
             3 => Some((Kind::Report, true)),
             4 => Some((Kind::Tag, true)),
+            5 => Some((Kind::Fhir, false)),
             _ => None,
         }
     }
 
     fn byte(self, keyed: bool) -> u8 {
-        self as u8 + if keyed { 2 } else { 0 }
+        match self {
+            // Resources carry no idempotency key.
+            Kind::Fhir => Kind::Fhir as u8,
+            _ => self as u8 + if keyed { 2 } else { 0 },
+        }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Report => "report",
             Kind::Tag => "tag",
+            Kind::Fhir => "fhir",
         }
     }
 }

@@ -41,6 +41,16 @@ fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
             counted: true,
             ..Fields::default()
         }),
+        Kind::Fhir => match crate::fhir::fields(record.body) {
+            Some(f) => Ok(Fields {
+                patient_id: Some(f.patient_id),
+                project_id: f.project_id,
+                site_id: f.site_id,
+                counted: true,
+                ..Fields::default()
+            }),
+            None => Ok(Fields::default()),
+        },
     };
     let mut fields = parsed.unwrap_or_default();
     // A key sent only as a header is the record's key; otherwise the body's.

@@ -1,0 +1,194 @@
+//! The `/fhir` endpoints ([`crate::fhir`] has the rules): `POST
+//! /fhir/QuestionnaireResponse` stores a valid resource byte for byte as a record of
+//! its own kind and answers 201 with `Location` and `ETag`; `GET
+//! /fhir/QuestionnaireResponse/{id}` reads it back (through [`crate::reads`]); `GET
+//! /fhir/metadata` says what is supported. Their refusals are `OperationOutcome`s.
+
+use crate::ack;
+use crate::auth::Principal;
+use crate::clock;
+use crate::config::Durability;
+use crate::context::Context;
+use crate::fhir::{self, Issue};
+use crate::http::parse::Head;
+use crate::http::request::Request;
+use crate::http::response::{Header, Reply, Status, RETRY_AFTER};
+use crate::log::record::Kind;
+use crate::log::LogError;
+use crate::outcome::{Deferred, Outcome, Read, Work};
+use crate::validate::is_json_media_type;
+
+/// Writes an `OperationOutcome` of one error issue with `status`.
+pub fn refuse(
+    reply: &mut Reply<'_>,
+    status: Status,
+    code: &'static str,
+    expression: &str,
+    diagnostics: &str,
+    extra: &[Header<'_>],
+) {
+    let issue = Issue {
+        code,
+        expression: expression.to_string(),
+        diagnostics: diagnostics.to_string(),
+    };
+    let body = fhir::outcome(&[issue]);
+    reply.with(status, fhir::MEDIA_TYPE, extra, &[body.as_bytes()]);
+}
+
+/// `application/fhir+json` or `application/json`, parameters allowed.
+fn is_fhir_media_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
+    media.trim_ascii().eq_ignore_ascii_case(fhir::MEDIA_TYPE) || is_json_media_type(value)
+}
+
+/// `POST /fhir/QuestionnaireResponse`.
+pub fn create(
+    ctx: &Context,
+    who: &Principal,
+    request: &Request<'_>,
+    reply: &mut Reply<'_>,
+) -> Outcome {
+    let head = &request.head;
+    let after = Outcome::after(head);
+    if !head.content_type.is_some_and(is_fhir_media_type) {
+        let why = "Content-Type must be application/fhir+json or application/json";
+        refuse(
+            reply,
+            Status::UnsupportedMediaType,
+            "not-supported",
+            "QuestionnaireResponse",
+            why,
+            &[],
+        );
+        return after;
+    }
+    let fields = match fhir::validate(request.body) {
+        Ok(fields) => fields,
+        Err(refused) => {
+            let status = if refused.structural {
+                Status::BadRequest
+            } else {
+                Status::UnprocessableContent
+            };
+            let body = fhir::outcome(&refused.issues);
+            reply.with(status, fhir::MEDIA_TYPE, &[], &[body.as_bytes()]);
+            return after;
+        }
+    };
+    if fields
+        .project_id
+        .as_deref()
+        .is_some_and(|p| !who.may_access(p))
+    {
+        let why = "this principal may not write to the resource's project (meta.tag)";
+        refuse(
+            reply,
+            Status::Forbidden,
+            "forbidden",
+            "QuestionnaireResponse.meta.tag",
+            why,
+            &[],
+        );
+        return after;
+    }
+    let received_ns = clock::now_ns();
+    let appended = match ctx.log() {
+        Some(log) => log.append(Kind::Fhir, &who.id, None, received_ns, request.body),
+        None => Err(LogError::Closed),
+    };
+    let seq = match appended {
+        Ok(seq) => seq,
+        Err(e) => {
+            let retry = if e == LogError::Unencodable {
+                &[][..]
+            } else {
+                &[RETRY_AFTER][..]
+            };
+            let why = "the resource cannot be stored now";
+            refuse(
+                reply,
+                Status::ServiceUnavailable,
+                "transient",
+                "QuestionnaireResponse",
+                why,
+                retry,
+            );
+            return after;
+        }
+    };
+    let mut id = [0u8; 32];
+    let id = ack::format_id(ctx.shard() as u16, seq, &mut id);
+    let id_text = std::str::from_utf8(id).unwrap_or("");
+    let location = [b"/fhir/QuestionnaireResponse/".as_slice(), id].concat();
+    let headers = [
+        (&b"Location"[..], location.as_slice()),
+        (&b"ETag"[..], &b"W/\"1\""[..]),
+    ];
+    let stored_outcome;
+    let body: &[u8] = match prefer_return(head) {
+        Some(b"minimal") => b"",
+        Some(b"representation") => request.body,
+        _ => {
+            stored_outcome = fhir::stored_outcome(id_text);
+            stored_outcome.as_bytes()
+        }
+    };
+    reply.with(Status::Created, fhir::MEDIA_TYPE, &headers, &[body]);
+    let sync = ctx
+        .log()
+        .is_some_and(|log| log.durability() == Durability::Sync);
+    Outcome {
+        durable: sync.then_some(seq),
+        ..after
+    }
+}
+
+/// The `return=` preference of a `Prefer` field (RFC 7240), if any.
+fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
+    let prefer = head.prefer?;
+    prefer
+        .split(|&b| b == b',' || b == b';')
+        .map(|p| p.trim_ascii())
+        .find_map(|p| p.strip_prefix(b"return="))
+}
+
+/// `GET /fhir/QuestionnaireResponse/{id}`: found and authorized as a record by id.
+pub fn read(
+    ctx: &Context,
+    who: &Principal,
+    id: &str,
+    head: &Head<'_>,
+    reply: &mut Reply<'_>,
+) -> Outcome {
+    let shards = ctx.peers().map_or(1, |peers| peers.shards());
+    let found = ack::parse_id(id).filter(|&(shard, _)| shard < shards);
+    let Some((shard, seq)) = found else {
+        let why = "no such QuestionnaireResponse";
+        refuse(
+            reply,
+            Status::NotFound,
+            "not-found",
+            "QuestionnaireResponse.id",
+            why,
+            &[],
+        );
+        return Outcome::after(head);
+    };
+    let read = Read::Record {
+        shard,
+        seq,
+        principal: who.id.clone(),
+        fhir: true,
+    };
+    Outcome {
+        deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
+        ..Outcome::after(head)
+    }
+}
+
+/// `GET /fhir/metadata`.
+pub fn metadata(reply: &mut Reply<'_>) {
+    let statement = fhir::capability_statement();
+    reply.with(Status::Ok, fhir::MEDIA_TYPE, &[], &[statement.as_bytes()]);
+}

@@ -1,0 +1,291 @@
+//! FHIR R4 QuestionnaireResponse intake over real sockets: the specification's examples
+//! (written here by hand: f201 "Lifelines" and the nested "cancer questionnaire" one,
+//! with this server's project and site tags added) are stored byte for byte, read back,
+//! and counted by the read APIs; every rule is refused with an OperationOutcome naming
+//! the element's FHIRPath.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use common::{get, read_response, Response, Server, ADMIN_TOKEN as ADMIN};
+
+const DEVICE: &str = "device-p1-token-0123456789";
+const STAFF_P2: &str = "staff-p2-token-0123456789";
+
+fn config() -> String {
+    format!(
+        r#"{}
+[[principals]]
+id = "device-p1"
+token = "{DEVICE}"
+role = "device"
+projects = ["P001"]
+
+[[principals]]
+id = "staff-p2"
+token = "{STAFF_P2}"
+role = "staff"
+projects = ["P002"]
+"#,
+        common::DEVICE_ADMIN_CONFIG
+    )
+}
+
+/// The R4 example `questionnaireresponse-example-f201` (Lifelines), tagged P001/S01.
+const F201: &str = r#"{
+  "resourceType": "QuestionnaireResponse",
+  "id": "f201",
+  "meta": {"tag": [
+    {"system": "urn:epro-ingest:project", "code": "P001"},
+    {"system": "urn:epro-ingest:site", "code": "S01"}
+  ]},
+  "status": "completed",
+  "subject": {"reference": "Patient/f201", "display": "Roel"},
+  "authored": "2013-06-18T00:00:00+01:00",
+  "author": {"reference": "Practitioner/f201"},
+  "source": {"reference": "Practitioner/f201"},
+  "item": [
+    {"linkId": "1", "text": "Do you have allergies?", "answer": [{"valueString": "I am allergic to house dust"}]},
+    {"linkId": "2", "text": "General questions", "item": [
+      {"linkId": "2.1", "text": "What is your gender?", "answer": [{"valueString": "Male"}]},
+      {"linkId": "2.2", "text": "What is your date of birth?", "answer": [{"valueDate": "1960-03-13"}]},
+      {"linkId": "2.3", "text": "What is your country of birth?", "answer": [{"valueString": "The Netherlands"}]},
+      {"linkId": "2.4", "text": "What is your marital status?", "answer": [{"valueString": "married"}]}
+    ]},
+    {"linkId": "3", "text": "Intoxications", "item": [
+      {"linkId": "3.1", "text": "Do you smoke?", "answer": [{"valueString": "No"}]},
+      {"linkId": "3.2", "text": "Do you drink alchohol?", "answer": [{"valueString": "No, but I used to drink"}]}
+    ]}
+  ]
+}"#;
+
+/// After the R4 example `questionnaireresponse-example` (items under answers), with a
+/// Patient subject and the project tag.
+const NESTED: &str = r#"{"resourceType":"QuestionnaireResponse","id":"3141",
+"meta":{"tag":[{"system":"urn:epro-ingest:project","code":"P001"},{"system":"urn:epro-ingest:site","code":"S02"}]},
+"identifier":{"system":"http://example.org/fhir/NamingSystem/questionnaire-ids","value":"Q12349876"},
+"questionnaire":"http://hl7.org/fhir/Questionnaire/3141",
+"status":"completed","subject":{"reference":"Patient/A34442332"},"authored":"2013-02-19T14:15:00-05:00",
+"item":[{"linkId":"1","item":[{"linkId":"1.1","answer":[{"valueCoding":{"system":"http://cancer.questionnaire.org/system/code/yesno","code":"1","display":"Yes"},
+"item":[{"linkId":"1.1.1","answer":[{"valueCoding":{"system":"http://cancer.questionnaire.org/system/code/yesno","code":"1"}}]}]}]}]}]}"#;
+
+fn post_fhir(stream: &mut TcpStream, token: &str, body: &str, extra: &str) -> Response {
+    let request = format!(
+        "POST /fhir/QuestionnaireResponse HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/fhir+json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream).expect("a response")
+}
+
+/// The issues of an OperationOutcome: (code, expression).
+fn issues(r: &Response) -> Vec<(String, String)> {
+    assert_eq!(r.header("content-type"), Some("application/fhir+json"));
+    let outcome = r.json();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["severity"], "error");
+            let code = i["code"].as_str().unwrap().to_string();
+            (code, i["expression"][0].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let mut ids = Vec::new();
+    for body in [F201, NESTED] {
+        let r = post_fhir(&mut s, DEVICE, body, "");
+        assert_eq!(r.status, 201, "{}", r.text());
+        let location = r.header("location").unwrap().to_string();
+        let id = location
+            .strip_prefix("/fhir/QuestionnaireResponse/")
+            .unwrap()
+            .to_string();
+        assert_eq!(r.header("etag"), Some("W/\"1\""));
+        assert_eq!(r.json()["issue"][0]["severity"], "information");
+        assert!(r.text().contains(&format!("QuestionnaireResponse/{id}")));
+        let back = get(&mut s, &location, ADMIN);
+        assert_eq!(back.status, 200, "{}", back.text());
+        assert_eq!(back.header("content-type"), Some("application/fhir+json"));
+        assert_eq!(back.body, body.as_bytes(), "{id}");
+        ids.push(id);
+    }
+    // Counted like reports: patient from subject, project and site from meta.tag.
+    let summary = get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN).json();
+    assert_eq!(summary["reports"], 2);
+    assert_eq!(summary["sites"]["S01"]["reports"], 1);
+    let subjects = get(&mut s, "/api/v1/projects/P001/sites/S01/subjects", ADMIN).json();
+    assert_eq!(subjects["subjects"][0]["patientId"], "f201");
+    // Another project's staff may not read it; a plain report is no QuestionnaireResponse.
+    let r = get(
+        &mut s,
+        &format!("/fhir/QuestionnaireResponse/{}", ids[0]),
+        STAFF_P2,
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(issues(&r)[0].0, "forbidden");
+    let plain = common::post(
+        &mut s,
+        "/epro/submit",
+        common::DEVICE_TOKEN,
+        &common::project_report("P-x"),
+    );
+    let plain_id = plain.json()["id"].as_str().unwrap().to_string();
+    let r = get(
+        &mut s,
+        &format!("/fhir/QuestionnaireResponse/{plain_id}"),
+        ADMIN,
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(issues(&r)[0].0, "not-found");
+    // The records API reads it too, as JSON.
+    let r = get(&mut s, &format!("/api/v1/records/{}", ids[1]), ADMIN);
+    assert_eq!((r.status, r.body.as_slice()), (200, NESTED.as_bytes()));
+}
+
+#[test]
+fn prefer_return_minimal_and_representation() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=minimal\r\n");
+    assert_eq!(r.status, 201);
+    assert!(r.body.is_empty());
+    assert!(r
+        .header("location")
+        .unwrap()
+        .starts_with("/fhir/QuestionnaireResponse/s"));
+    let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=representation\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+}
+
+/// A body, the status it gets, and the (code, FHIRPath) of each issue named.
+type Case = (String, u16, Vec<(&'static str, &'static str)>);
+
+#[test]
+fn every_rule_is_refused_with_the_elements_fhirpath() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let f201: serde_json::Value = serde_json::from_str(F201).unwrap();
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = f201.clone();
+        change(&mut v);
+        v.to_string()
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "{not json".into(),
+            400,
+            vec![("structure", "QuestionnaireResponse")],
+        ),
+        (
+            "[1]".into(),
+            400,
+            vec![("structure", "QuestionnaireResponse")],
+        ),
+        (
+            with(&|v| v["resourceType"] = "Observation".into()),
+            400,
+            vec![("invalid", "QuestionnaireResponse.resourceType")],
+        ),
+        (
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("status");
+            }),
+            422,
+            vec![("required", "QuestionnaireResponse.status")],
+        ),
+        (
+            with(&|v| v["status"] = "done".into()),
+            422,
+            vec![("value", "QuestionnaireResponse.status")],
+        ),
+        (
+            with(&|v| v["subject"]["reference"] = "Group/1".into()),
+            422,
+            vec![("value", "QuestionnaireResponse.subject.reference")],
+        ),
+        (
+            with(&|v| v["authored"] = "yesterday".into()),
+            422,
+            vec![("value", "QuestionnaireResponse.authored")],
+        ),
+        (
+            with(&|v| v["questionnaire"] = "not a url".into()),
+            422,
+            vec![("value", "QuestionnaireResponse.questionnaire")],
+        ),
+        (
+            with(&|v| {
+                v["item"][1]["item"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("linkId");
+            }),
+            422,
+            vec![("required", "QuestionnaireResponse.item[1].item[0].linkId")],
+        ),
+        (
+            with(&|v| v["item"][0]["answer"][0]["item"] = serde_json::json!([{"linkId": ""}])),
+            422,
+            vec![(
+                "value",
+                "QuestionnaireResponse.item[0].answer[0].item[0].linkId",
+            )],
+        ),
+        // Several at once: all named.
+        (
+            with(&|v| {
+                v["status"] = "done".into();
+                v["item"][2]["linkId"] = "".into();
+            }),
+            422,
+            vec![
+                ("value", "QuestionnaireResponse.status"),
+                ("value", "QuestionnaireResponse.item[2].linkId"),
+            ],
+        ),
+    ];
+    for (body, status, want) in cases {
+        let r = post_fhir(&mut s, DEVICE, &body, "");
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+        let got = issues(&r);
+        let got: Vec<(&str, &str)> = got.iter().map(|(c, e)| (c.as_str(), e.as_str())).collect();
+        assert_eq!(got, want, "{body}");
+    }
+    // A project outside the principal's scope: 403, nothing stored.
+    let other = F201.replace("\"code\": \"P001\"", "\"code\": \"P999\"");
+    let r = post_fhir(&mut s, DEVICE, &other, "");
+    assert_eq!(r.status, 403);
+    let summary = get(&mut s, "/api/v1/projects/P999/reports/summary", ADMIN).json();
+    assert_eq!(summary["reports"], 0);
+    let p1 = get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN).json();
+    assert_eq!(p1["reports"], 0);
+}
+
+#[test]
+fn the_capability_statement_says_what_is_supported() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let r = get(&mut s, "/fhir/metadata", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/fhir+json"));
+    let statement = r.json();
+    assert_eq!(statement["resourceType"], "CapabilityStatement");
+    assert_eq!(statement["fhirVersion"], "4.0.1");
+    let resource = &statement["rest"][0]["resource"][0];
+    assert_eq!(resource["type"], "QuestionnaireResponse");
+    assert_eq!(
+        resource["interaction"],
+        serde_json::json!([{"code": "create"}, {"code": "read"}])
+    );
+}
