@@ -15,7 +15,7 @@ use crate::http::request::Request;
 use crate::http::response::{Header, Reply, Status, RETRY_AFTER};
 use crate::log::record::Kind;
 use crate::log::LogError;
-use crate::outcome::{Deferred, Outcome, Read, Work};
+use crate::outcome::Outcome;
 use crate::validate::is_json_media_type;
 
 /// Writes an `OperationOutcome` of one error issue with `status`.
@@ -175,16 +175,7 @@ pub fn read(
         );
         return Outcome::after(head);
     };
-    let read = Read::Record {
-        shard,
-        seq,
-        principal: who.id.clone(),
-        fhir: true,
-    };
-    Outcome {
-        deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
-        ..Outcome::after(head)
-    }
+    Outcome::read_record(&who.id, (shard, seq), true, head)
 }
 
 /// `GET /fhir/metadata`.

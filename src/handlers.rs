@@ -111,16 +111,7 @@ fn record(
     if shard >= shards {
         return refuse(reply, head, Status::NotFound, "no such record");
     }
-    let read = Read::Record {
-        shard,
-        seq,
-        principal: who.id.clone(),
-        fhir: false,
-    };
-    Outcome {
-        deferred: Some(Deferred::new(Work::Read(read), who.id.clone())),
-        ..Outcome::after(head)
-    }
+    Outcome::read_record(&who.id, (shard, seq), false, head)
 }
 
 /// Path parameter `name`, percent-decoded (`Some("")` when the route has none of that

@@ -33,6 +33,26 @@ impl Outcome {
         }
     }
 
+    /// Defers the read of record `(shard, seq)` for `principal` to [`crate::reads`]
+    /// (`fhir`: as a QuestionnaireResponse).
+    pub fn read_record(
+        principal: &str,
+        (shard, seq): (usize, u64),
+        fhir: bool,
+        head: &Head<'_>,
+    ) -> Outcome {
+        let read = Read::Record {
+            shard,
+            seq,
+            principal: principal.to_string(),
+            fhir,
+        };
+        Outcome {
+            deferred: Some(Deferred::new(Work::Read(read), principal.to_string())),
+            ..Outcome::after(head)
+        }
+    }
+
     /// The connection continues as the request asked.
     pub fn after(head: &Head<'_>) -> Outcome {
         Outcome {
