@@ -27,7 +27,7 @@ pub fn document() -> String {
         "info": {
             "title": "epro-ingest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "ePRO submissions, acknowledged once on stable storage. Every response carries X-Request-Id; errors are {\"error\": \"...\"}, and a body that breaks several rules lists them all in \"errors\".",
+            "description": "ePRO submissions, acknowledged once on stable storage. Every response to a parsed request carries X-Request-Id; errors are {\"error\": \"...\"}, and a body that breaks several rules lists them all in \"errors\".",
         },
         "paths": paths,
         "components": {
