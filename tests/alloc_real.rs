@@ -211,7 +211,7 @@ fn allocations_per_request_on_the_real_path_are_the_runtimes_few() {
     let samples = SAMPLES.lock().unwrap().clone();
     let total: u64 = samples.values().sum();
     let mut sites: Vec<_> = samples.into_iter().collect();
-    sites.sort_by(|a, b| b.1.cmp(&a.1));
+    sites.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     println!("allocation sites, sync submit, sampled ({total} samples):");
     for (site, n) in &sites {
         println!("  {:5.1}%  {site}", *n as f64 * 100.0 / total.max(1) as f64);
