@@ -15,8 +15,8 @@ use log::{error, info, warn};
 
 use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
-use super::segment::Segment;
-use super::{Batch, Log};
+use super::segment::{Segment, Spare};
+use super::{Batch, Log, SpareState};
 
 /// How often segment creation is retried while it fails (a full disk): soon enough
 /// that writes resume within a second of space returning, rarely enough to cost nothing.
@@ -32,7 +32,7 @@ impl Log {
         last: Option<(PathBuf, u64)>,
         mut on_durable: impl FnMut(&Record<'_>, u64),
     ) {
-        let result = self.flush_loop(last, &mut on_durable).await;
+        let result = self.flush_loop(&self, last, &mut on_durable).await;
         let mut state = self.state.borrow_mut();
         if let Err(e) = result {
             if state.started {
@@ -75,6 +75,7 @@ impl Log {
 
     async fn flush_loop(
         &self,
+        me: &Rc<Log>,
         last: Option<(PathBuf, u64)>,
         on_durable: &mut impl FnMut(&Record<'_>, u64),
     ) -> io::Result<()> {
@@ -105,6 +106,9 @@ impl Log {
                 let began = Instant::now();
                 let start = s.pos;
                 s.write(bytes).await?;
+                if s.pos > self.segment_bytes / 2 {
+                    self.prepare_spare(me);
+                }
                 at = group.end;
                 let mut metrics = self.metrics.borrow_mut();
                 metrics.sync.observe_duration(began.elapsed());
@@ -150,7 +154,7 @@ impl Log {
             }
             s.close().await?;
         }
-        let created = self.create_segment(first_seq).await?;
+        let (created, prepared) = self.create_segment(first_seq).await?;
         let mut manifest = self.manifest.borrow().clone();
         manifest.segments.push(Listed {
             first_seq,
@@ -159,18 +163,65 @@ impl Log {
         self.write_manifest(manifest).await?;
         // A scan now ends at this segment's start, even before a record goes into it.
         self.state.borrow_mut().log_end = first_seq;
+        let how = if prepared { " (prepared ahead)" } else { "" };
         info!(
-            "shard {}: new segment {}",
+            "shard {}: new segment {}{how}",
             self.shard,
             created.path.display()
         );
         Ok(created)
     }
 
-    /// Creates segment `first_seq`, retrying while it fails: nothing was written, so a
-    /// failure (no space for the preallocation, say) is not fatal. Meanwhile appends are
-    /// refused, and what is pending waits; a shutdown ends the wait with an error.
-    async fn create_segment(&self, first_seq: u64) -> io::Result<Segment> {
+    /// Once the current segment is half full: prepares the next one beside the flusher,
+    /// unless one is prepared or being prepared (or failed since the last rotation).
+    fn prepare_spare(&self, me: &Rc<Log>) {
+        {
+            let mut spare = self.spare.borrow_mut();
+            if !matches!(*spare, SpareState::None) {
+                return;
+            }
+            *spare = SpareState::Preparing;
+        }
+        let log = Rc::clone(me);
+        crate::task::spawn("prepare a segment", async move {
+            let prepared = Spare::prepare(&log.dir, log.segment_bytes).await;
+            *log.spare.borrow_mut() = match prepared {
+                Ok(spare) => SpareState::Ready(spare),
+                Err(e) => {
+                    info!("shard {}: no spare segment prepared: {e}", log.shard);
+                    SpareState::Failed
+                }
+            };
+        })
+        .detach();
+    }
+
+    /// Creates segment `first_seq`: from the prepared spare when there is one, else
+    /// anew, retrying while that fails: nothing was written, so a failure (no space
+    /// for the preallocation, say) is not fatal. Meanwhile appends are refused, and
+    /// what is pending waits; a shutdown ends the wait with an error.
+    /// Also says whether the segment is the prepared spare.
+    async fn create_segment(&self, first_seq: u64) -> io::Result<(Segment, bool)> {
+        let spare = {
+            let mut state = self.spare.borrow_mut();
+            match std::mem::replace(&mut *state, SpareState::None) {
+                SpareState::Ready(spare) => Some(spare),
+                SpareState::Preparing => {
+                    *state = SpareState::Preparing;
+                    None
+                }
+                SpareState::None | SpareState::Failed => None,
+            }
+        };
+        if let Some(spare) = spare {
+            match Segment::from_spare(spare, &self.dir, self.shard, first_seq).await {
+                Ok(segment) => return Ok((segment, true)),
+                Err(e) => warn!(
+                    "shard {}: the prepared segment failed, creating one: {e}",
+                    self.shard
+                ),
+            }
+        }
         loop {
             match Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await {
                 Ok(segment) => {
@@ -180,7 +231,7 @@ impl Log {
                             self.shard
                         );
                     }
-                    return Ok(segment);
+                    return Ok((segment, false));
                 }
                 Err(e) => {
                     let mut state = self.state.borrow_mut();

@@ -134,6 +134,17 @@ pub struct Log {
     manifest: RefCell<Manifest>,
     /// Counted by the flusher, per write group.
     metrics: RefCell<LogMetrics>,
+    /// The next segment, prepared ahead (see [`segment::Spare`]).
+    spare: RefCell<SpareState>,
+}
+
+/// Where the next segment's preparation stands.
+enum SpareState {
+    None,
+    Preparing,
+    Ready(segment::Spare),
+    /// It failed (a full disk): not tried again until the next rotation.
+    Failed,
 }
 
 impl Log {
@@ -171,6 +182,7 @@ impl Log {
             }),
             manifest: RefCell::new(manifest),
             metrics: RefCell::new(LogMetrics::new(&Kind::NAMES)),
+            spare: RefCell::new(SpareState::None),
         }
     }
 

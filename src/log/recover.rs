@@ -79,6 +79,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<SegmentFile>> {
 pub fn remove_unfinished(dir: &Path) -> io::Result<usize> {
     let ours = |name: &str| {
         name == "MANIFEST.tmp"
+            || name == super::segment::SPARE_NAME
             || name
                 .strip_suffix(".seg.tmp")
                 .is_some_and(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))

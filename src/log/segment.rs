@@ -3,7 +3,8 @@
 //! `fdatasync`, both on the executor's sleepable ring. O_DIRECT through `DmaFile` was
 //! measured too: faster for the log alone, but glommio polls O_DIRECT completions on a
 //! busy ring, and on the shard's pinned core that spinning slowed durable submits
-//! sevenfold (README, "Why a buffered file").
+//! sevenfold (README, "Why a buffered file"). The next segment is prepared ahead as a
+//! zero-filled [`Spare`] (README, "Segments prepared ahead").
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,11 +21,102 @@ pub struct Segment {
     pub pos: u64,
 }
 
+/// The next segment's file, prepared ahead of a rotation: preallocated and its every
+/// byte written with zeros and synced, under [`SPARE_NAME`], with no header yet.
+///
+/// Why: ext4 keeps fallocated space as unwritten extents, and the first write into one
+/// changes metadata, so every group's fdatasync into a merely fallocated segment also
+/// commits the journal. Into written zeros a group's write only overwrites data. The
+/// zero-fill takes a while (64 MiB), so it runs beside the flusher, not in a rotation.
+pub struct Spare {
+    file: BufferedFile,
+    path: PathBuf,
+}
+
+/// The spare's file name: a `.tmp`, which start-up removes and readers ignore.
+pub const SPARE_NAME: &str = "spare.seg.tmp";
+
+/// Zero-filling writes this much at a time.
+const ZERO_CHUNK: usize = 1 << 20;
+
 fn op_err(op: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{op} {}: {e}", path.display()))
 }
 
+impl Spare {
+    /// Prepares a spare of `size` bytes in `dir`. On failure (a full disk, say) the
+    /// partial file is removed.
+    pub async fn prepare(dir: &Path, size: u64) -> io::Result<Spare> {
+        let path = dir.join(SPARE_NAME);
+        let result = Spare::fill(&path, size).await;
+        if result.is_err() {
+            let unfinished = path.clone();
+            let _ = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_file(unfinished))
+                .await;
+        }
+        result
+    }
+
+    async fn fill(path: &Path, size: u64) -> io::Result<Spare> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .buffered_open(path)
+            .await
+            .map_err(|e| op_err("creating", path, e))?;
+        file.pre_allocate(size, false)
+            .await
+            .map_err(|e| op_err("preallocating", path, e))?;
+        let zeros = vec![0u8; ZERO_CHUNK.min(size as usize)];
+        let mut at = 0;
+        while at < size {
+            let len = ZERO_CHUNK.min((size - at) as usize);
+            file.write_at(zeros[..len].to_vec(), at)
+                .await
+                .map_err(|e| op_err("zero-filling", path, e))?;
+            at += len as u64;
+        }
+        file.fdatasync()
+            .await
+            .map_err(|e| op_err("fdatasync", path, e))?;
+        Ok(Spare {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 impl Segment {
+    /// Turns `spare` into segment `first_seq` of `shard` in `dir`: its header written
+    /// and synced, then the rename and the directory sync, as [`Segment::create`] does,
+    /// with the same guarantee after a crash at any point.
+    pub async fn from_spare(
+        spare: Spare,
+        dir: &Path,
+        shard: u16,
+        first_seq: u64,
+    ) -> io::Result<Segment> {
+        let mut segment = Segment {
+            file: spare.file,
+            path: spare.path,
+            pos: 0,
+        };
+        segment.write(&encode_header(shard, first_seq)).await?;
+        let path = dir.join(segment_name(first_seq));
+        segment
+            .file
+            .rename(&path)
+            .await
+            .map_err(|e| op_err("renaming to", &path, e))?;
+        segment.path = path;
+        sync_dir(dir).await?;
+        Ok(segment)
+    }
+
     /// Creates segment `first_seq` of `shard` in `dir`: preallocated and its header
     /// synced under a temporary name, then renamed and the directory synced. A crash
     /// at any point leaves either no segment or a complete empty one (and perhaps a
