@@ -75,12 +75,8 @@ impl Context {
             serving: Cell::new(false),
             shutting_down: Cell::new(false),
             metrics: RefCell::new(HttpMetrics::default()),
-            limiter: RefCell::new(Limiter::new(
-                &config.rates(),
-                shard,
-                shard + 1,
-                Instant::now(),
-            )),
+            // Until the mesh is joined (nothing is served before), as if alone.
+            limiter: RefCell::new(Limiter::new(&config.rates(), 0, 1, Instant::now())),
             id_prefix: RequestId::prefix(crate::clock::now_ns() / 1000, shard),
             request_ids: Cell::new(0),
             openapi: OnceCell::new(),

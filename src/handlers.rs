@@ -363,7 +363,7 @@ fn store(
                     key_in_body,
                 }
             } else {
-                Stored::Keyed(write.to_owned())
+                Stored::Keyed(write.to_write())
             }
         }
         None => Stored::Appended(append(ctx, kind, who, received_ns, body)),

@@ -49,7 +49,7 @@ pub struct Keyed<'a> {
 
 impl Keyed<'_> {
     /// A copy to send to the key's owner shard.
-    pub fn to_owned(&self) -> KeyedWrite {
+    pub fn to_write(&self) -> KeyedWrite {
         KeyedWrite {
             kind: self.kind,
             principal: self.principal.to_owned(),

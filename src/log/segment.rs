@@ -43,6 +43,31 @@ fn op_err(op: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{op} {}: {e}", path.display()))
 }
 
+/// A new file at `path` (0600, emptied if it existed), preallocated to `size` bytes.
+async fn create_preallocated(path: &Path, size: u64) -> io::Result<BufferedFile> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .buffered_open(path)
+        .await
+        .map_err(|e| op_err("creating", path, e))?;
+    file.pre_allocate(size, false)
+        .await
+        .map_err(|e| op_err("preallocating", path, e))?;
+    Ok(file)
+}
+
+/// Removes an unfinished file, best effort: start-up removes what is left.
+async fn remove_quietly(path: &Path) {
+    let path = path.to_path_buf();
+    let _ = glommio::executor()
+        .spawn_blocking(move || std::fs::remove_file(path))
+        .await;
+}
+
 impl Spare {
     /// Prepares a spare of `size` bytes in `dir`. On failure (a full disk, say) the
     /// partial file is removed.
@@ -50,32 +75,17 @@ impl Spare {
         let path = dir.join(SPARE_NAME);
         let result = Spare::fill(&path, size).await;
         if result.is_err() {
-            let unfinished = path.clone();
-            let _ = glommio::executor()
-                .spawn_blocking(move || std::fs::remove_file(unfinished))
-                .await;
+            remove_quietly(&path).await;
         }
         result
     }
 
     async fn fill(path: &Path, size: u64) -> io::Result<Spare> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .buffered_open(path)
-            .await
-            .map_err(|e| op_err("creating", path, e))?;
-        file.pre_allocate(size, false)
-            .await
-            .map_err(|e| op_err("preallocating", path, e))?;
-        let zeros = vec![0u8; ZERO_CHUNK.min(size as usize)];
+        let file = create_preallocated(path, size).await?;
         let mut at = 0;
         while at < size {
             let len = ZERO_CHUNK.min((size - at) as usize);
-            file.write_at(zeros[..len].to_vec(), at)
+            file.write_at(vec![0u8; len], at)
                 .await
                 .map_err(|e| op_err("zero-filling", path, e))?;
             at += len as u64;
@@ -106,15 +116,20 @@ impl Segment {
             pos: 0,
         };
         segment.write(&encode_header(shard, first_seq)).await?;
+        segment.install(dir, first_seq).await?;
+        Ok(segment)
+    }
+
+    /// Renames a segment whose header is synced to its name for `first_seq`, then
+    /// syncs the directory: from here on it is part of the log.
+    async fn install(&mut self, dir: &Path, first_seq: u64) -> io::Result<()> {
         let path = dir.join(segment_name(first_seq));
-        segment
-            .file
+        self.file
             .rename(&path)
             .await
             .map_err(|e| op_err("renaming to", &path, e))?;
-        segment.path = path;
-        sync_dir(dir).await?;
-        Ok(segment)
+        self.path = path;
+        sync_dir(dir).await
     }
 
     /// Creates segment `first_seq` of `shard` in `dir`: preallocated and its header
@@ -123,43 +138,22 @@ impl Segment {
     /// `.tmp` file, which recovery removes). A failure (no space for the preallocation,
     /// say) removes the temporary file before it returns.
     pub async fn create(dir: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
-        let path = dir.join(segment_name(first_seq));
         let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
         let created = Segment::create_as(&tmp, shard, first_seq, size).await;
         let mut segment = match created {
             Ok(segment) => segment,
             Err(e) => {
-                let unfinished = tmp.clone();
-                let _ = glommio::executor()
-                    .spawn_blocking(move || std::fs::remove_file(unfinished))
-                    .await;
+                remove_quietly(&tmp).await;
                 return Err(e);
             }
         };
-        segment
-            .file
-            .rename(&path)
-            .await
-            .map_err(|e| op_err("renaming to", &path, e))?;
-        segment.path = path;
-        sync_dir(dir).await?;
+        segment.install(dir, first_seq).await?;
         Ok(segment)
     }
 
     /// The temporary file `tmp`: created, preallocated, its header written and synced.
     async fn create_as(tmp: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .buffered_open(tmp)
-            .await
-            .map_err(|e| op_err("creating", tmp, e))?;
-        file.pre_allocate(size, false)
-            .await
-            .map_err(|e| op_err("preallocating", tmp, e))?;
+        let file = create_preallocated(tmp, size).await?;
         let mut segment = Segment {
             file,
             path: tmp.to_path_buf(),
