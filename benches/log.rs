@@ -13,7 +13,7 @@ use epro_ingest::config::Durability;
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::Kind;
 use epro_ingest::log::segment::Segment;
-use epro_ingest::log::Log;
+use epro_ingest::log::{Log, Resume};
 use glommio::{LocalExecutorBuilder, Placement};
 
 /// A ~280-byte report, as in the HTTP benchmark.
@@ -35,7 +35,7 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
         path.clone(),
         64 << 20,
         durability,
-        (1, 1),
+        Resume::FRESH,
         manifest,
     ));
     glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_, _| {})).detach();

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
 use epro_ingest::log::recover::ScanProgress;
-use epro_ingest::log::{datadir, export};
+use epro_ingest::log::{datadir, export, heads};
 use epro_ingest::server;
 use epro_ingest::ship;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -102,11 +102,20 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
     },
-    /// Check every record of every segment; list every problem; exit non-zero on any.
+    /// Check every record of every segment and the hash chain; list every problem;
+    /// exit non-zero on any.
     Verify {
         /// The server's data directory (the one holding shard-0, shard-1, ...).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Print only each shard's chain head (last seq and SHA-256), one line per
+        /// shard, on stdout (the report goes to stderr): the file to keep elsewhere.
+        #[arg(long)]
+        heads: bool,
+        /// Also check that the heads saved in FILE (by --heads) are still in the log
+        /// with the same hashes: history before them was neither rewritten nor cut.
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
     },
     /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json serves it).
     Openapi,
@@ -145,7 +154,11 @@ fn main() -> ExitCode {
                 log::info!("exported {count} records");
             })
         }
-        Command::Verify { data_dir } => verify(&data_dir),
+        Command::Verify {
+            data_dir,
+            heads,
+            against,
+        } => verify(&data_dir, heads, against.as_deref()),
         Command::Openapi => {
             print!("{}", epro_ingest::openapi::document());
             Ok(())
@@ -309,38 +322,88 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
-fn verify(data_dir: &Path) -> Result<(), String> {
+fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<(), String> {
+    let saved = match against {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("reading {}: {e}", file.display()))?;
+            heads::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?
+        }
+        None => Vec::new(),
+    };
     let bar = progress_bar(data_dir, "verify");
-    let reports = export::verify(data_dir, &mut advance(&bar));
+    let reports = export::verify(data_dir, &saved, &mut advance(&bar));
     bar.finish_and_clear();
     let reports = reports?;
+    // With --heads, stdout is the heads file; the report goes to stderr.
+    let say = |line: String| {
+        if heads {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let mut corrupt = 0;
+    let mut broken = 0;
     for report in &reports {
+        let shard = report.shard;
         match &report.result {
             Ok(scan) => {
-                println!(
-                    "shard {}: {} segments, {} records, {} bytes, next sequence number {}",
-                    report.shard, scan.segments, scan.records, scan.record_bytes, scan.next_seq
-                );
+                say(format!(
+                    "shard {shard}: {} segments, {} records, {} bytes, next sequence number {}",
+                    scan.segments, scan.records, scan.record_bytes, scan.next_seq
+                ));
                 if let Some(torn) = &scan.torn {
-                    println!(
-                        "shard {}: incomplete tail at {} offset {} ({}): being written, or torn by a crash \
+                    say(format!(
+                        "shard {shard}: incomplete tail at {} offset {} ({}): being written, or torn by a crash \
                          (cut at the next start)",
-                        report.shard,
                         torn.path.display(),
                         torn.offset,
                         torn.reason
-                    );
+                    ));
                 }
             }
             Err(problem) => {
                 corrupt += 1;
                 let what = if problem.unreadable { "" } else { "CORRUPT: " };
-                println!("shard {}: {what}{problem}", report.shard);
+                say(format!("shard {shard}: {what}{problem}"));
                 for more in &report.problems {
-                    println!("shard {}: problem: {more}", report.shard);
+                    say(format!("shard {shard}: problem: {more}"));
                 }
             }
+        }
+        if let Some((saved, verdict)) = &report.against {
+            let seq = saved.seq;
+            match verdict {
+                heads::Against::Holds => {
+                    say(format!("shard {shard}: saved head seq {seq} holds"));
+                }
+                heads::Against::Rewritten(now) => {
+                    broken += 1;
+                    let now = heads::Head {
+                        hash: *now,
+                        ..*saved
+                    }
+                    .line();
+                    say(format!(
+                        "shard {shard}: TAMPERED: record {seq} no longer has the saved hash \
+                         (it, or history before it, was rewritten); the log has {}",
+                        now.trim_end()
+                    ));
+                }
+                heads::Against::Missing => {
+                    broken += 1;
+                    say(format!(
+                        "shard {shard}: TAMPERED: record {seq} of the saved head is gone \
+                         (history truncated or cut)"
+                    ));
+                }
+            }
+        }
+    }
+    if heads {
+        for head in reports.iter().filter_map(|r| r.head()) {
+            print!("{}", head.line());
         }
     }
     if corrupt > 0 {
@@ -350,6 +413,11 @@ fn verify(data_dir: &Path) -> Result<(), String> {
             reports.len()
         ));
     }
-    println!("ok: {} shards verified", reports.len());
+    if broken > 0 {
+        return Err(format!(
+            "{broken} saved heads no longer hold: the log was rewritten or truncated"
+        ));
+    }
+    say(format!("ok: {} shards verified", reports.len()));
     Ok(())
 }

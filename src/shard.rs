@@ -280,7 +280,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         dir,
         config.segment_bytes,
         config.durability,
-        (opened.scan.next_seq, opened.next_seq),
+        opened.resume(),
         opened.manifest,
     ));
     let live_index = Rc::clone(ctx.index());

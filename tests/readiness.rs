@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{post, report, spawn_and_wait, temp_dir, BIN};
-use epro_ingest::log::record::{encode_header, Kind, Record};
+use epro_ingest::log::record::{encode_header_version, Kind, Record};
 
 /// A server process killed however the test ends, so a failed assertion leaves none
 /// behind.
@@ -29,7 +29,8 @@ fn log_of(records: u64) -> tempfile::TempDir {
     let dir = temp_dir();
     let shard_dir = dir.path().join("data/shard-0");
     std::fs::create_dir_all(&shard_dir).unwrap();
-    let mut bytes = encode_header(0, 1).to_vec();
+    // A log of the format before the hash chain (version 1): still read at start-up.
+    let mut bytes = encode_header_version(0, 1, 1).to_vec();
     let body = report("P-1");
     for seq in 1..=records {
         let record = Record {
@@ -41,6 +42,7 @@ fn log_of(records: u64) -> tempfile::TempDir {
             principal: "admin",
             key: None,
             body: body.as_bytes(),
+            prev: None,
         };
         record.encode(&mut bytes).expect("fits the format");
     }

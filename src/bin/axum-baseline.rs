@@ -8,6 +8,9 @@
 //!   task every 5 ms with no fsync: fast, and not durable.
 //! - `durable`: every request writes its record and calls fdatasync before answering.
 //!
+//! In both, records are hash-chained as the server chains them (each carries the
+//! SHA-256 of the one before), under the lock that orders them in the file.
+//!
 //! `cargo run --release --features bench-servers --bin axum-baseline -- --listen
 //! 127.0.0.1:8081 --workers 1 --data-dir /tmp/axum --config epro.toml [--durable]`
 
@@ -33,7 +36,7 @@ use epro_ingest::auth::{authenticate, Principal, Role};
 use epro_ingest::clock;
 use epro_ingest::config::{Config, Overrides};
 use epro_ingest::index::{Index, Query};
-use epro_ingest::log::record::{Kind, Record};
+use epro_ingest::log::record::{hash, Hash, Kind, Record, GENESIS};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
 use epro_ingest::validate::{
@@ -60,9 +63,24 @@ struct App {
     principals: Vec<Principal>,
     index: Mutex<Index>,
     seq: AtomicU64,
-    pending: Mutex<Vec<u8>>,
-    file: Mutex<std::fs::File>,
+    /// Buffered mode: records waiting for the flusher, and the last one's hash.
+    pending: Mutex<(Vec<u8>, Hash)>,
+    /// The log file, and (durable mode) the last record's hash.
+    file: Mutex<(std::fs::File, Hash)>,
     durable: bool,
+}
+
+/// Appends `record` to `out` chained after `chain`, and moves the chain on.
+fn encode_chained(record: Record<'_>, chain: &mut Hash, out: &mut Vec<u8>) {
+    let start = out.len();
+    let prev = *chain;
+    Record {
+        prev: Some(&prev),
+        ..record
+    }
+    .encode(out)
+    .expect("fits the format");
+    *chain = hash(&out[start..]);
 }
 
 type Shared = Arc<App>;
@@ -183,6 +201,21 @@ fn required<'a>(raw: Option<&'a RawValue>, name: &'static str) -> Result<Cow<'a,
     text(raw, name)?.ok_or(Invalid::Missing(name))
 }
 
+/// A record's fixed fields; principal and body are filled in by the caller.
+fn record_at(kind: Kind, seq: u64, received_ns: u64) -> Record<'static> {
+    Record {
+        kind,
+        shard: 0,
+        seq,
+        received_ns,
+        group_index: 0,
+        principal: "",
+        key: None,
+        body: b"",
+        prev: None,
+    }
+}
+
 /// Appends a record: to the buffer (flushed by a task), or written and synced now.
 async fn store(
     app: &Shared,
@@ -192,25 +225,29 @@ async fn store(
     body: &Bytes,
 ) -> Result<u64, Refusal> {
     let seq = app.seq.fetch_add(1, Ordering::Relaxed);
-    let mut bytes = Vec::with_capacity(body.len() + 64);
-    let record = Record {
-        kind,
-        shard: 0,
-        seq,
-        received_ns,
-        group_index: 0,
-        principal: &who.id,
-        key: None,
-        body,
-    };
-    record.encode(&mut bytes).expect("fits the format");
     if !app.durable {
-        app.pending.lock().unwrap().extend_from_slice(&bytes);
+        let record = Record {
+            principal: &who.id,
+            body,
+            ..record_at(kind, seq, received_ns)
+        };
+        let mut pending = app.pending.lock().unwrap();
+        let (bytes, chain) = &mut *pending;
+        encode_chained(record, chain, bytes);
         return Ok(seq);
     }
     let app = Arc::clone(app);
+    let (principal, body) = (who.id.clone(), body.clone());
     tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::with_capacity(body.len() + 128);
+        let record = Record {
+            principal: &principal,
+            body: &body,
+            ..record_at(kind, seq, received_ns)
+        };
         let mut file = app.file.lock().unwrap();
+        let (file, chain) = &mut *file;
+        encode_chained(record, chain, &mut bytes);
         file.write_all(&bytes).and_then(|()| file.sync_data())
     })
     .await
@@ -408,8 +445,8 @@ fn main() -> Result<(), String> {
         principals: config.principals.clone(),
         index: Mutex::new(Index::default()),
         seq: AtomicU64::new(1),
-        pending: Mutex::new(Vec::new()),
-        file: Mutex::new(file),
+        pending: Mutex::new((Vec::new(), GENESIS)),
+        file: Mutex::new((file, GENESIS)),
         durable: args.durable,
     });
     let router = Router::new()
@@ -441,11 +478,11 @@ fn main() -> Result<(), String> {
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
                 loop {
                     tick.tick().await;
-                    let batch = std::mem::take(&mut *flusher.pending.lock().unwrap());
+                    let batch = std::mem::take(&mut flusher.pending.lock().unwrap().0);
                     if !batch.is_empty() {
                         let app = Arc::clone(&flusher);
                         let _ = tokio::task::spawn_blocking(move || {
-                            app.file.lock().unwrap().write_all(&batch)
+                            app.file.lock().unwrap().0.write_all(&batch)
                         })
                         .await;
                     }

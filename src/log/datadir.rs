@@ -111,7 +111,7 @@ pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(std::path::PathBuf, 
         return Err(format!("{}: no such shard directory", dir.display()));
     }
     let mut highest = 0;
-    salvage_shard(&dir, shard, |r| highest = highest.max(r.seq));
+    salvage_shard(&dir, shard, |r, _| highest = highest.max(r.seq));
     let reserved = Manifest::read(&dir, shard)
         .ok()
         .flatten()

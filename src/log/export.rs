@@ -1,5 +1,6 @@
 //! The offline readers over a data directory: `export` writes every record as one JSON
-//! line, shard by shard in sequence order; `verify` checks every record and reports.
+//! line, shard by shard in sequence order, with its hash; `verify` checks every record
+//! and the hash chain, and reports (and checks saved heads, [`crate::log::heads`]).
 //! Both only read, so both are safe beside a running server: a record being written at
 //! the end of a shard's last segment is seen as an incomplete tail and left out.
 
@@ -8,8 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
-use crate::log::record::Record;
-use crate::log::recover::{list_segments, scan_shard, Corruption, ScanProgress, ShardScan};
+use crate::log::heads::{Against, Head};
+use crate::log::record::{Hash, Record};
+use crate::log::recover::{list_segments, scan_shard_from, Corruption, ScanProgress, ShardScan};
 use crate::log::salvage::salvage_shard;
 
 /// The record id: shard and sequence number, unique across shards and restarts.
@@ -53,8 +55,16 @@ fn stray(path: &Path) -> String {
     )
 }
 
-/// Writes one record as a JSON object line.
-pub fn write_json_line(record: &Record<'_>, out: &mut Vec<u8>) {
+/// Lowercase hex of a hash.
+pub fn hex(hash: &Hash, out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in hash {
+        out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+    }
+}
+
+/// Writes one record, with its hash, as a JSON object line.
+pub fn write_json_line(record: &Record<'_>, hash: &Hash, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"id\":\"");
     record_id(record.shard, record.seq, out);
     out.extend_from_slice(b"\",\"shard\":");
@@ -71,6 +81,9 @@ pub fn write_json_line(record: &Record<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"idempotencyKey\":");
         let _ = serde_json::to_writer(&mut *out, key);
     }
+    out.extend_from_slice(b",\"sha256\":\"");
+    hex(hash, out);
+    out.extend_from_slice(b"\"");
     out.extend_from_slice(b",\"body\":");
     // Bodies were validated as JSON before being stored; should one not be, it is
     // exported as a string rather than breaking the line.
@@ -129,9 +142,9 @@ pub fn export(
     let mut write_err = None;
     let mut damaged = Vec::new();
     for (shard, dir) in shards_of(data_dir)? {
-        let mut emit = |record: &Record<'_>| {
+        let mut emit = |record: &Record<'_>, hash: &Hash| {
             line.clear();
-            write_json_line(record, &mut line);
+            write_json_line(record, hash, &mut line);
             if write_err.is_none() {
                 if let Err(e) = out.write_all(&line) {
                     write_err = Some(e);
@@ -143,7 +156,13 @@ pub fn export(
             for problem in salvage_shard(&dir, shard, &mut emit).problems {
                 log::warn!("shard {shard}: {problem}");
             }
-        } else if let Err(problem) = scan_shard(&dir, shard, &mut emit, |p| progress(shard, p)) {
+        } else if let Err(problem) = scan_shard_from(
+            &dir,
+            shard,
+            0,
+            |r, at| emit(r, &at.hash),
+            |p| progress(shard, p),
+        ) {
             log::error!("shard {shard}: exported up to the damage: {problem}");
             damaged.push(shard);
         }
@@ -161,30 +180,78 @@ pub fn export(
     Ok(count)
 }
 
-/// What `verify` found in one shard: the strict scan's result, and for a damaged
-/// shard every problem a salvage scan finds past the first.
+/// What `verify` found in one shard: the strict scan's result, for a damaged shard
+/// every problem a salvage scan finds past the first, and what became of its saved
+/// head, if one was given.
 pub struct ShardReport {
     pub shard: u16,
     pub result: Result<ShardScan, Corruption>,
     pub problems: Vec<Corruption>,
+    pub against: Option<(Head, Against)>,
 }
 
-/// `epro-ingest verify`: scans every shard; the caller prints the reports and exits
-/// non-zero if any shard is damaged.
-pub fn verify(data_dir: &Path, progress: Progress<'_>) -> Result<Vec<ShardReport>, String> {
+impl ShardReport {
+    /// The shard's chain head as scanned (up to the damage, for a damaged shard).
+    pub fn head(&self) -> Option<Head> {
+        let scan = self.result.as_ref().ok()?;
+        Some(
+            scan.head
+                .map_or(Head::empty(self.shard), |(seq, hash)| Head {
+                    shard: self.shard,
+                    seq,
+                    hash,
+                }),
+        )
+    }
+}
+
+/// `epro-ingest verify`: scans every shard, and checks each head in `saved` against
+/// the log; the caller prints the reports and exits non-zero if any shard is damaged
+/// or any saved head no longer holds. A saved head of a shard the data directory does
+/// not have is an error.
+pub fn verify(
+    data_dir: &Path,
+    saved: &[Head],
+    progress: Progress<'_>,
+) -> Result<Vec<ShardReport>, String> {
     let shards = shards_of(data_dir)?;
+    if let Some(lost) = saved
+        .iter()
+        .find(|h| h.seq > 0 && !shards.iter().any(|(s, _)| *s == h.shard))
+    {
+        return Err(format!(
+            "{}: no shard-{} directory, but a head was saved for it (seq {}): \
+             its whole log is gone",
+            data_dir.display(),
+            lost.shard,
+            lost.seq
+        ));
+    }
     Ok(shards
         .into_iter()
         .map(|(shard, dir)| {
-            let result = scan_shard(&dir, shard, |_| {}, |p| progress(shard, p));
+            let saved = saved.iter().find(|h| h.shard == shard).copied();
+            let mut found = None;
+            let result = scan_shard_from(
+                &dir,
+                shard,
+                0,
+                |r, at| {
+                    if saved.is_some_and(|h| h.seq == r.seq) {
+                        found = Some(at.hash);
+                    }
+                },
+                |p| progress(shard, p),
+            );
             let problems = match &result {
                 Ok(_) => Vec::new(),
-                Err(_) => salvage_shard(&dir, shard, |_| {}).problems,
+                Err(_) => salvage_shard(&dir, shard, |_, _| {}).problems,
             };
             ShardReport {
                 shard,
                 result,
                 problems,
+                against: saved.map(|h| (h, Against::judge(&h, found))),
             }
         })
         .collect())

@@ -11,7 +11,8 @@
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
 //! `flusher` the task that writes, [`recover`] reading back (start-up recovery,
-//! export, verify), [`export`] the offline commands, [`datadir`] the directory's lock.
+//! export, verify), [`export`] the offline commands, [`heads`] the saved chain heads
+//! they check, [`datadir`] the directory's lock.
 //!
 //! A write or sync error once the log has started is fatal for the whole process: it is
 //! never retried (after a failed `fdatasync` the page state is unknown), nothing waiting
@@ -25,6 +26,7 @@
 pub mod datadir;
 pub mod export;
 mod flusher;
+pub mod heads;
 pub mod locations;
 pub mod manifest;
 pub mod open;
@@ -42,7 +44,7 @@ use std::task::{Poll, Waker};
 use crate::config::Durability;
 use crate::metrics::LogMetrics;
 use manifest::Manifest;
-use record::{Kind, Record};
+use record::{Hash, Kind, Record, GENESIS};
 use recover::BATCH_MAX;
 
 /// Why an append or a wait failed.
@@ -57,6 +59,26 @@ pub enum LogError {
     Unencodable,
     /// No new segment can be created (the disk is full); retried until one can.
     NoSpace,
+}
+
+/// Where a writer continues a recovered log.
+#[derive(Clone, Copy, Debug)]
+pub struct Resume {
+    /// The sequence number after the last record in the segments.
+    pub log_end: u64,
+    /// The next record's sequence number (later than `log_end` if ids were skipped).
+    pub next_seq: u64,
+    /// The last record's hash, the next record's `prev` ([`GENESIS`] for none).
+    pub chain: Hash,
+}
+
+impl Resume {
+    /// An empty log.
+    pub const FRESH: Resume = Resume {
+        log_end: 1,
+        next_seq: 1,
+        chain: GENESIS,
+    };
 }
 
 /// Most bytes of records that may wait for the flusher.
@@ -110,6 +132,8 @@ struct State {
     /// The sequence number after the last record in the segments (what a scan finds):
     /// below `next_seq` when ids were skipped after a crash and none written since.
     log_end: u64,
+    /// The hash of the last record appended: the next one's `prev`.
+    chain: Hash,
     /// No new segment could be created (a full disk): writes wait and are refused.
     no_space: bool,
     /// The flusher has a segment to write to (or has ended): the log can take records.
@@ -148,16 +172,20 @@ enum SpareState {
 }
 
 impl Log {
-    /// A writer that continues after a recovered log whose records end before
-    /// `log_end` and whose next record is `next_seq` (later, if ids were skipped), under
-    /// `manifest` as written to disk (its reservation covers `next_seq`).
+    /// A writer that continues a recovered log at `resume`, under `manifest` as
+    /// written to disk (its reservation covers `resume.next_seq`).
     pub fn new(
         dir: PathBuf,
         segment_bytes: u64,
         durability: Durability,
-        (log_end, next_seq): (u64, u64),
+        resume: Resume,
         manifest: Manifest,
     ) -> Log {
+        let Resume {
+            log_end,
+            next_seq,
+            chain,
+        } = resume;
         Log {
             shard: manifest.shard,
             dir,
@@ -166,6 +194,7 @@ impl Log {
             state: RefCell::new(State {
                 reserved_seq: manifest.reserved_seq,
                 log_end,
+                chain,
                 no_space: false,
                 pending: Batch::with_capacity(BATCH_MAX),
                 spare: Batch::with_capacity(BATCH_MAX),
@@ -238,6 +267,8 @@ impl Log {
         let len = Record::encoded_len(principal, key, body).map_err(|_| LogError::Unencodable)?;
         let seq = state.next_seq;
         state.next_seq += 1;
+        // Field by field from here: the record borrows the chain while the batch grows.
+        let state = &mut *state;
         let pending = &mut state.pending;
         let start = pending.bytes.len();
         let groups = pending.groups.len();
@@ -264,11 +295,13 @@ impl Log {
             principal,
             key,
             body,
+            prev: Some(&state.chain),
         };
         // Cannot fail: encoded_len accepted these lengths above.
         record
             .encode(&mut pending.bytes)
             .map_err(|_| LogError::Unencodable)?;
+        state.chain = record::hash(&pending.bytes[start..]);
         group.end = pending.bytes.len();
         group.last_seq = seq;
         if let Some(flusher) = state.flusher.take() {
@@ -345,7 +378,7 @@ mod tests {
             PathBuf::from("unused"),
             1 << 20,
             Durability::Async,
-            (1, 1),
+            Resume::FRESH,
             manifest,
         );
         let body = vec![b'x'; 64 << 10];

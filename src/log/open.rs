@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::log::datadir::create_private;
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
-use crate::log::record::Record;
+use crate::log::record::{Record, GENESIS};
 use crate::log::recover::{
     list_segments, remove_unfinished, scan_shard_from, ScanProgress, ShardScan, TornTail,
 };
@@ -24,10 +24,22 @@ pub struct Opened {
     /// The sequence number of the next record.
     pub next_seq: u64,
     /// The segment to continue and where its records end; `None` when the next record
-    /// starts a new segment (no segment yet, or ids were skipped after a crash).
+    /// starts a new segment (no segment yet, ids were skipped after a crash, or the last
+    /// segment is of version 1).
     pub last: Option<(PathBuf, u64)>,
     /// Where the bytes of a cut torn tail were saved.
     pub torn_copy: Option<PathBuf>,
+}
+
+impl Opened {
+    /// Where the writer continues.
+    pub fn resume(&self) -> crate::log::Resume {
+        crate::log::Resume {
+            log_end: self.scan.next_seq,
+            next_seq: self.next_seq,
+            chain: self.scan.head.map_or(GENESIS, |(_, hash)| hash),
+        }
+    }
 }
 
 /// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record
@@ -35,12 +47,12 @@ pub struct Opened {
 pub fn open_shard(
     dir: &Path,
     shard: u16,
-    each: impl FnMut(&Record<'_>, u64),
+    mut each: impl FnMut(&Record<'_>, u64),
     progress: impl FnMut(&ScanProgress),
 ) -> Result<Opened, String> {
     create_private(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
-    let scan = scan_shard_from(dir, shard, 0, each, progress).map_err(|c| {
+    let scan = scan_shard_from(dir, shard, 0, |r, at| each(r, at.offset), progress).map_err(|c| {
         format!(
             "shard {shard}: corrupt log: {c}. Refusing to start; see README \"Recovering from a corrupt log\""
         )
@@ -66,8 +78,12 @@ pub fn open_shard(
     manifest
         .write(dir)
         .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
+    // An unchained (version 1) segment is never continued: its records would not
+    // match its version.
     let last = match &scan.last {
-        Some((segment, end)) if next_seq == scan.next_seq => Some((segment.path.clone(), *end)),
+        Some((segment, end)) if next_seq == scan.next_seq && scan.last_chained => {
+            Some((segment.path.clone(), *end))
+        }
         _ => None,
     };
     Ok(Opened {

@@ -5,7 +5,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `EPROLOG\0` |
-//! | 8 | 2 | format version, `1` |
+//! | 8 | 2 | format version: `2` (chained records, written now) or `1` (still read) |
 //! | 10 | 2 | shard number |
 //! | 12 | 4 | reserved, zero |
 //! | 16 | 8 | sequence number of the segment's first record |
@@ -17,8 +17,8 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
-//! | 4 | 4 | `len`: payload bytes, 28 + principal + body |
-//! | 8 | 1 | kind: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one, 5 FHIR QuestionnaireResponse (other values reserved) |
+//! | 4 | 4 | `len`: payload bytes, 28 + principal + body (+ 32 when chained) |
+//! | 8 | 1 | kind, low 7 bits: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one, 5 FHIR QuestionnaireResponse (other values reserved); bit 7 (0x80): *chained*, a `prev` field ends the record |
 //! | 9 | 1 | principal length `p` (1..=255; the config allows at most 128) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
@@ -27,10 +27,21 @@
 //! | 32 | 4 | group index: the record's position in its write group (0 starts a group) |
 //! | 36 | p | principal id, UTF-8; for kinds 3 and 4, then a 0x00 byte and the `Idempotency-Key` (so `p` counts both) |
 //! | 36+p | b | the request body exactly as received |
+//! | 36+p+b | 32 | chained records only: `prev`, the SHA-256 of the shard's previous record |
 //!
 //! A report whose key is its body's `submissionId` is a kind 1 record: the body holds
 //! the key. Kinds 3 and 4 carry a key sent only in the `Idempotency-Key` header, so
 //! that recovery can rebuild every key from the log alone.
+//!
+//! **The hash chain** (tamper evidence; version 2). A record's *hash* is the SHA-256
+//! of all its bytes, frame included (so of its own `prev` too). Every record of a
+//! version 2 segment is chained and none of a version 1 segment is; a version 1
+//! segment never follows a version 2 one. Each chained record's `prev` is the hash of
+//! the record before it in the shard's log, across segments, skipped ids and version
+//! 1 records; the shard's first record has 32 zero bytes. Editing any record, even
+//! with its CRC recomputed, breaks the `prev` of the next one, and rewriting every
+//! later record to match changes the last record's hash: the *head* an operator keeps
+//! elsewhere (`verify --heads`, `verify --against`).
 //!
 //! A *write group* is the set of records written by one `write` + `fdatasync`; groups
 //! are written strictly one after another. So `seq - group index` names the group, and
@@ -38,10 +49,10 @@
 //! the bad one's group) from corruption of acknowledged data (a later group exists).
 //!
 //! A reader never trusts `len` alone: it must be at least 28, at most
-//! [`MAX_PAYLOAD`], fit in the file, agree with `28 + p + b`, and the CRC (which covers
-//! the length) must match; the shard and sequence number must be the ones expected at
-//! that position. After the last record the file holds zeros (preallocated space), so a
-//! frame of eight zero bytes ends the segment.
+//! [`MAX_PAYLOAD`], fit in the file, agree with `28 + p + b` (+ 32), and the CRC (which
+//! covers the length) must match; the shard and sequence number must be the ones
+//! expected at that position. After the last record the file holds zeros
+//! (preallocated space), so a frame of eight zero bytes ends the segment.
 
 /// Byte offsets of a segment header's fields (the first table above).
 pub mod header {
@@ -74,13 +85,31 @@ pub mod field {
 /// Segment header size.
 pub const HEADER_LEN: usize = header::LEN;
 pub const MAGIC: &[u8; 8] = b"EPROLOG\0";
-pub const VERSION: u16 = 1;
+/// The version written: chained records.
+pub const VERSION: u16 = 2;
+/// The version before the hash chain, still read.
+pub const VERSION_UNCHAINED: u16 = 1;
+/// Kind-byte flag of a chained record.
+const CHAINED: u8 = 0x80;
+/// Size of a record hash, and of the `prev` field.
+pub const HASH_LEN: usize = 32;
+/// A record's SHA-256.
+pub type Hash = [u8; HASH_LEN];
+/// The `prev` of a shard's first record.
+pub const GENESIS: Hash = [0; HASH_LEN];
 /// Frame (CRC + length) plus the fixed part of the payload.
 pub const FIXED_LEN: usize = field::PRINCIPAL;
 /// Fixed part of the payload.
 const FIXED_PAYLOAD: usize = FIXED_LEN - field::PAYLOAD;
-/// Largest payload a reader accepts: a body limit of 1 GiB plus principal and fixed part.
-pub const MAX_PAYLOAD: usize = (1 << 30) + FIXED_PAYLOAD + 255;
+/// Largest payload a reader accepts: a body limit of 1 GiB plus principal, fixed part
+/// and `prev`.
+pub const MAX_PAYLOAD: usize = (1 << 30) + FIXED_PAYLOAD + 255 + HASH_LEN;
+
+/// The hash of an encoded record (all its bytes).
+pub fn hash(encoded: &[u8]) -> Hash {
+    use sha2::Digest;
+    sha2::Sha256::digest(encoded).into()
+}
 
 /// Little-endian integers at an offset; the caller has checked the length.
 pub(crate) fn u16_at(buf: &[u8], at: usize) -> u16 {
@@ -117,9 +146,10 @@ impl Kind {
         }
     }
 
-    /// The kind a kind byte names, and whether the record carries a key.
+    /// The kind a kind byte names (the chained flag aside), and whether the record
+    /// carries a key.
     pub fn from_byte(b: u8) -> Option<(Kind, bool)> {
-        match b {
+        match b & !CHAINED {
             1 => Some((Kind::Report, false)),
             2 => Some((Kind::Tag, false)),
             3 => Some((Kind::Report, true)),
@@ -160,6 +190,9 @@ pub struct Record<'a> {
     /// `submissionId` (kinds 3 and 4).
     pub key: Option<&'a str>,
     pub body: &'a [u8],
+    /// The previous record's hash: `Some` for a chained record (version 2), `None`
+    /// for a version 1 record.
+    pub prev: Option<&'a Hash>,
 }
 
 /// A principal or body the format cannot hold (a principal field over 255 bytes, a
@@ -174,15 +207,15 @@ impl Record<'_> {
         principal.len() + key.map_or(0, |k| 1 + k.len())
     }
 
-    /// Encoded size of a record with this principal, key and body, if the format can
-    /// hold them.
+    /// Encoded size of a chained record with this principal, key and body, if the
+    /// format can hold them.
     pub fn encoded_len(
         principal: &str,
         key: Option<&str>,
         body: &[u8],
     ) -> Result<usize, Unencodable> {
         let p = Record::principal_field_len(principal, key);
-        let payload = FIXED_PAYLOAD + p + body.len();
+        let payload = FIXED_PAYLOAD + p + body.len() + HASH_LEN;
         if p > usize::from(u8::MAX) || payload > MAX_PAYLOAD {
             return Err(Unencodable);
         }
@@ -191,19 +224,22 @@ impl Record<'_> {
         if has_separator(principal) || key.is_some_and(|k| k.is_empty() || has_separator(k)) {
             return Err(Unencodable);
         }
-        Ok(FIXED_LEN + p + body.len())
+        Ok(FIXED_LEN + p + body.len() + HASH_LEN)
     }
 
-    /// Appends the encoded record to `out`, or refuses a record the format cannot hold.
+    /// Appends the encoded record to `out` (chained when it has a `prev`), or refuses a
+    /// record the format cannot hold.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), Unencodable> {
         Record::encoded_len(self.principal, self.key, self.body)?;
         let start = out.len();
         let p = Record::principal_field_len(self.principal, self.key);
-        let payload = FIXED_PAYLOAD + p + self.body.len();
+        let trailer = if self.prev.is_some() { HASH_LEN } else { 0 };
+        let payload = FIXED_PAYLOAD + p + self.body.len() + trailer;
+        let chained = if self.prev.is_some() { CHAINED } else { 0 };
         let mut fixed = [0u8; FIXED_LEN];
         let mut put = |at: usize, bytes: &[u8]| fixed[at..at + bytes.len()].copy_from_slice(bytes);
         put(field::LEN, &(payload as u32).to_le_bytes());
-        put(field::KIND, &[self.kind.byte(self.key.is_some())]);
+        put(field::KIND, &[self.kind.byte(self.key.is_some()) | chained]);
         put(field::PRINCIPAL_LEN, &[p as u8]);
         put(field::SHARD, &self.shard.to_le_bytes());
         put(field::SEQ, &self.seq.to_le_bytes());
@@ -217,6 +253,9 @@ impl Record<'_> {
             out.extend_from_slice(key.as_bytes());
         }
         out.extend_from_slice(self.body);
+        if let Some(prev) = self.prev {
+            out.extend_from_slice(prev);
+        }
         let crc = crc32c::crc32c(&out[start + field::LEN..]);
         out[start + field::CRC..start + field::LEN].copy_from_slice(&crc.to_le_bytes());
         Ok(())
@@ -262,13 +301,18 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     let Some((kind, keyed)) = Kind::from_byte(buf[field::KIND]) else {
         return Decoded::Invalid("unknown record kind");
     };
+    let trailer = if buf[field::KIND] & CHAINED != 0 {
+        HASH_LEN
+    } else {
+        0
+    };
     let principal_len = buf[field::PRINCIPAL_LEN] as usize;
     let shard = u16_at(buf, field::SHARD);
     let seq = u64_at(buf, field::SEQ);
     let received_ns = u64_at(buf, field::RECEIVED_NS);
     let body_len = u32_at(buf, field::BODY_LEN) as usize;
     let group_index = u32_at(buf, field::GROUP_INDEX);
-    if FIXED_PAYLOAD + principal_len + body_len != len {
+    if FIXED_PAYLOAD + principal_len + body_len + trailer != len {
         return Decoded::Invalid("record field lengths disagree with the frame");
     }
     if expect.is_some_and(|e| e != (shard, seq)) {
@@ -278,6 +322,7 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         return Decoded::Invalid("record group index beyond its sequence number");
     }
     let body_at = field::PRINCIPAL + principal_len;
+    let body_end = end - trailer;
     let Ok(field) = std::str::from_utf8(&buf[field::PRINCIPAL..body_at]) else {
         return Decoded::Invalid("principal is not UTF-8");
     };
@@ -294,16 +339,24 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         group_index,
         principal,
         key,
-        body: &buf[body_at..end],
+        body: &buf[body_at..body_end],
+        prev: (trailer > 0).then(|| {
+            <&Hash>::try_from(&buf[body_end..end]).expect("HASH_LEN bytes by the length check")
+        }),
     };
     Decoded::Record(record, end)
 }
 
-/// Encodes a segment header.
+/// Encodes a segment header of the version written now.
 pub fn encode_header(shard: u16, first_seq: u64) -> [u8; HEADER_LEN] {
+    encode_header_version(shard, first_seq, VERSION)
+}
+
+/// Encodes a segment header of `version` (1 for the tests of reading old logs).
+pub fn encode_header_version(shard: u16, first_seq: u64, version: u16) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[header::MAGIC..header::MAGIC + 8].copy_from_slice(MAGIC);
-    h[header::VERSION..header::VERSION + 2].copy_from_slice(&VERSION.to_le_bytes());
+    h[header::VERSION..header::VERSION + 2].copy_from_slice(&version.to_le_bytes());
     h[header::SHARD..header::SHARD + 2].copy_from_slice(&shard.to_le_bytes());
     h[header::FIRST_SEQ..header::FIRST_SEQ + 8].copy_from_slice(&first_seq.to_le_bytes());
     let crc = crc32c::crc32c(&h[..header::CRC]);
@@ -311,8 +364,17 @@ pub fn encode_header(shard: u16, first_seq: u64) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Decodes a segment header into (shard, first sequence number).
-pub fn decode_header(buf: &[u8]) -> Result<(u16, u64), &'static str> {
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub shard: u16,
+    pub first_seq: u64,
+    /// Whether its records are chained (version 2).
+    pub chained: bool,
+}
+
+/// Decodes a segment header.
+pub fn decode_header(buf: &[u8]) -> Result<Header, &'static str> {
     if buf.len() < HEADER_LEN {
         return Err("segment shorter than its header");
     }
@@ -322,10 +384,15 @@ pub fn decode_header(buf: &[u8]) -> Result<(u16, u64), &'static str> {
     if crc32c::crc32c(&buf[..header::CRC]) != u32_at(buf, header::CRC) {
         return Err("segment header checksum mismatch");
     }
-    if u16_at(buf, header::VERSION) != VERSION {
+    let version = u16_at(buf, header::VERSION);
+    if version != VERSION && version != VERSION_UNCHAINED {
         return Err("unsupported segment format version");
     }
-    Ok((u16_at(buf, header::SHARD), u64_at(buf, header::FIRST_SEQ)))
+    Ok(Header {
+        shard: u16_at(buf, header::SHARD),
+        first_seq: u64_at(buf, header::FIRST_SEQ),
+        chained: version == VERSION,
+    })
 }
 
 #[cfg(test)]
@@ -342,6 +409,7 @@ mod tests {
             principal,
             key: None,
             body,
+            prev: None,
         }
     }
 
@@ -397,5 +465,58 @@ mod tests {
         let crc = crc32c::crc32c(&out[field::LEN..]);
         out[..4].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(decode(&out, None), Decoded::Invalid(_)));
+    }
+
+    #[test]
+    fn a_chained_record_ends_with_its_predecessors_hash() {
+        let prev = hash(b"the record before");
+        let chained = Record {
+            prev: Some(&prev),
+            ..record("site-app", b"{\"a\":1}")
+        };
+        let mut out = Vec::new();
+        chained.encode(&mut out).unwrap();
+        assert_eq!(
+            out.len(),
+            Record::encoded_len("site-app", None, b"{\"a\":1}").unwrap()
+        );
+        assert_eq!(out[field::KIND], 0x80 | 1);
+        assert_eq!(&out[out.len() - HASH_LEN..], &prev);
+        assert_eq!(
+            decode(&out, Some((0, 1))),
+            Decoded::Record(chained, out.len())
+        );
+        // The unchained (version 1) encoding of the same record is 32 bytes shorter.
+        let mut v1 = Vec::new();
+        record("site-app", b"{\"a\":1}").encode(&mut v1).unwrap();
+        assert_eq!(v1.len() + HASH_LEN, out.len());
+        match decode(&v1, Some((0, 1))) {
+            Decoded::Record(r, _) => assert_eq!((r.prev, r.body), (None, &b"{\"a\":1}"[..])),
+            other => panic!("{other:?}"),
+        }
+        // A flag without its 32 bytes (or bytes without the flag) disagrees with the frame.
+        v1[field::KIND] |= 0x80;
+        let crc = crc32c::crc32c(&v1[field::LEN..]);
+        v1[..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&v1, None), Decoded::Invalid(_)));
+    }
+
+    #[test]
+    fn both_header_versions_are_read_and_others_refused() {
+        for (version, chained) in [(1, false), (2, true)] {
+            let h = encode_header_version(3, 9, version);
+            let want = Header {
+                shard: 3,
+                first_seq: 9,
+                chained,
+            };
+            assert_eq!(decode_header(&h), Ok(want));
+        }
+        assert_eq!(
+            decode_header(&encode_header(0, 1)).map(|h| h.chained),
+            Ok(true)
+        );
+        let h = encode_header_version(0, 1, 3);
+        assert_eq!(decode_header(&h), Err("unsupported segment format version"));
     }
 }

@@ -11,6 +11,11 @@
 //! of a *later* group after a bad one, a bad record in an earlier segment, or a
 //! sequence gap between segments is corruption of acknowledged data: the server refuses
 //! to start and names the file and offset.
+//!
+//! The scan also follows the hash chain ([`crate::log::record`]): a valid record whose
+//! `prev` is not the hash of the record before it, or whose chaining disagrees with its
+//! segment's version, cannot come from a crash (its checksum holds): it is an edit, and
+//! corruption wherever it is.
 
 use std::fmt;
 use std::fs;
@@ -19,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
-    decode_header, field, u32_at, Decoded, Record, FIXED_LEN, HEADER_LEN, MAX_PAYLOAD,
+    decode, decode_header, field, hash, u32_at, Decoded, Hash, Record, FIXED_LEN, GENESIS,
+    HEADER_LEN, MAX_PAYLOAD,
 };
 use crate::log::window::Window;
 
@@ -164,6 +170,10 @@ pub struct ShardScan {
     pub next_seq: u64,
     /// The last segment and the offset where its valid records end.
     pub last: Option<(SegmentFile, u64)>,
+    /// Whether the last segment's records are chained (version 2).
+    pub last_chained: bool,
+    /// The chain's head: the last valid record's sequence number and hash.
+    pub head: Option<(u64, Hash)>,
     pub torn: Option<TornTail>,
     /// The shard's manifest, if it has one.
     pub manifest: Option<Manifest>,
@@ -193,6 +203,13 @@ pub struct ScanProgress {
     pub total_bytes: u64,
 }
 
+/// A scanned record's place in its segment and its hash.
+#[derive(Clone, Copy, Debug)]
+pub struct Scanned {
+    pub offset: u64,
+    pub hash: Hash,
+}
+
 /// Records between two progress reports within a segment.
 const PROGRESS_RECORDS: u64 = 8192;
 
@@ -211,12 +228,14 @@ pub fn scan_shard(
 
 /// [`scan_shard`], skipping every segment that ends before record `from_seq` (a
 /// follower's cursor): the scan starts at the segment holding it, whose earlier
-/// records `each` still sees. `each` also hears each record's offset in its segment.
+/// records `each` still sees. `each` also hears each record's offset in its segment
+/// and its hash. The chain is checked from the first record scanned on (from the
+/// shard's first record when `from_seq` is 0).
 pub fn scan_shard_from(
     dir: &Path,
     shard: u16,
     from_seq: u64,
-    mut each: impl FnMut(&Record<'_>, u64),
+    mut each: impl FnMut(&Record<'_>, &Scanned),
     mut progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
     // Segments first, then the manifest: beside a live server, the manifest read then
@@ -246,6 +265,9 @@ pub fn scan_shard_from(
         .iter()
         .rposition(|s| s.first_seq <= from_seq)
         .unwrap_or(0);
+    // The hash the next record's `prev` must hold; unknown when starting mid-log.
+    let mut chain = (start == 0).then_some(GENESIS);
+    let mut chained_before = false;
     for (i, segment) in segments.iter().enumerate().skip(start) {
         let is_last = i + 1 == segments.len();
         let path = &segment.path;
@@ -253,9 +275,9 @@ pub fn scan_shard_from(
         let corrupt = |offset: u64, reason: String| Corruption::at(path, offset as usize, reason);
         let mut w = Window::open(path).map_err(unreadable)?;
         let header = w.get(0, HEADER_LEN).map_err(unreadable)?;
-        let (header_shard, first_seq) =
-            decode_header(header).map_err(|r| corrupt(0, r.to_string()))?;
-        if header_shard != shard || first_seq != segment.first_seq {
+        let header = decode_header(header).map_err(|r| corrupt(0, r.to_string()))?;
+        let first_seq = header.first_seq;
+        if header.shard != shard || first_seq != segment.first_seq {
             return Err(corrupt(
                 0,
                 "segment header disagrees with its shard or file name".into(),
@@ -274,14 +296,41 @@ pub fn scan_shard_from(
                 ),
             ));
         }
+        if chained_before && !header.chained {
+            return Err(corrupt(
+                0,
+                "an unchained (version 1) segment after a chained one".into(),
+            ));
+        }
+        chained_before |= header.chained;
         scan.next_seq = first_seq;
         scan.segments += 1;
         let mut offset = HEADER_LEN as u64;
         loop {
             let expect = Some((shard, scan.next_seq));
-            let reason = match w.decode_at(offset, expect).map_err(unreadable)? {
+            let bytes = w.record_bytes(offset).map_err(unreadable)?;
+            let reason = match decode(bytes, expect) {
                 Decoded::Record(record, len) => {
-                    each(&record, offset);
+                    if record.prev.is_some() != header.chained {
+                        return Err(corrupt(
+                            offset,
+                            "record chaining disagrees with its segment's version: edited".into(),
+                        ));
+                    }
+                    if record.prev.zip(chain.as_ref()).is_some_and(|(p, c)| p != c) {
+                        return Err(corrupt(
+                            offset,
+                            format!(
+                                "hash chain broken: record {} does not follow the record \
+                                 before it (history edited)",
+                                record.seq
+                            ),
+                        ));
+                    }
+                    let hash = hash(&bytes[..len]);
+                    chain = Some(hash);
+                    scan.head = Some((record.seq, hash));
+                    each(&record, &Scanned { offset, hash });
                     scan.records += 1;
                     scan.record_bytes += len as u64;
                     scan.next_seq += 1;
@@ -317,6 +366,7 @@ pub fn scan_shard_from(
         }
         if is_last {
             scan.last = Some((segment.clone(), offset));
+            scan.last_chained = header.chained;
         } else if w.any_nonzero_from(offset).map_err(unreadable)? {
             return Err(corrupt(
                 offset,

@@ -2,12 +2,14 @@
 //! and `export --salvage` emits every record that still verifies. A salvage scan reads
 //! each segment on its own, keeps every record whose checksum, shard and order hold,
 //! and after damage resynchronises at the next valid record, reporting each byte
-//! range it skipped. It never writes.
+//! range it skipped. It never writes. A record whose `prev` does not match the record
+//! just before it is still emitted (an auditor must see every byte) and reported as a
+//! break in the hash chain.
 
 use std::path::Path;
 
 use crate::log::manifest::Manifest;
-use crate::log::record::{decode_header, Decoded, Record, HEADER_LEN};
+use crate::log::record::{decode, decode_header, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN};
 use crate::log::recover::{check_listing, list_segments, Corruption};
 use crate::log::window::Window;
 
@@ -20,8 +22,8 @@ pub struct Salvage {
 }
 
 /// Scans shard `shard` in `dir` past every problem, calling `each` for each record
-/// that verifies, in order.
-pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>)) -> Salvage {
+/// that verifies, in order, with its hash.
+pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &Hash)) -> Salvage {
     let mut salvage = Salvage::default();
     let segments = match list_segments(dir) {
         Ok(segments) => segments,
@@ -40,14 +42,17 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>)) 
     if let Err(problem) = check_listing(dir, &segments, manifest.as_ref()) {
         salvage.problems.push(problem);
     }
-    let mut last_seq = 0;
+    let mut last = Last {
+        seq: 0,
+        hash: Some(GENESIS),
+    };
     for segment in &segments {
         if let Err(problem) = salvage_segment(
             &segment.path,
             shard,
-            &mut last_seq,
-            &mut |r| {
-                each(r);
+            &mut last,
+            &mut |r, h| {
+                each(r, h);
                 salvage.records += 1;
             },
             &mut salvage.problems,
@@ -58,13 +63,21 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>)) 
     salvage
 }
 
-/// Salvages one segment: every record of `shard` past `last_seq` that verifies goes to
-/// `each`, every damaged range to `problems`. An I/O error ends the segment.
+/// The last record salvaged: its sequence number, and its hash unless bytes were
+/// skipped since (then the next record's `prev` cannot be checked).
+struct Last {
+    seq: u64,
+    hash: Option<Hash>,
+}
+
+/// Salvages one segment: every record of `shard` past `last.seq` that verifies goes to
+/// `each`, every damaged range or chain break to `problems`. An I/O error ends the
+/// segment.
 fn salvage_segment(
     path: &Path,
     shard: u16,
-    last_seq: &mut u64,
-    each: &mut impl FnMut(&Record<'_>),
+    last: &mut Last,
+    each: &mut impl FnMut(&Record<'_>, &Hash),
     problems: &mut Vec<Corruption>,
 ) -> Result<(), Corruption> {
     let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
@@ -74,10 +87,30 @@ fn salvage_segment(
     }
     let mut at = (HEADER_LEN as u64).min(w.file_len());
     while at < w.file_len() {
-        let reason = match w.decode_at(at, None).map_err(unreadable)? {
-            Decoded::Record(record, len) if record.shard == shard && record.seq > *last_seq => {
-                each(&record);
-                *last_seq = record.seq;
+        let bytes = w.record_bytes(at).map_err(unreadable)?;
+        let reason = match decode(bytes, None) {
+            Decoded::Record(record, len) if record.shard == shard && record.seq > last.seq => {
+                if record
+                    .prev
+                    .zip(last.hash.as_ref())
+                    .is_some_and(|(p, h)| p != h)
+                {
+                    problems.push(Corruption::at(
+                        path,
+                        at as usize,
+                        format!(
+                            "hash chain broken: record {} does not follow the record before it \
+                             (history edited)",
+                            record.seq
+                        ),
+                    ));
+                }
+                let hash = hash(&bytes[..len]);
+                each(&record, &hash);
+                *last = Last {
+                    seq: record.seq,
+                    hash: Some(hash),
+                };
                 at += len as u64;
                 continue;
             }
@@ -90,8 +123,9 @@ fn salvage_segment(
             None if !w.any_nonzero_from(at).map_err(unreadable)? => break,
             None => "zeros where a record should start, with data after them",
         };
+        last.hash = None;
         let next = w
-            .next_record(at + 1, shard, *last_seq + 1)
+            .next_record(at + 1, shard, last.seq + 1)
             .map_err(unreadable)?;
         let end = match next {
             Some((offset, _, _)) => offset,

@@ -56,6 +56,18 @@ impl Window {
         Ok(&self.buf[(offset - self.start) as usize..])
     }
 
+    /// The bytes from `offset` on, holding the whole record its frame declares (as far
+    /// as the file goes): what [`decode`] and [`crate::log::record::hash`] read.
+    pub fn record_bytes(&mut self, offset: u64) -> io::Result<&[u8]> {
+        let head = self.get(offset, FIXED_LEN)?;
+        let want = if head.len() >= field::PAYLOAD {
+            (u32_at(head, field::LEN) as usize).min(MAX_PAYLOAD) + field::PAYLOAD
+        } else {
+            FIXED_LEN
+        };
+        self.get(offset, want)
+    }
+
     /// The record (or end, or damage) at `offset`, as [`decode`] sees it with the whole
     /// record in view.
     pub fn decode_at(
@@ -63,13 +75,7 @@ impl Window {
         offset: u64,
         expect: Option<(u16, u64)>,
     ) -> io::Result<Decoded<'_>> {
-        let head = self.get(offset, FIXED_LEN)?;
-        let want = if head.len() >= field::PAYLOAD {
-            (u32_at(head, field::LEN) as usize).min(MAX_PAYLOAD) + field::PAYLOAD
-        } else {
-            FIXED_LEN
-        };
-        Ok(decode(self.get(offset, want)?, expect))
+        Ok(decode(self.record_bytes(offset)?, expect))
     }
 
     /// Whether any byte from `offset` to the end is not zero.
@@ -174,6 +180,7 @@ mod tests {
                 principal: "p",
                 key: None,
                 body: body.as_bytes(),
+                prev: None,
             };
             record.encode(&mut bytes).unwrap();
         }

@@ -181,6 +181,7 @@ mod tests {
             principal: "dev\t1",
             key,
             body,
+            prev: None,
         };
         let mut out = Vec::new();
         copy_line(&mut Validator::default(), "n1", &record, &mut out);

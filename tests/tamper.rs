@@ -1,0 +1,315 @@
+//! Tamper evidence: the per-shard hash chain and saved heads, tried as an auditor
+//! would try them. Records are edited on disk with their CRC recomputed (what a CRC
+//! alone cannot catch), whole tails are re-chained, history is cut; and a log of the
+//! format before the chain is read and continued. Real servers, real files; the hash
+//! is checked against Python's hashlib, not only against itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{export, post, project_report, python, verify, Server, BIN, DEVICE_TOKEN};
+use epro_ingest::log::record::{
+    decode, encode_header_version, hash, Decoded, Hash, Kind, Record, HASH_LEN, HEADER_LEN,
+};
+use epro_ingest::log::recover::list_segments;
+
+const CONFIG: &str = common::DEVICE_CONFIG;
+
+/// A 1-shard server that stored `n` project reports (site S01), stopped cleanly, or
+/// killed when `crash`.
+fn with_reports(n: usize, crash: bool) -> tempfile::TempDir {
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    for i in 0..n {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &project_report(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    if crash {
+        return server.kill();
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    dir
+}
+
+fn data(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data")
+}
+
+fn only_segment(data: &Path) -> PathBuf {
+    let segments = list_segments(&data.join("shard-0")).unwrap();
+    assert_eq!(segments.len(), 1);
+    segments[0].path.clone()
+}
+
+/// Each record's (offset, length) in a segment's bytes.
+fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut at = HEADER_LEN;
+    while let Decoded::Record(_, len) = decode(&bytes[at..], None) {
+        found.push((at, len));
+        at += len;
+    }
+    found
+}
+
+/// Re-encodes the record at `at` with `edit` applied to its body and `prev` replaced
+/// when given: a valid record with a recomputed CRC, the same length.
+fn rewrite(bytes: &mut [u8], at: usize, edit: impl Fn(&[u8]) -> Vec<u8>, prev: Option<Hash>) {
+    let Decoded::Record(record, len) = decode(&bytes[at..], None) else {
+        panic!("no record at {at}")
+    };
+    let body = edit(record.body);
+    let new_prev = prev.or(record.prev.copied());
+    let mut out = Vec::new();
+    Record {
+        body: &body,
+        prev: new_prev.as_ref(),
+        ..record
+    }
+    .encode(&mut out)
+    .unwrap();
+    assert_eq!(out.len(), len, "an edit of the same length");
+    bytes[at..at + len].copy_from_slice(&out);
+}
+
+fn site_s99(body: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(body)
+        .replace("\"S01\"", "\"S99\"")
+        .into_bytes()
+}
+
+/// `verify` with extra arguments: (success, stdout, stderr).
+fn verify_with(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Saves `verify --heads` of `data` into a file beside it.
+fn save_heads(data: &Path) -> PathBuf {
+    let (ok, heads, err) = verify_with(data, &["--heads"]);
+    assert!(ok, "{err}");
+    let file = data.with_file_name("heads.txt");
+    std::fs::write(&file, heads).unwrap();
+    file
+}
+
+#[test]
+fn an_edited_record_with_its_crc_recomputed_breaks_the_chain() {
+    let dir = with_reports(5, false);
+    let segment = only_segment(&data(&dir));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = records(&bytes);
+    assert_eq!(at.len(), 5);
+    rewrite(&mut bytes, at[1].0, site_s99, None);
+    std::fs::write(&segment, &bytes).unwrap();
+    let (ok, out) = verify(&data(&dir));
+    assert!(!ok, "an edit must not verify: {out}");
+    assert!(
+        out.contains("hash chain broken: record 3") && out.contains(&format!("offset {}", at[2].0)),
+        "names the first record whose prev no longer matches, and where: {out}"
+    );
+    // The server refuses to start on it, as on any corruption.
+    let start = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--data-dir",
+        ])
+        .arg(data(&dir))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&start.stderr);
+    assert!(!start.status.success(), "{said}");
+    assert!(said.contains("hash chain broken"), "{said}");
+}
+
+#[test]
+fn rewriting_every_later_record_is_caught_by_a_saved_head() {
+    let dir = with_reports(5, false);
+    let heads = save_heads(&data(&dir));
+    let saved = std::fs::read_to_string(&heads).unwrap();
+    assert!(saved.starts_with("shard=0 seq=5 sha256="), "{saved}");
+    let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
+    assert!(ok && out.contains("saved head seq 5 holds"), "{out}");
+
+    // The attacker edits record 2 and recomputes every later prev and CRC.
+    let segment = only_segment(&data(&dir));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = records(&bytes);
+    rewrite(&mut bytes, at[1].0, site_s99, None);
+    for i in 2..at.len() {
+        let (prev_at, prev_len) = at[i - 1];
+        let prev = hash(&bytes[prev_at..prev_at + prev_len]);
+        rewrite(&mut bytes, at[i].0, |b| b.to_vec(), Some(prev));
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    let (ok, out) = verify(&data(&dir));
+    assert!(ok, "a fully re-chained log verifies on its own: {out}");
+    let site = |e: &serde_json::Value| e["body"]["siteId"].clone();
+    assert_eq!(site(&export(&data(&dir))[1]), "S99");
+    // Only the head kept elsewhere tells.
+    let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("TAMPERED: record 5 no longer has the saved hash"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cutting_history_before_a_saved_head_is_caught() {
+    // After a crash nothing marks where the log ended: zeroing the last records reads
+    // as a shorter log, and only the saved head tells.
+    let dir = with_reports(5, true);
+    let heads = save_heads(&data(&dir));
+    let segment = only_segment(&data(&dir));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = records(&bytes);
+    let (cut, _) = at[3];
+    let (last, last_len) = at[4];
+    bytes[cut..last + last_len].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+    let (ok, out) = verify(&data(&dir));
+    assert!(ok, "{out}");
+    let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("TAMPERED: record 5 of the saved head is gone"),
+        "{out}"
+    );
+}
+
+#[test]
+fn heads_and_exported_hashes_are_the_sha256_of_each_records_bytes() {
+    let dir = with_reports(4, false);
+    let exported = export(&data(&dir));
+    let bytes = std::fs::read(only_segment(&data(&dir))).unwrap();
+    let at = records(&bytes);
+    // Python's hashlib over the raw record bytes, one per line in hex.
+    let raw: Vec<u8> = at
+        .iter()
+        .flat_map(|&(o, l)| {
+            let mut line = hex(&bytes[o..o + l]);
+            line.push('\n');
+            line.into_bytes()
+        })
+        .collect();
+    let out = python(
+        "import sys, hashlib\n\
+         for l in sys.stdin.read().split():\n    print(hashlib.sha256(bytes.fromhex(l)).hexdigest())",
+        &raw,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let ours: Vec<&str> = exported
+        .iter()
+        .map(|e| e["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(ours, theirs);
+    // Each record's last 32 bytes are the previous record's hash; the first's zeros.
+    for (i, &(o, l)) in at.iter().enumerate() {
+        let prev = hex(&bytes[o + l - HASH_LEN..o + l]);
+        let want = if i == 0 {
+            "0".repeat(64)
+        } else {
+            theirs[i - 1].clone()
+        };
+        assert_eq!(prev, want, "record {}", i + 1);
+    }
+    let (_, heads, _) = verify_with(&data(&dir), &["--heads"]);
+    assert_eq!(heads, format!("shard=0 seq=4 sha256={}\n", theirs[3]));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_log_from_before_the_chain_is_read_and_continued_chained() {
+    let dir = common::temp_dir();
+    let shard = dir.path().join("data/shard-0");
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut v1 = encode_header_version(0, 1, 1).to_vec();
+    for seq in 1..=3 {
+        let body = project_report(&format!("OLD-{seq}"));
+        Record {
+            kind: Kind::Report,
+            shard: 0,
+            seq,
+            received_ns: 1_700_000_000_000_000_000,
+            group_index: 0,
+            principal: "site-app-001",
+            key: None,
+            body: body.as_bytes(),
+            prev: None,
+        }
+        .encode(&mut v1)
+        .unwrap();
+    }
+    let last_v1 = hash(&v1[records(&v1)[2].0..]);
+    v1.resize(65536, 0);
+    std::fs::write(shard.join("00000000000000000001.seg"), &v1).unwrap();
+
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE_TOKEN,
+        &project_report("NEW"),
+    );
+    assert_eq!(r.json()["id"], "s0-4", "{}", r.text());
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    let (ok, out) = verify(&data(&dir));
+    assert!(ok, "{out}");
+    // The old segment is left as it was; the new record went into a chained segment
+    // whose first record follows the last old one.
+    let segments = list_segments(&data(&dir).join("shard-0")).unwrap();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(std::fs::read(&segments[0].path).unwrap(), v1);
+    let new = std::fs::read(&segments[1].path).unwrap();
+    assert_eq!(u16::from_le_bytes([new[8], new[9]]), 2, "version 2 header");
+    let (o, l) = records(&new)[0];
+    assert_eq!(&new[o + l - HASH_LEN..o + l], &last_v1);
+    let exported = export(&data(&dir));
+    assert_eq!(exported.len(), 4);
+    assert_eq!(exported[2]["sha256"], hex(&last_v1));
+
+    // An edit of the last old record is caught by the first new one.
+    let mut edited = v1.clone();
+    let (at, _) = records(&edited)[2];
+    rewrite(&mut edited, at, site_s99, None);
+    std::fs::write(&segments[0].path, &edited).unwrap();
+    let (ok, out) = verify(&data(&dir));
+    assert!(!ok && out.contains("hash chain broken: record 4"), "{out}");
+}
