@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Where the time goes: a perf profile of the CPU that runs the shard, while wrk sends
+# the ~280-byte report (scripts/bench.sh's) with durability sync and async. Everything
+# on that CPU is sampled: the shard, the kernel's TCP and file-system work done there,
+# io_uring's workers. Prints, per durability, the share of the CPU's samples by group
+# (kernel, this project, glommio, the allocator, SHA-256, ...) and the top symbols.
+#
+#   scripts/profile.sh [--server-cpu 0] [--wrk-cpus 1] [--connections 64] [--seconds 5]
+#
+# Needs perf (Debian: linux-perf) and wrk; run as root, or with
+# kernel.perf_event_paranoid <= 0. The reports go to stdout and to target/profile/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVER_CPU=0 WRK_CPUS=1 CONNECTIONS=64 SECONDS_=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --server-cpu) SERVER_CPU=$2; shift 2 ;;
+    --wrk-cpus) WRK_CPUS=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --seconds) SECONDS_=$2; shift 2 ;;
+    *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in perf wrk python3 curl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh: $tool is needed" >&2; exit 1; }
+done
+
+cargo build --profile dist --locked --bin epro-ingest >&2
+BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
+OUT=target/profile
+mkdir -p "$OUT"
+ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+WORK=$(mktemp -d -p "$PWD/target" profile.XXXXXX)   # on the real disk, not tmpfs
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+TOKEN=device-token-0123456789
+cat > "$WORK/config.toml" <<TOML
+[[principals]]
+id = "device-1"
+token = "$TOKEN"
+role = "device"
+projects = ["P001"]
+TOML
+BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionRef":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
+cat > "$WORK/submit.lua" <<LUA
+wrk.method = "POST"
+wrk.path = "/epro/submit"
+wrk.body = [[$BODY]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+
+# Groups a `perf report` (overhead, dso, symbol) into shares, then the top symbols.
+cat > "$WORK/group.py" <<'PY'
+import re, sys
+rows = []
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
+    if m:
+        rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+def group(dso, space, sym):
+    if space == "k" or dso.startswith("[kernel"):
+        return "kernel (TCP, io_uring, ext4, scheduler)"
+    if re.search(r"malloc|free|realloc|calloc|tcache|arena|memalign", sym):
+        return "allocator (glibc malloc/free)"
+    if "sha2" in sym or "sha256" in sym.lower():
+        return "SHA-256 (hash chain)"
+    if "crc32c" in sym:
+        return "CRC32C"
+    if "simd_json" in sym:
+        return "simd-json (validation)"
+    if "glommio" in sym or "io_uring" in sym:
+        return "glommio (runtime)"
+    if "epro_ingest" in sym:
+        return "epro-ingest"
+    if re.match(r"(__)?mem(cpy|move|set|cmp)|__memcpy|__memmove|__memset", sym):
+        return "memcpy/memset"
+    return "other user space (libc, std, ...)"
+shares = {}
+for pct, dso, space, sym in rows:
+    g = group(dso, space, sym)
+    shares[g] = shares.get(g, 0) + pct
+print("| group | share of the CPU's samples |")
+print("|---|---:|")
+for g, pct in sorted(shares.items(), key=lambda kv: -kv[1]):
+    print(f"| {g} | {pct:.1f}% |")
+print()
+print("| symbol | share |")
+print("|---|---:|")
+for pct, dso, space, sym in sorted(rows, key=lambda r: -r[0])[:25]:
+    sym = re.sub(r"::h[0-9a-f]{16}$", "", sym).replace("|", "\\|")
+    print(f"| `{sym[:90]}` | {pct:.2f}% |")
+PY
+
+PORT=18480
+for durability in sync async; do
+  PORT=$((PORT + 1))
+  taskset -c "$SERVER_CPU" "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:$PORT \
+    --cpus "$SERVER_CPU" --data-dir "$WORK/data-$durability" --durability $durability \
+    2>"$WORK/server-$durability.log" &
+  PID=$!
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+  # Warm up, then sample the server's CPU while wrk runs.
+  taskset -c "$WRK_CPUS" wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/submit.lua" "http://127.0.0.1:$PORT" >/dev/null
+  taskset -c "$WRK_CPUS" wrk -t1 -c"$CONNECTIONS" -d"$((SECONDS_ + 2))s" -s "$WORK/submit.lua" \
+    "http://127.0.0.1:$PORT" > "$WORK/wrk-$durability.txt" &
+  WRK=$!
+  sleep 1
+  perf record -q -F 2999 -C "$SERVER_CPU" -o "$WORK/perf-$durability.data" -- sleep "$SECONDS_" 2>/dev/null
+  wait $WRK
+  kill -TERM $PID; wait $PID 2>/dev/null || true
+  {
+    echo "### submit, durability $durability"
+    echo
+    echo "CPU $SERVER_CPU sampled ${SECONDS_} s at 2999 Hz; wrk -c$CONNECTIONS on CPU(s) $WRK_CPUS: $(grep -o 'Requests/sec:.*' "$WORK/wrk-$durability.txt")."
+    echo
+    perf report -i "$WORK/perf-$durability.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+      | python3 "$WORK/group.py"
+    echo
+  } | tee "$OUT/$durability.md"
+done
