@@ -2,8 +2,9 @@
 # Where the time goes: a perf profile of the CPU that runs the shard, while wrk sends
 # the ~280-byte report (scripts/bench.sh's) with durability sync and async. Everything
 # on that CPU is sampled: the shard, the kernel's TCP and file-system work done there,
-# io_uring's workers. Prints, per durability, the share of the CPU's samples by group
-# (kernel, this project, glommio, the allocator, SHA-256, ...) and the top symbols.
+# io_uring's workers, and idle time. Prints, per durability, the share of the CPU's
+# samples by group (kernel subsystems, by a heuristic on symbol names since the profile
+# is flat; this project, glommio, the allocator, SHA-256, ...) and the top symbols.
 #
 #   scripts/profile.sh [--server-cpu 0] [--wrk-cpus 1] [--connections 64] [--seconds 5]
 #
@@ -26,7 +27,8 @@ for tool in perf wrk python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh: $tool is needed" >&2; exit 1; }
 done
 
-cargo build --profile dist --locked --bin epro-ingest >&2
+# The same build as scripts/bench.sh (so neither rebuilds the other's).
+cargo build --profile dist --locked --features bench-servers --bins >&2
 BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
 OUT=target/profile
 mkdir -p "$OUT"
@@ -59,9 +61,22 @@ for line in sys.stdin:
     m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
     if m:
         rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+KERNEL = [  # by symbol name: a heuristic, flat profile (no call graphs)
+    ("kernel: idle (the CPU waits)", r"safe_halt|default_idle|cpuidle|poll_idle|do_idle|mwait"),
+    ("kernel: TCP/IP", r"^(__)?(tcp|ip|inet|skb|sk_|sock|net|__sk|__dev|loopback|nf_|__netif|raw_v4|__ip|__inet|dst_|validate_xmit|__napi|napi|process_backlog)"),
+    ("kernel: block and virtio (the disk)", r"iowrite|ioread|vring|virtqueue|virtblk|blk_|bio_|__blk|submit_bio|vp_notify|nvme"),
+    ("kernel: ext4, jbd2, page cache", r"ext4|jbd2|filemap|folio|copy_folio|generic_perform_write|iomap|mpage|writeback|pagecache|__block_|block_|mark_buffer|balance_dirty|file_write|file_update|fdatasync|vfs_fsync|__generic_file|generic_file"),
+    ("kernel: io_uring", r"^(__)?io_|io_uring|tctx|io_wq"),
+    ("kernel: scheduler, interrupts, locks", r"schedul|task_switch|_raw_spin|irq|wake|enqueue|dequeue|update_|pick_|ttwu|psi_|select_task|switch_|hrtimer|tick_|rcu|__lock|lock_|ktime|timekeeping|read_tsc|native_|apic|__sysvec|sysvec|softirq|cpuacct|account"),
+    ("kernel: system call entry and file lookup", r"syscall|entry_|fdget|__fget|fput|x64_sys|__x64|__se_sys|ksys|rw_verify|security_|copy_to_user|copy_from_user|_copy_|__check_object|__virt_addr|check_heap|__rseq|rseq"),
+]
+
 def group(dso, space, sym):
     if space == "k" or dso.startswith("[kernel"):
-        return "kernel (TCP, io_uring, ext4, scheduler)"
+        for name, pattern in KERNEL:
+            if re.search(pattern, sym):
+                return name
+        return "kernel: other"
     if re.search(r"malloc|free|realloc|calloc|tcache|arena|memalign", sym):
         return "allocator (glibc malloc/free)"
     if "sha2" in sym or "sha256" in sym.lower():

@@ -25,8 +25,9 @@
 //! | response | [`http::response`], [`http::date`], [`http::reject`] | `Reply`: the one writer of responses; every rejection's status |
 //!
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
-//! [`log::manifest`], torn tails), [`log::export`] and [`log::salvage`] (the `export`
-//! and `verify` commands), [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`log::manifest`], torn tails, the hash chain), [`log::export`], [`log::salvage`]
+//! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
+//! [`log::datadir`] (the directory's lock, `retire-shard`),
 //! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
