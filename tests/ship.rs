@@ -147,6 +147,44 @@ fn ship_once_stores_every_record_and_the_views_answer_like_the_read_apis() {
         )
         .unwrap();
     }
+    // Each row carries its record's hash in the chain, as export gives it; and the
+    // newest row of each shard is a head that `verify --against` accepts: PostgreSQL,
+    // off the machine, keeps heads as it ships.
+    let hashes: BTreeMap<String, String> = client
+        .query(
+            "SELECT id, encode(sha256, 'hex') FROM epro_records WHERE node = 'n1'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for record in &exported {
+        let id = record["id"].as_str().unwrap();
+        assert_eq!(hashes[id], record["sha256"].as_str().unwrap(), "{id}");
+    }
+    let heads: String = client
+        .query(
+            "SELECT DISTINCT ON (shard) format('shard=%s seq=%s sha256=%s', shard, seq, \
+             encode(sha256, 'hex')) FROM epro_records WHERE node = 'n1' ORDER BY shard, seq DESC",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0) + "\n")
+        .collect();
+    let heads_file = data.with_file_name("heads-from-pg.txt");
+    std::fs::write(&heads_file, &heads).unwrap();
+    let verified = Command::new(BIN)
+        .args(["verify", "--data-dir"])
+        .arg(&data)
+        .arg("--against")
+        .arg(&heads_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{heads}{said}");
+    assert_eq!(said.matches("holds").count(), 2, "{said}");
     // The cursor is one past each shard's last record.
     for row in client
         .query(

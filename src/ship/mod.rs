@@ -262,11 +262,12 @@ fn ship_shard(
         dir,
         shard,
         cursor,
-        |record, _| {
+        |record, at| {
             if failed.is_some() || record.seq < cursor || stop.load(Ordering::Relaxed) {
                 return;
             }
-            rows::copy_line(&mut validator, &opts.node, record, &mut batch.lines);
+            let row = (record, &at.hash);
+            rows::copy_line(&mut validator, &opts.node, row, &mut batch.lines);
             batch.records += 1;
             batch.next_seq = record.seq + 1;
             batch.last_ns = record.received_ns;

@@ -1,16 +1,17 @@
 //! A log record as a row of `epro_records`, in PostgreSQL's COPY text format: the
 //! fields the read APIs count by (through the same validator rules), the key, and the
 //! body twice: exactly as received (`body_raw`, for an auditor) and as `jsonb` (for
-//! queries; NULL for the rare body jsonb cannot hold, a `\u0000` or a lone surrogate).
+//! queries; NULL for the rare body jsonb cannot hold, a `\u0000` or a lone surrogate),
+//! and the record's hash in the log's chain (`sha256`).
 
 use crate::clock::format_rfc3339;
 use crate::log::export::record_id;
-use crate::log::record::{Kind, Record};
+use crate::log::record::{Hash, Kind, Record};
 use crate::validate::Validator;
 
 /// The columns of `epro_records` (and of the staging table), in COPY order.
 pub const COLUMNS: &str = "node, shard, seq, id, kind, received_at, received_ns, principal, \
-     submission_id, patient_id, project_id, site_id, tag_name, counted, body, body_raw";
+     submission_id, patient_id, project_id, site_id, tag_name, counted, body, body_raw, sha256";
 
 /// The fields the read APIs count a record by, when the validator accepts it.
 #[derive(Default)]
@@ -60,8 +61,13 @@ fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
     fields
 }
 
-/// Appends `record` of node `node` as one COPY text line to `out`.
-pub fn copy_line(validator: &mut Validator, node: &str, record: &Record<'_>, out: &mut Vec<u8>) {
+/// Appends `record` of node `node`, whose hash is `hash`, as one COPY text line to `out`.
+pub fn copy_line(
+    validator: &mut Validator,
+    node: &str,
+    (record, hash): (&Record<'_>, &Hash),
+    out: &mut Vec<u8>,
+) {
     let f = fields(validator, record);
     let mut id = Vec::with_capacity(24);
     record_id(record.shard, record.seq, &mut id);
@@ -101,12 +107,18 @@ pub fn copy_line(validator: &mut Validator, node: &str, record: &Record<'_>, out
         _ => out.extend_from_slice(b"\\N"),
     }
     tab(out);
-    // bytea in hex; its backslash is escaped as COPY text requires.
+    bytea(out, record.body);
+    tab(out);
+    bytea(out, hash);
+    out.push(b'\n');
+}
+
+/// bytea in hex; its backslash is escaped as COPY text requires.
+fn bytea(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\\\\x");
-    for b in record.body {
+    for b in bytes {
         out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
     }
-    out.push(b'\n');
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -184,7 +196,12 @@ mod tests {
             prev: None,
         };
         let mut out = Vec::new();
-        copy_line(&mut Validator::default(), "n1", &record, &mut out);
+        copy_line(
+            &mut Validator::default(),
+            "n1",
+            (&record, &[0xab; 32]),
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -195,12 +212,13 @@ mod tests {
             None,
         );
         let cols: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(cols.len(), 16, "{l}");
+        assert_eq!(cols.len(), 17, "{l}");
         assert_eq!(&cols[..4], ["n1", "1", "7", "s1-7"]);
         assert_eq!(cols[7], "dev\\t1", "the tab in the principal, escaped");
         assert_eq!(&cols[8..13], ["s-1", "P\\\\1", "P001", "\\N", "\\N"]);
         assert_eq!(cols[13], "t");
         assert!(cols[15].starts_with("\\\\x7b22"), "{}", cols[15]);
+        assert_eq!(cols[16], format!("\\\\x{}", "ab".repeat(32)));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! - `epro_records`: one row per record, primary key `(node, shard, seq)`; at most one
 //!   row per `(principal, submission_id)` (the idempotency key: a report's
-//!   `submissionId`, or the `Idempotency-Key` header it was stored with).
+//!   `submissionId`, or the `Idempotency-Key` header it was stored with). `sha256` is
+//!   the record's hash in its shard's chain (migration 2; NULL for rows shipped before).
 //! - `epro_record_duplicates`: every other copy of a key (another node's, or one stored
 //!   before keys were enforced), with a pointer to the kept row: nothing acknowledged
 //!   is dropped silently.
@@ -18,7 +19,8 @@ use postgres::{Client, Transaction};
 use crate::ship::rows::COLUMNS;
 
 /// Migrations by version; each runs once, in order, in its own transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE epro_records (
     node text NOT NULL,
     shard integer NOT NULL,
@@ -80,7 +82,12 @@ SELECT coalesce(project_id, '-') AS project_id, site_id, count(*) AS reports,
 FROM epro_records
 WHERE kind = 'report' AND counted AND site_id IS NOT NULL
 GROUP BY 1, 2;
-"#];
+"#,
+    r#"
+ALTER TABLE epro_records ADD COLUMN sha256 bytea;
+ALTER TABLE epro_record_duplicates ADD COLUMN sha256 bytea;
+"#,
+];
 
 /// Brings the schema up to date; a no-op when it is.
 pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
@@ -122,22 +129,27 @@ pub fn copy_statement() -> String {
 
 /// Moves the staged batch: unkeyed records as they are; of each key, the earliest copy
 /// unless the key is already kept; every other copy into the duplicates.
+/// Columns are named, not `*`: a migration's added column comes last in each table,
+/// after the duplicates' own `kept_*` columns.
 pub fn move_staged(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
-    tx.batch_execute(
-        "INSERT INTO epro_records SELECT * FROM epro_stage WHERE submission_id IS NULL
+    let staged: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
+    let staged = staged.join(", ");
+    tx.batch_execute(&format!(
+        "INSERT INTO epro_records ({COLUMNS}) SELECT {staged} FROM epro_stage s
+             WHERE submission_id IS NULL
              ON CONFLICT (node, shard, seq) DO NOTHING;
-         INSERT INTO epro_records
-             SELECT DISTINCT ON (principal, submission_id) * FROM epro_stage
+         INSERT INTO epro_records ({COLUMNS})
+             SELECT DISTINCT ON (principal, submission_id) {staged} FROM epro_stage s
              WHERE submission_id IS NOT NULL
              ORDER BY principal, submission_id, received_ns, node, shard, seq
              ON CONFLICT DO NOTHING;
-         INSERT INTO epro_record_duplicates
-             SELECT s.*, r.node, r.shard, r.seq FROM epro_stage s
+         INSERT INTO epro_record_duplicates ({COLUMNS}, kept_node, kept_shard, kept_seq)
+             SELECT {staged}, r.node, r.shard, r.seq FROM epro_stage s
              JOIN epro_records r
                ON r.principal = s.principal AND r.submission_id = s.submission_id
              WHERE (r.node, r.shard, r.seq) <> (s.node, s.shard, s.seq)
-             ON CONFLICT (node, shard, seq) DO NOTHING;",
-    )
+             ON CONFLICT (node, shard, seq) DO NOTHING;"
+    ))
 }
 
 /// The cursor of (node, shard), created at 0 when there is none.
