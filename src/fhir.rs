@@ -16,8 +16,6 @@ use crate::validate::{MAX_ID, NO_PROJECT};
 
 pub const PROJECT_SYSTEM: &str = "urn:epro-ingest:project";
 pub const SITE_SYSTEM: &str = "urn:epro-ingest:site";
-/// The FHIR JSON media type.
-pub const MEDIA_TYPE: &[u8] = b"application/fhir+json";
 
 const STATUSES: [&str; 5] = [
     "in-progress",

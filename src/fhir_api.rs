@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::fhir::{self, Issue};
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Header, Reply, Status, RETRY_AFTER};
+use crate::http::response::{Header, Reply, Status, FHIR_JSON, RETRY_AFTER};
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::outcome::Outcome;
@@ -33,13 +33,13 @@ pub fn refuse(
         diagnostics: diagnostics.to_string(),
     };
     let body = fhir::outcome(&[issue]);
-    reply.with(status, fhir::MEDIA_TYPE, extra, &[body.as_bytes()]);
+    reply.with(status, FHIR_JSON, extra, &[body.as_bytes()]);
 }
 
 /// `application/fhir+json` or `application/json`, parameters allowed.
 fn is_fhir_media_type(value: &[u8]) -> bool {
     let media = value.split(|&b| b == b';').next().unwrap_or(b"");
-    media.trim_ascii().eq_ignore_ascii_case(fhir::MEDIA_TYPE) || is_json_media_type(value)
+    media.trim_ascii().eq_ignore_ascii_case(FHIR_JSON) || is_json_media_type(value)
 }
 
 /// `POST /fhir/QuestionnaireResponse`.
@@ -72,7 +72,7 @@ pub fn create(
                 Status::UnprocessableContent
             };
             let body = fhir::outcome(&refused.issues);
-            reply.with(status, fhir::MEDIA_TYPE, &[], &[body.as_bytes()]);
+            reply.with(status, FHIR_JSON, &[], &[body.as_bytes()]);
             return after;
         }
     };
@@ -134,7 +134,7 @@ pub fn create(
             stored_outcome.as_bytes()
         }
     };
-    reply.with(Status::Created, fhir::MEDIA_TYPE, &headers, &[body]);
+    reply.with(Status::Created, FHIR_JSON, &headers, &[body]);
     let sync = ctx
         .log()
         .is_some_and(|log| log.durability() == Durability::Sync);
@@ -181,5 +181,5 @@ pub fn read(
 /// `GET /fhir/metadata`.
 pub fn metadata(reply: &mut Reply<'_>) {
     let statement = fhir::capability_statement();
-    reply.with(Status::Ok, fhir::MEDIA_TYPE, &[], &[statement.as_bytes()]);
+    reply.with(Status::Ok, FHIR_JSON, &[], &[statement.as_bytes()]);
 }

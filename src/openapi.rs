@@ -126,8 +126,8 @@ fn operation(route: Route, path: &str) -> Value {
     let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
     let outcome = json!({"schema": {"$ref": "#/components/schemas/OperationOutcome"}});
     for status in errors {
-        // The /fhir routes refuse with an OperationOutcome; framing, auth and limits
-        // answer before any route, as everywhere.
+        // The /fhir routes refuse with an OperationOutcome; a request refused while
+        // it is framed (malformed, over a limit) gets the v1 error, as everywhere.
         let content = if fhir {
             json!({"application/json": error, "application/fhir+json": outcome})
         } else {

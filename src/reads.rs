@@ -153,7 +153,7 @@ async fn record(
         (&b"ETag"[..], &b"W/\"1\""[..]),
     ];
     let (media, headers) = if fhir {
-        (crate::fhir::MEDIA_TYPE, &headers[..])
+        (crate::http::response::FHIR_JSON, &headers[..])
     } else {
         (JSON, &headers[..2])
     };

@@ -289,3 +289,41 @@ fn the_capability_statement_says_what_is_supported() {
         serde_json::json!([{"code": "create"}, {"code": "read"}])
     );
 }
+
+#[test]
+fn refusals_on_fhir_paths_are_operation_outcomes_whatever_refuses() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    // No token, and an unknown one: 401 "login" with the Bearer challenge.
+    let r = post_fhir(&mut s, "", F201, "");
+    assert_eq!(r.status, 401);
+    assert_eq!(issues(&r)[0].0, "login");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"epro-ingest\"")
+    );
+    let r = post_fhir(&mut s, "no-such-token-0123456789", F201, "");
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    // A resource type this server does not serve, and a method it does not take.
+    let r = get(&mut s, "/fhir/Patient/f201", ADMIN);
+    assert_eq!(r.status, 404);
+    assert_eq!(issues(&r)[0].0, "not-found");
+    s.write_all(b"DELETE /fhir/metadata HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(issues(&r)[0].0, "not-supported");
+    assert!(r.header("allow").unwrap().contains("GET"));
+    // A role that may not create: 403 "forbidden"; the v1 API keeps its JSON errors.
+    let r = post_fhir(&mut s, STAFF_P2, F201, "");
+    assert_eq!(r.status, 403);
+    assert_eq!(issues(&r)[0].0, "forbidden");
+    let r = get(&mut s, "/api/v1/projects/P001/reports/summary", "");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json()["error"].is_string());
+}

@@ -54,6 +54,25 @@ statuses! {
 }
 
 impl Status {
+    /// The FHIR R4 `IssueType` of an error with this status, for an `OperationOutcome`.
+    pub fn fhir_issue_type(self) -> &'static str {
+        match self {
+            Status::Unauthorized => "login",
+            Status::Forbidden => "forbidden",
+            Status::NotFound => "not-found",
+            Status::MethodNotAllowed | Status::UnsupportedMediaType => "not-supported",
+            Status::NotImplemented | Status::VersionNotSupported => "not-supported",
+            Status::RequestTimeout => "timeout",
+            Status::PayloadTooLarge | Status::UriTooLong => "too-long",
+            Status::HeaderFieldsTooLarge => "too-long",
+            Status::UnprocessableContent => "processing",
+            Status::TooManyRequests => "throttled",
+            Status::ServiceUnavailable => "transient",
+            Status::InternalServerError => "exception",
+            _ => "invalid",
+        }
+    }
+
     /// The three-digit code.
     pub fn code(self) -> &'static str {
         std::str::from_utf8(&self.line()[9..12]).unwrap_or("000")
@@ -83,6 +102,7 @@ impl ConnHeader {
 }
 
 pub const JSON: &[u8] = b"application/json";
+pub const FHIR_JSON: &[u8] = b"application/fhir+json";
 pub const TEXT: &[u8] = b"text/plain; charset=utf-8";
 
 /// Writes the responses of one connection into its reusable write buffer. Every
@@ -100,6 +120,8 @@ pub struct Reply<'o> {
     status: Option<Status>,
     /// Echoed as `X-Request-Id` in every response.
     request_id: Option<RequestId>,
+    /// A request to a `/fhir` path: errors are FHIR `OperationOutcome`s.
+    fhir: bool,
 }
 
 impl<'o> Reply<'o> {
@@ -111,15 +133,24 @@ impl<'o> Reply<'o> {
             head_only: false,
             status: None,
             request_id: None,
+            fhir: false,
         }
     }
 
-    /// A reply to `head`: keeps the connection as it asked, and has no body for HEAD.
+    /// A reply to `head`: keeps the connection as it asked, has no body for HEAD, and
+    /// speaks FHIR to a `/fhir` path.
     pub fn to(out: &'o mut Vec<u8>, date: [u8; date::LEN], head: &Head<'_>) -> Self {
         Reply {
             head_only: head.method == Method::Head,
-            ..Reply::new(out, date, ConnHeader::for_request(head))
+            ..Reply::new(out, date, ConnHeader::for_request(head)).for_path(head.path)
         }
+    }
+
+    /// Errors to a request for `path` are FHIR `OperationOutcome`s when it is under
+    /// `/fhir`: an EHR client parses those, whatever refused it (auth, limits, routing).
+    pub fn for_path(mut self, path: &str) -> Self {
+        self.fhir = path == "/fhir" || path.starts_with("/fhir/");
+        self
     }
 
     /// From now on, responses announce `Connection: close`.
@@ -192,9 +223,18 @@ impl<'o> Reply<'o> {
             message.len() <= 4,
             "an error message has at most four parts"
         );
-        let mut body: [&[u8]; 6] = [b""; 6];
-        body[0] = b"{\"error\":\"";
+        let mut body: [&[u8]; 8] = [b""; 8];
         let n = message.len().min(4);
+        if self.fhir {
+            body[0] = b"{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\",\"code\":\"";
+            body[1] = status.fhir_issue_type().as_bytes();
+            body[2] = b"\",\"diagnostics\":\"";
+            body[3..3 + n].copy_from_slice(&message[..n]);
+            body[3 + n] = b"\"}]}";
+            self.write(status, FHIR_JSON, extra.as_slice(), &body[..4 + n]);
+            return;
+        }
+        body[0] = b"{\"error\":\"";
         body[1..1 + n].copy_from_slice(&message[..n]);
         body[1 + n] = b"\"}";
         self.write(status, JSON, extra.as_slice(), &body[..2 + n]);
