@@ -391,6 +391,12 @@ fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<(), St
                         now.trim_end()
                     ));
                 }
+                heads::Against::NotReached => {
+                    say(format!(
+                        "shard {shard}: saved head seq {seq} not checked: the log is damaged \
+                         or unreadable before it (see above)"
+                    ));
+                }
                 heads::Against::Missing => {
                     broken += 1;
                     say(format!(

@@ -166,7 +166,8 @@ fn ship_once_stores_every_record_and_the_views_answer_like_the_read_apis() {
     let heads: String = client
         .query(
             "SELECT DISTINCT ON (shard) format('shard=%s seq=%s sha256=%s', shard, seq, \
-             encode(sha256, 'hex')) FROM epro_records WHERE node = 'n1' ORDER BY shard, seq DESC",
+             encode(sha256, 'hex')) FROM epro_records WHERE node = 'n1' AND sha256 IS NOT NULL \
+             ORDER BY shard, seq DESC",
             &[],
         )
         .unwrap()

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{export, post, project_report, python, verify, Server, BIN, DEVICE_TOKEN};
+use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::{
     decode, encode_header_version, hash, Decoded, Hash, Kind, Record, HASH_LEN, HEADER_LEN,
 };
@@ -114,6 +115,7 @@ fn save_heads(data: &Path) -> PathBuf {
 #[test]
 fn an_edited_record_with_its_crc_recomputed_breaks_the_chain() {
     let dir = with_reports(5, false);
+    let heads = save_heads(&data(&dir));
     let segment = only_segment(&data(&dir));
     let mut bytes = std::fs::read(&segment).unwrap();
     let at = records(&bytes);
@@ -125,6 +127,13 @@ fn an_edited_record_with_its_crc_recomputed_breaks_the_chain() {
     assert!(
         out.contains("hash chain broken: record 3") && out.contains(&format!("offset {}", at[2].0)),
         "names the first record whose prev no longer matches, and where: {out}"
+    );
+    // The saved head lies past the damage: not judged, rather than called cut.
+    let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("saved head seq 5 not checked") && !out.contains("gone"),
+        "{out}"
     );
     // The server refuses to start on it, as on any corruption.
     let start = Command::new(BIN)
@@ -312,4 +321,40 @@ fn a_log_from_before_the_chain_is_read_and_continued_chained() {
     std::fs::write(&segments[0].path, &edited).unwrap();
     let (ok, out) = verify(&data(&dir));
     assert!(!ok && out.contains("hash chain broken: record 4"), "{out}");
+}
+
+#[test]
+fn an_empty_segment_from_before_the_chain_is_continued_as_a_chained_one() {
+    // Header only (a crash right after rotation, or a shard never written to): the
+    // next record would start a segment of the same name, so this one is upgraded.
+    let dir = common::temp_dir();
+    let shard = dir.path().join("data/shard-0");
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut v1 = encode_header_version(0, 1, 1).to_vec();
+    v1.resize(65536, 0);
+    std::fs::write(shard.join("00000000000000000001.seg"), &v1).unwrap();
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    for patient in ["A", "B"] {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &project_report(patient),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    let (ok, out) = verify(&data(&dir));
+    assert!(ok && out.contains("1 segments, 2 records"), "{out}");
+    let bytes = std::fs::read(only_segment(&data(&dir))).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+    assert_eq!(export(&data(&dir)).len(), 2);
+    // Listed once: not replaced by a new segment of the same name.
+    let manifest = Manifest::read(&data(&dir).join("shard-0"), 0)
+        .unwrap()
+        .unwrap();
+    let listed: Vec<u64> = manifest.segments.iter().map(|s| s.first_seq).collect();
+    assert_eq!(listed, [1]);
 }

@@ -247,11 +247,12 @@ pub fn verify(
                 Ok(_) => Vec::new(),
                 Err(_) => salvage_shard(&dir, shard, |_, _| {}).problems,
             };
+            let whole = result.is_ok();
             ShardReport {
                 shard,
                 result,
                 problems,
-                against: saved.map(|h| (h, Against::judge(&h, found))),
+                against: saved.map(|h| (h, Against::judge(&h, found, whole))),
             }
         })
         .collect())

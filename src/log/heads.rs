@@ -105,16 +105,20 @@ pub enum Against {
     Rewritten(Hash),
     /// The log no longer reaches the record: history was truncated.
     Missing,
+    /// The shard's log is damaged (or unreadable) before the record: not judged.
+    NotReached,
 }
 
 impl Against {
-    /// `found`: the hash of the saved head's record in the log now, if it has it.
-    pub fn judge(saved: &Head, found: Option<Hash>) -> Against {
+    /// `found`: the hash of the saved head's record in the log now, if the scan met it;
+    /// `whole`: whether the scan read the whole log (no damage stopped it).
+    pub fn judge(saved: &Head, found: Option<Hash>, whole: bool) -> Against {
         match found {
             _ if saved.seq == 0 => Against::Holds,
             Some(hash) if hash == saved.hash => Against::Holds,
             Some(hash) => Against::Rewritten(hash),
-            None => Against::Missing,
+            None if whole => Against::Missing,
+            None => Against::NotReached,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::log::datadir::create_private;
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
-use crate::log::record::{Record, GENESIS};
+use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN};
 use crate::log::recover::{
     list_segments, remove_unfinished, scan_shard_from, ScanProgress, ShardScan, TornTail,
 };
@@ -78,11 +78,17 @@ pub fn open_shard(
     manifest
         .write(dir)
         .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
-    // An unchained (version 1) segment is never continued: its records would not
-    // match its version.
+    // An unchained (version 1) segment with records is never continued: new records
+    // would not match its version. One without any becomes a version 2 segment (a new
+    // one would take its name: the same first sequence number).
     let last = match &scan.last {
-        Some((segment, end)) if next_seq == scan.next_seq && scan.last_chained => {
-            Some((segment.path.clone(), *end))
+        Some((segment, end)) if next_seq == scan.next_seq => {
+            let empty = *end == HEADER_LEN as u64;
+            if !scan.last_chained && empty {
+                chain_empty_segment(&segment.path, shard, segment.first_seq)
+                    .map_err(|e| format!("upgrading {}: {e}", segment.path.display()))?;
+            }
+            (scan.last_chained || empty).then(|| (segment.path.clone(), *end))
         }
         _ => None,
     };
@@ -114,6 +120,15 @@ fn listed_segments(dir: &Path, scan: &ShardScan) -> Result<Vec<Listed>, String> 
         });
     }
     Ok(listed)
+}
+
+/// Rewrites the header of a version 1 segment that holds no record as version 2, so
+/// that it can be continued with chained records.
+fn chain_empty_segment(path: &Path, shard: u16, first_seq: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all_at(&encode_header(shard, first_seq), 0)?;
+    file.sync_data()
 }
 
 /// Saves the torn bytes beside the segment (`<segment>.torn-<offset>`, 0600) for

@@ -45,6 +45,7 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
     let mut last = Last {
         seq: 0,
         hash: Some(GENESIS),
+        chained: false,
     };
     for segment in &segments {
         if let Err(problem) = salvage_segment(
@@ -58,16 +59,20 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
             &mut salvage.problems,
         ) {
             salvage.problems.push(problem);
+            // The records the error hid are unknown: the next one's prev cannot be judged.
+            last.hash = None;
         }
     }
     salvage
 }
 
 /// The last record salvaged: its sequence number, and its hash unless bytes were
-/// skipped since (then the next record's `prev` cannot be checked).
+/// skipped since (then the next record's `prev` cannot be checked); and whether a
+/// chained (version 2) segment came before.
 struct Last {
     seq: u64,
     hash: Option<Hash>,
+    chained: bool,
 }
 
 /// Salvages one segment: every record of `shard` past `last.seq` that verifies goes to
@@ -82,14 +87,34 @@ fn salvage_segment(
 ) -> Result<(), Corruption> {
     let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
     let mut w = Window::open(path).map_err(unreadable)?;
-    if let Err(reason) = decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
-        problems.push(Corruption::at(path, 0, reason));
+    // Unknown with a damaged header: then records are not judged by their version.
+    let chained = match decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
+        Ok(header) => Some(header.chained),
+        Err(reason) => {
+            problems.push(Corruption::at(path, 0, reason));
+            None
+        }
+    };
+    if chained == Some(false) && last.chained {
+        problems.push(Corruption::at(
+            path,
+            0,
+            "an unchained (version 1) segment after a chained one",
+        ));
     }
+    last.chained |= chained == Some(true);
     let mut at = (HEADER_LEN as u64).min(w.file_len());
     while at < w.file_len() {
         let bytes = w.record_bytes(at).map_err(unreadable)?;
         let reason = match decode(bytes, None) {
             Decoded::Record(record, len) if record.shard == shard && record.seq > last.seq => {
+                if chained.is_some_and(|c| c != record.prev.is_some()) {
+                    problems.push(Corruption::at(
+                        path,
+                        at as usize,
+                        "record chaining disagrees with its segment's version: edited",
+                    ));
+                }
                 if record
                     .prev
                     .zip(last.hash.as_ref())
@@ -107,10 +132,8 @@ fn salvage_segment(
                 }
                 let hash = hash(&bytes[..len]);
                 each(&record, &hash);
-                *last = Last {
-                    seq: record.seq,
-                    hash: Some(hash),
-                };
+                last.seq = record.seq;
+                last.hash = Some(hash);
                 at += len as u64;
                 continue;
             }
