@@ -71,9 +71,14 @@ fn only_segment(data: &Path) -> PathBuf {
 
 /// Offsets where each record of a segment starts, and where the last one ends.
 fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
+    record_offsets_from(bytes, 1)
+}
+
+/// [`record_offsets`] of a segment whose first record is `first_seq`.
+fn record_offsets_from(bytes: &[u8], first_seq: u64) -> (Vec<usize>, usize) {
     let mut offsets = Vec::new();
     let mut at = HEADER_LEN;
-    let mut seq = 1;
+    let mut seq = first_seq;
     while let Decoded::Record(_, len) = decode(&bytes[at..], Some((0, seq))) {
         offsets.push(at);
         at += len;
@@ -215,6 +220,46 @@ fn restart_resumes_sequence_numbers() {
     let mut stream = server.connect();
     let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-3"));
     assert_eq!(seq_of(&r.json()["id"]), after_crash + 1);
+}
+
+#[test]
+fn a_crash_loop_does_not_leave_a_segment_of_zeros_per_crash() {
+    // Each start after a crash skips ids and so starts a new segment (64 KiB here): the
+    // one it leaves gives its unused preallocated space back.
+    let mut dir = write_reports_then(2, CONFIG, Ending::Crash);
+    for round in 0..4 {
+        let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+        let mut stream = server.connect();
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &report(&format!("R-{round}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        dir = server.kill();
+    }
+    let data = dir.path().join("data");
+    let (ok, out) = verify(&data);
+    assert!(ok && out.contains("6 records"), "{out}");
+    let segments = list_segments(&data.join("shard-0")).unwrap();
+    assert_eq!(segments.len(), 5, "one segment per run");
+    let sizes: Vec<u64> = segments
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).unwrap().len())
+        .collect();
+    // Every one but the last holds a header and its records, not 64 KiB of zeros.
+    for (segment, &size) in segments.iter().zip(&sizes).take(4) {
+        let bytes = std::fs::read(&segment.path).unwrap();
+        let (_, end) = record_offsets_from(&bytes, segment.first_seq);
+        assert_eq!(size as usize, end, "{}: {sizes:?}", segment.path.display());
+    }
+    assert_eq!(sizes[4], 65536, "the live one keeps its preallocation");
+    // And the next start reads them as they are.
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    assert_eq!(export(&dir.path().join("data")).len(), 6);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! pool): remove unfinished segment creations, scan against the manifest, cut a torn
 //! tail (keeping a copy of the bytes cut), and write this run's manifest, which
 //! reserves the first block of ids and clears the clean-shutdown mark, before any
-//! record is accepted.
+//! record is accepted. A last segment that will not be continued gives back its
+//! unused preallocated space.
 
 use std::fs;
 use std::io;
@@ -69,15 +70,6 @@ pub fn open_shard(
             .map_err(|e| format!("chmod 600 {}: {e}", segment.path.display()))?;
     }
     let next_seq = scan.resume_seq();
-    let manifest = Manifest {
-        shard,
-        reserved_seq: next_seq + RESERVE_BLOCK,
-        clean_end: None,
-        segments: listed_segments(dir, &scan)?,
-    };
-    manifest
-        .write(dir)
-        .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
     // An unchained (version 1) segment with records is never continued: new records
     // would not match its version. One without any becomes a version 2 segment (a new
     // one would take its name: the same first sequence number).
@@ -92,6 +84,37 @@ pub fn open_shard(
         }
         _ => None,
     };
+    // A last segment that is not continued (ids were skipped after a crash, or it is of
+    // version 1) gives back its unused preallocated space: otherwise every crash of a
+    // crash loop would leave a whole segment's worth of zeros behind. Listed at its new
+    // size first, then cut: a crash in between leaves it larger than listed, which is
+    // allowed.
+    let abandoned = match (&scan.last, &last) {
+        (Some((segment, end)), None) => Some((segment.clone(), *end)),
+        _ => None,
+    };
+    let mut segments = listed_segments(dir, &scan)?;
+    if let Some((segment, end)) = &abandoned {
+        for listed in segments
+            .iter_mut()
+            .filter(|l| l.first_seq == segment.first_seq)
+        {
+            listed.size = listed.size.min(*end);
+        }
+    }
+    let manifest = Manifest {
+        shard,
+        reserved_seq: next_seq + RESERVE_BLOCK,
+        clean_end: None,
+        segments,
+    };
+    manifest
+        .write(dir)
+        .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
+    if let Some((segment, end)) = abandoned {
+        release_tail(&segment.path, end)
+            .map_err(|e| format!("shrinking {}: {e}", segment.path.display()))?;
+    }
     Ok(Opened {
         scan,
         manifest,
@@ -120,6 +143,17 @@ fn listed_segments(dir: &Path, scan: &ShardScan) -> Result<Vec<Listed>, String> 
         });
     }
     Ok(listed)
+}
+
+/// Cuts a segment that will not be written again to the end of its records (the rest
+/// is zeros: preallocated space).
+fn release_tail(path: &Path, end: u64) -> io::Result<()> {
+    let file = fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() > end {
+        file.set_len(end)?;
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Rewrites the header of a version 1 segment that holds no record as version 2, so
