@@ -229,7 +229,9 @@ fn allocations_per_request_on_the_real_path_are_the_runtimes_few() {
         let bound = match (name, depth) {
             ("submit, sync", 1) => 9.0,
             ("submit, sync", _) => 4.5,
-            (_, 1) => 2.0,
+            // 1.68 on a quiet machine, 2.03 seen under load (more reactor polls per
+            // request); one more allocation per request would pass 2.6.
+            (_, 1) => 2.5,
             _ => 1.0,
         };
         assert!(
