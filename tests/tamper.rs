@@ -301,11 +301,14 @@ fn a_log_from_before_the_chain_is_read_and_continued_chained() {
     assert!(status.success());
     let (ok, out) = verify(&data(&dir));
     assert!(ok, "{out}");
-    // The old segment is left as it was; the new record went into a chained segment
-    // whose first record follows the last old one.
+    // The old segment keeps its records as they were (its unused space is given back);
+    // the new record went into a chained segment whose first record follows the last
+    // old one.
     let segments = list_segments(&data(&dir).join("shard-0")).unwrap();
     assert_eq!(segments.len(), 2);
-    assert_eq!(std::fs::read(&segments[0].path).unwrap(), v1);
+    let old = std::fs::read(&segments[0].path).unwrap();
+    let (at, len) = records(&v1)[2];
+    assert_eq!(old, v1[..at + len]);
     let new = std::fs::read(&segments[1].path).unwrap();
     assert_eq!(u16::from_le_bytes([new[8], new[9]]), 2, "version 2 header");
     let (o, l) = records(&new)[0];
@@ -315,7 +318,7 @@ fn a_log_from_before_the_chain_is_read_and_continued_chained() {
     assert_eq!(exported[2]["sha256"], hex(&last_v1));
 
     // An edit of the last old record is caught by the first new one.
-    let mut edited = v1.clone();
+    let mut edited = old.clone();
     let (at, _) = records(&edited)[2];
     rewrite(&mut edited, at, site_s99, None);
     std::fs::write(&segments[0].path, &edited).unwrap();
