@@ -27,28 +27,20 @@ while [ $# -gt 0 ]; do
 done
 command -v wrk >/dev/null 2>&1 || { echo "bench-sync.sh: wrk is needed (apt-get install wrk)." >&2; exit 1; }
 
-cargo build --profile dist --locked --bin epro-ingest >&2
+# The same build as scripts/bench.sh (so neither rebuilds the other's).
+cargo build --profile dist --locked --features bench-servers --bins >&2
 BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 WORK=$(mktemp -d -p "$PWD/target" bench-sync.XXXXXX)   # on the real disk
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TOKEN=device-token-0123456789
-cat > "$WORK/config.toml" <<TOML
-segment_bytes = $SEGMENT
-
-[[principals]]
-id = "device-1"
-token = "$TOKEN"
-role = "device"
-projects = ["P001"]
-TOML
-BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionRef":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
+. scripts/workload.sh
+{ echo "segment_bytes = $SEGMENT"; echo; device_principal; } > "$WORK/config.toml"
 cat > "$WORK/submit.lua" <<LUA
-local body = [[$BODY]]
+local body = [[$REPORT_BODY]]
 init = function(args)
   local r = {}
   for i = 1, $PIPELINE do
-    r[i] = wrk.format("POST", "/epro/submit", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer $TOKEN"}, body)
+    r[i] = wrk.format("POST", "/epro/submit", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer $DEVICE_TOKEN"}, body)
   end
   req = table.concat(r)
 end

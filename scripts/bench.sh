@@ -62,14 +62,11 @@ ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 WORK=$(mktemp -d -p "$PWD/target" bench.XXXXXX)   # on the real disk, not tmpfs
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] && cp "$WORK/results.tsv" "$BENCH_KEEP"; rm -rf "$WORK"' EXIT
-DEVICE=device-token-0123456789
+. scripts/workload.sh
 ADMIN=admin-token-0123456789
-cat > "$WORK/config.toml" <<TOML
-[[principals]]
-id = "device-1"
-token = "$DEVICE"
-role = "device"
-projects = ["P001"]
+{
+  device_principal
+  cat <<TOML
 
 [[principals]]
 id = "admin-1"
@@ -77,19 +74,12 @@ token = "$ADMIN"
 role = "admin"
 projects = ["*"]
 TOML
+} > "$WORK/config.toml"
 
-# A ~280-byte report, as the reference setup says. It carries no submissionId: every
-# request is a new report (a repeated submissionId would be a retry, answered from
-# the first). The keyed workload sends the same body with a fresh Idempotency-Key per
-# request (padded to the length of the submissionId it replaces).
-BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionRef":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
-cat > "$WORK/submit.lua" <<LUA
-wrk.method = "POST"
-wrk.path = "/epro/submit"
-wrk.body = [[$BODY]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $DEVICE"
-LUA
+# The report of scripts/workload.sh. The keyed workload sends the same body with a
+# fresh Idempotency-Key per request (padded to the length of the submissionId it
+# replaces); a repeated submissionId would be a retry, answered from the first.
+submit_lua > "$WORK/submit.lua"
 cat "$WORK/submit.lua" > "$WORK/keyed.lua"
 cat >> "$WORK/keyed.lua" <<'LUA'
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))

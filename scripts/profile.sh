@@ -36,22 +36,9 @@ ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 WORK=$(mktemp -d -p "$PWD/target" profile.XXXXXX)   # on the real disk, not tmpfs
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-TOKEN=device-token-0123456789
-cat > "$WORK/config.toml" <<TOML
-[[principals]]
-id = "device-1"
-token = "$TOKEN"
-role = "device"
-projects = ["P001"]
-TOML
-BODY='{"patientId":"P-000123","projectId":"P001","siteId":"S01","submissionRef":"3f2a9c1e-5b7d-4e2a-9f1c-8d6b4a2e7c31","reportData":{"q1":3,"q2":1,"q3":4,"painScore":6,"sleepHours":7.5,"nausea":false,"notes":"mild headache after lunch"},"timestamp":"2026-11-26T08:15:30Z"}'
-cat > "$WORK/submit.lua" <<LUA
-wrk.method = "POST"
-wrk.path = "/epro/submit"
-wrk.body = [[$BODY]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+. scripts/workload.sh
+device_principal > "$WORK/config.toml"
+submit_lua > "$WORK/submit.lua"
 
 # Groups a `perf report` (overhead, dso, symbol) into shares, then the top symbols.
 cat > "$WORK/group.py" <<'PY'

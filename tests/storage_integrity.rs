@@ -13,28 +13,12 @@ use common::{export, get, post, project_report, verify, Server, BIN};
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
 use epro_ingest::log::recover::list_segments;
 
-use common::{ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
+use common::{Ending, ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
 /// A 1-shard server with `n` reports, stopped cleanly or killed.
 fn with_reports(n: usize, clean: bool) -> tempfile::TempDir {
-    let server = Server::start(CONFIG, &["--shards", "1"]);
-    let mut stream = server.connect();
-    for i in 0..n {
-        let r = post(
-            &mut stream,
-            "/epro/submit",
-            DEVICE,
-            &project_report(&format!("P-{i}")),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    if clean {
-        let (status, dir) = server.terminate();
-        assert!(status.success());
-        dir
-    } else {
-        server.kill()
-    }
+    let ending = if clean { Ending::Clean } else { Ending::Crash };
+    common::stored_reports(CONFIG, n, ending)
 }
 
 fn segments(data: &Path) -> Vec<PathBuf> {

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{export, post, project_report, python, verify, Server, BIN, DEVICE_TOKEN};
+use common::{export, post, project_report, python, verify, Ending, Server, BIN, DEVICE_TOKEN};
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::{
     decode, encode_header_version, hash, Decoded, Hash, Kind, Record, HASH_LEN, HEADER_LEN,
@@ -21,23 +21,8 @@ const CONFIG: &str = common::DEVICE_CONFIG;
 /// A 1-shard server that stored `n` project reports (site S01), stopped cleanly, or
 /// killed when `crash`.
 fn with_reports(n: usize, crash: bool) -> tempfile::TempDir {
-    let server = Server::start(CONFIG, &["--shards", "1"]);
-    let mut stream = server.connect();
-    for i in 0..n {
-        let r = post(
-            &mut stream,
-            "/epro/submit",
-            DEVICE_TOKEN,
-            &project_report(&format!("P-{i}")),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    if crash {
-        return server.kill();
-    }
-    let (status, dir) = server.terminate();
-    assert!(status.success(), "{status:?}");
-    dir
+    let ending = if crash { Ending::Crash } else { Ending::Clean };
+    common::stored_reports(CONFIG, n, ending)
 }
 
 fn data(dir: &tempfile::TempDir) -> PathBuf {

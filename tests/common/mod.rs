@@ -415,6 +415,37 @@ pub fn project_report(patient: &str) -> String {
     format!(r#"{{"patientId":"{patient}","projectId":"P001","siteId":"S01","reportData":"fine"}}"#)
 }
 
+/// How [`stored_reports`] ends its server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM: a clean stop, marked in the manifest.
+    Clean,
+    /// kill -9.
+    Crash,
+}
+
+/// A 1-shard server under `config` that stored `n` project reports (`P-0`, `P-1`, ...)
+/// with [`DEVICE_TOKEN`], then ended as `ending` says: its data directory.
+pub fn stored_reports(config: &str, n: usize, ending: Ending) -> tempfile::TempDir {
+    let server = Server::start(config, &["--shards", "1"]);
+    let mut stream = server.connect();
+    for i in 0..n {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &project_report(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    if ending == Ending::Crash {
+        return server.kill();
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    dir
+}
+
 /// The bytes of a submit of `body` with the device token.
 pub fn submit_request(body: &str) -> Vec<u8> {
     format!(
