@@ -26,7 +26,8 @@ done
 PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")")
 [ -x "$PGBIN/pg_ctl" ] || { echo "bench-ship.sh: PostgreSQL's initdb/pg_ctl are needed (apt-get install postgresql)" >&2; exit 1; }
 
-cargo build --profile dist --locked --bin epro-ingest >&2
+# The same build as scripts/bench.sh (so neither rebuilds the other's).
+cargo build --profile dist --locked --features bench-servers --bins >&2
 BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
