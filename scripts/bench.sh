@@ -178,7 +178,7 @@ for round in $(seq "$ROUNDS"); do
       ours-sync) workloads="submit keyed" ;;
       base-async|axum-buffered) workloads="submit route health" ;;
       base-sync|axum-durable) workloads="submit" ;;
-      floor) workloads="health" ;;
+      floor) workloads="health submit" ;;   # submit: read the request, answer 200 ok
     esac
     for w in $workloads; do measure "$name" "$w" "$round"; done
     stop
@@ -220,6 +220,8 @@ ratio(("ours-async", "route"), ("axum-buffered", "route"), "route: ours / axum")
 ratio(("ours-async", "health"), ("axum-buffered", "health"), "health: ours / axum")
 ratio(("ours-async", "health"), ("floor", "health"), "health: ours / floor")
 ratio(("ours-async", "route"), ("floor", "health"), "route: ours / floor (health)")
+ratio(("ours-async", "submit"), ("floor", "submit"), "submit async: ours / floor")
+ratio(("ours-sync", "submit"), ("floor", "submit"), "submit sync: ours / floor")
 ratio(("ours-async", "submit"), ("base-async", "submit"), "submit async: ours / base")
 ratio(("ours-sync", "submit"), ("base-sync", "submit"), "submit sync: ours / base")
 ratio(("ours-async", "route"), ("base-async", "route"), "route: ours / base")

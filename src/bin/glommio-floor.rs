@@ -1,6 +1,7 @@
-//! The floor of the benchmark: a glommio server that answers every read with one
-//! canned `200 ok` response, no parsing at all, on one executor per CPU given. It shows
-//! how close a real server gets to what the runtime and the kernel allow.
+//! The floor of the benchmark: a glommio server that answers every request with one
+//! canned `200 ok` response, no parsing at all (a request is counted by its blank line;
+//! a POST's body is read and ignored), on one executor per CPU given. It shows how
+//! close a real server gets to what the runtime and the kernel allow.
 //!
 //! `glommio-floor --listen 127.0.0.1:8082 --cpus 0`
 
