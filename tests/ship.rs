@@ -437,6 +437,61 @@ fn a_corrupt_record_stops_ship_with_its_file_and_offset_after_what_came_before()
 }
 
 #[test]
+fn a_log_rewritten_behind_the_shipper_stops_it() {
+    use epro_ingest::log::record::{decode, Decoded, Record, HEADER_LEN};
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    fill(&server, 10, None);
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    let data = dir.path().join("data");
+    ship_once(&data, &pg, "n1");
+    // Rewrite the last record (its patient pat-N -> pat+N, same length) with its CRC
+    // recomputed: no record follows it, so the chain alone cannot tell.
+    let segment = epro_ingest::log::recover::list_segments(&data.join("shard-0"))
+        .unwrap()
+        .remove(0)
+        .path;
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let (mut at, mut last) = (HEADER_LEN, HEADER_LEN);
+    while let Decoded::Record(_, len) = decode(&bytes[at..], None) {
+        last = at;
+        at += len;
+    }
+    let Decoded::Record(record, len) = decode(&bytes[last..], None) else {
+        panic!("no record")
+    };
+    let body = String::from_utf8_lossy(record.body).replace("\"pat-", "\"pat+");
+    assert_ne!(body.as_bytes(), record.body);
+    let seq = record.seq;
+    let prev = *record.prev.unwrap();
+    let mut out = Vec::new();
+    Record {
+        body: body.as_bytes(),
+        prev: Some(&prev),
+        ..record
+    }
+    .encode(&mut out)
+    .unwrap();
+    assert_eq!(out.len(), len);
+    bytes[last..last + len].copy_from_slice(&out);
+    std::fs::write(&segment, &bytes).unwrap();
+    let (ok, said) = common::verify(&data);
+    assert!(
+        ok,
+        "the chain alone does not see an edit of the last record: {said}"
+    );
+    // The shipper reads its last shipped record again and finds it changed.
+    let out = ship_cmd(&data, &pg, "n1", &["--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("record {seq} is not what was shipped")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn without_node_the_name_is_kept_in_the_data_directory_so_a_rerun_ships_nothing_new() {
     let pg = Postgres::start();
     let server = Server::start(CONFIG, &[]);

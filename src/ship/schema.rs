@@ -152,6 +152,27 @@ pub fn move_staged(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
     ))
 }
 
+/// The newest record of (node, shard) shipped before `below` (in either table): its
+/// sequence number and hash (`None` for a row shipped before hashes were).
+pub fn last_shipped(
+    client: &mut Client,
+    node: &str,
+    shard: i32,
+    below: i64,
+) -> Result<Option<(i64, Option<Vec<u8>>)>, postgres::Error> {
+    let row = client.query_opt(
+        "SELECT seq, sha256 FROM (
+             SELECT seq, sha256 FROM epro_records
+             WHERE node = $1 AND shard = $2 AND seq < $3
+             UNION ALL
+             SELECT seq, sha256 FROM epro_record_duplicates
+             WHERE node = $1 AND shard = $2 AND seq < $3
+         ) shipped ORDER BY seq DESC LIMIT 1",
+        &[&node, &shard, &below],
+    )?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// The cursor of (node, shard), created at 0 when there is none.
 pub fn cursor(client: &mut Client, node: &str, shard: i32) -> Result<i64, postgres::Error> {
     client.execute(
