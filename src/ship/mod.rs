@@ -261,13 +261,17 @@ fn ship_shard(
     // The last record shipped is read again from the log and must hash as PostgreSQL
     // has it: a log rewritten behind the shipper (even re-chained) stops it.
     let last = schema::last_shipped(client, &opts.node, shard_no, cursor as i64)?;
-    let from = last.as_ref().map_or(cursor, |&(seq, _)| seq as u64);
+    let from = last.as_ref().map_or(cursor, |l| l.seq as u64);
     let scanned = scan_shard_from(
         dir,
         shard,
         from,
         |record, at| {
-            if let Some((seq, Some(hash))) = &last {
+            if let Some(schema::Shipped {
+                seq,
+                sha256: Some(hash),
+            }) = &last
+            {
                 if record.seq == *seq as u64 && hash[..] != at.hash[..] {
                     failed = Some(PassError::Stop(Stop::Corrupt(format!(
                         "ship: shard {shard}: record {seq} is not what was shipped (its \

@@ -152,14 +152,20 @@ pub fn move_staged(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
     ))
 }
 
-/// The newest record of (node, shard) shipped before `below` (in either table): its
-/// sequence number and hash (`None` for a row shipped before hashes were).
+/// A shipped record as PostgreSQL has it.
+pub struct Shipped {
+    pub seq: i64,
+    /// `None` for a row shipped before rows had hashes.
+    pub sha256: Option<Vec<u8>>,
+}
+
+/// The newest record of (node, shard) shipped before `below`, in either table.
 pub fn last_shipped(
     client: &mut Client,
     node: &str,
     shard: i32,
     below: i64,
-) -> Result<Option<(i64, Option<Vec<u8>>)>, postgres::Error> {
+) -> Result<Option<Shipped>, postgres::Error> {
     let row = client.query_opt(
         "SELECT seq, sha256 FROM (
              SELECT seq, sha256 FROM epro_records
@@ -170,7 +176,10 @@ pub fn last_shipped(
          ) shipped ORDER BY seq DESC LIMIT 1",
         &[&node, &shard, &below],
     )?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    Ok(row.map(|r| Shipped {
+        seq: r.get(0),
+        sha256: r.get(1),
+    }))
 }
 
 /// The cursor of (node, shard), created at 0 when there is none.
