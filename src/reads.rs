@@ -9,9 +9,9 @@ use crate::context::Context;
 use crate::fhir_api;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
+use crate::log::files::shard_dir;
 use crate::log::locations::{read_record, Location};
 use crate::log::record::Kind;
-use crate::log::recover::shard_dir;
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
 

@@ -7,8 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{export, post, report, verify, Server};
+use epro_ingest::log::files::list_segments;
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
-use epro_ingest::log::recover::{list_segments, scan_shard};
+use epro_ingest::log::recover::scan_shard;
 
 /// Starts a 1-shard server, stores `n` reports, stops it gracefully.
 fn write_reports(n: usize, config: &str) -> tempfile::TempDir {

@@ -404,7 +404,7 @@ fn a_corrupt_record_stops_ship_with_its_file_and_offset_after_what_came_before()
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
-    let segment = epro_ingest::log::recover::list_segments(&data.join("shard-0"))
+    let segment = epro_ingest::log::files::list_segments(&data.join("shard-0"))
         .unwrap()
         .remove(0)
         .path;
@@ -448,7 +448,7 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
     ship_once(&data, &pg, "n1");
     // Rewrite the last record (its patient pat-N -> pat+N, same length) with its CRC
     // recomputed: no record follows it, so the chain alone cannot tell.
-    let segment = epro_ingest::log::recover::list_segments(&data.join("shard-0"))
+    let segment = epro_ingest::log::files::list_segments(&data.join("shard-0"))
         .unwrap()
         .remove(0)
         .path;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{export, get, post, project_report, verify, Server, BIN};
+use epro_ingest::log::files::list_segments;
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
-use epro_ingest::log::recover::list_segments;
 
 use common::{Ending, ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 

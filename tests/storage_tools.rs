@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{post, report, temp_dir, Server, BIN, DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
+use epro_ingest::log::files::list_segments;
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
-use epro_ingest::log::recover::list_segments;
 
 fn run(args: &[&str], data: &Path) -> Output {
     Command::new(BIN)

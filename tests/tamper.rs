@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{export, post, project_report, python, verify, Ending, Server, BIN, DEVICE_TOKEN};
+use epro_ingest::log::files::list_segments;
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::{
     decode, encode_header_version, hash, Decoded, Hash, Kind, Record, HASH_LEN, HEADER_LEN,
 };
-use epro_ingest::log::recover::list_segments;
 
 const CONFIG: &str = common::DEVICE_CONFIG;
 

@@ -102,8 +102,8 @@ fn lock(dir: &Path) -> Result<File, String> {
 /// never reuse an old id. Refused while a server holds the directory. Returns the
 /// retired directory and the first id the shard will give.
 pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(std::path::PathBuf, u64), String> {
+    use crate::log::files::shard_dir;
     use crate::log::manifest::Manifest;
-    use crate::log::recover::shard_dir;
     use crate::log::salvage::salvage_shard;
     let _lock = lock(data_dir)?;
     let dir = shard_dir(data_dir, usize::from(shard));

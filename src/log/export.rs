@@ -9,9 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
+use crate::log::files::list_segments;
 use crate::log::heads::{Against, Head};
 use crate::log::record::{Hash, Record};
-use crate::log::recover::{list_segments, scan_shard_from, Corruption, ScanProgress, ShardScan};
+use crate::log::recover::{scan_shard_from, Corruption, ScanProgress, ShardScan};
 use crate::log::salvage::salvage_shard;
 
 /// The record id: shard and sequence number, unique across shards and restarts.

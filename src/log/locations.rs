@@ -7,8 +7,8 @@
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::files::segment_name;
 use super::record::{decode, field, Decoded, Kind, HEADER_LEN, MAX_PAYLOAD};
-use super::recover::segment_name;
 
 /// One segment's record offsets.
 #[derive(Debug)]

@@ -10,7 +10,8 @@
 //!
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
-//! `flusher` the task that writes, [`recover`] reading back (start-up recovery,
+//! `flusher` the task that writes, [`files`] a shard directory's files by name,
+//! [`recover`] reading back (start-up recovery,
 //! export, verify), [`export`] the offline commands, [`heads`] the saved chain heads
 //! they check, [`datadir`] the directory's lock.
 //!
@@ -25,6 +26,7 @@
 
 pub mod datadir;
 pub mod export;
+pub mod files;
 mod flusher;
 pub mod heads;
 pub mod locations;

@@ -11,11 +11,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::log::datadir::create_private;
+use crate::log::files::{list_segments, remove_unfinished};
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN};
-use crate::log::recover::{
-    list_segments, remove_unfinished, scan_shard_from, ScanProgress, ShardScan, TornTail,
-};
+use crate::log::recover::{scan_shard_from, ScanProgress, ShardScan, TornTail};
 
 /// A shard's log, ready for its writer.
 pub struct Opened {

@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
+use crate::log::files::list_segments;
 use crate::log::manifest::Manifest;
 use crate::log::record::{decode, decode_header, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN};
-use crate::log::recover::{check_listing, list_segments, Corruption};
+use crate::log::recover::{check_listing, Corruption};
 use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{BufferedFile, OpenOptions};
 
+use crate::log::files::segment_name;
 use crate::log::record::encode_header;
-use crate::log::recover::segment_name;
 
 pub struct Segment {
     file: BufferedFile,
