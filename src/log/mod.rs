@@ -11,9 +11,9 @@
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
-//! [`recover`] reading back (start-up recovery,
-//! export, verify), [`export`] the offline commands, [`heads`] the saved chain heads
-//! they check, [`datadir`] the directory's lock.
+//! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
+//! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
+//! directory's lock.
 //!
 //! A write or sync error once the log has started is fatal for the whole process: it is
 //! never retried (after a failed `fdatasync` the page state is unknown), nothing waiting
