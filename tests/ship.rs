@@ -4,6 +4,8 @@
 //! like the read APIs.
 
 mod common;
+#[path = "common/faultfs.rs"]
+mod faultfs;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -489,6 +491,68 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
         stderr.contains(&format!("record {seq} is not what was shipped")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_record_the_disk_could_not_sync_is_not_shipped() {
+    use common::{project_report, read_response, submit_request};
+    use faultfs::{Cut, Disk, Mount};
+    use std::io::Write;
+    let pg = Postgres::start();
+    let dir = common::temp_dir();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
+    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
+    std::fs::create_dir(mnt.join("data")).unwrap();
+    let data = dir.path().join("data");
+    std::os::unix::fs::symlink(mnt.join("data"), &data).unwrap();
+    let mut server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    for i in 0..3 {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The next record reaches the file, not stable storage: its sync fails, it is never
+    // acknowledged and the server ends. The shipper still reads it.
+    disk.lock().unwrap().failing_sync = true;
+    stream
+        .write_all(&submit_request(&project_report("P-lost")))
+        .unwrap();
+    assert!(read_response(&mut stream).is_none());
+    assert_eq!(
+        server
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(1)
+    );
+    let out = ship_cmd(&data, &pg, "n1", &["--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not shipped"), "{stderr}");
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 0);
+    // The power goes: the record that was never synced is gone, and PostgreSQL never
+    // had it. With a disk that syncs again, what survived ships.
+    drop(mount);
+    disk.lock().unwrap().power_cut(Cut::DropAll, 1);
+    disk.lock().unwrap().failing_sync = false;
+    let mount = Mount::new(&disk, &mnt).expect("mount again");
+    ship_once(&data, &pg, "n1");
+    let exported = export(&data);
+    let patients: Vec<&str> = exported
+        .iter()
+        .map(|r| r["body"]["patientId"].as_str().unwrap())
+        .collect();
+    assert_eq!(patients, ["P-0", "P-1", "P-2"]);
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 3);
+    // Unmounted before the server's directory is removed.
+    drop(mount);
+    drop(server);
 }
 
 #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, NoTls};
 
 use crate::log::export::shard_dirs;
+use crate::log::files::list_segments;
 use crate::log::recover::scan_shard_from;
 use crate::validate::Validator;
 
@@ -218,6 +219,8 @@ fn ship_pass(
 struct Batch {
     lines: Vec<u8>,
     records: usize,
+    /// Its first record (meaningful once it has one).
+    first_seq: u64,
     /// The cursor after it: one past its last record.
     next_seq: u64,
     last_ns: u64,
@@ -252,6 +255,7 @@ fn ship_shard(
     let mut batch = Batch {
         lines: Vec::with_capacity(opts.batch * 512),
         records: 0,
+        first_seq: cursor,
         next_seq: cursor,
         last_ns: 0,
     };
@@ -284,11 +288,21 @@ fn ship_shard(
             }
             let row = (record, &at.hash);
             rows::copy_line(&mut validator, &opts.node, row, &mut batch.lines);
+            if batch.records == 0 {
+                batch.first_seq = record.seq;
+            }
             batch.records += 1;
             batch.next_seq = record.seq + 1;
             batch.last_ns = record.received_ns;
             if batch.records >= opts.batch {
-                match commit(client, opts, shard_no, committed, &mut batch, progress) {
+                match commit(
+                    client,
+                    opts,
+                    (shard_no, dir),
+                    committed,
+                    &mut batch,
+                    progress,
+                ) {
                     Ok(n) => {
                         shipped += n;
                         committed = batch.next_seq;
@@ -304,7 +318,14 @@ fn ship_shard(
     }
     // What was read before any damage is shipped before the damage is reported.
     if batch.records > 0 && !stop.load(Ordering::Relaxed) {
-        shipped += commit(client, opts, shard_no, committed, &mut batch, progress)?;
+        shipped += commit(
+            client,
+            opts,
+            (shard_no, dir),
+            committed,
+            &mut batch,
+            progress,
+        )?;
     }
     if let Err(corruption) = scanned {
         return Err(PassError::Stop(Stop::Corrupt(format!(
@@ -314,16 +335,26 @@ fn ship_shard(
     Ok(shipped)
 }
 
-/// One transaction: COPY the batch, move it, advance the cursor from `from`.
+/// One transaction: COPY the batch, move it, advance the cursor from `from`. The
+/// segments it was read from are synced first: the shipper reads records as soon as
+/// they are written, and one not yet on stable storage could be lost to a power cut
+/// after PostgreSQL has it (a row the log no longer holds, for a record that, with
+/// durability `sync`, was never acknowledged).
 fn commit(
     client: &mut Client,
     opts: &Options,
-    shard: i32,
+    (shard, dir): (i32, &Path),
     from: u64,
     batch: &mut Batch,
     progress: &mut Progress,
 ) -> Result<u64, PassError> {
     use std::io::Write;
+    sync_segments(dir, batch.first_seq).map_err(|e| {
+        PassError::Stop(Stop::Fatal(format!(
+            "ship: shard {shard}: {e}: what was read may not survive a power cut, so it is \
+             not shipped"
+        )))
+    })?;
     let mut tx = client.transaction()?;
     let mut writer = tx.copy_in(&schema::copy_statement())?;
     writer
@@ -355,6 +386,27 @@ fn commit(
     batch.records = 0;
     report(progress);
     Ok(shipped)
+}
+
+/// `fdatasync`s every segment of the shard directory `dir` that may hold record
+/// `first_seq` or a later one (a read-only descriptor syncs the file as well).
+fn sync_segments(dir: &Path, first_seq: u64) -> std::io::Result<()> {
+    let segments = list_segments(dir)?;
+    let from = segments
+        .iter()
+        .rposition(|s| s.first_seq <= first_seq)
+        .unwrap_or(0);
+    for segment in &segments[from..] {
+        std::fs::File::open(&segment.path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("fdatasync of {}: {e}", segment.path.display()),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// A progress line every [`PROGRESS_EVERY`]: records shipped, rate, and the lag: records
