@@ -187,8 +187,7 @@ fn a_torn_group_whose_first_bytes_read_as_zeros_is_cut_byte_exactly() {
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let log = server.log();
     assert!(log.contains(&format!("offset {last}..{end}")), "{log}");
-    // Zeroed, and then (the segment is not continued after a crash) cut off with the
-    // rest of its unused space.
+    // Zeroed, like the rest of the segment after it (not continued after a crash).
     let after = std::fs::read(&segment).unwrap();
     assert!(
         after[last..].iter().all(|&b| b == 0),

@@ -2,8 +2,8 @@
 //! pool): remove unfinished segment creations, scan against the manifest, cut a torn
 //! tail (keeping a copy of the bytes cut), and write this run's manifest, which
 //! reserves the first block of ids and clears the clean-shutdown mark, before any
-//! record is accepted. A last segment that will not be continued gives back its
-//! unused preallocated space.
+//! record is accepted. A last segment that will not be continued gives back the disk
+//! blocks of its unused preallocated space.
 
 use std::fs;
 use std::io;
@@ -83,36 +83,27 @@ pub fn open_shard(
         }
         _ => None,
     };
-    // A last segment that is not continued (ids were skipped after a crash, or it is of
-    // version 1) gives back its unused preallocated space: otherwise every crash of a
-    // crash loop would leave a whole segment's worth of zeros behind. Listed at its new
-    // size first, then cut: a crash in between leaves it larger than listed, which is
-    // allowed.
-    let abandoned = match (&scan.last, &last) {
-        (Some((segment, end)), None) => Some((segment.clone(), *end)),
-        _ => None,
-    };
-    let mut segments = listed_segments(dir, &scan)?;
-    if let Some((segment, end)) = &abandoned {
-        for listed in segments
-            .iter_mut()
-            .filter(|l| l.first_seq == segment.first_seq)
-        {
-            listed.size = listed.size.min(*end);
-        }
-    }
     let manifest = Manifest {
         shard,
         reserved_seq: next_seq + RESERVE_BLOCK,
         clean_end: None,
-        segments,
+        segments: listed_segments(dir, &scan)?,
     };
     manifest
         .write(dir)
         .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
-    if let Some((segment, end)) = abandoned {
-        release_tail(&segment.path, end)
-            .map_err(|e| format!("shrinking {}: {e}", segment.path.display()))?;
+    // A last segment that is not continued (ids were skipped after a crash, or it is of
+    // version 1) gives back the disk blocks of its unused preallocated space, or every
+    // crash of a crash loop would leave a whole segment's worth behind. A hole reads as
+    // the zeros it replaces and the size stays: nothing a reader (ship, verify, export,
+    // possibly running now) or the manifest sees changes.
+    if let (Some((segment, end)), None) = (&scan.last, &last) {
+        if let Err(e) = release_tail(&segment.path, *end) {
+            log::warn!(
+                "shard {shard}: could not give back the unused space of {}: {e}",
+                segment.path.display()
+            );
+        }
     }
     Ok(Opened {
         scan,
@@ -144,12 +135,18 @@ fn listed_segments(dir: &Path, scan: &ShardScan) -> Result<Vec<Listed>, String> 
     Ok(listed)
 }
 
-/// Cuts a segment that will not be written again to the end of its records (the rest
-/// is zeros: preallocated space).
+/// Punches a hole in a segment that will not be written again, from the first block
+/// after the end of its records (the rest is zeros: preallocated space).
 fn release_tail(path: &Path, end: u64) -> io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    const BLOCK: u64 = 4096;
     let file = fs::OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.len() > end {
-        file.set_len(end)?;
+    let from = end.div_ceil(BLOCK) * BLOCK;
+    let len = file.metadata()?.len();
+    if len > from {
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(file.as_raw_fd(), flags, from as i64, (len - from) as i64)?;
         file.sync_all()?;
     }
     Ok(())
