@@ -444,8 +444,8 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
     let pg = Postgres::start();
     let server = Server::start(CONFIG, &["--shards", "1"]);
     fill(&server, 10, None);
-    let (status, dir) = server.terminate();
-    assert!(status.success());
+    // Killed: no clean-shutdown mark tells where the log ended.
+    let dir = server.kill();
     let data = dir.path().join("data");
     ship_once(&data, &pg, "n1");
     // Rewrite the last record (its patient pat-N -> pat+N, same length) with its CRC
@@ -476,6 +476,7 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
     .encode(&mut out)
     .unwrap();
     assert_eq!(out.len(), len);
+    let original = bytes.clone();
     bytes[last..last + len].copy_from_slice(&out);
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, said) = common::verify(&data);
@@ -489,6 +490,22 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!("record {seq} is not what was shipped")),
+        "{stderr}"
+    );
+    // Cutting it instead (zeros, as if never written) reads as a shorter log, which
+    // verify accepts after a crash; the shipper knows it had it.
+    let mut cut = original;
+    cut[last..last + len].fill(0);
+    std::fs::write(&segment, &cut).unwrap();
+    let (ok, said) = common::verify(&data);
+    assert!(ok, "{said}");
+    let out = ship_cmd(&data, &pg, "n1", &["--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "record {seq} was shipped but is no longer in the log"
+        )),
         "{stderr}"
     );
 }

@@ -39,6 +39,7 @@ use glommio::net::TcpStream;
 
 use crate::admission::{self, Admitted};
 use crate::context::Context;
+use crate::http::parse::Head;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
@@ -258,7 +259,8 @@ impl<'c> Connection<'c> {
                         )
                         .await;
                         let Some(finished) = finished else {
-                            refuse(ctx, Reject::AnswerTimeout, &mut bufs.write);
+                            let write = &mut bufs.write;
+                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, write);
                             batch.close = true;
                             break;
                         };
@@ -375,6 +377,16 @@ impl<'c> Connection<'c> {
 /// closes. Logged at debug level so a flood of garbage cannot flood the log.
 fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
     Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
+    ctx.metrics().rejected(reject);
+    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+}
+
+/// [`refuse`] for a request whose head is known: answered as a reply to it (no body
+/// to HEAD, an `OperationOutcome` on a `/fhir` path).
+fn refuse_request(ctx: &Context, reject: Reject, head: &Head<'_>, out: &mut Vec<u8>) {
+    let mut reply = ctx.reply(out, head);
+    reply.closing();
+    reply.reject(reject, None);
     ctx.metrics().rejected(reject);
     log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
 }

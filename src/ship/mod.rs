@@ -266,6 +266,13 @@ fn ship_shard(
     // has it: a log rewritten behind the shipper (even re-chained) stops it.
     let last = schema::last_shipped(client, &opts.node, shard_no, cursor as i64)?;
     let from = last.as_ref().map_or(cursor, |l| l.seq as u64);
+    // Whether the log still holds a segment the last shipped record would be in (after
+    // `retire-shard` it does not: the shard's new log starts past every old id).
+    let covered = last.as_ref().is_some_and(|l| {
+        list_segments(dir)
+            .is_ok_and(|segments| segments.iter().any(|s| s.first_seq <= l.seq as u64))
+    });
+    let mut seen_last = false;
     let scanned = scan_shard_from(
         dir,
         shard,
@@ -276,6 +283,7 @@ fn ship_shard(
                 sha256: Some(hash),
             }) = &last
             {
+                seen_last |= record.seq == *seq as u64;
                 if record.seq == *seq as u64 && hash[..] != at.hash[..] {
                     failed = Some(PassError::Stop(Stop::Corrupt(format!(
                         "ship: shard {shard}: record {seq} is not what was shipped (its \
@@ -315,6 +323,15 @@ fn ship_shard(
     );
     if let Some(e) = failed {
         return Err(e);
+    }
+    if let (Some(l), Ok(_)) = (&last, &scanned) {
+        if covered && l.sha256.is_some() && !seen_last {
+            return Err(PassError::Stop(Stop::Corrupt(format!(
+                "ship: shard {shard}: record {} was shipped but is no longer in the log: \
+                 history was cut or replaced; stopping",
+                l.seq
+            ))));
+        }
     }
     // What was read before any damage is shipped before the damage is reported.
     if batch.records > 0 && !stop.load(Ordering::Relaxed) {
@@ -392,6 +409,12 @@ fn commit(
 /// `first_seq` or a later one (a read-only descriptor syncs the file as well).
 fn sync_segments(dir: &Path, first_seq: u64) -> std::io::Result<()> {
     let segments = list_segments(dir)?;
+    if segments.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no segment to sync (moved away?)", dir.display()),
+        ));
+    }
     let from = segments
         .iter()
         .rposition(|s| s.first_seq <= first_seq)
