@@ -79,6 +79,11 @@ pub fn run(
             None => bad_param(reply, head),
         },
         Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
+        // Every shard's chain head, asked over the mesh.
+        Route::LogHeads => Outcome {
+            deferred: Some(Deferred::new(Work::Read(Read::Heads), who.id.clone())),
+            ..Outcome::after(head)
+        },
         Route::FhirCreate => fhir_api::create(ctx, who, request, reply),
         Route::FhirRead => fhir_api::read(ctx, who, params.get("id").unwrap_or(""), head, reply),
         Route::Healthz

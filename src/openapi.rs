@@ -155,6 +155,9 @@ fn summary(route: Route) -> &'static str {
         Route::Summary => "A project's report counts, by site",
         Route::Permissions => "A principal's role and projects",
         Route::Record => "One stored record by its id, its body exactly as received",
+        Route::LogHeads => {
+            "Each shard's hash-chain head on stable storage (a heads file for verify --against)"
+        }
         Route::FhirCreate => "Store a FHIR R4 QuestionnaireResponse (201, Location, ETag)",
         Route::FhirRead => "A stored QuestionnaireResponse, byte for byte",
         Route::FhirMetadata => "The FHIR CapabilityStatement",
@@ -181,6 +184,11 @@ fn success(route: Route) -> (&'static str, Value) {
             "application/json",
             json!({"type": "object",
             "description": "the submitted body, byte for byte; headers X-Record-Principal and X-Received-At"}),
+        ),
+        Route::LogHeads => (
+            "text/plain",
+            json!({"type": "string",
+                   "pattern": "^(shard=[0-9]+ seq=[0-9]+ sha256=[0-9a-f]{64}\n)+$"}),
         ),
         Route::FhirCreate => ("application/fhir+json", reference("OperationOutcome")),
         Route::FhirRead => (

@@ -97,6 +97,8 @@ pub enum Read {
     Ready,
     /// `/metrics`: every shard's counters.
     Metrics,
+    /// `/api/v1/log/heads`: every shard's chain head on stable storage.
+    Heads,
     /// One record by its id, for this principal; `fhir`: a QuestionnaireResponse, read
     /// and refused the FHIR way.
     Record {
@@ -149,6 +151,7 @@ impl Work {
             Work::Read(Read::Summary { .. }) => Route::Summary,
             Work::Read(Read::Ready) => Route::Readyz,
             Work::Read(Read::Metrics) => Route::Metrics,
+            Work::Read(Read::Heads) => Route::LogHeads,
             Work::Read(Read::Record { fhir: false, .. }) => Route::Record,
             Work::Read(Read::Record { fhir: true, .. }) => Route::FhirRead,
             Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,

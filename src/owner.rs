@@ -1,7 +1,7 @@
 //! A shard answering its peers: the [`Owner`] side of the mesh ([`crate::peers`]),
 //! for what needs more than the shard's read index: whether it can take writes, keyed
 //! writes for the keys it owns, its counters, peers' rate-limit demand, where one of
-//! its records is, and keys handed over at start-up.
+//! its records is, its chain head, and keys handed over at start-up.
 
 use std::rc::Rc;
 
@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::keyed::{self, Decision};
 use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
 use crate::log::locations::Location;
+use crate::log::record::{Hash, GENESIS};
 use crate::log::LogError;
 use crate::metrics::ShardMetrics;
 use crate::peers::Owner;
@@ -59,6 +60,10 @@ impl Owner for ShardOwner {
             let _ = reply.send(reads::locate(&ctx, seq).await);
         })
         .detach();
+    }
+
+    fn head(&self) -> (u64, Hash) {
+        self.0.log().map_or((0, GENESIS), |log| log.durable_head())
     }
 
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>) {

@@ -3,7 +3,7 @@
 //! read queries from its own index, whether it can take writes (so that `/readyz`
 //! speaks for the whole process), keyed writes for the idempotency keys it owns, its
 //! counters for a `/metrics` scrape, peers' rate-limit demand, where one of its records
-//! is, and keys handed over at start-up. A message carries a oneshot channel for its answer.
+//! is, its chain head on stable storage, and keys handed over at start-up. A message carries a oneshot channel for its answer.
 //! A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use crate::index::{Answer, Index, Query};
 use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
 use crate::log::locations::Location;
+use crate::log::record::Hash;
 use crate::metrics::ShardMetrics;
 
 /// A question on its way to a peer, with the channel for its answer.
@@ -42,6 +43,8 @@ pub enum Message {
         seq: u64,
         reply: oneshot::Sender<Option<Location>>,
     },
+    /// The peer's chain head on stable storage (`GET /api/v1/log/heads`).
+    Head { reply: oneshot::Sender<(u64, Hash)> },
     /// Keys found in another shard's log that this shard owns (start-up).
     Keys {
         keys: Vec<(Box<str>, Entry)>,
@@ -61,6 +64,8 @@ pub trait Owner {
     fn demand(&self, from: usize, demand: Vec<u32>);
     /// Answers where record `seq` of this shard's log is; may run as a task of its own.
     fn locate(&self, seq: u64, reply: oneshot::Sender<Option<Location>>);
+    /// This shard's chain head on stable storage: last durable record and its hash.
+    fn head(&self) -> (u64, Hash);
     /// Takes in keys this shard owns.
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
 }
@@ -147,6 +152,34 @@ impl Peers {
             all.push(*answer.await.map_err(|_| "a shard dropped a scrape")?);
         }
         all.sort_by_key(|m| m.shard);
+        Ok(all)
+    }
+
+    /// Every shard's chain head on stable storage, `local` (this shard's) among them, by
+    /// shard number.
+    pub async fn heads_all(
+        &self,
+        local: (u64, Hash),
+    ) -> Result<Vec<(usize, u64, Hash)>, &'static str> {
+        let mut pending = Vec::new();
+        for peer in self.others() {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .senders
+                .send_to(peer, Message::Head { reply })
+                .await
+                .is_err()
+            {
+                return Err("a shard is not answering");
+            }
+            pending.push((peer, answer));
+        }
+        let mut all = vec![(self.senders.peer_id(), local.0, local.1)];
+        for (peer, answer) in pending {
+            let (seq, hash) = answer.await.map_err(|_| "a shard dropped a question")?;
+            all.push((peer, seq, hash));
+        }
+        all.sort_by_key(|&(shard, _, _)| shard);
         Ok(all)
     }
 
@@ -253,6 +286,9 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                     Message::Locate { seq, reply } => owner.locate(seq, reply),
                     Message::Metrics { reply } => {
                         let _ = reply.send(Box::new(owner.metrics()));
+                    }
+                    Message::Head { reply } => {
+                        let _ = reply.send(owner.head());
                     }
                     Message::Keys { keys, reply } => {
                         owner.take_keys(keys);

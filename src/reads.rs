@@ -1,8 +1,9 @@
 //! The read APIs that aggregate across shards: subjects of a site, a project's report
-//! summary, `/readyz` (every shard able to write) and `/metrics` (every shard's counters). They run after the onion has authenticated and authorized the
-//! request, ask every shard's index over the mesh ([`crate::peers`]), merge
-//! ([`crate::merge`]) and answer. Counts are exact: every acknowledged record is in
-//! exactly one shard's index.
+//! summary, `/readyz` (every shard able to write), `/metrics` (every shard's counters)
+//! and `/api/v1/log/heads` (every shard's chain head). They run after the onion has
+//! authenticated and authorized the request, ask every shard over the mesh
+//! ([`crate::peers`]), merge ([`crate::merge`]) and answer. Counts are exact: every
+//! acknowledged record is in exactly one shard's index.
 
 use crate::clock;
 use crate::context::Context;
@@ -10,8 +11,9 @@ use crate::fhir_api;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
 use crate::log::files::shard_dir;
+use crate::log::heads::Head;
 use crate::log::locations::{read_record, Location};
-use crate::log::record::Kind;
+use crate::log::record::{Kind, GENESIS};
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
 
@@ -23,6 +25,7 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
     let body = match read {
         Read::Ready => return ready(ctx, reply).await,
         Read::Metrics => return metrics(ctx, reply).await,
+        Read::Heads => return heads(ctx, reply).await,
         Read::Record {
             shard,
             seq,
@@ -72,6 +75,29 @@ async fn metrics(ctx: &Context, reply: &mut Reply<'_>) {
     };
     match all {
         Ok(all) => reply.ok(EXPOSITION, &[crate::metrics::render(&all).as_bytes()]),
+        Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),
+    }
+}
+
+/// `GET /api/v1/log/heads`: each shard's chain head on stable storage, in the format of
+/// `verify --heads` (so the answer, saved, is a file for `verify --against`).
+async fn heads(ctx: &Context, reply: &mut Reply<'_>) {
+    let local = ctx.log().map_or((0, GENESIS), |log| log.durable_head());
+    let all = match ctx.peers() {
+        Some(peers) => peers.heads_all(local).await,
+        None => Ok(vec![(ctx.shard(), local.0, local.1)]),
+    };
+    match all {
+        Ok(all) => {
+            let lines: String = all
+                .iter()
+                .map(|&(shard, seq, hash)| {
+                    let shard = u16::try_from(shard).unwrap_or(u16::MAX);
+                    Head { shard, seq, hash }.line()
+                })
+                .collect();
+            reply.ok(TEXT, &[lines.as_bytes()]);
+        }
         Err(message) => reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None),
     }
 }

@@ -344,3 +344,39 @@ fn an_empty_segment_from_before_the_chain_is_continued_as_a_chained_one() {
     let listed: Vec<u64> = manifest.segments.iter().map(|s| s.first_seq).collect();
     assert_eq!(listed, [1]);
 }
+
+#[test]
+fn the_server_serves_its_durable_heads_as_a_heads_file() {
+    use common::{get, ADMIN_TOKEN, DEVICE_ADMIN_CONFIG};
+    let server = Server::start(DEVICE_ADMIN_CONFIG, &["--shards", "2"]);
+    // Several connections, so both shards store records.
+    for i in 0..12 {
+        let mut stream = server.connect();
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &project_report(&format!("H-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut stream = server.connect();
+    assert_eq!(
+        get(&mut stream, "/api/v1/log/heads", DEVICE_TOKEN).status,
+        403
+    );
+    let r = get(&mut stream, "/api/v1/log/heads", ADMIN_TOKEN);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let served = r.text();
+    assert_eq!(served.lines().count(), 2, "{served}");
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    // Every acknowledged record was durable: the served heads are the log's heads.
+    let (ok, heads, err) = verify_with(&data(&dir), &["--heads"]);
+    assert!(ok, "{err}");
+    assert_eq!(served, heads);
+    let file = data(&dir).with_file_name("served-heads.txt");
+    std::fs::write(&file, &served).unwrap();
+    let (ok, out, _) = verify_with(&data(&dir), &["--against", file.to_str().unwrap()]);
+    assert!(ok && out.matches("holds").count() == 2, "{out}");
+}

@@ -124,6 +124,7 @@ impl Log {
                 drop(metrics);
                 let mut state = self.state.borrow_mut();
                 state.durable_seq = group.last_seq;
+                state.durable_head = (group.last_seq, group.last_hash);
                 state.log_end = group.last_seq + 1;
                 for waiter in state.waiters.drain(..) {
                     waiter.wake();

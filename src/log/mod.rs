@@ -72,6 +72,8 @@ pub struct Resume {
     pub next_seq: u64,
     /// The last record's hash, the next record's `prev` ([`GENESIS`] for none).
     pub chain: Hash,
+    /// The last record's sequence number (0 for none).
+    pub head_seq: u64,
 }
 
 impl Resume {
@@ -80,6 +82,7 @@ impl Resume {
         log_end: 1,
         next_seq: 1,
         chain: GENESIS,
+        head_seq: 0,
     };
 }
 
@@ -95,6 +98,8 @@ struct Group {
     end: usize,
     first_seq: u64,
     last_seq: u64,
+    /// The hash of its last record.
+    last_hash: Hash,
 }
 
 /// The encoded records waiting for the flusher, cut into write groups.
@@ -136,6 +141,8 @@ struct State {
     log_end: u64,
     /// The hash of the last record appended: the next one's `prev`.
     chain: Hash,
+    /// The last durable record's sequence number and hash: the chain's head on disk.
+    durable_head: (u64, Hash),
     /// No new segment could be created (a full disk): writes wait and are refused.
     no_space: bool,
     /// The flusher has a segment to write to (or has ended): the log can take records.
@@ -187,6 +194,7 @@ impl Log {
             log_end,
             next_seq,
             chain,
+            head_seq,
         } = resume;
         Log {
             shard: manifest.shard,
@@ -197,6 +205,7 @@ impl Log {
                 reserved_seq: manifest.reserved_seq,
                 log_end,
                 chain,
+                durable_head: (head_seq, chain),
                 no_space: false,
                 pending: Batch::with_capacity(BATCH_MAX),
                 spare: Batch::with_capacity(BATCH_MAX),
@@ -231,6 +240,12 @@ impl Log {
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
         !state.failed && !state.closed && !state.no_space
+    }
+
+    /// The chain's head on stable storage: the last durable record's sequence number
+    /// and hash ((0, [`GENESIS`]) for a log without records).
+    pub fn durable_head(&self) -> (u64, Hash) {
+        self.state.borrow().durable_head
     }
 
     /// Whether record `seq` was stored but is not durable yet.
@@ -283,6 +298,7 @@ impl Log {
                     end: start,
                     first_seq: seq,
                     last_seq: seq,
+                    last_hash: GENESIS,
                 });
                 pending.groups.last_mut().expect("pushed above")
             }
@@ -306,6 +322,7 @@ impl Log {
         state.chain = record::hash(&pending.bytes[start..]);
         group.end = pending.bytes.len();
         group.last_seq = seq;
+        group.last_hash = state.chain;
         if let Some(flusher) = state.flusher.take() {
             flusher.wake();
         }

@@ -38,6 +38,7 @@ impl Opened {
             log_end: self.scan.next_seq,
             next_seq: self.next_seq,
             chain: self.scan.head.map_or(GENESIS, |(_, hash)| hash),
+            head_seq: self.scan.head.map_or(0, |(seq, _)| seq),
         }
     }
 }

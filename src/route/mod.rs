@@ -65,6 +65,7 @@ routes! {
     Get "/api/v1/projects/{projectId}/reports/summary" => Summary, [Staff, Admin];
     Get "/api/v1/users/{userId}/permissions" => Permissions, [Device, Staff, Admin];
     Get "/api/v1/records/{id}" => Record, [Staff, Admin];
+    Get "/api/v1/log/heads" => LogHeads, [Admin];
     Post "/fhir/QuestionnaireResponse" => FhirCreate, [Device, Staff, Admin];
     Get "/fhir/QuestionnaireResponse/{id}" => FhirRead, [Staff, Admin];
     Get "/fhir/metadata" => FhirMetadata, open;
