@@ -573,6 +573,54 @@ fn a_record_the_disk_could_not_sync_is_not_shipped() {
 }
 
 #[test]
+fn a_database_of_schema_version_1_is_migrated_and_shipping_goes_on() {
+    let pg = Postgres::start();
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    fill(&server, 6, None);
+    let data = server.data_dir();
+    ship_once(&data, &pg, "n1");
+    // Back to version 1, as a database shipped into before rows had hashes.
+    pg.client()
+        .batch_execute(
+            "ALTER TABLE epro_records DROP COLUMN sha256;
+             ALTER TABLE epro_record_duplicates DROP COLUMN sha256;
+             DELETE FROM epro_schema_version WHERE version = 2;",
+        )
+        .unwrap();
+    let before = count(&pg, "SELECT count(*) FROM epro_records");
+    fill(&server, 6, None);
+    ship_once(&data, &pg, "n1");
+    let total = export(&data).len() as i64;
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), total);
+    assert_eq!(
+        count(&pg, "SELECT max(version)::bigint FROM epro_schema_version"),
+        2
+    );
+    // Rows from before have no hash; every new one has its record's.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM epro_records WHERE sha256 IS NULL"
+        ),
+        before
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM epro_records WHERE sha256 IS NOT NULL"
+        ),
+        total - before
+    );
+    // A pass whose last shipped row has a hash checks it; the next one goes on quietly.
+    fill(&server, 2, None);
+    ship_once(&data, &pg, "n1");
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM epro_records"),
+        export(&data).len() as i64
+    );
+}
+
+#[test]
 fn without_node_the_name_is_kept_in_the_data_directory_so_a_rerun_ships_nothing_new() {
     let pg = Postgres::start();
     let server = Server::start(CONFIG, &[]);
