@@ -60,8 +60,12 @@ fn the_server_tells_systemd_when_it_is_ready_and_when_it_stops() {
     let n = socket.recv(&mut buf).expect("READY=1 from the server");
     let said = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(said.lines().any(|l| l == "READY=1"), "{said}");
-    // Sent after every shard recovered: the log says so first.
-    assert!(log.lock().unwrap().contains("ready: 2 shards recovered"));
+    // Sent after every shard recovered: the log says so (its line is written first,
+    // but it reaches this test through a pipe and a reader thread, so allow it a moment).
+    assert!(common::wait_until(Duration::from_secs(5), || log
+        .lock()
+        .unwrap()
+        .contains("ready: 2 shards recovered")));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
