@@ -234,7 +234,11 @@ fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
             200
         );
     }
-    assert!(server.log().contains("handler panicked"));
+    // The log reaches the test through a pipe and a reader thread.
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || server.log().contains("handler panicked")
+    ));
 }
 
 /// A panic while a cross-shard read is answered (after the onion's synchronous part)

@@ -117,7 +117,10 @@ fn torn_last_record_at_every_byte_is_cut_and_earlier_records_survive() {
     torn[last + 20..end].fill(0);
     std::fs::write(&segment, &torn).unwrap();
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
-    assert!(server.log().contains("cut torn tail"), "{}", server.log());
+    let logged = common::wait_until(std::time::Duration::from_secs(5), || {
+        server.log().contains("cut torn tail")
+    });
+    assert!(logged, "{}", server.log());
     let mut stream = server.connect();
     let r = post(&mut stream, "/epro/submit", DEVICE_TOKEN, &report("P-new"));
     // s0-5 was handed out before the crash: the new record never gets it again.

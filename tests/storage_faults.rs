@@ -198,8 +198,11 @@ fn a_failed_fdatasync_ends_the_process_without_acknowledging_the_write() {
         "the server did not exit with status 1 after a failed fdatasync: {}",
         fs.server.log()
     );
-    let log = fs.server.log();
-    assert!(log.contains("shard 0: log write failed"), "{log}");
+    // The last lines reach the test through a pipe and a reader thread.
+    let logged = wait_until(Duration::from_secs(5), || {
+        fs.server.log().contains("shard 0: log write failed")
+    });
+    assert!(logged, "{}", fs.server.log());
 }
 
 #[test]

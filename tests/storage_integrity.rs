@@ -185,8 +185,11 @@ fn a_torn_group_whose_first_bytes_read_as_zeros_is_cut_byte_exactly() {
         "{out}"
     );
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
-    let log = server.log();
-    assert!(log.contains(&format!("offset {last}..{end}")), "{log}");
+    let cut = format!("offset {last}..{end}");
+    let logged = common::wait_until(std::time::Duration::from_secs(5), || {
+        server.log().contains(&cut)
+    });
+    assert!(logged, "{}", server.log());
     // Zeroed, like the rest of the segment after it (not continued after a crash).
     let after = std::fs::read(&segment).unwrap();
     assert!(
