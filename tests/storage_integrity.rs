@@ -220,6 +220,41 @@ fn a_torn_group_whose_first_bytes_read_as_zeros_is_cut_byte_exactly() {
 }
 
 #[test]
+fn records_in_a_segment_the_manifest_does_not_list_are_corruption() {
+    // A crash, then a run that writes into a new segment (ids skipped), then killed.
+    let dir = with_reports(3, false);
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let r = post(
+        &mut stream,
+        "/epro/submit",
+        DEVICE,
+        &project_report("P-late"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dir = server.kill();
+    let data = dir.path().join("data");
+    assert_eq!(segments(&data).len(), 2);
+    let (ok, out) = verify(&data);
+    assert!(ok, "{out}");
+    // The manifest loses the second segment (a segment copied in looks the same).
+    let shard = data.join("shard-0");
+    let mut manifest = epro_ingest::log::manifest::Manifest::read(&shard, 0)
+        .unwrap()
+        .unwrap();
+    manifest.segments.pop();
+    manifest.write(&shard).unwrap();
+    let (ok, out) = verify(&data);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("records in a segment the manifest does not list"),
+        "{out}"
+    );
+    let said = refused_start(dir.path());
+    assert!(said.contains("does not list"), "{said}");
+}
+
+#[test]
 fn patient_data_is_readable_by_its_owner_only() {
     let dir = common::temp_dir();
     let data = dir.path().join("data");

@@ -186,9 +186,10 @@ pub fn scan_shard_from(
         );
     }
     done.total_bytes = sizes.iter().sum();
-    let manifest =
-        Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e))?;
-    let unlisted = check_listing(dir, &segments, manifest.as_ref())?;
+    let read_manifest =
+        || Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e));
+    let mut manifest = read_manifest()?;
+    let mut unlisted = check_listing(dir, &segments, manifest.as_ref())?;
     let mut scan = ShardScan {
         next_seq: 1,
         ..ShardScan::default()
@@ -310,7 +311,21 @@ pub fn scan_shard_from(
         done.bytes += sizes[i];
         progress(&done);
     }
-    // Records go into a segment only once the manifest lists it.
+    // Records go into a segment only once the manifest lists it. Beside a live server a
+    // segment seen unlisted may have been listed, then written, since the manifest was
+    // read (a segment is renamed into place before it is listed): read it again first.
+    if unlisted
+        .first()
+        .is_some_and(|u| scan.next_seq > u.first_seq)
+    {
+        manifest = read_manifest()?;
+        let listed = |first_seq| {
+            manifest
+                .as_ref()
+                .is_some_and(|m| m.segments.iter().any(|l| l.first_seq == first_seq))
+        };
+        unlisted.retain(|u| !listed(u.first_seq));
+    }
     if let Some(first) = unlisted.first() {
         if scan.next_seq > first.first_seq {
             let path = dir.join(segment_name(first.first_seq));
