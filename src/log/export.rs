@@ -56,10 +56,10 @@ fn stray(path: &Path) -> String {
     )
 }
 
-/// Lowercase hex of a hash.
-pub fn hex(hash: &Hash, out: &mut Vec<u8>) {
+/// Lowercase hex of `bytes` (a hash, a body).
+pub fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in hash {
+    for b in bytes {
         out.extend_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
     }
 }

@@ -11,7 +11,10 @@
 //! PostgreSQL down or restarting: the shipper retries with backoff, logging once per
 //! change of state, and never skips a record. A corrupt record in a log stops it with
 //! the file and offset, as `verify` reports them: nothing past it is shipped silently.
+//! Each pass first checks the log still holds what was shipped (`recheck`), and each
+//! transaction syncs the segments its batch was read from before it commits.
 
+mod recheck;
 mod rows;
 pub mod schema;
 
@@ -27,6 +30,7 @@ use crate::log::export::shard_dirs;
 use crate::log::files::list_segments;
 use crate::log::recover::scan_shard_from;
 use crate::validate::Validator;
+use recheck::Recheck;
 
 /// How often a follower looks for new records.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
@@ -262,34 +266,15 @@ fn ship_shard(
     let mut committed = cursor;
     let mut shipped = 0u64;
     let mut failed: Option<PassError> = None;
-    // The last record shipped is read again from the log and must hash as PostgreSQL
-    // has it: a log rewritten behind the shipper (even re-chained) stops it.
     let last = schema::last_shipped(client, &opts.node, shard_no, cursor as i64)?;
-    let from = last.as_ref().map_or(cursor, |l| l.seq as u64);
-    // Whether the log still holds a segment the last shipped record would be in (after
-    // `retire-shard` it does not: the shard's new log starts past every old id).
-    let covered = last.as_ref().is_some_and(|l| {
-        list_segments(dir)
-            .is_ok_and(|segments| segments.iter().any(|s| s.first_seq <= l.seq as u64))
-    });
-    let mut seen_last = false;
+    let mut recheck = Recheck::new(last, dir);
     let scanned = scan_shard_from(
         dir,
         shard,
-        from,
+        recheck.from(cursor),
         |record, at| {
-            if let Some(schema::Shipped {
-                seq,
-                sha256: Some(hash),
-            }) = &last
-            {
-                seen_last |= record.seq == *seq as u64;
-                if record.seq == *seq as u64 && hash[..] != at.hash[..] {
-                    failed = Some(PassError::Stop(Stop::Corrupt(format!(
-                        "ship: shard {shard}: record {seq} is not what was shipped (its \
-                         sha256 differs from PostgreSQL's row): the log was rewritten; stopping"
-                    ))));
-                }
+            if let Some(why) = recheck.observe(record, &at.hash) {
+                failed = Some(corrupt(shard, &why));
             }
             if failed.is_some() || record.seq < cursor || stop.load(Ordering::Relaxed) {
                 return;
@@ -324,14 +309,8 @@ fn ship_shard(
     if let Some(e) = failed {
         return Err(e);
     }
-    if let (Some(l), Ok(_)) = (&last, &scanned) {
-        if covered && l.sha256.is_some() && !seen_last {
-            return Err(PassError::Stop(Stop::Corrupt(format!(
-                "ship: shard {shard}: record {} was shipped but is no longer in the log: \
-                 history was cut or replaced; stopping",
-                l.seq
-            ))));
-        }
+    if let (Some(why), Ok(_)) = (recheck.finish(), &scanned) {
+        return Err(corrupt(shard, &why));
     }
     // What was read before any damage is shipped before the damage is reported.
     if batch.records > 0 && !stop.load(Ordering::Relaxed) {
@@ -350,6 +329,13 @@ fn ship_shard(
         ))));
     }
     Ok(shipped)
+}
+
+/// Stops shipping: the log is not what it was.
+fn corrupt(shard: u16, why: &str) -> PassError {
+    PassError::Stop(Stop::Corrupt(format!(
+        "ship: shard {shard}: {why}; stopping"
+    )))
 }
 
 /// One transaction: COPY the batch, move it, advance the cursor from `from`. The

@@ -5,7 +5,7 @@
 //! and the record's hash in the log's chain (`sha256`).
 
 use crate::clock::format_rfc3339;
-use crate::log::export::record_id;
+use crate::log::export::{hex, record_id};
 use crate::log::record::{Hash, Kind, Record};
 use crate::validate::Validator;
 
@@ -116,12 +116,8 @@ pub fn copy_line(
 /// bytea in hex; its backslash is escaped as COPY text requires.
 fn bytea(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\\\\x");
-    for b in bytes {
-        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-    }
+    hex(bytes, out);
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn tab(out: &mut Vec<u8>) {
     out.push(b'\t');
