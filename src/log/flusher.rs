@@ -135,7 +135,7 @@ impl Log {
             self.renew_reservation().await?;
         }
         if let Some(segment) = segment {
-            segment.close().await?;
+            segment.close().await;
         }
         self.mark_clean().await
     }
@@ -153,7 +153,7 @@ impl Log {
             if s.pos <= HEADER_LEN as u64 || s.pos + len as u64 <= self.segment_bytes {
                 return Ok(s);
             }
-            s.close().await?;
+            s.close().await;
         }
         let (created, prepared) = self.create_segment(first_seq).await?;
         let mut manifest = self.manifest.borrow().clone();

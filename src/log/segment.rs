@@ -1,13 +1,22 @@
-//! One open segment file, written through the page cache with glommio's
-//! `BufferedFile`: a write group is one `write_at` of exactly its bytes and one
-//! `fdatasync`, both on the executor's sleepable ring. O_DIRECT through `DmaFile` was
-//! measured too: faster for the log alone, but glommio polls O_DIRECT completions on a
-//! busy ring, and on the shard's pinned core that spinning slowed durable submits
-//! sevenfold (README, "Why a buffered file"). The next segment is prepared ahead as a
-//! zero-filled [`Spare`] (README, "Segments prepared ahead").
+//! One open segment file. A write group is one `pwrite` of exactly its bytes and one
+//! `fdatasync`, run back to back as one job on the shard's blocking thread (glommio's
+//! pool: one thread, pinned to the shard's CPU), so the shard keeps serving while the
+//! disk works. Through io_uring (glommio's `BufferedFile`) the same pair was two
+//! operations, each handed by the kernel to a worker thread; as one job a durable
+//! submit costs less CPU and its group syncs sooner (README, "Where the time goes").
+//! The thread is shared with record reads and directory syncs, which are short; a
+//! second thread was measured and made groups slower. O_DIRECT through `DmaFile` was
+//! measured too: glommio polls O_DIRECT completions on a busy ring, and on the shard's
+//! pinned core that spinning slowed durable submits sevenfold (README, "Why a buffered
+//! file"). The next segment is prepared ahead as a zero-filled [`Spare`] (README,
+//! "Segments prepared ahead") through io_uring: a long fill must not hold the thread
+//! that write groups need.
 
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use glommio::io::{BufferedFile, OpenOptions};
 
@@ -15,7 +24,8 @@ use crate::log::files::segment_name;
 use crate::log::record::encode_header;
 
 pub struct Segment {
-    file: BufferedFile,
+    /// Shared with the blocking job in flight (one at a time: the flusher awaits it).
+    file: Arc<File>,
     pub path: PathBuf,
     /// End of the valid records.
     pub pos: u64,
@@ -41,6 +51,26 @@ const ZERO_CHUNK: usize = 1 << 20;
 
 fn op_err(op: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{op} {}: {e}", path.display()))
+}
+
+/// Runs `job` on the shard's blocking thread; an error names its operation.
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, (&'static str, io::Error)> + Send + 'static,
+) -> Result<T, (&'static str, io::Error)> {
+    glommio::executor().spawn_blocking(job).await
+}
+
+/// Opens an existing file for writing, on the blocking thread.
+async fn open_for_write(path: &Path) -> io::Result<File> {
+    let owned = path.to_path_buf();
+    blocking(move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(owned)
+            .map_err(|e| ("opening", e))
+    })
+    .await
+    .map_err(|(op, e)| op_err(op, path, e))
 }
 
 /// A new file at `path` (0600, emptied if it existed), preallocated to `size` bytes.
@@ -110,8 +140,14 @@ impl Segment {
         shard: u16,
         first_seq: u64,
     ) -> io::Result<Segment> {
+        let file = open_for_write(&spare.path).await?;
+        spare
+            .file
+            .close()
+            .await
+            .map_err(|e| op_err("closing", &spare.path, e))?;
         let mut segment = Segment {
-            file: spare.file,
+            file: Arc::new(file),
             path: spare.path,
             pos: 0,
         };
@@ -124,10 +160,10 @@ impl Segment {
     /// syncs the directory: from here on it is part of the log.
     async fn install(&mut self, dir: &Path, first_seq: u64) -> io::Result<()> {
         let path = dir.join(segment_name(first_seq));
-        self.file
-            .rename(&path)
+        let (from, to) = (self.path.clone(), path.clone());
+        blocking(move || std::fs::rename(from, to).map_err(|e| ("renaming to", e)))
             .await
-            .map_err(|e| op_err("renaming to", &path, e))?;
+            .map_err(|(op, e)| op_err(op, &path, e))?;
         self.path = path;
         sync_dir(dir).await
     }
@@ -151,11 +187,29 @@ impl Segment {
         Ok(segment)
     }
 
-    /// The temporary file `tmp`: created, preallocated, its header written and synced.
+    /// The temporary file `tmp`: created (0600, emptied if it existed), preallocated,
+    /// its header written and synced.
     async fn create_as(tmp: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
-        let file = create_preallocated(tmp, size).await?;
+        let owned = tmp.to_path_buf();
+        let file = blocking(move || {
+            use nix::fcntl::{fallocate, FallocateFlags};
+            use std::os::fd::AsRawFd;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(owned)
+                .map_err(|e| ("creating", e))?;
+            fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, size as i64)
+                .map_err(|e| ("preallocating", e.into()))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|(op, e)| op_err(op, tmp, e))?;
         let mut segment = Segment {
-            file,
+            file: Arc::new(file),
             path: tmp.to_path_buf(),
             pos: 0,
         };
@@ -165,47 +219,34 @@ impl Segment {
 
     /// Opens an existing segment to append after its valid records, which end at `pos`.
     pub async fn open(path: &Path, pos: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .buffered_open(path)
-            .await
-            .map_err(|e| op_err("opening", path, e))?;
         Ok(Segment {
-            file,
+            file: Arc::new(open_for_write(path).await?),
             path: path.to_path_buf(),
             pos,
         })
     }
 
-    /// Appends `bytes` durably: one write, then fdatasync.
+    /// Appends `bytes` durably: one write, then fdatasync, as one blocking job.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let written = self
-            .file
-            .write_at(bytes.to_vec(), self.pos)
-            .await
-            .map_err(|e| op_err("writing", &self.path, e))?;
-        if written != bytes.len() {
-            return Err(op_err(
-                "writing",
-                &self.path,
-                format!("short write: {written} of {}", bytes.len()),
-            ));
-        }
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| op_err("fdatasync", &self.path, e))?;
+        let file = Arc::clone(&self.file);
+        // Owned for the job, which may outlive this future if it is dropped.
+        let group = bytes.to_vec();
+        let at = self.pos;
+        blocking(move || {
+            // A short write is retried; an error (ENOSPC, EIO) ends the job.
+            file.write_all_at(&group, at).map_err(|e| ("writing", e))?;
+            file.sync_data().map_err(|e| ("fdatasync", e))
+        })
+        .await
+        .map_err(|(op, e)| op_err(op, &self.path, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
 
-    pub async fn close(self) -> io::Result<()> {
-        let path = self.path;
-        self.file
-            .close()
-            .await
-            .map_err(|e| op_err("closing", &path, e))
+    /// Closes the file on the blocking thread (every group is synced already).
+    pub async fn close(self) {
+        let file = self.file;
+        glommio::executor().spawn_blocking(move || drop(file)).await;
     }
 }
 
