@@ -1,9 +1,13 @@
 //! The answers to a write, wherever it was decided: a stored record's 200 (its id and
-//! receive time), the 400 of a body that breaks rules, and the 503 of a shard that
-//! cannot store records now; and the record id's form both ways.
+//! receive time) or, for a FHIR resource, 201, the 400 of a body that breaks rules,
+//! and the 503 of a shard that cannot store records now; and the record id's form
+//! both ways.
 
 use crate::clock;
-use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER};
+use crate::fhir;
+use crate::http::parse::Head;
+use crate::http::request::Request;
+use crate::http::response::{Header, Reply, Status, FHIR_JSON, JSON, RETRY_AFTER};
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::validate::{Invalids, MAX_INVALIDS};
@@ -35,6 +39,48 @@ pub fn acknowledge(
             b"\"}",
         ],
     );
+}
+
+/// The 201 of a stored FHIR resource (`request`'s): `Location` and `ETag`, and the
+/// body its `Prefer: return=` asks for: none, the resource itself, or by default an
+/// `OperationOutcome` naming its id; `extra` marks a replay.
+pub fn fhir_created(
+    reply: &mut Reply<'_>,
+    shard: u16,
+    seq: u64,
+    request: &Request<'_>,
+    extra: Option<Header<'_>>,
+) {
+    let mut id = [0u8; 32];
+    let id = format_id(shard, seq, &mut id);
+    let id_text = std::str::from_utf8(id).unwrap_or("");
+    let location = [b"/fhir/QuestionnaireResponse/".as_slice(), id].concat();
+    let etag = (&b"ETag"[..], &b"W/\"1\""[..]);
+    let headers = [
+        (&b"Location"[..], location.as_slice()),
+        etag,
+        extra.unwrap_or(etag),
+    ];
+    let headers = &headers[..if extra.is_some() { 3 } else { 2 }];
+    let stored_outcome;
+    let body: &[u8] = match prefer_return(&request.head) {
+        Some(b"minimal") => b"",
+        Some(b"representation") => request.body,
+        _ => {
+            stored_outcome = fhir::stored_outcome(id_text);
+            stored_outcome.as_bytes()
+        }
+    };
+    reply.with(Status::Created, FHIR_JSON, headers, &[body]);
+}
+
+/// The `return=` preference of a `Prefer` field (RFC 7240), if any.
+fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
+    let prefer = head.prefer?;
+    prefer
+        .split(|&b| b == b',' || b == b';')
+        .map(|p| p.trim_ascii())
+        .find_map(|p| p.strip_prefix(b"return="))
 }
 
 /// The 503 of a shard that cannot store records now.

@@ -1,6 +1,7 @@
 //! The `/fhir` endpoints ([`crate::fhir`] has the rules): `POST
 //! /fhir/QuestionnaireResponse` stores a valid resource byte for byte as a record of
-//! its own kind and answers 201 with `Location` and `ETag`; `GET
+//! its own kind and answers 201 with `Location` and `ETag` (with an `Idempotency-Key`,
+//! at most once per key, through [`crate::keyed`]); `GET
 //! /fhir/QuestionnaireResponse/{id}` reads it back (through [`crate::reads`]); `GET
 //! /fhir/metadata` says what is supported. Their refusals are `OperationOutcome`s.
 
@@ -13,6 +14,8 @@ use crate::fhir::{self, Issue};
 use crate::http::parse::Head;
 use crate::http::request::Request;
 use crate::http::response::{Header, Reply, Status, FHIR_JSON, RETRY_AFTER};
+use crate::keyed;
+use crate::keys::Keyed;
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::outcome::Outcome;
@@ -93,6 +96,33 @@ pub fn create(
         return after;
     }
     let received_ns = clock::now_ns();
+    let key = match keyed::header_key(head) {
+        Ok(key) => key,
+        Err(why) => {
+            reply.error(Status::BadRequest, &[why.as_bytes()], None);
+            return after;
+        }
+    };
+    if let Some(key) = key {
+        // Stored at most once per (principal, key), as a keyed submit is.
+        let write = Keyed {
+            kind: Kind::Fhir,
+            principal: &who.id,
+            key,
+            key_in_body: false,
+            received_ns,
+            body: request.body,
+        };
+        if !keyed::owned_here(ctx, &write) {
+            return keyed::defer(head, write.to_write());
+        }
+        let decision = keyed::decide(ctx, &write);
+        keyed::respond(reply, request, decision.answer, false);
+        return Outcome {
+            durable: decision.durable,
+            ..after
+        };
+    }
     let appended = match ctx.log() {
         Some(log) => log.append(Kind::Fhir, &who.id, None, received_ns, request.body),
         None => Err(LogError::Closed),
@@ -117,24 +147,7 @@ pub fn create(
             return after;
         }
     };
-    let mut id = [0u8; 32];
-    let id = ack::format_id(ctx.shard() as u16, seq, &mut id);
-    let id_text = std::str::from_utf8(id).unwrap_or("");
-    let location = [b"/fhir/QuestionnaireResponse/".as_slice(), id].concat();
-    let headers = [
-        (&b"Location"[..], location.as_slice()),
-        (&b"ETag"[..], &b"W/\"1\""[..]),
-    ];
-    let stored_outcome;
-    let body: &[u8] = match prefer_return(head) {
-        Some(b"minimal") => b"",
-        Some(b"representation") => request.body,
-        _ => {
-            stored_outcome = fhir::stored_outcome(id_text);
-            stored_outcome.as_bytes()
-        }
-    };
-    reply.with(Status::Created, FHIR_JSON, &headers, &[body]);
+    ack::fhir_created(reply, ctx.shard() as u16, seq, request, None);
     let sync = ctx
         .log()
         .is_some_and(|log| log.durability() == Durability::Sync);
@@ -142,15 +155,6 @@ pub fn create(
         durable: sync.then_some(seq),
         ..after
     }
-}
-
-/// The `return=` preference of a `Prefer` field (RFC 7240), if any.
-fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
-    let prefer = head.prefer?;
-    prefer
-        .split(|&b| b == b',' || b == b';')
-        .map(|p| p.trim_ascii())
-        .find_map(|p| p.strip_prefix(b"return="))
 }
 
 /// `GET /fhir/QuestionnaireResponse/{id}`: found and authorized as a record by id.

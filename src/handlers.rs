@@ -16,7 +16,7 @@ use crate::http::percent;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::keyed::{self, Decision};
-use crate::keys::{self, Keyed, KeyedWrite};
+use crate::keys::{Keyed, KeyedWrite};
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::outcome::{Deferred, Outcome, Read, Work};
@@ -198,8 +198,9 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
     if let Some(refused) = require_json(request, reply) {
         return refused;
     }
-    let Ok(header_key) = header_key(head) else {
-        return refuse(reply, head, Status::BadRequest, BAD_HEADER_KEY);
+    let header_key = match keyed::header_key(head) {
+        Ok(key) => key,
+        Err(why) => return refuse(reply, head, Status::BadRequest, why),
     };
     let received_ns = clock::now_ns();
     let stored = ctx.validator().submit(request.body, |submission| {
@@ -234,7 +235,7 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
     let forbidden = "this principal may not write to the report's projectId";
     answer_stored(
         ctx,
-        head,
+        request,
         reply,
         Kind::Report,
         stored,
@@ -244,25 +245,6 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
 }
 
 const KEY_MISMATCH: &str = "submissionId and Idempotency-Key differ";
-const BAD_HEADER_KEY: &str = "Idempotency-Key must be 1 to 126 visible ASCII characters";
-
-/// The request's `Idempotency-Key`, if it has one; `Err` when it is not usable.
-fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, ()> {
-    match head.idempotency_key {
-        None => Ok(None),
-        Some(value) => keys::valid_header_key(value).map(Some).ok_or(()),
-    }
-}
-
-/// Defers a keyed write to its key's owner shard, which answers it.
-fn keyed(head: &Head<'_>, write: KeyedWrite) -> Outcome {
-    let principal = write.principal.clone();
-    Outcome {
-        deferred: Some(Deferred::new(Work::Keyed(write), principal)),
-        ..Outcome::after(head)
-    }
-}
-
 /// `POST /api/v1/tags/add`: a tag is a record in the log like a report; with an
 /// `Idempotency-Key` it is stored at most once per key, like a submit.
 fn add_tag(
@@ -275,8 +257,9 @@ fn add_tag(
     if let Some(refused) = require_json(request, reply) {
         return refused;
     }
-    let Ok(header_key) = header_key(head) else {
-        return refuse(reply, head, Status::BadRequest, BAD_HEADER_KEY);
+    let header_key = match keyed::header_key(head) {
+        Ok(key) => key,
+        Err(why) => return refuse(reply, head, Status::BadRequest, why),
     };
     let received_ns = clock::now_ns();
     // Authorized like a submit to the tag's project.
@@ -288,20 +271,29 @@ fn add_tag(
         store(ctx, Kind::Tag, who, key, received_ns, request.body)
     });
     let forbidden = "this principal may not write to the tag's projectId";
-    answer_stored(ctx, head, reply, Kind::Tag, stored, received_ns, forbidden)
+    answer_stored(
+        ctx,
+        request,
+        reply,
+        Kind::Tag,
+        stored,
+        received_ns,
+        forbidden,
+    )
 }
 
 /// Answers what storing a validated record came to: its error, its deferral to the
 /// key's owner, or its acknowledgement (once durable, with durability `sync`).
 fn answer_stored(
     ctx: &Context,
-    head: &Head<'_>,
+    request: &Request<'_>,
     reply: &mut Reply<'_>,
     kind: Kind,
     stored: Result<Stored, Invalids>,
     received_ns: u64,
     forbidden: &str,
 ) -> Outcome {
+    let head = &request.head;
     let seq = match stored {
         Err(invalid) => {
             ack::refuse_invalid(reply, invalid);
@@ -309,12 +301,12 @@ fn answer_stored(
         }
         Ok(Stored::Forbidden) => return refuse(reply, head, Status::Forbidden, forbidden),
         Ok(Stored::KeyMismatch) => return refuse(reply, head, Status::BadRequest, KEY_MISMATCH),
-        Ok(Stored::Keyed(write)) => return keyed(head, write),
+        Ok(Stored::Keyed(write)) => return keyed::defer(head, write),
         Ok(Stored::KeyedHere {
             decision,
             key_in_body,
         }) => {
-            keyed::respond(reply, decision.answer, key_in_body);
+            keyed::respond(reply, request, decision.answer, key_in_body);
             return Outcome {
                 durable: decision.durable,
                 ..Outcome::after(head)

@@ -1,11 +1,12 @@
-//! Submits and tags with an idempotency key, stored at most once per (principal, key)
-//! whichever shard receives them. The receiving shard has validated and authorized the
-//! request ([`crate::handlers`]); the key's owner shard ([`crate::keys::owner`])
-//! decides. When that is the receiving shard, it decides at once, from the request's
-//! own bytes; else the write is copied to the owner over the mesh (one round trip)
-//! and answered with what the owner decided:
+//! Submits, tags and FHIR creates with an idempotency key, stored at most once per
+//! (principal, key) whichever shard receives them. The receiving shard has validated
+//! and authorized the request ([`crate::handlers`], [`crate::fhir_api`]); the key's
+//! owner shard ([`crate::keys::owner`]) decides. When that is the receiving shard, it
+//! decides at once, from the request's own bytes; else the write is copied to the
+//! owner over the mesh (one round trip) and answered with what the owner decided:
 //!
-//! - a new key: stored by the owner, in its log, and answered as a plain submit;
+//! - a new key: stored by the owner, in its log, and answered as an unkeyed write is
+//!   (a FHIR resource's 201 included);
 //! - the same key with the same bytes: the first answer again (same id, same
 //!   `receivedAt`) with `Idempotent-Replayed: true`, after waiting, if the first is
 //!   still being synced, for it to be durable; nothing new is stored;
@@ -16,12 +17,35 @@
 //! peer from the message loop itself ([`crate::owner`]); only a wait for the disk
 //! (durability `sync`) takes a task of its own.
 
-use crate::ack::{acknowledge, refuse_storage};
+use crate::ack::{acknowledge, fhir_created, refuse_storage};
 use crate::config::Durability;
 use crate::context::Context;
-use crate::http::response::{Reply, Status};
+use crate::http::parse::Head;
+use crate::http::request::Request;
+use crate::http::response::{Header, Reply, Status};
 use crate::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
+use crate::log::record::Kind;
 use crate::log::LogError;
+use crate::outcome::{Deferred, Outcome, Work};
+
+/// The request's `Idempotency-Key`, if it has one; `Err` (why, for a 400) when it is
+/// not usable.
+pub fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, &'static str> {
+    const BAD: &str = "Idempotency-Key must be 1 to 126 visible ASCII characters";
+    match head.idempotency_key {
+        None => Ok(None),
+        Some(value) => keys::valid_header_key(value).map(Some).ok_or(BAD),
+    }
+}
+
+/// Defers a keyed write to its key's owner shard, which answers it ([`answer`]).
+pub fn defer(head: &Head<'_>, write: KeyedWrite) -> Outcome {
+    let principal = write.principal.clone();
+    Outcome {
+        deferred: Some(Deferred::new(Work::Keyed(write), principal)),
+        ..Outcome::after(head)
+    }
+}
 
 /// Whether this shard owns `write`'s key (and decides it without a message).
 pub fn owned_here(ctx: &Context, write: &Keyed<'_>) -> bool {
@@ -30,8 +54,13 @@ pub fn owned_here(ctx: &Context, write: &Keyed<'_>) -> bool {
 }
 
 /// On a receiving shard that does not own the key: has `write` stored by its owner
-/// (one round trip over the mesh) and answers.
-pub async fn answer(ctx: &Context, write: KeyedWrite, reply: &mut Reply<'_>) {
+/// (one round trip over the mesh) and answers `request`.
+pub async fn answer(
+    ctx: &Context,
+    write: KeyedWrite,
+    request: &Request<'_>,
+    reply: &mut Reply<'_>,
+) {
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let owner = keys::owner(&write.principal, &write.key, shards);
     let key_in_body = write.key_in_body;
@@ -45,16 +74,29 @@ pub async fn answer(ctx: &Context, write: KeyedWrite, reply: &mut Reply<'_>) {
         },
         None => KeyedAnswer::Refused(LogError::Closed),
     };
-    respond(reply, answer, key_in_body);
+    respond(reply, request, answer, key_in_body);
 }
 
-/// Writes the response for what the owner decided.
-pub fn respond(reply: &mut Reply<'_>, answer: KeyedAnswer, key_in_body: bool) {
+/// Writes the response to `request` for what the owner decided: a FHIR resource's
+/// 201, else the v1 200; a replay is the first answer again, marked.
+pub fn respond(
+    reply: &mut Reply<'_>,
+    request: &Request<'_>,
+    answer: KeyedAnswer,
+    key_in_body: bool,
+) {
+    let stored = |reply: &mut Reply<'_>, e: Entry, extra: Option<Header<'_>>| {
+        if e.kind == Kind::Fhir {
+            fhir_created(reply, e.shard, e.seq, request, extra);
+        } else {
+            acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, extra);
+        }
+    };
     match answer {
-        KeyedAnswer::Stored(e) => acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, None),
+        KeyedAnswer::Stored(e) => stored(reply, e, None),
         KeyedAnswer::Replayed(e) => {
             let replayed = Some((&b"Idempotent-Replayed"[..], &b"true"[..]));
-            acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, replayed)
+            stored(reply, e, replayed)
         }
         KeyedAnswer::Conflict => {
             let what: &[u8] = if key_in_body {

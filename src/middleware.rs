@@ -83,10 +83,11 @@ pub fn answered(
 pub async fn finish(
     ctx: &Context,
     deferred: Deferred,
-    head: &Head<'_>,
+    request: &Request<'_>,
     out: &mut Vec<u8>,
 ) -> Outcome {
     use futures_lite::FutureExt;
+    let head = &request.head;
     let Deferred {
         work,
         principal,
@@ -99,7 +100,7 @@ pub async fn finish(
     let route = work.route();
     let answering = async {
         match work {
-            Work::Keyed(write) => keyed::answer(ctx, write, &mut reply).await,
+            Work::Keyed(write) => keyed::answer(ctx, write, request, &mut reply).await,
             Work::Read(read) => reads::answer(ctx, &read, &mut reply).await,
         }
     };

@@ -103,7 +103,8 @@ fn operation(route: Route, path: &str) -> Value {
             "parameters".into(),
             json!([{"name": "Prefer", "in": "header", "required": false,
                     "description": "return=minimal: no body; return=representation: the resource; else an OperationOutcome naming its id",
-                    "schema": {"type": "string"}}]),
+                    "schema": {"type": "string"}},
+                   idempotency_key("stored at most once per (principal, key); a retry with the same body gets the first 201 again (same Location) with Idempotent-Replayed: true, another body 422")]),
         );
         errors.extend(["415", "422"]);
     } else if let Some(schema) = request_body(route) {
@@ -114,9 +115,7 @@ fn operation(route: Route, path: &str) -> Value {
         errors.extend(["415", "422"]);
         op.insert(
             "parameters".into(),
-            json!([{"name": "Idempotency-Key", "in": "header", "required": false,
-                    "description": "stored at most once per (principal, key); 1 to 126 visible ASCII characters; equal to the body's submissionId when both are given (else 400)",
-                    "schema": {"type": "string", "pattern": "^[!-~]{1,126}$"}}]),
+            json!([idempotency_key("stored at most once per (principal, key); equal to the body's submissionId when both are given (else 400)")]),
         );
     }
     if matches!(route, Route::Record | Route::Permissions | Route::FhirRead) {
@@ -140,6 +139,13 @@ fn operation(route: Route, path: &str) -> Value {
     }
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
+}
+
+/// The `Idempotency-Key` header parameter, with what it does on this route.
+fn idempotency_key(what: &str) -> Value {
+    json!({"name": "Idempotency-Key", "in": "header", "required": false,
+           "description": format!("{what}; 1 to 126 visible ASCII characters"),
+           "schema": {"type": "string", "pattern": "^[!-~]{1,126}$"}})
 }
 
 fn summary(route: Route) -> &'static str {

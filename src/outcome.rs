@@ -139,7 +139,8 @@ impl Call {
 pub enum Work {
     /// A read across every shard.
     Read(Read),
-    /// A submit or tag with an idempotency key, for its key's owner shard to store.
+    /// A submit, tag or FHIR create with an idempotency key, for its key's owner shard
+    /// to store.
     Keyed(KeyedWrite),
 }
 
@@ -155,6 +156,7 @@ impl Work {
             Work::Read(Read::Record { fhir: false, .. }) => Route::Record,
             Work::Read(Read::Record { fhir: true, .. }) => Route::FhirRead,
             Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
+            Work::Keyed(write) if write.kind == Kind::Fhir => Route::FhirCreate,
             Work::Keyed(_) => Route::Submit,
         }
     }

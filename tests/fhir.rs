@@ -2,14 +2,15 @@
 //! (written here by hand: f201 "Lifelines" and the nested "cancer questionnaire" one,
 //! with this server's project and site tags added) are stored byte for byte, read back,
 //! and counted by the read APIs; every rule is refused with an OperationOutcome naming
-//! the element's FHIRPath.
+//! the element's FHIRPath; a create with an `Idempotency-Key` is stored once, across
+//! shards and restarts.
 
 mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 
-use common::{get, read_response, Response, Server, ADMIN_TOKEN as ADMIN};
+use common::{export, get, read_response, Response, Server, ADMIN_TOKEN as ADMIN};
 
 const DEVICE: &str = "device-p1-token-0123456789";
 const STAFF_P2: &str = "staff-p2-token-0123456789";
@@ -166,6 +167,58 @@ fn prefer_return_minimal_and_representation() {
         .starts_with("/fhir/QuestionnaireResponse/s"));
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=representation\r\n");
     assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+}
+
+/// Creates over a fresh connection (so retries land on either shard).
+fn create_keyed(server: &Server, body: &str, key: &str, prefer: &str) -> Response {
+    let extra = format!("Idempotency-Key: {key}\r\nPrefer: return={prefer}\r\n");
+    post_fhir(&mut server.connect(), DEVICE, body, &extra)
+}
+
+#[test]
+fn a_create_retried_with_an_idempotency_key_is_stored_once_across_shards_and_kill_9() {
+    let server = Server::start(&config(), &[]);
+    // Sixteen keys: with two shards, some are owned by the shard that receives the
+    // create and some by the other (the odds of all on one are 1 in 32768).
+    let keys: Vec<String> = (0..16).map(|i| format!("fhir-key-{i}")).collect();
+    let mut firsts = Vec::new();
+    for key in &keys {
+        let first = create_keyed(&server, F201, key, "minimal");
+        assert_eq!(first.status, 201, "{}", first.text());
+        assert_eq!(first.header("idempotent-replayed"), None);
+        firsts.push(first.header("location").unwrap().to_string());
+    }
+    for (key, location) in keys.iter().zip(&firsts) {
+        // The first answer again, with the body this request prefers.
+        let again = create_keyed(&server, F201, key, "representation");
+        assert_eq!(again.status, 201, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.header("location"), Some(location.as_str()));
+        assert_eq!(again.body, F201.as_bytes());
+        let other = create_keyed(&server, NESTED, key, "minimal");
+        assert_eq!(other.status, 422, "{}", other.text());
+        let diagnostics = other.json()["issue"][0]["diagnostics"].clone();
+        assert_eq!(diagnostics, "Idempotency-Key reused with a different body");
+    }
+    let bad = create_keyed(&server, F201, "two words", "minimal");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["resourceType"], "OperationOutcome");
+    // The creates arrived over both shards' connections and were decided by both
+    // owners; one record per key.
+    assert_eq!(export(&server.data_dir()).len(), keys.len());
+
+    // The log alone is the keys' truth: after kill -9, the same answers.
+    let dir = server.kill();
+    let server = Server::start_in(dir, &config(), &[]);
+    for (key, location) in keys.iter().zip(&firsts) {
+        let again = create_keyed(&server, F201, key, "minimal");
+        assert_eq!(again.status, 201, "{}", again.text());
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(again.header("location"), Some(location.as_str()));
+    }
+    let stored = export(&server.data_dir());
+    assert_eq!(stored.len(), keys.len());
+    assert!(stored.iter().all(|r| r["kind"] == "fhir"), "{stored:?}");
 }
 
 /// A body, the status it gets, and the (code, FHIRPath) of each issue named.

@@ -250,7 +250,7 @@ impl<'c> Connection<'c> {
                         let write = &mut bufs.write;
                         let finished = future::or(
                             async {
-                                Some(middleware::finish(ctx, deferred, &request.head, write).await)
+                                Some(middleware::finish(ctx, deferred, &request, write).await)
                             },
                             async {
                                 expired(table, key).await;

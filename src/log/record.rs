@@ -18,7 +18,7 @@
 //! |---|---|---|
 //! | 0 | 4 | CRC32C of bytes 4..8+len (the length field, then the payload) |
 //! | 4 | 4 | `len`: payload bytes, 28 + principal + body (+ 32 when chained) |
-//! | 8 | 1 | kind, low 7 bits: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one, 5 FHIR QuestionnaireResponse (other values reserved); bit 7 (0x80): *chained*, a `prev` field ends the record |
+//! | 8 | 1 | kind, low 7 bits: 1 report, 2 tag, 3 report with an idempotency key, 4 tag with one, 5 FHIR QuestionnaireResponse, 6 one with an idempotency key (other values reserved); bit 7 (0x80): *chained*, a `prev` field ends the record |
 //! | 9 | 1 | principal length `p` (1..=255; the config allows at most 128) |
 //! | 10 | 2 | shard number |
 //! | 12 | 8 | sequence number |
@@ -155,14 +155,15 @@ impl Kind {
             3 => Some((Kind::Report, true)),
             4 => Some((Kind::Tag, true)),
             5 => Some((Kind::Fhir, false)),
+            6 => Some((Kind::Fhir, true)),
             _ => None,
         }
     }
 
     fn byte(self, keyed: bool) -> u8 {
         match self {
-            // Resources carry no idempotency key.
-            Kind::Fhir => Kind::Fhir as u8,
+            // 5 and 6: FHIR came after 3 and 4 were taken.
+            Kind::Fhir => Kind::Fhir as u8 + u8::from(keyed),
             _ => self as u8 + if keyed { 2 } else { 0 },
         }
     }
@@ -426,6 +427,31 @@ mod tests {
                 assert_eq!((r.principal, len), (longest.as_str(), out.len()))
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_kind_with_and_without_a_key_reads_back_as_written() {
+        for (kind, key, byte) in [
+            (Kind::Report, None, 1),
+            (Kind::Tag, None, 2),
+            (Kind::Report, Some("k"), 3),
+            (Kind::Tag, Some("k"), 4),
+            (Kind::Fhir, None, 5),
+            (Kind::Fhir, Some("k"), 6),
+        ] {
+            let mut out = Vec::new();
+            let written = Record {
+                kind,
+                key,
+                ..record("site-app", b"{}")
+            };
+            written.encode(&mut out).unwrap();
+            assert_eq!(out[field::KIND], byte, "{kind:?} {key:?}");
+            assert_eq!(
+                decode(&out, Some((0, 1))),
+                Decoded::Record(written, out.len())
+            );
         }
     }
 
