@@ -1,6 +1,6 @@
 //! Idempotency keys: which shard owns a key, and the owner's table of the keys it has
-//! stored. A submit or tag with a key (its body's `submissionId`, or an
-//! `Idempotency-Key` header) is stored by the key's owner shard only, so one shard
+//! stored. A submit, tag or FHIR create with a key (a report body's `submissionId`, or
+//! an `Idempotency-Key` header) is stored by the key's owner shard only, so one shard
 //! decides, with no lock, whether a key is new, a retry of the same bytes or a reuse
 //! with different bytes. The table is rebuilt from the logs at start-up: a record on
 //! disk with a key is the key's truth.

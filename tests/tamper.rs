@@ -13,7 +13,8 @@ use common::{export, post, project_report, python, verify, Ending, Server, BIN, 
 use epro_ingest::log::files::list_segments;
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::{
-    decode, encode_header_version, hash, Decoded, Hash, Kind, Record, HASH_LEN, HEADER_LEN,
+    decode, encode_header_version, hash, Decoded, Hash, Kind, Record, GENESIS, HASH_LEN,
+    HEADER_LEN, VERSION,
 };
 
 const CONFIG: &str = common::DEVICE_CONFIG;
@@ -249,12 +250,27 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn a_log_from_before_the_chain_is_read_and_continued_chained() {
+    an_older_log_is_read_and_continued_in_a_new_segment(1);
+}
+
+#[test]
+fn a_log_from_before_keyed_fhir_records_is_read_and_continued_in_a_new_segment() {
+    // Version 2 is chained but has no kind 6: an older binary would take one for
+    // damage, so a version 2 segment with records is never continued.
+    an_older_log_is_read_and_continued_in_a_new_segment(2);
+}
+
+/// A segment of `version` with three records: read as it is, never written to again;
+/// the next record starts a segment of the current version that chains onto it.
+fn an_older_log_is_read_and_continued_in_a_new_segment(version: u16) {
     let dir = common::temp_dir();
     let shard = dir.path().join("data/shard-0");
     std::fs::create_dir_all(&shard).unwrap();
-    let mut v1 = encode_header_version(0, 1, 1).to_vec();
+    let mut old = encode_header_version(0, 1, version).to_vec();
+    let mut prev = GENESIS;
     for seq in 1..=3 {
         let body = project_report(&format!("OLD-{seq}"));
+        let at = old.len();
         Record {
             kind: Kind::Report,
             shard: 0,
@@ -264,14 +280,15 @@ fn a_log_from_before_the_chain_is_read_and_continued_chained() {
             principal: "site-app-001",
             key: None,
             body: body.as_bytes(),
-            prev: None,
+            prev: (version > 1).then_some(&prev),
         }
-        .encode(&mut v1)
+        .encode(&mut old)
         .unwrap();
+        prev = hash(&old[at..]);
     }
-    let last_v1 = hash(&v1[records(&v1)[2].0..]);
-    v1.resize(65536, 0);
-    std::fs::write(shard.join("00000000000000000001.seg"), &v1).unwrap();
+    let last_old = prev;
+    old.resize(65536, 0);
+    std::fs::write(shard.join("00000000000000000001.seg"), &old).unwrap();
 
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
@@ -286,22 +303,22 @@ fn a_log_from_before_the_chain_is_read_and_continued_chained() {
     assert!(status.success());
     let (ok, out) = verify(&data(&dir));
     assert!(ok, "{out}");
-    // The old segment reads as it was; the new record went into a chained segment
-    // whose first record follows the last old one.
+    // The old segment reads as it was; the new record went into a segment of the
+    // current version whose first record follows the last old one.
     let segments = list_segments(&data(&dir).join("shard-0")).unwrap();
     assert_eq!(segments.len(), 2);
-    let old = std::fs::read(&segments[0].path).unwrap();
-    assert_eq!(old, v1);
+    let written = std::fs::read(&segments[0].path).unwrap();
+    assert_eq!(written, old);
     let new = std::fs::read(&segments[1].path).unwrap();
-    assert_eq!(u16::from_le_bytes([new[8], new[9]]), 2, "version 2 header");
+    assert_eq!(u16::from_le_bytes([new[8], new[9]]), VERSION);
     let (o, l) = records(&new)[0];
-    assert_eq!(&new[o + l - HASH_LEN..o + l], &last_v1);
+    assert_eq!(&new[o + l - HASH_LEN..o + l], &last_old);
     let exported = export(&data(&dir));
     assert_eq!(exported.len(), 4);
-    assert_eq!(exported[2]["sha256"], hex(&last_v1));
+    assert_eq!(exported[2]["sha256"], hex(&last_old));
 
     // An edit of the last old record is caught by the first new one.
-    let mut edited = old.clone();
+    let mut edited = written.clone();
     let (at, _) = records(&edited)[2];
     rewrite(&mut edited, at, site_s99, None);
     std::fs::write(&segments[0].path, &edited).unwrap();
@@ -335,7 +352,7 @@ fn an_empty_segment_from_before_the_chain_is_continued_as_a_chained_one() {
     let (ok, out) = verify(&data(&dir));
     assert!(ok && out.contains("1 segments, 2 records"), "{out}");
     let bytes = std::fs::read(only_segment(&data(&dir))).unwrap();
-    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), VERSION);
     assert_eq!(export(&data(&dir)).len(), 2);
     // Listed once: not replaced by a new segment of the same name.
     let manifest = Manifest::read(&data(&dir).join("shard-0"), 0)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::log::datadir::create_private;
 use crate::log::files::{list_segments, remove_unfinished};
 use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
-use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN};
+use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN, VERSION};
 use crate::log::recover::{scan_shard_from, ScanProgress, ShardScan, TornTail};
 
 /// A shard's log, ready for its writer.
@@ -25,7 +25,7 @@ pub struct Opened {
     pub next_seq: u64,
     /// The segment to continue and where its records end; `None` when the next record
     /// starts a new segment (no segment yet, ids were skipped after a crash, or the last
-    /// segment is of version 1).
+    /// segment is of an older version).
     pub last: Option<(PathBuf, u64)>,
     /// Where the bytes of a cut torn tail were saved.
     pub torn_copy: Option<PathBuf>,
@@ -70,17 +70,20 @@ pub fn open_shard(
             .map_err(|e| format!("chmod 600 {}: {e}", segment.path.display()))?;
     }
     let next_seq = scan.resume_seq();
-    // An unchained (version 1) segment with records is never continued: new records
-    // would not match its version. One without any becomes a version 2 segment (a new
-    // one would take its name: the same first sequence number).
+    // A segment of an older version with records is never continued: new records
+    // would not match its version (unchained, version 1), or an older binary would
+    // take a record kind it does not know for damage (version 2). One without any
+    // becomes a segment of the current version (a new one would take its name: the
+    // same first sequence number).
     let last = match &scan.last {
         Some((segment, end)) if next_seq == scan.next_seq => {
             let empty = *end == HEADER_LEN as u64;
-            if !scan.last_chained && empty {
-                chain_empty_segment(&segment.path, shard, segment.first_seq)
+            let current = scan.last_version == VERSION;
+            if !current && empty {
+                upgrade_empty_segment(&segment.path, shard, segment.first_seq)
                     .map_err(|e| format!("upgrading {}: {e}", segment.path.display()))?;
             }
-            (scan.last_chained || empty).then(|| (segment.path.clone(), *end))
+            (current || empty).then(|| (segment.path.clone(), *end))
         }
         _ => None,
     };
@@ -94,7 +97,7 @@ pub fn open_shard(
         .write(dir)
         .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
     // A last segment that is not continued (ids were skipped after a crash, or it is of
-    // version 1) gives back the disk blocks of its unused preallocated space, or every
+    // an older version) gives back the disk blocks of its unused preallocated space, or every
     // crash of a crash loop would leave a whole segment's worth behind. A hole reads as
     // the zeros it replaces and the size stays: nothing a reader (ship, verify, export,
     // possibly running now) or the manifest sees changes.
@@ -153,9 +156,9 @@ fn release_tail(path: &Path, end: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Rewrites the header of a version 1 segment that holds no record as version 2, so
-/// that it can be continued with chained records.
-fn chain_empty_segment(path: &Path, shard: u16, first_seq: u64) -> io::Result<()> {
+/// Rewrites the header of an older segment that holds no record as the current
+/// version, so that it can be continued.
+fn upgrade_empty_segment(path: &Path, shard: u16, first_seq: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let file = fs::OpenOptions::new().write(true).open(path)?;
     file.write_all_at(&encode_header(shard, first_seq), 0)?;

@@ -5,7 +5,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `EPROLOG\0` |
-//! | 8 | 2 | format version: `2` (chained records, written now) or `1` (still read) |
+//! | 8 | 2 | format version: `3` (chained records, kinds 1 to 6; written now), `2` (chained, kinds 1 to 5) or `1` (unchained; both still read) |
 //! | 10 | 2 | shard number |
 //! | 12 | 4 | reserved, zero |
 //! | 16 | 8 | sequence number of the segment's first record |
@@ -25,18 +25,22 @@
 //! | 20 | 8 | server receive time, nanoseconds since the Unix epoch, UTC |
 //! | 28 | 4 | body length `b` |
 //! | 32 | 4 | group index: the record's position in its write group (0 starts a group) |
-//! | 36 | p | principal id, UTF-8; for kinds 3 and 4, then a 0x00 byte and the `Idempotency-Key` (so `p` counts both) |
+//! | 36 | p | principal id, UTF-8; for kinds 3, 4 and 6, then a 0x00 byte and the `Idempotency-Key` (so `p` counts both) |
 //! | 36+p | b | the request body exactly as received |
 //! | 36+p+b | 32 | chained records only: `prev`, the SHA-256 of the shard's previous record |
 //!
 //! A report whose key is its body's `submissionId` is a kind 1 record: the body holds
-//! the key. Kinds 3 and 4 carry a key sent only in the `Idempotency-Key` header, so
-//! that recovery can rebuild every key from the log alone.
+//! the key. Kinds 3, 4 and 6 carry a key sent only in the `Idempotency-Key` header, so
+//! that recovery can rebuild every key from the log alone. Kind 6 exists from version
+//! 3 on: a binary that reads only versions 1 and 2 refuses a version 3 segment as such,
+//! rather than reading a kind 6 record as damage (and, in the last write group after a
+//! crash, cutting it as a torn tail). So only a segment of the current version is
+//! continued; the next record after an older one starts a new segment.
 //!
-//! **The hash chain** (tamper evidence; version 2). A record's *hash* is the SHA-256
+//! **The hash chain** (tamper evidence; versions 2 and 3). A record's *hash* is the SHA-256
 //! of all its bytes, frame included (so of its own `prev` too). Every record of a
-//! version 2 segment is chained and none of a version 1 segment is; a version 1
-//! segment never follows a version 2 one. Each chained record's `prev` is the hash of
+//! version 2 or 3 segment is chained and none of a version 1 segment is; a version 1
+//! segment never follows a chained one. Each chained record's `prev` is the hash of
 //! the record before it in the shard's log, across segments, skipped ids and version
 //! 1 records; the shard's first record has 32 zero bytes. Editing any record, even
 //! with its CRC recomputed, breaks the `prev` of the next one, and rewriting every
@@ -85,8 +89,10 @@ pub mod field {
 /// Segment header size.
 pub const HEADER_LEN: usize = header::LEN;
 pub const MAGIC: &[u8; 8] = b"EPROLOG\0";
-/// The version written: chained records.
-pub const VERSION: u16 = 2;
+/// The version written: chained records, kinds 1 to 6.
+pub const VERSION: u16 = 3;
+/// Chained records of kinds 1 to 5 (before FHIR records with a key), still read.
+pub const VERSION_BEFORE_FHIR_KEYS: u16 = 2;
 /// The version before the hash chain, still read.
 pub const VERSION_UNCHAINED: u16 = 1;
 /// Kind-byte flag of a chained record.
@@ -188,11 +194,11 @@ pub struct Record<'a> {
     pub group_index: u32,
     pub principal: &'a str,
     /// The `Idempotency-Key` it was sent with, when that is not its body's
-    /// `submissionId` (kinds 3 and 4).
+    /// `submissionId` (kinds 3, 4 and 6).
     pub key: Option<&'a str>,
     pub body: &'a [u8],
-    /// The previous record's hash: `Some` for a chained record (version 2), `None`
-    /// for a version 1 record.
+    /// The previous record's hash: `Some` for a chained record (versions 2 and 3),
+    /// `None` for a version 1 record.
     pub prev: Option<&'a Hash>,
 }
 
@@ -370,7 +376,8 @@ pub fn encode_header_version(shard: u16, first_seq: u64, version: u16) -> [u8; H
 pub struct Header {
     pub shard: u16,
     pub first_seq: u64,
-    /// Whether its records are chained (version 2).
+    pub version: u16,
+    /// Whether its records are chained (version 2 and later).
     pub chained: bool,
 }
 
@@ -386,13 +393,14 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, &'static str> {
         return Err("segment header checksum mismatch");
     }
     let version = u16_at(buf, header::VERSION);
-    if version != VERSION && version != VERSION_UNCHAINED {
+    if !(VERSION_UNCHAINED..=VERSION).contains(&version) {
         return Err("unsupported segment format version");
     }
     Ok(Header {
         shard: u16_at(buf, header::SHARD),
         first_seq: u64_at(buf, header::FIRST_SEQ),
-        chained: version == VERSION,
+        version,
+        chained: version != VERSION_UNCHAINED,
     })
 }
 
@@ -528,21 +536,24 @@ mod tests {
     }
 
     #[test]
-    fn both_header_versions_are_read_and_others_refused() {
-        for (version, chained) in [(1, false), (2, true)] {
+    fn every_header_version_is_read_and_others_refused() {
+        for (version, chained) in [(1, false), (2, true), (3, true)] {
             let h = encode_header_version(3, 9, version);
             let want = Header {
                 shard: 3,
                 first_seq: 9,
+                version,
                 chained,
             };
             assert_eq!(decode_header(&h), Ok(want));
         }
         assert_eq!(
-            decode_header(&encode_header(0, 1)).map(|h| h.chained),
-            Ok(true)
+            decode_header(&encode_header(0, 1)).map(|h| h.version),
+            Ok(VERSION)
         );
-        let h = encode_header_version(0, 1, 3);
-        assert_eq!(decode_header(&h), Err("unsupported segment format version"));
+        for version in [0, 4] {
+            let h = encode_header_version(0, 1, version);
+            assert_eq!(decode_header(&h), Err("unsupported segment format version"));
+        }
     }
 }

@@ -102,8 +102,9 @@ pub struct ShardScan {
     pub next_seq: u64,
     /// The last segment and the offset where its valid records end.
     pub last: Option<(SegmentFile, u64)>,
-    /// Whether the last segment's records are chained (version 2).
-    pub last_chained: bool,
+    /// The last segment's format version: only one of the version written now is
+    /// continued.
+    pub last_version: u16,
     /// The chain's head: the last valid record's sequence number and hash.
     pub head: Option<(u64, Hash)>,
     pub torn: Option<TornTail>,
@@ -299,7 +300,7 @@ pub fn scan_shard_from(
         }
         if is_last {
             scan.last = Some((segment.clone(), offset));
-            scan.last_chained = header.chained;
+            scan.last_version = header.version;
         } else if w.any_nonzero_from(offset).map_err(unreadable)? {
             return Err(corrupt(
                 offset,

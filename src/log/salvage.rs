@@ -69,7 +69,7 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
 
 /// The last record salvaged: its sequence number, and its hash unless bytes were
 /// skipped since (then the next record's `prev` cannot be checked); and whether a
-/// chained (version 2) segment came before.
+/// chained (version 2 or 3) segment came before.
 struct Last {
     seq: u64,
     hash: Option<Hash>,
