@@ -7,23 +7,31 @@
 # is flat; this project, glommio, the allocator, SHA-256, ...) and the top symbols.
 #
 #   scripts/profile.sh [--server-cpu 0] [--wrk-cpus 1] [--connections 64] [--seconds 5]
+#                      [--flame]
+#
+# --flame also records call stacks (DWARF unwinding, 499 Hz) and draws a flame graph
+# per durability, target/profile/flame-<durability>.svg (needs inferno: `cargo install
+# inferno`).
 #
 # Needs perf (Debian: linux-perf) and wrk; run as root, or with
 # kernel.perf_event_paranoid <= 0. The reports go to stdout and to target/profile/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVER_CPU=0 WRK_CPUS=1 CONNECTIONS=64 SECONDS_=5
+SERVER_CPU=0 WRK_CPUS=1 CONNECTIONS=64 SECONDS_=5 FLAME=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --server-cpu) SERVER_CPU=$2; shift 2 ;;
     --wrk-cpus) WRK_CPUS=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --seconds) SECONDS_=$2; shift 2 ;;
+    --flame) FLAME=1; shift ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for tool in perf wrk python3 curl; do
+TOOLS="perf wrk python3 curl"
+[ -n "$FLAME" ] && TOOLS="$TOOLS inferno-collapse-perf inferno-flamegraph"
+for tool in $TOOLS; do
   command -v "$tool" >/dev/null 2>&1 || { echo "profile.sh: $tool is needed" >&2; exit 1; }
 done
 
@@ -109,16 +117,26 @@ for durability in sync async; do
     "http://127.0.0.1:$PORT" > "$WORK/wrk-$durability.txt" &
   WRK=$!
   sleep 1
-  perf record -q -F 2999 -C "$SERVER_CPU" -o "$WORK/perf-$durability.data" -- sleep "$SECONDS_" 2>/dev/null
+  RATE=2999 STACKS=""
+  [ -n "$FLAME" ] && RATE=499 STACKS="--call-graph dwarf,16384"
+  # shellcheck disable=SC2086
+  perf record -q -F $RATE $STACKS -C "$SERVER_CPU" -o "$WORK/perf-$durability.data" \
+    -- sleep "$SECONDS_" 2>/dev/null
   wait $WRK
   kill -TERM $PID; wait $PID 2>/dev/null || true
   {
     echo "### submit, durability $durability"
     echo
-    echo "CPU $SERVER_CPU sampled ${SECONDS_} s at 2999 Hz; wrk -c$CONNECTIONS on CPU(s) $WRK_CPUS: $(grep -o 'Requests/sec:.*' "$WORK/wrk-$durability.txt")."
+    echo "CPU $SERVER_CPU sampled ${SECONDS_} s at $RATE Hz; wrk -c$CONNECTIONS on CPU(s) $WRK_CPUS: $(grep -o 'Requests/sec:.*' "$WORK/wrk-$durability.txt")."
     echo
     perf report -i "$WORK/perf-$durability.data" --no-children --sort dso,sym --stdio 2>/dev/null \
       | python3 "$WORK/group.py"
     echo
   } | tee "$OUT/$durability.md"
+  if [ -n "$FLAME" ]; then
+    perf script -i "$WORK/perf-$durability.data" 2>/dev/null | inferno-collapse-perf \
+      | inferno-flamegraph --minwidth 1 --title "submit, durability $durability (CPU $SERVER_CPU)" \
+      > "$OUT/flame-$durability.svg"
+    echo "profile.sh: wrote $OUT/flame-$durability.svg" >&2
+  fi
 done
