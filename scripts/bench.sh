@@ -7,19 +7,23 @@
 #   scripts/bench.sh [--server-cpus 0] [--wrk-cpus 1] [--connections 64]
 #                    [--duration 5] [--rounds 3] [--threads 1]
 #                    [--against BIN] [--servers "ours-async ours-sync ..."]
+#                    [--workloads "submit keyed ..."] [--bin-dir DIR]
 #
 # Defaults fit a 2-core machine: the server on CPU 0, wrk on CPU 1.
 # --against BIN adds base-async and base-sync: another epro-ingest binary (say, a
 # dist build of an earlier commit) in the same alternating rounds, for an A/B of a
 # change. --servers picks which servers run (default: every one). BENCH_KEEP=FILE keeps
 # the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx).
+# --workloads keeps only those workloads (submit, keyed, route, health). --bin-dir runs
+# the binaries in DIR instead of building them (a machine with no Rust toolchain, such
+# as the lent many-core one: see scripts/bench-scale.sh); WRK=PATH names the wrk to run.
 # The report goes to stdout and, with an SVG chart of it, into --out DIR (default
 # target/bench): results.md and chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVER_CPUS=0 WRK_CPUS=1 CONNECTIONS=64 DURATION=5 ROUNDS=3 THREADS=1 AGAINST="" SERVERS=""
-OUT=target/bench
+OUT=target/bench WORKLOADS="" BIN_DIR="" WRK=${WRK:-wrk}
 while [ $# -gt 0 ]; do
   case "$1" in
     --server-cpus) SERVER_CPUS=$2; shift 2 ;;
@@ -31,6 +35,8 @@ while [ $# -gt 0 ]; do
     --against) AGAINST=$(realpath "$2"); shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --workloads) WORKLOADS=$2; shift 2 ;;
+    --bin-dir) BIN_DIR=$(realpath "$2"); shift 2 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +49,7 @@ case " $SERVERS " in
   *" base-"*) [ -x "$AGAINST" ] || { echo "bench.sh: base-* servers need --against BIN" >&2; exit 2; } ;;
 esac
 
-if ! command -v wrk >/dev/null 2>&1; then
+if [ "$WRK" = wrk ] && ! command -v wrk >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bench.sh: installing wrk" >&2
     apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null; }
@@ -55,9 +61,11 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 command -v python3 >/dev/null 2>&1 || { echo "bench.sh: python3 is needed for the report." >&2; exit 1; }
 
-# The fully optimized profile, as deployed (see Cargo.toml).
-cargo build --profile dist --locked --features bench-servers --bins >&2
-BIN_DIR="${CARGO_TARGET_DIR:-./target}/dist"
+if [ -z "$BIN_DIR" ]; then
+  # The fully optimized profile, as deployed (see Cargo.toml).
+  cargo build --profile dist --locked --features bench-servers --bins >&2
+  BIN_DIR="${CARGO_TARGET_DIR:-./target}/dist"
+fi
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 WORK=$(mktemp -d -p "$PWD/target" bench.XXXXXX)   # on the real disk, not tmpfs
@@ -128,7 +136,7 @@ start() { # name -> sets PID, URL
   PID=$!
   URL=http://127.0.0.1:$PORT
   for _ in $(seq 200); do
-    curl -sf "$URL/readyz" >/dev/null 2>&1 && return 0   # ready: every shard recovered
+    ready "$URL/readyz" && return 0   # ready: every shard recovered
     sleep 0.05
   done
   echo "bench.sh: $name did not start:" >&2; cat "$WORK/$name.log" >&2; exit 1
@@ -136,13 +144,22 @@ start() { # name -> sets PID, URL
 
 stop() { kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
 
+# 200 from URL? With curl, or Python where curl is missing.
+ready() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -sf "$1" >/dev/null 2>&1
+  else
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null
+  fi
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
 measure() { # server workload round -> appends a row to results.tsv
   local name=$1 workload=$2 before after out
   before=$(cpu_ticks "$PID")
-  out=$(taskset -c "$WRK_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+  out=$(taskset -c "$WRK_CPUS" "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
         -s "$WORK/$workload.lua" "$URL")
   after=$(cpu_ticks "$PID")
   echo "$out" > "$WORK/wrk-$name-$workload-$3.txt"
@@ -180,7 +197,10 @@ for round in $(seq "$ROUNDS"); do
       base-sync|axum-durable) workloads="submit" ;;
       floor) workloads="health submit" ;;   # submit: read the request, answer 200 ok
     esac
-    for w in $workloads; do measure "$name" "$w" "$round"; done
+    for w in $workloads; do
+      [ -z "$WORKLOADS" ] || [[ " $WORKLOADS " == *" $w "* ]] || continue
+      measure "$name" "$w" "$round"
+    done
     stop
   done
 done
