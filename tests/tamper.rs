@@ -327,6 +327,36 @@ fn an_older_log_is_read_and_continued_in_a_new_segment(version: u16) {
 }
 
 #[test]
+fn a_keyed_fhir_record_in_a_version_2_segment_is_an_edit() {
+    // Kind 6 came with version 3: in a version 2 segment, even with its CRC and the
+    // chain intact, it was not written by this server.
+    let dir = common::temp_dir();
+    let shard = dir.path().join("data/shard-0");
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut v2 = encode_header_version(0, 1, 2).to_vec();
+    Record {
+        kind: Kind::Fhir,
+        shard: 0,
+        seq: 1,
+        received_ns: 1_700_000_000_000_000_000,
+        group_index: 0,
+        principal: "site-app-001",
+        key: Some("key-1"),
+        body: b"{}",
+        prev: Some(&GENESIS),
+    }
+    .encode(&mut v2)
+    .unwrap();
+    v2.resize(65536, 0);
+    std::fs::write(shard.join("00000000000000000001.seg"), &v2).unwrap();
+    let (ok, out) = verify(&data(&dir));
+    assert!(
+        !ok && out.contains("record kind or chaining disagrees with its segment's version"),
+        "{out}"
+    );
+}
+
+#[test]
 fn an_empty_segment_from_before_the_chain_is_continued_as_a_chained_one() {
     // Header only (a crash right after rotation, or a shard never written to): the
     // next record would start a segment of the same name, so this one is upgraded.

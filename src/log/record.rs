@@ -381,6 +381,14 @@ pub struct Header {
     pub chained: bool,
 }
 
+/// Whether `record` can be in a segment of `version`: chained exactly when the
+/// version is, and of a kind the version has (kind 6 from version 3 on). A record
+/// that cannot, yet whose CRC holds, was not written by a crash: it was edited.
+pub fn fits_version(record: &Record<'_>, version: u16) -> bool {
+    let keyed_fhir = record.kind == Kind::Fhir && record.key.is_some();
+    record.prev.is_some() == (version != VERSION_UNCHAINED) && (!keyed_fhir || version >= VERSION)
+}
+
 /// Decodes a segment header.
 pub fn decode_header(buf: &[u8]) -> Result<Header, &'static str> {
     if buf.len() < HEADER_LEN {
@@ -533,6 +541,29 @@ mod tests {
         let crc = crc32c::crc32c(&v1[field::LEN..]);
         v1[..4].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(decode(&v1, None), Decoded::Invalid(_)));
+    }
+
+    #[test]
+    fn a_record_fits_a_version_by_its_chaining_and_kind() {
+        let prev = GENESIS;
+        let chained = Record {
+            prev: Some(&prev),
+            ..record("p", b"{}")
+        };
+        let keyed_fhir = Record {
+            kind: Kind::Fhir,
+            key: Some("k"),
+            ..chained
+        };
+        for (r, fits) in [
+            (&record("p", b"{}"), [true, false, false]),
+            (&chained, [false, true, true]),
+            (&keyed_fhir, [false, false, true]),
+        ] {
+            for (version, fits) in (1..=3).zip(fits) {
+                assert_eq!(fits_version(r, version), fits, "{r:?} in version {version}");
+            }
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use crate::log::files::{list_segments, segment_name, SegmentFile};
 use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
-    decode, decode_header, field, hash, u32_at, Decoded, Hash, Record, FIXED_LEN, GENESIS,
-    HEADER_LEN, MAX_PAYLOAD,
+    decode, decode_header, field, fits_version, hash, u32_at, Decoded, Hash, Record, FIXED_LEN,
+    GENESIS, HEADER_LEN, MAX_PAYLOAD,
 };
 use crate::log::window::Window;
 
@@ -245,10 +245,11 @@ pub fn scan_shard_from(
             let bytes = w.record_bytes(offset).map_err(unreadable)?;
             let reason = match decode(bytes, expect) {
                 Decoded::Record(record, len) => {
-                    if record.prev.is_some() != header.chained {
+                    if !fits_version(&record, header.version) {
                         return Err(corrupt(
                             offset,
-                            "record chaining disagrees with its segment's version: edited".into(),
+                            "record kind or chaining disagrees with its segment's version: edited"
+                                .into(),
                         ));
                     }
                     if record.prev.zip(chain.as_ref()).is_some_and(|(p, c)| p != c) {

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use crate::log::files::list_segments;
 use crate::log::manifest::Manifest;
-use crate::log::record::{decode, decode_header, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN};
+use crate::log::record::{
+    decode, decode_header, fits_version, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN,
+    VERSION_UNCHAINED,
+};
 use crate::log::recover::{check_listing, Corruption};
 use crate::log::window::Window;
 
@@ -89,13 +92,14 @@ fn salvage_segment(
     let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
     let mut w = Window::open(path).map_err(unreadable)?;
     // Unknown with a damaged header: then records are not judged by their version.
-    let chained = match decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
-        Ok(header) => Some(header.chained),
+    let version = match decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
+        Ok(header) => Some(header.version),
         Err(reason) => {
             problems.push(Corruption::at(path, 0, reason));
             None
         }
     };
+    let chained = version.map(|v| v != VERSION_UNCHAINED);
     if chained == Some(false) && last.chained {
         problems.push(Corruption::at(
             path,
@@ -109,11 +113,11 @@ fn salvage_segment(
         let bytes = w.record_bytes(at).map_err(unreadable)?;
         let reason = match decode(bytes, None) {
             Decoded::Record(record, len) if record.shard == shard && record.seq > last.seq => {
-                if chained.is_some_and(|c| c != record.prev.is_some()) {
+                if version.is_some_and(|v| !fits_version(&record, v)) {
                     problems.push(Corruption::at(
                         path,
                         at as usize,
-                        "record chaining disagrees with its segment's version: edited",
+                        "record kind or chaining disagrees with its segment's version: edited",
                     ));
                 }
                 if record
