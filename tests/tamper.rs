@@ -244,6 +244,18 @@ fn heads_and_exported_hashes_are_the_sha256_of_each_records_bytes() {
     assert_eq!(heads, format!("shard=0 seq=4 sha256={}\n", theirs[3]));
 }
 
+/// A data directory whose shard 0 holds one segment, first record 1: `bytes`, padded
+/// with zeros to 64 KiB as preallocated space is.
+fn one_segment_log(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = common::temp_dir();
+    let shard = dir.path().join("data/shard-0");
+    std::fs::create_dir_all(&shard).unwrap();
+    let mut segment = bytes.to_vec();
+    segment.resize(65536, 0);
+    std::fs::write(shard.join("00000000000000000001.seg"), &segment).unwrap();
+    dir
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -263,9 +275,6 @@ fn a_log_from_before_keyed_fhir_records_is_read_and_continued_in_a_new_segment()
 /// A segment of `version` with three records: read as it is, never written to again;
 /// the next record starts a segment of the current version that chains onto it.
 fn an_older_log_is_read_and_continued_in_a_new_segment(version: u16) {
-    let dir = common::temp_dir();
-    let shard = dir.path().join("data/shard-0");
-    std::fs::create_dir_all(&shard).unwrap();
     let mut old = encode_header_version(0, 1, version).to_vec();
     let mut prev = GENESIS;
     for seq in 1..=3 {
@@ -287,8 +296,8 @@ fn an_older_log_is_read_and_continued_in_a_new_segment(version: u16) {
         prev = hash(&old[at..]);
     }
     let last_old = prev;
+    let dir = one_segment_log(&old);
     old.resize(65536, 0);
-    std::fs::write(shard.join("00000000000000000001.seg"), &old).unwrap();
 
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
@@ -330,9 +339,6 @@ fn an_older_log_is_read_and_continued_in_a_new_segment(version: u16) {
 fn a_keyed_fhir_record_in_a_version_2_segment_is_an_edit() {
     // Kind 6 came with version 3: in a version 2 segment, even with its CRC and the
     // chain intact, it was not written by this server.
-    let dir = common::temp_dir();
-    let shard = dir.path().join("data/shard-0");
-    std::fs::create_dir_all(&shard).unwrap();
     let mut v2 = encode_header_version(0, 1, 2).to_vec();
     Record {
         kind: Kind::Fhir,
@@ -347,8 +353,7 @@ fn a_keyed_fhir_record_in_a_version_2_segment_is_an_edit() {
     }
     .encode(&mut v2)
     .unwrap();
-    v2.resize(65536, 0);
-    std::fs::write(shard.join("00000000000000000001.seg"), &v2).unwrap();
+    let dir = one_segment_log(&v2);
     let (ok, out) = verify(&data(&dir));
     assert!(
         !ok && out.contains("record kind or chaining disagrees with its segment's version"),
@@ -360,12 +365,7 @@ fn a_keyed_fhir_record_in_a_version_2_segment_is_an_edit() {
 fn an_empty_segment_from_before_the_chain_is_continued_as_a_chained_one() {
     // Header only (a crash right after rotation, or a shard never written to): the
     // next record would start a segment of the same name, so this one is upgraded.
-    let dir = common::temp_dir();
-    let shard = dir.path().join("data/shard-0");
-    std::fs::create_dir_all(&shard).unwrap();
-    let mut v1 = encode_header_version(0, 1, 1).to_vec();
-    v1.resize(65536, 0);
-    std::fs::write(shard.join("00000000000000000001.seg"), &v1).unwrap();
+    let dir = one_segment_log(&encode_header_version(0, 1, 1));
     let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
     for patient in ["A", "B"] {
