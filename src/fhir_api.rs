@@ -8,7 +8,6 @@
 use crate::ack;
 use crate::auth::Principal;
 use crate::clock;
-use crate::config::Durability;
 use crate::context::Context;
 use crate::fhir::{self, Issue};
 use crate::http::parse::Head;
@@ -148,13 +147,7 @@ pub fn create(
         }
     };
     ack::fhir_created(reply, ctx.shard() as u16, seq, request, None);
-    let sync = ctx
-        .log()
-        .is_some_and(|log| log.durability() == Durability::Sync);
-    Outcome {
-        durable: sync.then_some(seq),
-        ..after
-    }
+    Outcome::appended(ctx, head, seq)
 }
 
 /// `GET /fhir/QuestionnaireResponse/{id}`: found and authorized as a record by id.

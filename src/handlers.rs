@@ -8,7 +8,6 @@ use std::borrow::Cow;
 
 use crate::auth::{Principal, Role};
 use crate::clock;
-use crate::config::Durability;
 use crate::context::Context;
 use crate::fhir_api;
 use crate::http::parse::Head;
@@ -316,7 +315,7 @@ fn answer_stored(
         Ok(Stored::Appended(Ok(seq))) => seq,
     };
     ack::acknowledge(reply, kind, ctx.shard() as u16, seq, received_ns, None);
-    durable_outcome(ctx, head, seq)
+    Outcome::appended(ctx, head, seq)
 }
 
 /// What storing a validated submission came to.
@@ -384,16 +383,6 @@ fn append(
 fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcome {
     ack::refuse_storage(reply, e);
     Outcome::after(head)
-}
-
-fn durable_outcome(ctx: &Context, head: &Head<'_>, seq: u64) -> Outcome {
-    let sync = ctx
-        .log()
-        .is_some_and(|log| log.durability() == Durability::Sync);
-    Outcome {
-        durable: sync.then_some(seq),
-        ..Outcome::after(head)
-    }
 }
 
 /// 415 unless the body is declared `application/json` (parameters allowed).

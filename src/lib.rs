@@ -59,13 +59,13 @@
 //! conn       -> admission, context, http, logger, middleware
 //! admission  -> context, http, logger, middleware, outcome, route
 //! middleware -> auth, context, handlers, http, keyed, logger, outcome, reads, route
-//! handlers   -> ack, auth, clock, config, context, fhir_api, http, keyed, keys, log, outcome, route, task, validate
-//! fhir_api   -> ack, auth, clock, config, context, fhir, http, keyed, keys, log, outcome, validate
+//! handlers   -> ack, auth, clock, context, fhir_api, http, keyed, keys, log, outcome, route, task, validate
+//! fhir_api   -> ack, auth, clock, context, fhir, http, keyed, keys, log, outcome, validate
 //! keyed      -> ack, config, context, http, keys, log, outcome
 //! owner      -> context, keyed, keys, log, metrics, peers, reads, task
 //! reads      -> clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome
 //! ack        -> clock, fhir, http, log, validate
-//! outcome    -> context, http, keys, log, logger, route
+//! outcome    -> config, context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, openapi, peers, ratelimit, validate
 //! peers      -> index, keys, log, metrics, task
 //! merge      -> clock, index

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request_id::RequestId;
@@ -59,6 +60,18 @@ impl Outcome {
             keep_alive: head.keep_alive,
             durable: None,
             deferred: None,
+        }
+    }
+
+    /// After a record appended as `seq`: the connection continues as the request
+    /// asked, and with durability `sync` the response waits for the record's sync.
+    pub fn appended(ctx: &Context, head: &Head<'_>, seq: u64) -> Outcome {
+        let sync = ctx
+            .log()
+            .is_some_and(|log| log.durability() == Durability::Sync);
+        Outcome {
+            durable: sync.then_some(seq),
+            ..Outcome::after(head)
         }
     }
 }
