@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -140,20 +140,24 @@ impl Segment {
         shard: u16,
         first_seq: u64,
     ) -> io::Result<Segment> {
-        let file = open_for_write(&spare.path).await?;
-        spare
-            .file
-            .close()
-            .await
-            .map_err(|e| op_err("closing", &spare.path, e))?;
-        let mut segment = Segment {
-            file: Arc::new(file),
-            path: spare.path,
-            pos: 0,
-        };
+        let mut segment = Segment::writable(spare.file, spare.path).await?;
         segment.write(&encode_header(shard, first_seq)).await?;
         segment.install(dir, first_seq).await?;
         Ok(segment)
+    }
+
+    /// The file that glommio created (and filled or preallocated), as an empty segment
+    /// to write through a handle of its own.
+    async fn writable(file: BufferedFile, path: PathBuf) -> io::Result<Segment> {
+        let handle = open_for_write(&path).await?;
+        file.close()
+            .await
+            .map_err(|e| op_err("closing", &path, e))?;
+        Ok(Segment {
+            file: Arc::new(handle),
+            path,
+            pos: 0,
+        })
     }
 
     /// Renames a segment whose header is synced to its name for `first_seq`, then
@@ -190,29 +194,8 @@ impl Segment {
     /// The temporary file `tmp`: created (0600, emptied if it existed), preallocated,
     /// its header written and synced.
     async fn create_as(tmp: &Path, shard: u16, first_seq: u64, size: u64) -> io::Result<Segment> {
-        let owned = tmp.to_path_buf();
-        let file = blocking(move || {
-            use nix::fcntl::{fallocate, FallocateFlags};
-            use std::os::fd::AsRawFd;
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(owned)
-                .map_err(|e| ("creating", e))?;
-            fallocate(file.as_raw_fd(), FallocateFlags::empty(), 0, size as i64)
-                .map_err(|e| ("preallocating", e.into()))?;
-            Ok(file)
-        })
-        .await
-        .map_err(|(op, e)| op_err(op, tmp, e))?;
-        let mut segment = Segment {
-            file: Arc::new(file),
-            path: tmp.to_path_buf(),
-            pos: 0,
-        };
+        let file = create_preallocated(tmp, size).await?;
+        let mut segment = Segment::writable(file, tmp.to_path_buf()).await?;
         segment.write(&encode_header(shard, first_seq)).await?;
         Ok(segment)
     }
