@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{get, post, read_response, report, Server};
+use common::{get, post, read_response, Server};
 use epro_ingest::log::recover::scan_shard;
 
 const DEVICE: &str = "device-token-0123456789";
