@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, integration (real server over real sockets and real
 # files), randomized framing and doc tests. Extra arguments go to `cargo test`.
-# First it type-checks every target with every feature (the axum baseline, the glommio
-# floor, the criterion benches), so nothing that `cargo test` does not build can rot.
+# First it checks formatting and clippy's lints, then type-checks every target with
+# every feature (the axum baseline, the glommio floor, the criterion benches), so
+# nothing that `cargo test` does not build can rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,6 +102,22 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# Style gates: rustfmt, and clippy with warnings as errors on the default build and on
+# the test-seams one (an import used only under a feature is unused without it).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    echo "test.sh: installing rustfmt and clippy" >&2
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  fi
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    echo "test.sh: rustfmt or clippy is missing: rustup component add rustfmt clippy, and retry." >&2
+    exit 1
+  fi
+fi
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features test-seams -- -D warnings
 
 cargo check --locked --all-targets --all-features
 # test-seams: the fault seams some tests inject through requests (panics); release

@@ -221,7 +221,7 @@ fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
     let server = Server::start(&with_seams(), &[]);
     for _ in 0..4 {
         let mut s = server.connect();
-        let r = post(&mut s, "/epro/submit", DEVICE, &report("PANIC"));
+        let r = post(&mut s, "/epro/submit", DEVICE, &common::report("PANIC"));
         assert_eq!(r.status, 500);
         assert_eq!(r.error(), "internal error");
         assert_eq!(r.header("connection"), Some("close"));
@@ -230,7 +230,13 @@ fn a_panicking_handler_is_a_500_and_the_shard_lives_on() {
     for i in 0..16 {
         let mut s = server.connect();
         assert_eq!(
-            post(&mut s, "/epro/submit", DEVICE, &report(&format!("P-{i}"))).status,
+            post(
+                &mut s,
+                "/epro/submit",
+                DEVICE,
+                &common::report(&format!("P-{i}"))
+            )
+            .status,
             200
         );
     }
