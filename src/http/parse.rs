@@ -190,12 +190,54 @@ pub(crate) fn size_reject(head: &[u8], limits: &Limits) -> Reject {
 }
 
 /// RFC 9110 7.2 / RFC 3986 3.2.2: `host [ ":" port ]`, or empty (allowed when the
-/// target has no authority). Characters of a reg-name, an IPv4 address or an IP
-/// literal in brackets; nothing else (no spaces, `/`, `@`, `?`, `#`).
+/// target has no authority). The host is an IPv6 literal in brackets, or a reg-name
+/// (which an IPv4 address also is): unreserved characters, sub-delims and `%HH`. The
+/// port is at most 65535. Nothing else: no spaces, `/`, `@`, a second `:`, a stray
+/// bracket or a bad escape. (IPvFuture literals are refused: no client sends one.)
 fn is_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    if value.is_empty() {
+        return true;
+    }
+    let (host_ok, port) = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(end) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let ipv6 = std::str::from_utf8(&literal[..end])
+            .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
+        (ipv6, &literal[end + 1..])
+    } else {
+        let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        let (host, port) = value.split_at(colon);
+        (!host.is_empty() && is_reg_name(host), port)
+    };
+    host_ok
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => {
+                digits.len() <= 5
+                    && digits.iter().all(u8::is_ascii_digit)
+                    && digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+            }
+            _ => false,
+        }
+}
+
+/// RFC 3986 reg-name: unreserved, sub-delims and percent-encoded octets.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                if !host.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// httparse tolerates bare LF; RFC 9112 lets us refuse it, and we do.
@@ -295,7 +337,10 @@ impl<'b> Fields<'b> {
                 self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            if self.expect_continue || !value.eq_ignore_ascii_case(b"100-continue") {
+            if self.expect_continue {
+                return Err(Reject::DuplicateHeader);
+            }
+            if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(Reject::ExpectUnsupported);
             }
             self.expect_continue = true;
