@@ -487,3 +487,55 @@ fn head_answers_wherever_get_does_with_the_same_headers_and_no_body() {
         assert_eq!((next.status, next.text().as_str()), (200, "ok"), "{path}");
     }
 }
+
+/// A refusal of a request whose head came in whole names that request: the caller's
+/// `X-Request-Id` echoed, or one made up, whether the framing rules, the body or a
+/// timeout refused it. Bytes that never made a head get none: no request to name.
+#[test]
+fn refusals_after_a_whole_head_carry_its_request_id() {
+    let config = "[limits]\nheader_timeout_ms = 400\nbody_timeout_ms = 400\nmax_body_bytes = 4096\n\n\
+                  [[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n";
+    let server = Server::start(config, &[]);
+    let head = |id: &str, rest: &str| {
+        format!("POST /epro/submit HTTP/1.1\r\nHost: a\r\nX-Request-Id: {id}\r\n{rest}")
+    };
+    let cases = [
+        ("r-chunk", "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        (
+            "r-clte",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        ("r-big", "Content-Length: 99999\r\n\r\n", 413),
+        (
+            "r-expect",
+            "Expect: later\r\nContent-Length: 1\r\n\r\nx",
+            417,
+        ),
+        ("r-gzip", "Transfer-Encoding: gzip\r\n\r\n", 501),
+        // The body stops coming: 408 after body_timeout_ms.
+        ("r-slow-body", "Content-Length: 10\r\n\r\nabc", 408),
+    ];
+    for (id, rest, status) in cases {
+        let mut stream = server.connect();
+        stream.write_all(head(id, rest).as_bytes()).unwrap();
+        let r = read_response(&mut stream).expect("a response");
+        assert_eq!(r.status, status, "{id}: {}", r.text());
+        assert_eq!(r.header("x-request-id"), Some(id), "{id}");
+    }
+    // Without the caller's id, one made up.
+    let mut stream = server.connect();
+    let no_id = "POST /epro/submit HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n";
+    stream.write_all(no_id.as_bytes()).unwrap();
+    let r = read_response(&mut stream).expect("a response");
+    assert_eq!(r.status, 501);
+    assert!(r.header("x-request-id").is_some_and(|id| id.contains('-')));
+    // A head that never completes: 408, no id.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nX-Request-Id: r-never\r\n")
+        .unwrap();
+    let r = read_response(&mut stream).expect("a response");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("x-request-id"), None);
+}

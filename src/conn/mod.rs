@@ -42,6 +42,7 @@ use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
+use crate::http::request_id::RequestId;
 use crate::http::response::{ConnHeader, Reply, CONTINUE};
 use crate::logger::Peer;
 use crate::middleware;
@@ -156,9 +157,10 @@ impl<'c> Connection<'c> {
                 Durable::Failed => return Ok(Ending::Linger),
                 // Nothing of the batch is acknowledged; a 503 says why, then close
                 // (requests behind it go unanswered, which a client retries).
+                // It answers the batch, not one request: no request id.
                 Durable::TimedOut => {
                     self.slot.buffers().write.clear();
-                    return self.refuse_and_close(Reject::AnswerTimeout).await;
+                    return self.close_with(Reject::AnswerTimeout, None).await;
                 }
             }
             self.flush().await?;
@@ -213,8 +215,9 @@ impl<'c> Connection<'c> {
                         }
                     }
                     if self.parser.in_body() && !self.slot.reserve(more) {
-                        let write = &mut self.slot.buffers().write;
-                        refuse(ctx, Reject::MemoryBudget, write);
+                        let bufs = self.slot.buffers();
+                        let id = refused_id(ctx, &bufs.read[self.start..self.filled]);
+                        refuse(ctx, Reject::MemoryBudget, id, &mut bufs.write);
                         batch.close = true;
                         break;
                     }
@@ -273,7 +276,7 @@ impl<'c> Connection<'c> {
                     }
                 }
                 Err(reject) => {
-                    refuse(ctx, reject, &mut bufs.write);
+                    refuse(ctx, reject, refused_id(ctx, input), &mut bufs.write);
                     batch.close = true;
                     break;
                 }
@@ -339,8 +342,15 @@ impl<'c> Connection<'c> {
         Ok(())
     }
 
+    /// Refuses the request being received (named by its id once its head is in), and
+    /// closes.
     async fn refuse_and_close(&mut self, reject: Reject) -> io::Result<Ending> {
-        refuse(self.ctx, reject, &mut self.slot.buffers().write);
+        let id = refused_id(self.ctx, &self.slot.buffers().read[self.start..self.filled]);
+        self.close_with(reject, id).await
+    }
+
+    async fn close_with(&mut self, reject: Reject, id: Option<RequestId>) -> io::Result<Ending> {
+        refuse(self.ctx, reject, id, &mut self.slot.buffers().write);
         self.flush().await?;
         Ok(Ending::Linger)
     }
@@ -375,16 +385,31 @@ impl<'c> Connection<'c> {
 
 /// A framing or connection-level rejection: its error response, and the connection
 /// closes. Logged at debug level so a flood of garbage cannot flood the log.
-fn refuse(ctx: &Context, reject: Reject, out: &mut Vec<u8>) {
-    Reply::new(out, ctx.date(), ConnHeader::Close).reject(reject, None);
+fn refuse(ctx: &Context, reject: Reject, id: Option<RequestId>, out: &mut Vec<u8>) {
+    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close);
+    if let Some(id) = id {
+        reply.set_request_id(id);
+    }
+    reply.reject(reject, None);
     ctx.metrics().rejected(reject);
     log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+}
+
+/// The id a refusal of the request at the start of `input` carries: the caller's, or
+/// a new one, once its head is complete; none before.
+fn refused_id(ctx: &Context, input: &[u8]) -> Option<RequestId> {
+    RequestId::of_refused(input).map(|caller| caller.unwrap_or_else(|| ctx.next_request_id()))
 }
 
 /// [`refuse`] for a request whose head is known: answered as a reply to it (no body
 /// to HEAD, an `OperationOutcome` on a `/fhir` path).
 fn refuse_request(ctx: &Context, reject: Reject, head: &Head<'_>, out: &mut Vec<u8>) {
     let mut reply = ctx.reply(out, head);
+    reply.set_request_id(
+        head.request_id
+            .and_then(RequestId::from_header)
+            .unwrap_or_else(|| ctx.next_request_id()),
+    );
     reply.closing();
     reply.reject(reject, None);
     ctx.metrics().rejected(reject);

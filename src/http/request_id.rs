@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use crate::http::parse::MAX_HEADERS_CAP;
+
 /// Longest request id kept.
 pub const MAX: usize = 64;
 
@@ -45,6 +47,24 @@ impl RequestId {
     pub fn numbered(mut self, count: u64) -> RequestId {
         let _ = self.write_str(itoa::Buffer::new().format(count));
         self
+    }
+
+    /// For a refusal of the request at the start of `buf`: `None` while its head is
+    /// not complete (no request to name); else `Some` of the caller's usable id, if it
+    /// sent one. Whatever this project's framing rules then said of the head, httparse
+    /// read it whole, so the caller can match the refusal to what it sent.
+    pub fn of_refused(buf: &[u8]) -> Option<Option<RequestId>> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+        let mut head = httparse::Request::new(&mut fields);
+        let Ok(httparse::Status::Complete(_)) = head.parse(buf) else {
+            return None;
+        };
+        let caller = head
+            .headers
+            .iter()
+            .find(|field| field.name.eq_ignore_ascii_case("x-request-id"))
+            .and_then(|field| RequestId::from_header(field.value));
+        Some(caller)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
