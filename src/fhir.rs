@@ -10,9 +10,12 @@
 //! [`PROJECT_SYSTEM`] and [`SITE_SYSTEM`]. Parsed with serde_json: an intake endpoint
 //! of its own, not the plain submit's allocation-free path.
 
+use std::collections::HashSet;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 
-use crate::validate::{MAX_ID, NO_PROJECT};
+use crate::validate::{is_clean_id, MAX_ID, NO_PROJECT};
 
 pub const PROJECT_SYSTEM: &str = "urn:epro-ingest:project";
 pub const SITE_SYSTEM: &str = "urn:epro-ingest:site";
@@ -72,6 +75,15 @@ pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
             &format!("not JSON: {e}"),
         ))
     })?;
+    // serde_json keeps the last of two equal names, and the body is stored whole: a
+    // second `meta` or `status` would be checked while the first is what readers see.
+    if let Err(e) = serde_json::from_slice::<Unique>(body) {
+        return Err(structural(issue(
+            "structure",
+            "QuestionnaireResponse",
+            &e.to_string(),
+        )));
+    }
     let Some(object) = value.as_object() else {
         return Err(structural(issue(
             "structure",
@@ -213,7 +225,12 @@ fn tags(meta: Option<&Value>, issues: &mut Vec<Issue>) -> (Option<String>, Optio
         };
         let path = format!("QuestionnaireResponse.meta.tag[{i}].code");
         match tag.get("code").and_then(Value::as_str) {
-            Some(code) if !code.is_empty() && code.len() <= MAX_ID && code != NO_PROJECT => {
+            Some(code)
+                if !code.is_empty()
+                    && code.len() <= MAX_ID
+                    && code != NO_PROJECT
+                    && is_clean_id(code) =>
+            {
                 if slot.replace(code.to_string()).is_some() {
                     issues.push(issue("value", path, "a project or site tag given twice"));
                 }
@@ -221,7 +238,7 @@ fn tags(meta: Option<&Value>, issues: &mut Vec<Issue>) -> (Option<String>, Optio
             _ => issues.push(issue(
                 "value",
                 path,
-                "a project or site tag needs a code of 1 to 128 bytes, not -",
+                "a project or site tag needs a code of 1 to 128 bytes without control characters, not -",
             )),
         }
     }
@@ -315,6 +332,61 @@ pub fn capability_statement() -> String {
         }],
     })
     .to_string()
+}
+
+/// A JSON value whose objects each name a property at most once (FHIR JSON allows
+/// each property once); deserializing it fails naming the first repeated one.
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unique, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom(format_args!(
+                    "the property {name:?} is given more than once"
+                )));
+            }
+            map.next_value::<Unique>()?;
+            seen.insert(name);
+        }
+        Ok(Unique)
+    }
 }
 
 #[cfg(test)]

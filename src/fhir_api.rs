@@ -18,7 +18,7 @@ use crate::keys::Keyed;
 use crate::log::record::Kind;
 use crate::log::LogError;
 use crate::outcome::Outcome;
-use crate::validate::is_json_media_type;
+use crate::validate::{is_json_media_type, is_media_type};
 
 /// Writes an `OperationOutcome` of one error issue with `status`.
 pub fn refuse(
@@ -38,10 +38,10 @@ pub fn refuse(
     reply.with(status, FHIR_JSON, extra, &[body.as_bytes()]);
 }
 
-/// `application/fhir+json` or `application/json`, parameters allowed.
+/// `application/fhir+json` or `application/json`, parameters allowed (a charset only
+/// if UTF-8).
 fn is_fhir_media_type(value: &[u8]) -> bool {
-    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
-    media.trim_ascii().eq_ignore_ascii_case(FHIR_JSON) || is_json_media_type(value)
+    is_media_type(value, FHIR_JSON) || is_json_media_type(value)
 }
 
 /// `POST /fhir/QuestionnaireResponse`.

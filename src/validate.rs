@@ -7,7 +7,8 @@
 //! empty is refused naming the field (every field that breaks a rule is reported, as
 //! Gin's binding does: [`Invalids`]); optional fields, when present, are non-empty
 //! strings; a field given twice is refused (which one would count is ambiguous);
-//! identifiers are at most [`MAX_ID`] bytes; arrays and objects nest at most
+//! identifiers are at most [`MAX_ID`] bytes, without control characters (nor a lone
+//! surrogate escape, which simd-json decodes to U+0000); arrays and objects nest at most
 //! [`MAX_DEPTH`] levels; unknown fields are allowed and kept.
 
 use simd_json::prelude::*;
@@ -48,6 +49,9 @@ pub enum Invalid {
     NotString(&'static str),
     Empty(&'static str),
     TooLong(&'static str),
+    /// A control character, or a lone surrogate escape (which simd-json decodes to
+    /// U+0000, so two different patients would read back as one).
+    Control(&'static str),
     Duplicate(&'static str),
     ReportDataType,
     Timestamp,
@@ -123,6 +127,10 @@ impl Invalid {
             Invalid::NotString(f) => field(f, " must be a string"),
             Invalid::Empty(f) => field(f, " must not be empty"),
             Invalid::TooLong(f) => field(f, " is longer than 128 bytes"),
+            Invalid::Control(f) => field(
+                f,
+                " must not contain control characters or an unpaired surrogate escape",
+            ),
             Invalid::Duplicate(f) => field(f, " is given more than once"),
             Invalid::ReportDataType => {
                 [b"reportData must be a non-empty string or object", b"", b""]
@@ -142,10 +150,34 @@ impl Invalid {
     }
 }
 
-/// Whether a `Content-Type` value is `application/json` (parameters allowed).
+/// Whether a `Content-Type` value is `application/json`: parameters allowed, but a
+/// `charset` other than UTF-8 is refused (the body is read as UTF-8, RFC 8259 8.1).
 pub fn is_json_media_type(value: &[u8]) -> bool {
-    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
-    media.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    is_media_type(value, b"application/json")
+}
+
+/// Whether a `Content-Type` value is `media` (case-insensitive), with no `charset`
+/// parameter other than UTF-8 (quoted or not, any case).
+pub fn is_media_type(value: &[u8], media: &[u8]) -> bool {
+    let mut parts = value.split(|&b| b == b';');
+    let named = parts
+        .next()
+        .is_some_and(|m| m.trim_ascii().eq_ignore_ascii_case(media));
+    named
+        && parts.all(|parameter| {
+            let eq = parameter.iter().position(|&b| b == b'=');
+            match eq.map(|i| parameter.split_at(i)) {
+                Some((name, charset)) if name.trim_ascii().eq_ignore_ascii_case(b"charset") => {
+                    let charset = charset[1..].trim_ascii();
+                    let charset = charset
+                        .strip_prefix(b"\"")
+                        .and_then(|c| c.strip_suffix(b"\""))
+                        .unwrap_or(charset);
+                    charset.eq_ignore_ascii_case(b"utf-8") || charset.eq_ignore_ascii_case(b"utf8")
+                }
+                _ => true,
+            }
+        })
 }
 
 /// A valid `/epro/submit` body.
@@ -369,5 +401,15 @@ fn optional_id<'i>(
     if text.len() > MAX_ID {
         return Err(Invalid::TooLong(name));
     }
+    if !is_clean_id(text) {
+        return Err(Invalid::Control(name));
+    }
     Ok(Some(text))
+}
+
+/// Whether an identifier is free of control characters (C0, DEL, C1). Identifiers are
+/// compared, counted and shipped as text: an invisible byte would make two look alike,
+/// and PostgreSQL's text refuses U+0000.
+pub fn is_clean_id(text: &str) -> bool {
+    !text.chars().any(char::is_control)
 }

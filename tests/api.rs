@@ -135,6 +135,24 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
             r#"{"patientId":"P-1","patientId":"P-2","reportData":"x"}"#,
             "patientId is given more than once",
         ),
+        // simd-json decodes a lone high surrogate to U+0000: taken, "\ud801" and
+        // "\ud802" would be stored as two patients and counted as one.
+        (
+            r#"{"patientId":"\ud801","reportData":"x"}"#,
+            "patientId must not contain control characters or an unpaired surrogate escape",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","siteId":"S\ud800A"}"#,
+            "siteId must not contain control characters or an unpaired surrogate escape",
+        ),
+        (
+            r#"{"patientId":"P\u0000","reportData":"x"}"#,
+            "patientId must not contain control characters or an unpaired surrogate escape",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x","submissionId":"a\u0085b"}"#,
+            "submissionId must not contain control characters or an unpaired surrogate escape",
+        ),
         (
             r#"{"patientId":"P-1","reportData":"x""#,
             "malformed JSON at byte",
@@ -165,6 +183,21 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 415);
     assert!(r.error().contains("application/json"));
+    // A charset parameter is fine only when it is UTF-8: the body is read as UTF-8.
+    for (content_type, status) in [
+        ("application/json; charset=utf-16", 415),
+        ("application/json;charset=latin1", 415),
+        ("Application/JSON; charset=\"UTF-8\"", 200),
+        ("application/json; foo=bar; charset=utf8", 200),
+    ] {
+        let raw = format!(
+            "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{GIN_BODY}",
+            GIN_BODY.len()
+        );
+        s.write_all(raw.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, status, "{content_type}: {}", r.text());
+    }
 
     // 401: none, unknown, wrong scheme; each says how to authenticate (RFC 9110
     // 15.5.2), and that the token was refused when a bearer token came (RFC 6750 3).
@@ -202,9 +235,10 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
     let r = post(&mut s, "/epro/submit", DEVICE, &big);
     assert_eq!(r.status, 413);
 
+    // The two UTF-8 charsets and the survival check above: three, all the same body.
     assert_eq!(
         stored_bodies(&server),
-        vec![GIN_BODY.as_bytes().to_vec()],
+        vec![GIN_BODY.as_bytes().to_vec(); 3],
         "a rejected body was stored"
     );
 }

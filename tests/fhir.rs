@@ -295,6 +295,33 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
                 "QuestionnaireResponse.item[0].answer[0].item[0].linkId",
             )],
         ),
+        // A property given twice, at the top or deeper: serde_json would keep the last,
+        // so a first `meta` naming another project, or a first `status` that breaks
+        // the rules, would be stored unchecked behind a second one.
+        (
+            format!(
+                r#"{{"meta":{{"tag":[{{"system":"urn:epro-ingest:project","code":"P999"}}]}},{}"#,
+                &with(&|_| {})[1..]
+            ),
+            400,
+            vec![("structure", "QuestionnaireResponse")],
+        ),
+        (
+            format!(r#"{{"status":"bogus",{}"#, &with(&|_| {})[1..]),
+            400,
+            vec![("structure", "QuestionnaireResponse")],
+        ),
+        (
+            with(&|_| {}).replacen(r#""linkId":"#, r#""linkId":"x","linkId":"#, 1),
+            400,
+            vec![("structure", "QuestionnaireResponse")],
+        ),
+        // A tag code is an identifier like a submit's projectId: no control character.
+        (
+            with(&|v| v["meta"]["tag"][1]["code"] = "S\u{0}1".into()),
+            422,
+            vec![("value", "QuestionnaireResponse.meta.tag[1].code")],
+        ),
         // Several at once: all named.
         (
             with(&|v| {
@@ -311,6 +338,15 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
     for (body, status, want) in cases {
         let r = post_fhir(&mut s, DEVICE, &body, "");
         assert_eq!(r.status, status, "{body}: {}", r.text());
+        if body.contains(r#""status":"bogus","#) {
+            let diagnostics = r.json()["issue"][0]["diagnostics"].clone();
+            assert!(
+                diagnostics
+                    .as_str()
+                    .is_some_and(|d| d.contains(r#"the property "status" is given more than once"#)),
+                "{diagnostics}"
+            );
+        }
         let got = issues(&r);
         let got: Vec<(&str, &str)> = got.iter().map(|(c, e)| (c.as_str(), e.as_str())).collect();
         assert_eq!(got, want, "{body}");

@@ -40,8 +40,8 @@ use epro_ingest::log::record::{hash, Hash, Kind, Record, GENESIS};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
 use epro_ingest::validate::{
-    is_json_media_type, nesting_exceeds, Invalid, MAX_DEPTH, MAX_ID, NO_PROJECT, SUBMIT_FIELDS,
-    TAG_FIELDS,
+    is_clean_id, is_json_media_type, nesting_exceeds, Invalid, MAX_DEPTH, MAX_ID, NO_PROJECT,
+    SUBMIT_FIELDS, TAG_FIELDS,
 };
 
 #[derive(Parser)]
@@ -193,6 +193,9 @@ fn text<'a>(
     }
     if value.len() > MAX_ID {
         return Err(Invalid::TooLong(name));
+    }
+    if !is_clean_id(&value) {
+        return Err(Invalid::Control(name));
     }
     Ok(Some(value))
 }

@@ -216,7 +216,10 @@ fn is_host(value: &[u8]) -> bool {
             [b':', digits @ ..] => {
                 digits.len() <= 5
                     && digits.iter().all(u8::is_ascii_digit)
-                    && digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+                    && digits
+                        .iter()
+                        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+                        <= 65535
             }
             _ => false,
         }
@@ -228,7 +231,10 @@ fn is_reg_name(host: &[u8]) -> bool {
     while i < host.len() {
         match host[i] {
             b'%' => {
-                if !host.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                if !host
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                {
                     return false;
                 }
                 i += 3;
