@@ -63,24 +63,31 @@ pub fn fhir_created(
     ];
     let headers = &headers[..if extra.is_some() { 3 } else { 2 }];
     let stored_outcome;
-    let body: &[u8] = match prefer_return(&request.head) {
-        Some(b"minimal") => b"",
-        Some(b"representation") => request.body,
-        _ => {
-            stored_outcome = fhir::stored_outcome(id_text);
-            stored_outcome.as_bytes()
-        }
+    let preference = prefer_return(&request.head).unwrap_or(b"");
+    let body: &[u8] = if preference.eq_ignore_ascii_case(b"minimal") {
+        b""
+    } else if preference.eq_ignore_ascii_case(b"representation") {
+        request.body
+    } else {
+        stored_outcome = fhir::stored_outcome(id_text);
+        stored_outcome.as_bytes()
     };
     reply.with(Status::Created, FHIR_JSON, headers, &[body]);
 }
 
-/// The `return=` preference of a `Prefer` field (RFC 7240), if any.
+/// The `return` preference of a `Prefer` field (RFC 7240: names are case-insensitive,
+/// `=` may have spaces around it, a value may be quoted), if any.
 fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
     let prefer = head.prefer?;
-    prefer
-        .split(|&b| b == b',' || b == b';')
-        .map(|p| p.trim_ascii())
-        .find_map(|p| p.strip_prefix(b"return="))
+    prefer.split(|&b| b == b',' || b == b';').find_map(|p| {
+        let eq = p.iter().position(|&b| b == b'=')?;
+        let (name, value) = (p[..eq].trim_ascii(), p[eq + 1..].trim_ascii());
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        name.eq_ignore_ascii_case(b"return").then_some(value)
+    })
 }
 
 /// The 503 of a shard that cannot store records now.

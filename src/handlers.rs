@@ -77,14 +77,21 @@ pub fn run(
             Some(user) => permissions(ctx, who, &user, head, reply),
             None => bad_param(reply, head),
         },
-        Route::Record => record(ctx, who, params.get("id").unwrap_or(""), head, reply),
+        Route::Record => match param(params, "id") {
+            Some(id) => record(ctx, who, &id, head, reply),
+            None => bad_param(reply, head),
+        },
         // Every shard's chain head, asked over the mesh.
         Route::LogHeads => Outcome {
             deferred: Some(Deferred::new(Work::Read(Read::Heads), who.id.clone())),
             ..Outcome::after(head)
         },
         Route::FhirCreate => fhir_api::create(ctx, who, request, reply),
-        Route::FhirRead => fhir_api::read(ctx, who, params.get("id").unwrap_or(""), head, reply),
+        // A malformed escape names no record: 404 like any id that is not one.
+        Route::FhirRead => {
+            let id = param(params, "id").unwrap_or_default();
+            fhir_api::read(ctx, who, &id, head, reply)
+        }
         Route::Healthz
         | Route::Livez
         | Route::Readyz

@@ -119,6 +119,9 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
         assert_eq!(back.status, 200, "{}", back.text());
         assert_eq!(back.header("content-type"), Some("application/fhir+json"));
         assert_eq!(back.body, body.as_bytes(), "{id}");
+        // The id percent-decoded, as any path parameter.
+        let escaped = get(&mut s, &location.replace('-', "%2D"), ADMIN);
+        assert_eq!(escaped.body, body.as_bytes(), "{id}");
         ids.push(id);
     }
     // Counted like reports: patient from subject, project and site from meta.tag.
@@ -167,6 +170,20 @@ fn prefer_return_minimal_and_representation() {
         .starts_with("/fhir/QuestionnaireResponse/s"));
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=representation\r\n");
     assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    // RFC 7240's spellings: any case, spaces around `=`, a quoted value, among others.
+    let r = post_fhir(&mut s, DEVICE, F201, "Prefer: RETURN=MINIMAL\r\n");
+    assert_eq!((r.status, r.body.len()), (201, 0));
+    let r = post_fhir(
+        &mut s,
+        DEVICE,
+        F201,
+        "Prefer: respond-async, return = \"representation\"\r\n",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    // No return preference: the OperationOutcome naming the id.
+    let r = post_fhir(&mut s, DEVICE, F201, "Prefer: handling=strict\r\n");
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
 }
 
 /// Creates over a fresh connection (so retries land on either shard).

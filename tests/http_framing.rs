@@ -43,6 +43,8 @@ const CASES: &[(&str, &str, &[u16], bool)] = &[
     ("absolute-form, other scheme", "GET ftp://a/healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("authority-form target", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("relative target", "GET healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("fragment in the target", "GET /healthz#top HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
+    ("fragment after a query", "GET /healthz?x=1#top HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("asterisk-form target", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("bad method token", "G(T /healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),
     ("double space in request line", "GET  /healthz HTTP/1.1\r\nHost: a\r\n\r\n", &[400], true),

@@ -78,6 +78,22 @@ fn a_record_reads_back_exactly_from_any_shard_for_its_projects_staff() {
             "this principal may not read the record's project"
         );
     }
+    // The id is a path parameter like any: percent-decoded (`%2D` is `-`).
+    let (id, _) = &stored[0];
+    let escaped = id.replace('-', "%2D");
+    let r = read(&mut stream, &escaped, ADMIN);
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, bodies[0].as_bytes()),
+        "{escaped}"
+    );
+    let r = read(&mut stream, "s0%2", ADMIN);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error().contains("malformed percent-escape"),
+        "{}",
+        r.error()
+    );
     // A report without a project counts under `-`: admins read it, P001's staff not.
     let (id, _) = submit(&server, &common::report("P-none"));
     assert_eq!(read(&mut stream, &id, ADMIN).status, 200);

@@ -100,8 +100,12 @@ pub struct Head<'b> {
 /// The path and query of a request target: origin-form (`/path?query`), or
 /// absolute-form (`http://host/path?query`, RFC 9112 3.2.2: a server must accept it;
 /// its path is what routes, an empty one is `/`). The authority and asterisk forms
-/// (CONNECT and a server-wide OPTIONS, neither served here) are refused.
+/// (CONNECT and a server-wide OPTIONS, neither served here) are refused, and so is a
+/// fragment (`#`), which no form of request target has.
 fn split_target(target: &str) -> Result<(&str, Option<&str>), Reject> {
+    if target.contains('#') {
+        return Err(Reject::RequestTarget);
+    }
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),

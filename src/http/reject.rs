@@ -91,7 +91,7 @@ impl Reject {
             RequestLine => (S::BadRequest, "malformed request line", true),
             RequestTarget => (
                 S::BadRequest,
-                "request target must be a path (/...) or an absolute http(s) URI",
+                "request target must be a path (/...) or an absolute http(s) URI, without a fragment",
                 true,
             ),
             Version => (
