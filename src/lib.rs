@@ -47,7 +47,7 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`admission`], [`middleware`], [`handlers`], [`fhir_api`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`] | bytes, rules, records; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -78,17 +78,17 @@
 //! log        -> clock, config, metrics, task
 //! route      -> auth, http
 //! config     -> auth, http, logger, ratelimit, validate
-//! validate   -> clock
+//! validate   -> clock, malformed
 //! logger     -> clock
 //! task       -> logger
-//! auth, clock, http, ratelimit -> nothing
+//! auth, clock, http, malformed, ratelimit -> nothing
 //! ```
 //!
 //! ## The surface for embedders
 //!
 //! Another program (the axum baseline in `src/bin/axum-baseline.rs` is one) can reuse
 //! the rules without any of the shard machinery: [`validate`] (body rules and their
-//! messages), [`log::record`] (the record encoding), [`auth`] (principals, tokens,
+//! messages, with [`malformed`] saying where a body is not JSON), [`log::record`] (the record encoding), [`auth`] (principals, tokens,
 //! project scope), [`route`] (the table and its access rules), [`index`] and [`merge`]
 //! (the read model and how answers merge), [`clock`] and [`config`].
 
@@ -111,6 +111,7 @@ pub mod keyed;
 pub mod keys;
 pub mod log;
 pub mod logger;
+pub mod malformed;
 pub mod merge;
 pub mod metrics;
 pub mod middleware;

@@ -15,6 +15,8 @@ use simd_json::prelude::*;
 use simd_json::tape::{Object, Value};
 use simd_json::{Buffers, Tape};
 
+use crate::malformed::Fault;
+
 /// The project under which reports without a `projectId` are counted (the original
 /// Gin clients send none): readable by admins and `"*"` principals, never a real
 /// project's id, so a submit or tag naming it is refused.
@@ -42,8 +44,8 @@ pub const TAG_FIELDS: [&str; 3] = ["patientId", "tagName", "projectId"];
 /// Why a body was refused: the message names the field and the rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
-    /// Not JSON; the byte offset where parsing failed.
-    Malformed(usize),
+    /// Not JSON: the byte offset of the fault, and what it is.
+    Malformed(usize, Fault),
     NotObject,
     Missing(&'static str),
     NotString(&'static str),
@@ -117,10 +119,10 @@ impl Invalid {
             [f.as_bytes(), rule.as_bytes(), b""]
         };
         match *self {
-            Invalid::Malformed(at) => [
+            Invalid::Malformed(at, fault) => [
                 b"malformed JSON at byte ",
                 number.format(at).as_bytes(),
-                b"",
+                fault.message().as_bytes(),
             ],
             Invalid::NotObject => [b"body must be a JSON object", b"", b""],
             Invalid::Missing(f) => field(f, " is required"),
@@ -294,7 +296,7 @@ impl Validator {
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
-            Err(e) => Err(Invalid::Malformed(e.index()).into()),
+            Err(e) => Err(malformed(body, &e).into()),
             Ok(()) => match tape.as_value().as_object() {
                 None => Err(Invalid::NotObject.into()),
                 Some(object) => f(&object),
@@ -302,6 +304,30 @@ impl Validator {
         };
         self.tape = Some(tape.reset());
         result
+    }
+}
+
+/// Where and why simd-json refused `body` (its offset for a fault inside a string is 0:
+/// [`crate::malformed`] finds that one).
+fn malformed(body: &[u8], e: &simd_json::Error) -> Invalid {
+    use simd_json::ErrorType as E;
+    let at = e.index();
+    match e.error() {
+        E::InvalidNumber | E::InvalidExponent | E::Overflow => {
+            Invalid::Malformed(at, Fault::Number)
+        }
+        E::ExpectedObjectKey
+        | E::ExpectedObjectColon
+        | E::ExpectedArrayComma
+        | E::ExpectedMapComma
+        | E::ExpectedTrue
+        | E::ExpectedFalse
+        | E::ExpectedNull
+        | E::TrailingData => Invalid::Malformed(at, Fault::Syntax),
+        _ => {
+            let (at, fault) = crate::malformed::in_strings(body).unwrap_or((at, Fault::Syntax));
+            Invalid::Malformed(at, fault)
+        }
     }
 }
 

@@ -159,6 +159,27 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
         ),
         (r#"["P-1"]"#, "body must be a JSON object"),
         ("", "malformed JSON at byte"),
+        // Where and what, also inside strings (where the parser itself says byte 0).
+        (
+            r#"{"patientId":"P-1","reportData":{"n":1e999}}"#,
+            "malformed JSON at byte 37: a number that is malformed or out of range (past 1.8e308)",
+        ),
+        (
+            "{\"patientId\":\"P-1\",\"reportData\":\"a\tb\"}",
+            "malformed JSON at byte 34: a control character inside a string must be escaped",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"a\qb"}"#,
+            "malformed JSON at byte 34: an escape that JSON does not define",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"a\udc00"}"#,
+            "malformed JSON at byte 34: an unpaired surrogate escape",
+        ),
+        (
+            r#"{"patientId":"P-1","reportData":"x"} trailing"#,
+            "malformed JSON at byte",
+        ),
     ];
     for (body, message) in cases {
         let r = post(&mut s, "/epro/submit", DEVICE, body);

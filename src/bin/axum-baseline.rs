@@ -37,6 +37,7 @@ use epro_ingest::clock;
 use epro_ingest::config::{Config, Overrides};
 use epro_ingest::index::{Index, Query};
 use epro_ingest::log::record::{hash, Hash, Kind, Record, GENESIS};
+use epro_ingest::malformed::{self, Fault};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
 use epro_ingest::validate::{
@@ -174,7 +175,14 @@ fn parse(body: &[u8]) -> Result<Fields<'_>, Invalid> {
             Invalid::NotObject
         } else {
             // serde_json reports line and column; bodies are one line in practice.
-            Invalid::Malformed(e.column().saturating_sub(1))
+            let at = e.column().saturating_sub(1);
+            let fault = if e.to_string().starts_with("number out of range") {
+                Some((at, Fault::Number))
+            } else {
+                malformed::in_strings(body)
+            };
+            let (at, fault) = fault.unwrap_or((at, Fault::Syntax));
+            Invalid::Malformed(at, fault)
         }
     })
 }

@@ -1,0 +1,118 @@
+//! Where and why a body is not JSON, for the 400 that says so. simd-json reports a
+//! fault inside a string (a raw control character, a bad escape, invalid UTF-8) at
+//! offset 0, so for those this module finds the fault itself. It runs only on bodies
+//! already refused: the request path never pays for it.
+
+/// Why a body is not JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Something out of place: a missing comma, colon or bracket, a bare word,
+    /// bytes after the value.
+    Syntax,
+    /// A malformed number (`01`, `1.`) or one past what a 64-bit float holds (`1e999`).
+    Number,
+    /// A raw control character (U+0000 to U+001F) inside a string.
+    Control,
+    /// A backslash escape JSON does not define, or `\u` without four hex digits.
+    Escape,
+    /// A low surrogate escape with no high one before it, or a high one followed by
+    /// an escape that is not low.
+    Surrogate,
+    Utf8,
+    Unterminated,
+}
+
+impl Fault {
+    /// What follows "malformed JSON at byte N" in the message; JSON-safe.
+    pub fn message(self) -> &'static str {
+        match self {
+            Fault::Syntax => "",
+            Fault::Number => ": a number that is malformed or out of range (past 1.8e308)",
+            Fault::Control => ": a control character inside a string must be escaped",
+            Fault::Escape => ": an escape that JSON does not define",
+            Fault::Surrogate => ": an unpaired surrogate escape",
+            Fault::Utf8 => ": invalid UTF-8",
+            Fault::Unterminated => ": a string that never ends",
+        }
+    }
+}
+
+/// The first fault inside a string of `json`, and its byte offset; `None` when its
+/// strings are sound (the fault is elsewhere).
+pub fn in_strings(json: &[u8]) -> Option<(usize, Fault)> {
+    if let Err(e) = std::str::from_utf8(json) {
+        return Some((e.valid_up_to(), Fault::Utf8));
+    }
+    let (mut i, mut string_at, mut high_surrogate) = (0, None, false);
+    while i < json.len() {
+        let b = json[i];
+        if string_at.is_none() {
+            if b == b'"' {
+                string_at = Some(i);
+            }
+            i += 1;
+            continue;
+        }
+        let was_high = std::mem::take(&mut high_surrogate);
+        match b {
+            b'"' => string_at = None,
+            b'\\' => match json.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
+                Some(b'u') => {
+                    let Some(unit) = json.get(i + 2..i + 6).and_then(hex_unit) else {
+                        return Some((i, Fault::Escape));
+                    };
+                    // A low one needs a high one before it; a high one followed by
+                    // another escape needs it to be low. (A high one followed by a
+                    // plain character simd-json takes, so that is not a fault here.)
+                    if (0xDC00..0xE000).contains(&unit) != was_high {
+                        return Some((i, Fault::Surrogate));
+                    }
+                    high_surrogate = (0xD800..0xDC00).contains(&unit);
+                    i += 5;
+                }
+                _ => return Some((i, Fault::Escape)),
+            },
+            0x00..=0x1f => return Some((i, Fault::Control)),
+            _ => {}
+        }
+        i += 1;
+    }
+    string_at.map(|began| (began, Fault::Unterminated))
+}
+
+/// Four hex digits as a UTF-16 code unit (no sign, unlike `from_str_radix`).
+fn hex_unit(digits: &[u8]) -> Option<u16> {
+    digits.iter().try_fold(0u16, |unit, &d| {
+        let value = (d as char).to_digit(16)?;
+        Some(unit << 4 | value as u16)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_inside_strings_are_found_where_they_are() {
+        type Case<'a> = (&'a [u8], Option<(usize, Fault)>);
+        let cases: &[Case] = &[
+            (br#"{"a":"b"}"#, None),
+            (br#"{"a":"\u00e9 \ud83d\ude00 \" \\ \/"}"#, None),
+            (b"{\"a\":\"x\x01\"}", Some((7, Fault::Control))),
+            (b"{\"a\":\"x\ty\"}", Some((7, Fault::Control))),
+            (b"{\"a\":\"x\xff\"}", Some((7, Fault::Utf8))),
+            (br#"{"a":"\q"}"#, Some((6, Fault::Escape))),
+            (br#"{"a":"\u12"}"#, Some((6, Fault::Escape))),
+            (br#"{"a":"\u+123"}"#, Some((6, Fault::Escape))),
+            (br#"{"a":"x\udc00y"}"#, Some((7, Fault::Surrogate))),
+            (br#"{"a":"\ud800\u0041"}"#, Some((12, Fault::Surrogate))),
+            (br#"{"a":"x"#, Some((5, Fault::Unterminated))),
+            // Outside strings is not this module's: a syntax fault is simd-json's.
+            (br#"{"a":1,}"#, None),
+        ];
+        for (json, want) in cases {
+            assert_eq!(in_strings(json), *want, "{}", String::from_utf8_lossy(json));
+        }
+    }
+}
