@@ -10,9 +10,6 @@
 //! [`PROJECT_SYSTEM`] and [`SITE_SYSTEM`]. Parsed with serde_json: an intake endpoint
 //! of its own, not the plain submit's allocation-free path.
 
-use std::collections::HashSet;
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 
 use crate::validate::{is_clean_id, MAX_ID, NO_PROJECT};
@@ -62,8 +59,28 @@ pub struct Refused {
     pub issues: Vec<Issue>,
 }
 
-/// Checks `body` against the rules; its fields when it meets them all.
+/// Checks a resource to be created against the rules; its fields when it meets them
+/// all.
 pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
+    check(body, Rules::Create)
+}
+
+/// The fields of a stored resource (validated when it was created), for the read APIs.
+/// Rules added since are not applied again: a resource stored before them still
+/// counts under the project it was stored for.
+pub fn fields(body: &[u8]) -> Option<Fields> {
+    check(body, Rules::Stored).ok()
+}
+
+/// Which rules a body is held to: all of them before it is stored; only those that
+/// find its fields once it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    Create,
+    Stored,
+}
+
+fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
     let structural = |i: Issue| Refused {
         structural: true,
         issues: vec![i],
@@ -77,7 +94,11 @@ pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
     })?;
     // serde_json keeps the last of two equal names, and the body is stored whole: a
     // second `meta` or `status` would be checked while the first is what readers see.
-    if let Err(e) = serde_json::from_slice::<Unique>(body) {
+    let unique = match rules {
+        Rules::Create => crate::malformed::names_once(body),
+        Rules::Stored => Ok(()),
+    };
+    if let Err(e) = unique {
         return Err(structural(issue(
             "structure",
             "QuestionnaireResponse",
@@ -136,7 +157,7 @@ pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
         }
     }
     items(object.get("item"), "QuestionnaireResponse", &mut issues);
-    let (project_id, site_id) = tags(object.get("meta"), &mut issues);
+    let (project_id, site_id) = tags(object.get("meta"), rules, &mut issues);
     match patient {
         Some(patient_id) if issues.is_empty() => Ok(Fields {
             patient_id,
@@ -148,11 +169,6 @@ pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
             issues,
         }),
     }
-}
-
-/// The fields of a stored resource (already validated), for the read APIs.
-pub fn fields(body: &[u8]) -> Option<Fields> {
-    validate(body).ok()
 }
 
 fn patient(subject: Option<&Value>, issues: &mut Vec<Issue>) -> Option<String> {
@@ -213,7 +229,11 @@ fn items(list: Option<&Value>, parent: &str, issues: &mut Vec<Issue>) {
 }
 
 /// Project and site from `meta.tag`, checked like a submit's `projectId` and `siteId`.
-fn tags(meta: Option<&Value>, issues: &mut Vec<Issue>) -> (Option<String>, Option<String>) {
+fn tags(
+    meta: Option<&Value>,
+    rules: Rules,
+    issues: &mut Vec<Issue>,
+) -> (Option<String>, Option<String>) {
     let (mut project, mut site) = (None, None);
     let tags = meta.and_then(|m| m.get("tag")).and_then(Value::as_array);
     for (i, tag) in tags.into_iter().flatten().enumerate() {
@@ -229,7 +249,7 @@ fn tags(meta: Option<&Value>, issues: &mut Vec<Issue>) -> (Option<String>, Optio
                 if !code.is_empty()
                     && code.len() <= MAX_ID
                     && code != NO_PROJECT
-                    && is_clean_id(code) =>
+                    && (rules == Rules::Stored || is_clean_id(code)) =>
             {
                 if slot.replace(code.to_string()).is_some() {
                     issues.push(issue("value", path, "a project or site tag given twice"));
@@ -334,64 +354,29 @@ pub fn capability_statement() -> String {
     .to_string()
 }
 
-/// A JSON value whose objects each name a property at most once (FHIR JSON allows
-/// each property once); deserializing it fails naming the first repeated one.
-struct Unique;
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unique, D::Error> {
-        deserializer.deserialize_any(UniqueVisitor)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
-    type Value = Unique;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_unit<E>(self) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
-        while seq.next_element::<Unique>()?.is_some() {}
-        Ok(Unique)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if seen.contains(&name) {
-                return Err(de::Error::custom(format_args!(
-                    "the property {name:?} is given more than once"
-                )));
-            }
-            map.next_value::<Unique>()?;
-            seen.insert(name);
-        }
-        Ok(Unique)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rules added after a resource was stored do not stop it being counted: a
+    /// property given twice and a tag code with a control character are refused at
+    /// create, and still read for their fields.
+    #[test]
+    fn create_only_rules_are_not_applied_to_stored_resources() {
+        let body = br#"{"resourceType":"QuestionnaireResponse","status":"completed",
+            "meta":{"tag":[{"system":"urn:epro-ingest:project","code":"P001"},
+                           {"system":"urn:epro-ingest:site","code":"S\u00011"}]},
+            "subject":{"reference":"Patient/p1"},"authored":"2026-11-27","authored":"2026-11-27"}"#;
+        let refused = validate(body).unwrap_err();
+        assert!(refused.structural, "{refused:?}");
+        assert!(refused.issues[0]
+            .diagnostics
+            .contains("\"authored\" is given more than once"));
+        let fields = fields(body).expect("a stored resource's fields");
+        assert_eq!(fields.patient_id, "p1");
+        assert_eq!(fields.project_id.as_deref(), Some("P001"));
+        assert_eq!(fields.site_id.as_deref(), Some("S\u{1}1"));
+    }
 
     #[test]
     fn date_times_and_canonicals() {

@@ -71,7 +71,7 @@
 //! merge      -> clock, index
 //! metrics    -> http, route
 //! openapi    -> auth, route, validate
-//! fhir       -> clock, validate
+//! fhir       -> clock, malformed, validate
 //! index      -> fhir, log, validate
 //! keys       -> log
 //! ship       -> clock, fhir, log, validate

@@ -1,7 +1,12 @@
-//! Where and why a body is not JSON, for the 400 that says so. simd-json reports a
-//! fault inside a string (a raw control character, a bad escape, invalid UTF-8) at
-//! offset 0, so for those this module finds the fault itself. It runs only on bodies
-//! already refused: the request path never pays for it.
+//! Where and why a body is not acceptable JSON, for the 400 that says so. simd-json
+//! reports a fault inside a string (a raw control character, a bad escape, invalid
+//! UTF-8) at offset 0, so for those this module finds the fault itself; it runs only on
+//! bodies already refused, so the request path never pays for it. And a FHIR resource
+//! must name each property once ([`names_once`]), on its own, colder path.
+
+use std::collections::HashSet;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Why a body is not JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +84,67 @@ pub fn in_strings(json: &[u8]) -> Option<(usize, Fault)> {
         i += 1;
     }
     string_at.map(|began| (began, Fault::Unterminated))
+}
+
+/// Whether every object in `json` names each property once (FHIR JSON allows each
+/// property once; a parser that keeps the last of two would check one copy while a
+/// reader sees the other). The error names the first repeated one, and where.
+pub fn names_once(json: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<Unique>(json).map(|_| ())
+}
+
+/// A JSON value whose objects each name a property at most once.
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unique, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                return Err(de::Error::custom(format_args!(
+                    "the property {name:?} is given more than once"
+                )));
+            }
+            map.next_value::<Unique>()?;
+            seen.insert(name);
+        }
+        Ok(Unique)
+    }
 }
 
 /// Four hex digits as a UTF-16 code unit (no sign, unlike `from_str_radix`).
