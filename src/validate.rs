@@ -7,15 +7,15 @@
 //! empty is refused naming the field (every field that breaks a rule is reported, as
 //! Gin's binding does: [`Invalids`]); optional fields, when present, are non-empty
 //! strings; a field given twice is refused (which one would count is ambiguous);
-//! identifiers are at most [`MAX_ID`] bytes, without control characters (nor a lone
-//! surrogate escape, which simd-json decodes to U+0000); arrays and objects nest at most
+//! identifiers are at most [`MAX_ID`] bytes, without control characters; every
+//! surrogate escape is paired ([`prescan`]); arrays and objects nest at most
 //! [`MAX_DEPTH`] levels; unknown fields are allowed and kept.
 
 use simd_json::prelude::*;
 use simd_json::tape::{Object, Value};
 use simd_json::{Buffers, Tape};
 
-use crate::malformed::Fault;
+use crate::malformed::{hex_unit, Fault};
 
 /// The project under which reports without a `projectId` are counted (the original
 /// Gin clients send none): readable by admins and `"*"` principals, never a real
@@ -51,8 +51,7 @@ pub enum Invalid {
     NotString(&'static str),
     Empty(&'static str),
     TooLong(&'static str),
-    /// A control character, or a lone surrogate escape (which simd-json decodes to
-    /// U+0000, so two different patients would read back as one).
+    /// A control character (escaped: a raw one is not JSON).
     Control(&'static str),
     Duplicate(&'static str),
     ReportDataType,
@@ -129,10 +128,7 @@ impl Invalid {
             Invalid::NotString(f) => field(f, " must be a string"),
             Invalid::Empty(f) => field(f, " must not be empty"),
             Invalid::TooLong(f) => field(f, " is longer than 128 bytes"),
-            Invalid::Control(f) => field(
-                f,
-                " must not contain control characters or an unpaired surrogate escape",
-            ),
+            Invalid::Control(f) => field(f, " must not contain control characters"),
             Invalid::Duplicate(f) => field(f, " is given more than once"),
             Invalid::ReportDataType => {
                 [b"reportData must be a non-empty string or object", b"", b""]
@@ -289,9 +285,7 @@ impl Validator {
         body: &[u8],
         f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalids>,
     ) -> Result<R, Invalids> {
-        if nesting_exceeds(body, MAX_DEPTH) {
-            return Err(Invalid::TooDeep.into());
-        }
+        prescan(body, MAX_DEPTH)?;
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
@@ -331,33 +325,66 @@ fn malformed(body: &[u8], e: &simd_json::Error) -> Invalid {
     }
 }
 
-/// Whether `json` nests arrays and objects deeper than `max`, brackets inside strings
-/// aside. One pass, before parsing, so no parser ever sees a body deeper than the rule.
-pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+/// One pass over a body before any parser sees it: arrays and objects nest at most
+/// `max` levels (brackets inside strings aside), and every surrogate escape is half of
+/// a pair, high then low. simd-json reads a lone high one as U+0000 (two patients'
+/// ids alike) and pairs a high one with whatever `\u` escape follows; serde_json and
+/// PostgreSQL refuse both. So no parser sees a body deeper than the rule, and every
+/// reader of a stored body can read it.
+pub fn prescan(json: &[u8], max: usize) -> Result<(), Invalid> {
+    let (mut depth, mut in_string, mut i) = (0usize, false, 0);
+    // Where a high surrogate escape waits for its low half.
+    let mut high: Option<usize> = None;
+    let unit_at = |at: usize| {
+        (json.get(at..at + 2) == Some(b"\\u"))
+            .then(|| json.get(at + 2..at + 6).and_then(hex_unit))
+            .flatten()
+    };
+    while i < json.len() {
+        let b = json[i];
+        if !in_string {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > max {
+                        return Err(Invalid::TooDeep);
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
                 _ => {}
             }
+            i += 1;
+            continue;
+        }
+        if let Some(at) = high.take() {
+            if !unit_at(i).is_some_and(|unit| (0xDC00..0xE000).contains(&unit)) {
+                return Err(Invalid::Malformed(at, Fault::Surrogate));
+            }
+            i += 6;
             continue;
         }
         match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return true;
+            b'\\' => match unit_at(i) {
+                Some(0xDC00..=0xDFFF) => return Err(Invalid::Malformed(i, Fault::Surrogate)),
+                Some(unit) => {
+                    high = (0xD800..0xDC00).contains(&unit).then_some(i);
+                    i += 6;
                 }
+                // Another escape (a malformed one is the parser's to refuse).
+                None => i += 2,
+            },
+            b'"' => {
+                in_string = false;
+                i += 1;
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => i += 1,
         }
     }
-    false
+    match high {
+        Some(at) => Err(Invalid::Malformed(at, Fault::Surrogate)),
+        None => Ok(()),
+    }
 }
 
 /// Picks the named fields out of `object`, refusing a name given twice.
