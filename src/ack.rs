@@ -75,8 +75,9 @@ pub fn fhir_created(
     reply.with(Status::Created, FHIR_JSON, headers, &[body]);
 }
 
-/// The `return` preference of a `Prefer` field (RFC 7240: names are case-insensitive,
-/// `=` may have spaces around it, a value may be quoted), if any.
+/// The `return` preference of the first `Prefer` field, if any: names in any case,
+/// spaces around `=`, a quoted value, as RFC 7240 writes them. (A second `Prefer`
+/// line is not read.)
 fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
     let prefer = head.prefer?;
     prefer.split(|&b| b == b',' || b == b';').find_map(|p| {

@@ -36,9 +36,9 @@ pub fn admit(
     peer: Peer,
 ) -> Admitted {
     if head.method == Method::Post && ctx.overloaded() {
-        Reply::new(out, ctx.date(), ConnHeader::Close)
-            .for_path(head.path)
-            .reject(Reject::Shed, None);
+        let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(head.path);
+        reply.set_request_id(Call::begin(ctx, head, peer).id);
+        reply.reject(Reject::Shed, None);
         ctx.metrics().rejected(Reject::Shed);
         return Admitted::No { close: true };
     }

@@ -54,7 +54,8 @@ pub fn create(
     let head = &request.head;
     let after = Outcome::after(head);
     if !head.content_type.is_some_and(is_fhir_media_type) {
-        let why = "Content-Type must be application/fhir+json or application/json";
+        let why =
+            "Content-Type must be application/fhir+json or application/json (with a charset, only UTF-8)";
         refuse(
             reply,
             Status::UnsupportedMediaType,

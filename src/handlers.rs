@@ -392,7 +392,8 @@ fn refuse_storage(reply: &mut Reply<'_>, head: &Head<'_>, e: LogError) -> Outcom
     Outcome::after(head)
 }
 
-/// 415 unless the body is declared `application/json` (parameters allowed).
+/// 415 unless the body is declared `application/json` (parameters allowed; a charset
+/// only if UTF-8).
 fn require_json(request: &Request<'_>, reply: &mut Reply<'_>) -> Option<Outcome> {
     let head = &request.head;
     let is_json = head.content_type.is_some_and(is_json_media_type);
@@ -401,7 +402,7 @@ fn require_json(request: &Request<'_>, reply: &mut Reply<'_>) -> Option<Outcome>
             reply,
             head,
             Status::UnsupportedMediaType,
-            "Content-Type must be application/json",
+            "Content-Type must be application/json (with a charset, only UTF-8)",
         )
     })
 }

@@ -310,19 +310,22 @@ fn malformed(body: &[u8], e: &simd_json::Error) -> Invalid {
         E::InvalidNumber | E::InvalidExponent | E::Overflow => {
             Invalid::Malformed(at, Fault::Number)
         }
-        E::ExpectedObjectKey
-        | E::ExpectedObjectColon
-        | E::ExpectedArrayComma
-        | E::ExpectedMapComma
-        | E::ExpectedTrue
-        | E::ExpectedFalse
-        | E::ExpectedNull
-        | E::TrailingData => Invalid::Malformed(at, Fault::Syntax),
-        _ => {
-            let (at, fault) = crate::malformed::in_strings(body).unwrap_or((at, Fault::Syntax));
-            Invalid::Malformed(at, fault)
-        }
+        // What the string stage reports, at offset 0 or past where it is: look.
+        E::InvalidEscape
+        | E::InvalidUnicodeCodepoint
+        | E::InvalidUnicodeEscape
+        | E::InvalidUtf8
+        | E::UnterminatedString
+        | E::Eof => string_fault(body, at),
+        E::Syntax if at == 0 => string_fault(body, at),
+        // Anything else is out of place where simd-json says.
+        _ => Invalid::Malformed(at, Fault::Syntax),
     }
+}
+
+fn string_fault(body: &[u8], at: usize) -> Invalid {
+    let (at, fault) = crate::malformed::in_strings(body).unwrap_or((at, Fault::Syntax));
+    Invalid::Malformed(at, fault)
 }
 
 /// One pass over a body before any parser sees it: arrays and objects nest at most

@@ -188,6 +188,11 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
             r#"{"patientId":"P-1","reportData":"a\qb"}"#,
             "malformed JSON at byte 34: an escape that JSON does not define",
         ),
+        // The first fault is named, not a later one inside a string.
+        (
+            r#"{"patientId":x,"reportData":"a\qb"}"#,
+            "malformed JSON at byte 13",
+        ),
         (
             r#"{"patientId":"P-1","reportData":"x"} trailing"#,
             "malformed JSON at byte",

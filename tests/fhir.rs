@@ -424,6 +424,21 @@ fn refusals_on_fhir_paths_are_operation_outcomes_whatever_refuses() {
     assert_eq!(r.status, 405);
     assert_eq!(issues(&r)[0].0, "not-supported");
     assert!(r.header("allow").unwrap().contains("GET"));
+    // Another media type, or JSON in another charset: 415 "not-supported".
+    for content_type in [
+        "application/fhir+xml",
+        "application/fhir+json; charset=utf-16",
+    ] {
+        let request = format!(
+            "POST /fhir/QuestionnaireResponse HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{F201}",
+            F201.len()
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 415, "{content_type}");
+        assert_eq!(issues(&r)[0].0, "not-supported");
+    }
     // A role that may not create: 403 "forbidden"; the v1 API keeps its JSON errors.
     let r = post_fhir(&mut s, STAFF_P2, F201, "");
     assert_eq!(r.status, 403);

@@ -363,6 +363,7 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
                             assert_eq!(r.error(), "overloaded, retry later");
                             assert_eq!(r.header("retry-after"), Some("1"));
                             assert_eq!(r.header("connection"), Some("close"));
+                            assert!(r.header("x-request-id").is_some(), "no request id");
                             shed += 1;
                             stream = None;
                             std::thread::sleep(Duration::from_millis(50));

@@ -131,7 +131,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
     } else {
         Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
+            "Content-Type must be application/json (with a charset, only UTF-8)",
         ))
     }
 }
@@ -173,13 +173,16 @@ fn parse(body: &[u8]) -> Result<Fields<'_>, Invalid> {
             Invalid::NotObject
         } else {
             // serde_json reports line and column; bodies are one line in practice.
+            // serde_json stops at the first fault; a string's fault is named only if it
+            // is that one (no later than where serde_json stopped).
             let at = e.column().saturating_sub(1);
-            let fault = if e.to_string().starts_with("number out of range") {
-                Some((at, Fault::Number))
+            let (at, fault) = if text.starts_with("number out of range") {
+                (at, Fault::Number)
             } else {
                 malformed::in_strings(body)
+                    .filter(|&(found, _)| found <= at)
+                    .unwrap_or((at, Fault::Syntax))
             };
-            let (at, fault) = fault.unwrap_or((at, Fault::Syntax));
             Invalid::Malformed(at, fault)
         }
     })
