@@ -60,6 +60,9 @@ fn json_lines_carry_every_access_field_and_the_request_id() {
     let unsafe_id = submit(&server, Some("has\"quote"));
     assert_ne!(unsafe_id.header("x-request-id"), Some("has\"quote"));
 
+    // Each shard flushes its own lines, and the submits may have gone to either: wait
+    // for both lines this test reads.
+    log_with(&server, "\"request_id\":\"trace-abc-123\"");
     let log = log_with(&server, &format!("\"request_id\":\"{id}\""));
     let mut access = None;
     for line in log.lines() {
