@@ -95,7 +95,10 @@ fn a_panic_that_escapes_a_shard_task_ends_the_process_loudly() {
                 server.log()
             )
         });
-    std::thread::sleep(Duration::from_millis(100));
+    // The log reaches the test through a pipe and a reader thread.
+    common::wait_until(Duration::from_secs(5), || {
+        server.log().contains("a panic escaped")
+    });
     let log = server.log();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
