@@ -440,7 +440,8 @@ fn a_write_not_durable_within_request_timeout_gets_503_and_its_retry_the_first_a
     let body = project_report("P-late");
     let request = format!(
         "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\n\
-         Content-Type: application/json\r\nIdempotency-Key: late-1\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Type: application/json\r\nIdempotency-Key: late-1\r\nX-Request-Id: late-req\r\n\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut stream = server.connect();
@@ -459,6 +460,7 @@ fn a_write_not_durable_within_request_timeout_gets_503_and_its_retry_the_first_a
     );
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("x-request-id"), Some("late-req"));
     assert!(
         waited < Duration::from_millis(1400),
         "answered after {waited:?}"

@@ -97,6 +97,11 @@ struct Batch {
     /// When `request_timeout_ms` ends for the batch's first request: its answers,
     /// durable waits included, must be ready by then.
     deadline: Option<Instant>,
+    /// How many requests the batch answered, and where the first began in the read
+    /// buffer (still there until the next read): a late batch of one is refused
+    /// under that request's id.
+    requests: usize,
+    first_at: usize,
 }
 
 pub struct Connection<'c> {
@@ -157,10 +162,14 @@ impl<'c> Connection<'c> {
                 Durable::Failed => return Ok(Ending::Linger),
                 // Nothing of the batch is acknowledged; a 503 says why, then close
                 // (requests behind it go unanswered, which a client retries).
-                // It answers the batch, not one request: no request id.
+                // It answers the whole batch: a request's id only if it held one.
                 Durable::TimedOut => {
-                    self.slot.buffers().write.clear();
-                    return self.close_with(Reject::AnswerTimeout, None).await;
+                    let bufs = self.slot.buffers();
+                    bufs.write.clear();
+                    let id = (batch.requests == 1)
+                        .then(|| refused_id(self.ctx, &bufs.read[batch.first_at..]))
+                        .flatten();
+                    return self.close_with(Reject::AnswerTimeout, id).await;
                 }
             }
             self.flush().await?;
@@ -185,6 +194,8 @@ impl<'c> Connection<'c> {
             close: false,
             more: false,
             deadline: None,
+            requests: 0,
+            first_at: self.start,
         };
         let key = self.slot.key();
         while self.start < self.filled {
@@ -237,6 +248,7 @@ impl<'c> Connection<'c> {
                         }
                     };
                     self.start += request.consumed;
+                    batch.requests += 1;
                     self.request_began = None;
                     self.body_began = None;
                     match admitted {
@@ -249,6 +261,8 @@ impl<'c> Connection<'c> {
                     }
                     let mut outcome = middleware::handle(ctx, &request, &mut bufs.write, self.peer);
                     if let Some(deferred) = outcome.deferred.take() {
+                        // The id the onion gave it, for a 503 if its answer is late.
+                        let id = deferred.call.as_ref().map(|call| call.id);
                         table.set_deadline(key, deadline);
                         let write = &mut bufs.write;
                         let finished = future::or(
@@ -263,7 +277,7 @@ impl<'c> Connection<'c> {
                         .await;
                         let Some(finished) = finished else {
                             let write = &mut bufs.write;
-                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, write);
+                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, id, write);
                             batch.close = true;
                             break;
                         };
@@ -403,13 +417,16 @@ fn refused_id(ctx: &Context, input: &[u8]) -> Option<RequestId> {
 
 /// [`refuse`] for a request whose head is known: answered as a reply to it (no body
 /// to HEAD, an `OperationOutcome` on a `/fhir` path).
-fn refuse_request(ctx: &Context, reject: Reject, head: &Head<'_>, out: &mut Vec<u8>) {
+fn refuse_request(
+    ctx: &Context,
+    reject: Reject,
+    head: &Head<'_>,
+    id: Option<RequestId>,
+    out: &mut Vec<u8>,
+) {
     let mut reply = ctx.reply(out, head);
-    reply.set_request_id(
-        head.request_id
-            .and_then(RequestId::from_header)
-            .unwrap_or_else(|| ctx.next_request_id()),
-    );
+    let id = id.or_else(|| head.request_id.and_then(RequestId::from_header));
+    reply.set_request_id(id.unwrap_or_else(|| ctx.next_request_id()));
     reply.closing();
     reply.reject(reject, None);
     ctx.metrics().rejected(reject);
