@@ -27,6 +27,7 @@
 //! each read, which it races against the table's interrupt; the table's sweeper
 //! interrupts any connection past its deadline, so no read arms a timer of its own.
 
+mod refuse;
 pub mod table;
 mod wait;
 
@@ -39,13 +40,13 @@ use glommio::net::TcpStream;
 
 use crate::admission::{self, Admitted};
 use crate::context::Context;
-use crate::http::parse::Head;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::request_id::RequestId;
-use crate::http::response::{ConnHeader, Reply, CONTINUE};
+use crate::http::response::CONTINUE;
 use crate::logger::Peer;
 use crate::middleware;
+use refuse::{refuse, refuse_request, refused_id};
 use table::{Slot, BUFFER_SIZE};
 use wait::{expired, Durable};
 
@@ -395,40 +396,4 @@ impl<'c> Connection<'c> {
             }
         }
     }
-}
-
-/// A framing or connection-level rejection: its error response, and the connection
-/// closes. Logged at debug level so a flood of garbage cannot flood the log.
-fn refuse(ctx: &Context, reject: Reject, id: Option<RequestId>, out: &mut Vec<u8>) {
-    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close);
-    if let Some(id) = id {
-        reply.set_request_id(id);
-    }
-    reply.reject(reject, None);
-    ctx.metrics().rejected(reject);
-    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
-}
-
-/// The id a refusal of the request at the start of `input` carries: the caller's, or
-/// a new one, once its head is complete; none before.
-fn refused_id(ctx: &Context, input: &[u8]) -> Option<RequestId> {
-    RequestId::of_refused(input).map(|caller| caller.unwrap_or_else(|| ctx.next_request_id()))
-}
-
-/// [`refuse`] for a request whose head is known: answered as a reply to it (no body
-/// to HEAD, an `OperationOutcome` on a `/fhir` path).
-fn refuse_request(
-    ctx: &Context,
-    reject: Reject,
-    head: &Head<'_>,
-    id: Option<RequestId>,
-    out: &mut Vec<u8>,
-) {
-    let mut reply = ctx.reply(out, head);
-    let id = id.or_else(|| head.request_id.and_then(RequestId::from_header));
-    reply.set_request_id(id.unwrap_or_else(|| ctx.next_request_id()));
-    reply.closing();
-    reply.reject(reject, None);
-    ctx.metrics().rejected(reject);
-    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
 }
