@@ -9,8 +9,10 @@
 //! 3. `flush`: write all the responses with one write;
 //! 4. `read_more`: make room and read, under a deadline.
 //!
-//! A batch stops at [`MAX_QUEUED`] bytes of responses: they are written before the
-//! rest of what is buffered is answered, so a client pipelining thousands of requests
+//! A batch also stops before a read (`GET`, `HEAD`) that follows one of its writes,
+//! so the read is answered once that write is durable and counts it. And it stops at
+//! [`MAX_QUEUED`] bytes of responses: they are written before the rest of what is
+//! buffered is answered, so a client pipelining thousands of requests
 //! without reading holds one batch of responses, not thousands. Buffers that grew for
 //! an oversized request or batch shrink back to their base size once it is done, and
 //! growth is charged to the shard's memory budget ([`table`]).
@@ -40,6 +42,7 @@ use glommio::net::TcpStream;
 
 use crate::admission::{self, Admitted};
 use crate::context::Context;
+use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
 use crate::http::request_id::RequestId;
@@ -239,6 +242,14 @@ impl<'c> Connection<'c> {
                     break;
                 }
                 Ok(Step::Request(request)) => {
+                    // A read behind a write of this batch that is not durable yet would
+                    // not count it (reads count durable records only): the batch ends
+                    // before it, and it is answered once the write is durable.
+                    let read = matches!(request.head.method, Method::Get | Method::Head);
+                    if read && batch.durable.is_some() {
+                        batch.more = true;
+                        break;
+                    }
                     // A request behind another in the buffer arrived with it.
                     let began = self.request_began.unwrap_or_else(Instant::now);
                     let deadline = *batch.deadline.get_or_insert(began + self.request_timeout);
