@@ -106,3 +106,36 @@ fn a_panic_that_escapes_a_shard_task_ends_the_process_loudly() {
         "{log}"
     );
 }
+
+/// A request half received when SIGTERM comes gets a 503 saying so (nothing of it was
+/// stored, retry it), not a silent close; nothing of it is stored.
+#[test]
+fn sigterm_answers_a_half_received_request_with_503() {
+    use std::io::Write;
+    let server = Server::start("", &[]);
+    let token = server.admin_token();
+    let body = report("P-half");
+    let head = format!(
+        "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nX-Request-Id: half-1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = server.connect();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[..10]).unwrap();
+    // The server has read what was sent before it is told to stop.
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let r = common::read_response(&mut stream).expect("a response, not a silent close");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.error().starts_with("the server is shutting down"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("x-request-id"), Some("half-1"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(export(&dir.path().join("data")).is_empty());
+}

@@ -91,6 +91,11 @@ impl Connection<'_> {
             })
             .await;
             match read {
+                // The shard is stopping while a request is half in: say so, rather
+                // than leave a client mid-upload to guess.
+                Err(Interrupt::Shutdown) if self.filled > self.start => {
+                    return self.refuse_and_close(Reject::ShuttingDown).await.map(Some);
+                }
                 // End of input: the peer closed; or the shard is stopping.
                 Ok(Ok(0)) | Err(Interrupt::Shutdown) => return Ok(Some(Ending::Quiet)),
                 Ok(Ok(n)) => {

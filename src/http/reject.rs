@@ -68,6 +68,8 @@ rejects! {
     RequestTimeout,
     /// Received, but not answered within `request_timeout_ms` (a slow disk or shard).
     AnswerTimeout,
+    /// Partly received when the server began to shut down.
+    ShuttingDown,
 }
 
 impl Reject {
@@ -224,6 +226,11 @@ impl Reject {
             AnswerTimeout => (
                 S::ServiceUnavailable,
                 "no answer within request_timeout_ms; a write may still be stored: retry it with its Idempotency-Key",
+                true,
+            ),
+            ShuttingDown => (
+                S::ServiceUnavailable,
+                "the server is shutting down; nothing of this request was stored: retry it",
                 true,
             ),
         }
