@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use crate::validate::{is_clean_id, MAX_ID, NO_PROJECT};
+use crate::validate::{is_clean_id, Rules, MAX_ID, NO_PROJECT};
 
 pub const PROJECT_SYSTEM: &str = "urn:epro-ingest:project";
 pub const SITE_SYSTEM: &str = "urn:epro-ingest:site";
@@ -70,14 +70,6 @@ pub fn validate(body: &[u8]) -> Result<Fields, Refused> {
 /// counts under the project it was stored for.
 pub fn fields(body: &[u8]) -> Option<Fields> {
     check(body, Rules::Stored).ok()
-}
-
-/// Which rules a body is held to: all of them before it is stored; only those that
-/// find its fields once it is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Rules {
-    Create,
-    Stored,
 }
 
 fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {

@@ -241,7 +241,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
                 let mut index = Index::default();
                 let mut keys = KeyTable::default();
                 let mut locations = Locations::default();
-                let mut validator = Validator::default();
+                let mut validator = Validator::for_stored();
                 let each = |r: &Record<'_>, offset: u64| {
                     locations.add(r.seq, offset);
                     let submission_id = index.add_recovered(&mut validator, r);
@@ -287,7 +287,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let live_index = Rc::clone(ctx.index());
     let live_locations = Rc::clone(ctx.locations());
     *live_locations.borrow_mut() = locations;
-    let mut validator = Validator::default();
+    let mut validator = Validator::for_stored();
     let on_durable = move |r: &Record<'_>, offset: u64| {
         live_locations.borrow_mut().add(r.seq, offset);
         live_index.borrow_mut().add_stored(&mut validator, r);

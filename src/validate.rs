@@ -195,24 +195,45 @@ pub struct TagAdd<'a> {
     pub project_id: &'a str,
 }
 
+/// Which rules a body is held to: all of them before it is stored; once stored
+/// (recovery, the read model, ship), only those it was stored under, so a rule added
+/// later (the identifiers' control characters, surrogate pairing) never stops a record
+/// from being counted or its key from being remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    Create,
+    Stored,
+}
+
 /// One shard's reusable parse state.
 pub struct Validator {
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
+    rules: Rules,
 }
 
 impl Default for Validator {
+    /// A validator for bodies to be stored.
     fn default() -> Self {
         Validator {
             scratch: Vec::with_capacity(4096),
             buffers: Buffers::new(4096),
             tape: Some(Tape::null()),
+            rules: Rules::Create,
         }
     }
 }
 
 impl Validator {
+    /// A validator for bodies already stored (see [`Rules`]).
+    pub fn for_stored() -> Validator {
+        Validator {
+            rules: Rules::Stored,
+            ..Validator::default()
+        }
+    }
+
     /// Validates a submission; `then` runs on the valid fields while they are borrowed.
     // Invalids is held inline on purpose (152 bytes on the refusal path): boxing it
     // would allocate for every refused body.
@@ -222,17 +243,18 @@ impl Validator {
         body: &[u8],
         then: impl FnOnce(&Submission<'_>) -> R,
     ) -> Result<R, Invalids> {
+        let rules = self.rules;
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 6] = Default::default();
             collect(object, &SUBMIT_FIELDS, &mut fields)?;
             let [patient, report, timestamp, project, site, submission] = fields;
             let mut errors = Invalids::none();
-            let patient_id = errors.note(required_id(patient, "patientId"));
+            let patient_id = errors.note(required_id(patient, "patientId", rules));
             errors.note(report_data(report));
             errors.note(timestamp_rule(timestamp));
-            let project_id = errors.note(project_id(project));
-            let site_id = errors.note(optional_id(site, "siteId"));
-            let submission_id = errors.note(optional_id(submission, "submissionId"));
+            let project_id = errors.note(project_id(project, rules));
+            let site_id = errors.note(optional_id(site, "siteId", rules));
+            let submission_id = errors.note(optional_id(submission, "submissionId", rules));
             let (Some(patient_id), Some(project_id), Some(site_id), Some(submission_id), 0) =
                 (patient_id, project_id, site_id, submission_id, errors.len)
             else {
@@ -255,14 +277,15 @@ impl Validator {
         body: &[u8],
         then: impl FnOnce(&TagAdd<'_>) -> R,
     ) -> Result<R, Invalids> {
+        let rules = self.rules;
         self.parse(body, |object| {
             let mut fields: [Option<Value<'_, '_>>; 3] = Default::default();
             collect(object, &TAG_FIELDS, &mut fields)?;
             let [patient, tag, project] = fields;
             let mut errors = Invalids::none();
-            let patient_id = errors.note(required_id(patient, "patientId"));
-            let tag_name = errors.note(required_id(tag, "tagName"));
-            let project = project_id(project)
+            let patient_id = errors.note(required_id(patient, "patientId", rules));
+            let tag_name = errors.note(required_id(tag, "tagName", rules));
+            let project = project_id(project, rules)
                 .and_then(|project| project.ok_or(Invalid::Missing("projectId")));
             let project_id = errors.note(project);
             let (Some(patient_id), Some(tag_name), Some(project_id)) =
@@ -285,7 +308,7 @@ impl Validator {
         body: &[u8],
         f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalids>,
     ) -> Result<R, Invalids> {
-        prescan(body, MAX_DEPTH)?;
+        prescan(body, MAX_DEPTH, self.rules)?;
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
@@ -334,7 +357,9 @@ fn string_fault(body: &[u8], at: usize) -> Invalid {
 /// ids alike) and pairs a high one with whatever `\u` escape follows; serde_json and
 /// PostgreSQL refuse both. So no parser sees a body deeper than the rule, and every
 /// reader of a stored body can read it.
-pub fn prescan(json: &[u8], max: usize) -> Result<(), Invalid> {
+/// With [`Rules::Stored`], only the nesting is checked: pairing came later.
+pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
+    let pairs = rules == Rules::Create;
     let (mut depth, mut in_string, mut i) = (0usize, false, 0);
     // Where a high surrogate escape waits for its low half.
     let mut high: Option<usize> = None;
@@ -358,6 +383,18 @@ pub fn prescan(json: &[u8], max: usize) -> Result<(), Invalid> {
                 _ => {}
             }
             i += 1;
+            continue;
+        }
+        if !pairs {
+            // Only the string's end matters: skip escapes, stop at the quote.
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
             continue;
         }
         if let Some(at) = high.take() {
@@ -431,21 +468,26 @@ fn timestamp_rule(value: Option<Value<'_, '_>>) -> Result<(), Invalid> {
 }
 
 /// An optional `projectId`, which must not be [`NO_PROJECT`].
-fn project_id<'i>(value: Option<Value<'_, 'i>>) -> Result<Option<&'i str>, Invalid> {
-    let project = optional_id(value, "projectId")?;
+fn project_id<'i>(value: Option<Value<'_, 'i>>, rules: Rules) -> Result<Option<&'i str>, Invalid> {
+    let project = optional_id(value, "projectId", rules)?;
     if project == Some(NO_PROJECT) {
         return Err(Invalid::ReservedProject);
     }
     Ok(project)
 }
 
-fn required_id<'i>(value: Option<Value<'_, 'i>>, name: &'static str) -> Result<&'i str, Invalid> {
-    optional_id(value, name)?.ok_or(Invalid::Missing(name))
+fn required_id<'i>(
+    value: Option<Value<'_, 'i>>,
+    name: &'static str,
+    rules: Rules,
+) -> Result<&'i str, Invalid> {
+    optional_id(value, name, rules)?.ok_or(Invalid::Missing(name))
 }
 
 fn optional_id<'i>(
     value: Option<Value<'_, 'i>>,
     name: &'static str,
+    rules: Rules,
 ) -> Result<Option<&'i str>, Invalid> {
     let Some(value) = value else {
         return Ok(None);
@@ -457,7 +499,7 @@ fn optional_id<'i>(
     if text.len() > MAX_ID {
         return Err(Invalid::TooLong(name));
     }
-    if !is_clean_id(text) {
+    if rules == Rules::Create && !is_clean_id(text) {
         return Err(Invalid::Control(name));
     }
     Ok(Some(text))

@@ -41,7 +41,7 @@ use epro_ingest::malformed::{self, Fault};
 use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
 use epro_ingest::route::{Access, Route};
 use epro_ingest::validate::{
-    is_clean_id, is_json_media_type, prescan, Invalid, MAX_DEPTH, MAX_ID, NO_PROJECT,
+    is_clean_id, is_json_media_type, prescan, Invalid, Rules, MAX_DEPTH, MAX_ID, NO_PROJECT,
     SUBMIT_FIELDS, TAG_FIELDS,
 };
 
@@ -156,7 +156,7 @@ struct Fields<'a> {
 }
 
 fn parse(body: &[u8]) -> Result<Fields<'_>, Invalid> {
-    prescan(body, MAX_DEPTH)?;
+    prescan(body, MAX_DEPTH, Rules::Create)?;
     serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         if let Some(field) = text

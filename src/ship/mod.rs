@@ -255,7 +255,7 @@ fn ship_shard(
                 .insert(shard, (tail.next_seq, Instant::now()));
         }
     }
-    let mut validator = Validator::default();
+    let mut validator = Validator::for_stored();
     let mut batch = Batch {
         lines: Vec::with_capacity(opts.batch * 512),
         records: 0,

@@ -193,7 +193,7 @@ mod tests {
         };
         let mut out = Vec::new();
         copy_line(
-            &mut Validator::default(),
+            &mut Validator::for_stored(),
             "n1",
             (&record, &[0xab; 32]),
             &mut out,
