@@ -19,11 +19,13 @@ use crate::conn::table::Connections;
 use crate::context::Context;
 use crate::index::Index;
 use crate::keys::{self, Entry, KeyTable};
+use crate::log::datadir::retired_dirs;
 use crate::log::files::shard_dir;
 use crate::log::locations::Locations;
 use crate::log::open::{open_shard, Opened};
-use crate::log::record::Record;
+use crate::log::record::{Kind, Record};
 use crate::log::recover::ScanProgress;
+use crate::log::salvage::salvage_shard;
 use crate::log::Log;
 use crate::owner::ShardOwner;
 use crate::peers::{self, Message, Peers};
@@ -161,6 +163,17 @@ fn oldest_key_ns(config: &Config) -> u64 {
     crate::clock::now_ns().saturating_sub(window_ns)
 }
 
+/// A stored report's `submissionId`, if it has one.
+fn submission_id(validator: &mut Validator, r: &Record<'_>) -> Option<String> {
+    match r.kind {
+        Kind::Report => validator
+            .submit(r.body, |s| s.submission_id.map(str::to_owned))
+            .ok()
+            .flatten(),
+        _ => None,
+    }
+}
+
 fn key_entry(r: &Record<'_>) -> Entry {
     Entry {
         kind: r.kind,
@@ -225,6 +238,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let dir = shard_dir(&ctx.config().data_dir, ctx.shard());
     let shard = ctx.shard() as u16;
     let scan_dir = dir.clone();
+    let data_dir = ctx.config().data_dir.clone();
     let began = Instant::now();
     #[cfg(feature = "test-seams")]
     let every = ctx
@@ -251,6 +265,27 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
                     }
                 };
                 let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
+                // A retired log's records are no longer served, but their keys still
+                // hold: a retry of one is answered with its first answer, never
+                // stored again. Read past any damage, as `export --salvage` reads.
+                let mut remembered = 0;
+                for retired in retired_dirs(&data_dir, shard) {
+                    salvage_shard(&retired, shard, |r, _| {
+                        let key = r
+                            .key
+                            .map(str::to_owned)
+                            .or_else(|| submission_id(&mut validator, r));
+                        if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
+                            keys.insert(r.principal, &key, key_entry(r));
+                            remembered += 1;
+                        }
+                    });
+                }
+                if remembered > 0 {
+                    info!(
+                        "shard {shard}: remembered {remembered} idempotency keys of retired logs"
+                    );
+                }
                 Ok((opened, index, keys, locations))
             },
         )

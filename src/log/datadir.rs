@@ -96,6 +96,21 @@ fn lock(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
+/// The logs `retire-shard` moved aside for shard `shard`, oldest first.
+pub fn retired_dirs(data_dir: &Path, shard: u16) -> Vec<std::path::PathBuf> {
+    let prefix = format!("retired-shard-{shard}-");
+    let mut dirs: Vec<_> = fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// `epro-ingest retire-shard`: moves shard `shard`'s damaged log aside, to
 /// `<data_dir>/retired-shard-<n>-<unix seconds>`, and starts it afresh with a manifest
 /// that reserves every id the old log used or reserved, so the shard's new records
