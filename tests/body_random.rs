@@ -7,23 +7,11 @@
 //! counted the report under; every refusal names a byte inside the body; nothing
 //! panics.
 
+mod common;
+
+use common::Rng;
 use epro_ingest::malformed::Fault;
 use epro_ingest::validate::{Invalid, Validator};
-
-/// xorshift64*: deterministic, so a failure names a seed that reproduces it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Pieces of a JSON string's inside that JSON allows (an escaped control character
 /// among them: a reader takes it, an identifier rule may not).

@@ -4,6 +4,9 @@
 //! the outcome never depends on how the bytes were split across reads (a framing layer
 //! that accepts something it then mis-frames shows up as a split-dependent result).
 
+mod common;
+
+use common::Rng;
 use epro_ingest::http::parse::Limits;
 use epro_ingest::http::reject::Reject;
 use epro_ingest::http::request::{RequestParser, Step};
@@ -13,21 +16,6 @@ const LIMITS: Limits = Limits {
     max_headers: 16,
     max_body: 4096,
 };
-
-/// xorshift64*: deterministic, so a failure names a seed that reproduces it.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Framed {

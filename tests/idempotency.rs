@@ -221,11 +221,7 @@ fn keys_of_a_retired_log_still_hold() {
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
-    let out = std::process::Command::new(common::BIN)
-        .args(["retire-shard", "--shard", "0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = common::run_cli(&["retire-shard", "--shard", "0"], &data);
     assert!(
         out.status.success(),
         "{}",

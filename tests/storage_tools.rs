@@ -15,12 +15,7 @@ use epro_ingest::log::files::list_segments;
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
 
 fn run(args: &[&str], data: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap()
+    common::run_cli(args, data)
 }
 
 fn ids(stdout: &[u8]) -> BTreeSet<String> {
