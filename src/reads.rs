@@ -16,6 +16,7 @@ use crate::log::locations::{read_record, Location};
 use crate::log::record::{Kind, GENESIS};
 use crate::merge::{subject_ids, subjects_json, summary_json};
 use crate::outcome::Read;
+use crate::validate::Validator;
 
 /// Answers `read` through `reply`: 200 with the merged JSON, or 503 when a shard
 /// cannot answer.
@@ -162,7 +163,7 @@ async fn record(
         Kind::Fhir => crate::fhir::fields(&stored.body)
             .and_then(|f| f.project_id)
             .unwrap_or_else(|| "-".to_string()),
-        _ => project_of(&stored.body),
+        kind => project_of(kind, &stored.body),
     };
     let may_read = ctx
         .principals()
@@ -186,16 +187,16 @@ async fn record(
     reply.with(Status::Ok, media, headers, &[&stored.body]);
 }
 
-/// The project a stored body belongs to, as the read APIs count it: its `projectId`,
-/// or `-` for a report without one.
-fn project_of(body: &[u8]) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    parsed
-        .as_ref()
-        .and_then(|v| v.get("projectId"))
-        .and_then(|p| p.as_str())
-        .unwrap_or("-")
-        .to_string()
+/// The project a stored report or tag belongs to, read as the index counted it (the
+/// rules it was stored under, [`Validator::for_stored`]): its `projectId`, or `-` for
+/// a report without one.
+fn project_of(kind: Kind, body: &[u8]) -> String {
+    let mut validator = Validator::for_stored();
+    let project = match kind {
+        Kind::Tag => validator.tag(body, |t| Some(t.project_id.to_owned())),
+        _ => validator.submit(body, |s| s.project_id.map(str::to_owned)),
+    };
+    project.ok().flatten().unwrap_or_else(|| "-".to_string())
 }
 
 /// The Prometheus text format's media type.

@@ -436,7 +436,11 @@ fn the_server_serves_its_durable_heads_as_a_heads_file() {
 #[test]
 fn a_record_stored_under_older_rules_is_still_counted_and_keyed() {
     const ADMIN: &str = common::ADMIN_TOKEN;
-    let config = common::DEVICE_ADMIN_CONFIG;
+    const STAFF: &str = "staff-p1-token-0123456789";
+    let config = &format!(
+        "{}\n[[principals]]\nid = \"staff-p1\"\ntoken = \"{STAFF}\"\nrole = \"staff\"\nprojects = [\"P001\"]\n",
+        common::DEVICE_ADMIN_CONFIG
+    );
     let body = r#"{"patientId":"P-000000","reportData":"x","projectId":"P001","siteId":"S01","submissionId":"old-1"}"#;
     let server = Server::start(config, &["--shards", "1"]);
     let r = post(&mut server.connect(), "/epro/submit", DEVICE_TOKEN, body);
@@ -471,6 +475,8 @@ fn a_record_stored_under_older_rules_is_still_counted_and_keyed() {
     assert_eq!(r.status, 422, "{}", r.text());
     let summary = common::get(&mut s, "/api/v1/projects/P001/reports/summary", ADMIN).json();
     assert_eq!(summary["reports"], 1, "{summary}");
-    let record = common::get(&mut s, &format!("/api/v1/records/{id}"), ADMIN);
+    // Read back by the project's staff: authorized by the project the index counts.
+    let record = common::get(&mut s, &format!("/api/v1/records/{id}"), STAFF);
+    assert_eq!(record.status, 200, "{}", record.text());
     assert_eq!(record.body, edit(body.as_bytes()));
 }
