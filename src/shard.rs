@@ -19,7 +19,7 @@ use crate::conn::table::Connections;
 use crate::context::Context;
 use crate::index::Index;
 use crate::keys::{self, Entry, KeyTable};
-use crate::log::datadir::retired_dirs;
+use crate::log::datadir::retired_logs;
 use crate::log::files::shard_dir;
 use crate::log::locations::Locations;
 use crate::log::open::{open_shard, Opened};
@@ -239,6 +239,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     let shard = ctx.shard() as u16;
     let scan_dir = dir.clone();
     let data_dir = ctx.config().data_dir.clone();
+    let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let began = Instant::now();
     #[cfg(feature = "test-seams")]
     let every = ctx
@@ -268,14 +269,25 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
                 // A retired log's records are no longer served, but their keys still
                 // hold: a retry of one is answered with its first answer, never
                 // stored again. Read past any damage, as `export --salvage` reads.
+                // This shard reads the retired logs of shard numbers that map to it
+                // (all of its own, and any past the shard count), skipping those
+                // retired before the window began: none of their keys still holds.
                 let mut remembered = 0;
-                for retired in retired_dirs(&data_dir, shard) {
-                    salvage_shard(&retired, shard, |r, _| {
+                let mine = retired_logs(&data_dir).into_iter().filter(|l| {
+                    usize::from(l.shard) % shards == usize::from(shard)
+                        && l.retired_ns >= oldest_key_ns
+                });
+                for retired in mine {
+                    info!("shard {shard}: reading keys of {}", retired.path.display());
+                    salvage_shard(&retired.path, retired.shard, |r, _| {
+                        if r.received_ns < oldest_key_ns {
+                            return;
+                        }
                         let key = r
                             .key
                             .map(str::to_owned)
                             .or_else(|| submission_id(&mut validator, r));
-                        if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
+                        if let Some(key) = key {
                             keys.insert(r.principal, &key, key_entry(r));
                             remembered += 1;
                         }

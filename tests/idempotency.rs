@@ -200,11 +200,12 @@ fn keys_move_to_their_new_owners_when_the_number_of_shards_changes() {
 
 /// `retire-shard` moves a damaged log aside; its records are no longer served, but
 /// their keys still hold: a retry of one gets its first answer (the old id) and a
-/// different body under it a 422, never a second record. Before, all the retired
+/// different body under it a 422, never a second record, also when the server comes
+/// back with more shards (the keys go to their new owners). Before, all the retired
 /// shard's keys were forgotten and every retry stored again.
 #[test]
 fn keys_of_a_retired_log_still_hold() {
-    let server = Server::start(CONFIG, &["--shards", "2"]);
+    let server = Server::start(CONFIG, &["--shards", "1"]);
     let firsts: Vec<(String, Response)> = (0..16)
         .map(|i| {
             let body = keyed_report(&format!("P-ret-{i}"), &format!("ret-{i}"));
@@ -213,11 +214,6 @@ fn keys_of_a_retired_log_still_hold() {
             (body, r)
         })
         .collect();
-    let on_shard_0 = firsts
-        .iter()
-        .filter(|(_, r)| r.json()["id"].as_str().unwrap().starts_with("s0-"))
-        .count();
-    assert!(on_shard_0 > 0, "no record on shard 0");
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
@@ -237,14 +233,9 @@ fn keys_of_a_retired_log_still_hold() {
     }
     let other = keyed_report("P-someone-else", "ret-0");
     assert_eq!(submit(server.addr, &other, None).status, 422);
-    // Shard 0's new log holds nothing: no retry was stored again.
+    // The live logs hold nothing: no retry was stored again.
     let exported = export(&server.data_dir());
-    assert!(
-        exported
-            .iter()
-            .all(|r| r["id"].as_str().unwrap().starts_with("s1-")),
-        "{exported:?}"
-    );
+    assert!(exported.is_empty(), "{exported:?}");
     assert!(
         wait_until(Duration::from_secs(5), || server
             .log()

@@ -96,19 +96,33 @@ fn lock(dir: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// The logs `retire-shard` moved aside for shard `shard`, oldest first.
-pub fn retired_dirs(data_dir: &Path, shard: u16) -> Vec<std::path::PathBuf> {
-    let prefix = format!("retired-shard-{shard}-");
-    let mut dirs: Vec<_> = fs::read_dir(data_dir)
+/// A log `retire-shard` moved aside: `<data_dir>/retired-shard-<shard>-<unix seconds>`.
+pub struct Retired {
+    pub shard: u16,
+    /// When it was retired: every record in it was received before.
+    pub retired_ns: u64,
+    pub path: std::path::PathBuf,
+}
+
+/// Every retired log in `data_dir`, oldest first.
+pub fn retired_logs(data_dir: &Path) -> Vec<Retired> {
+    let mut logs: Vec<Retired> = fs::read_dir(data_dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (shard, stamp) = name.strip_prefix("retired-shard-")?.split_once('-')?;
+            Some(Retired {
+                shard: shard.parse().ok()?,
+                retired_ns: stamp.parse::<u64>().ok()?.saturating_mul(1_000_000_000),
+                path: e.path(),
+            })
+        })
         .collect();
-    dirs.sort();
-    dirs
+    logs.sort_by_key(|r| r.retired_ns);
+    logs
 }
 
 /// `epro-ingest retire-shard`: moves shard `shard`'s damaged log aside, to
