@@ -123,9 +123,19 @@ fn sigterm_answers_a_half_received_request_with_503() {
     let mut stream = server.connect();
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(&body.as_bytes()[..10]).unwrap();
+    // Empty lines after an answered request are no request in progress: that
+    // connection closes quietly.
+    let mut between = server.connect();
+    between
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\r\n\r\n")
+        .unwrap();
+    assert_eq!(common::read_response(&mut between).unwrap().status, 200);
     // The server has read what was sent before it is told to stop.
     std::thread::sleep(Duration::from_millis(200));
     let (status, dir) = server.terminate();
+    let mut rest = Vec::new();
+    between.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     assert!(status.success(), "exit status {status:?}");
     let r = common::read_response(&mut stream).expect("a response, not a silent close");
     assert_eq!(r.status, 503, "{}", r.text());

@@ -177,11 +177,18 @@ impl<'c> Connection<'c> {
                 }
             }
             self.flush().await?;
-            if batch.close || self.ctx.is_shutting_down() {
+            if batch.close {
                 return Ok(Ending::Linger);
             }
+            // Complete requests still buffered are answered, shutting down or not.
             if batch.more {
                 continue;
+            }
+            if self.ctx.is_shutting_down() {
+                if self.request_in_progress() {
+                    return self.refuse_and_close(Reject::ShuttingDown).await;
+                }
+                return Ok(Ending::Linger);
             }
             if let Some(ending) = self.read_more().await? {
                 return Ok(ending);
@@ -366,6 +373,15 @@ impl<'c> Connection<'c> {
         }
         self.slot.buffers().read.resize(grown, 0);
         Ok(())
+    }
+
+    /// Whether part of a request has arrived: a byte past the answered ones that is not
+    /// one of the empty lines a client may send between requests.
+    fn request_in_progress(&mut self) -> bool {
+        let (start, filled) = (self.start, self.filled);
+        self.slot.buffers().read[start..filled]
+            .iter()
+            .any(|&b| b != b'\r' && b != b'\n')
     }
 
     /// Refuses the request being received (named by its id once its head is in), and

@@ -93,7 +93,7 @@ impl Connection<'_> {
             match read {
                 // The shard is stopping while a request is half in: say so, rather
                 // than leave a client mid-upload to guess.
-                Err(Interrupt::Shutdown) if self.filled > self.start => {
+                Err(Interrupt::Shutdown) if self.request_in_progress() => {
                     return self.refuse_and_close(Reject::ShuttingDown).await.map(Some);
                 }
                 // End of input: the peer closed; or the shard is stopping.
