@@ -80,10 +80,11 @@ impl Index {
         }
     }
 
-    /// Counts a stored record, read through the same validator rules as a live
-    /// request, so a record counts the same whether it was just synced or read back at
-    /// start-up. A record those rules refuse (stored under older rules, say) is not
-    /// counted, and said, never skipped silently.
+    /// Counts a stored record, read through the rules for stored bodies
+    /// ([`Validator::for_stored`]: those it was stored under, not rules added since),
+    /// so a record counts the same whether it was just synced or read back at start-up,
+    /// before or after an upgrade. A record those rules refuse is not counted, and
+    /// said, never skipped silently.
     pub fn add_stored(&mut self, validator: &mut Validator, record: &Record<'_>) {
         self.add(validator, record, false);
     }

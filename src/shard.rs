@@ -232,8 +232,9 @@ fn progress_log(shard: u16, began: Instant, every: Duration) -> impl FnMut(&Scan
 
 /// Opens this shard's log on the blocking pool (scan, cut a torn tail, rebuild the
 /// index, write the run's manifest), starts the flusher and installs log and index in
-/// `ctx`. The index counts a record once it is durable, through the same validator
-/// rules as a live request.
+/// `ctx`. The index counts a record once it is durable, through the rules for stored
+/// bodies ([`Validator::for_stored`]); keys come from the log and from its retired
+/// logs.
 pub async fn recover(ctx: &Context) -> Result<(), String> {
     let dir = shard_dir(&ctx.config().data_dir, ctx.shard());
     let shard = ctx.shard() as u16;

@@ -96,7 +96,8 @@ struct Batch {
     durable: Option<u64>,
     /// Close once the batch's responses are written.
     close: bool,
-    /// Stopped at [`MAX_QUEUED`]: more complete requests may be buffered.
+    /// Stopped at [`MAX_QUEUED`], or before a read behind one of its writes: more
+    /// complete requests may be buffered.
     more: bool,
     /// When `request_timeout_ms` ends for the batch's first request: its answers,
     /// durable waits included, must be ready by then.
