@@ -194,6 +194,10 @@ fn every_rejection_names_the_problem_and_stores_nothing() {
             "malformed JSON at byte 13",
         ),
         (
+            r#"{"patientId":x,"reportData":"\ud800"}"#,
+            "malformed JSON at byte 13",
+        ),
+        (
             r#"{"patientId":"P-1","reportData":"x"} trailing"#,
             "malformed JSON at byte",
         ),

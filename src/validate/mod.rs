@@ -15,7 +15,12 @@ use simd_json::prelude::*;
 use simd_json::tape::{Object, Value};
 use simd_json::{Buffers, Tape};
 
-use crate::malformed::{hex_unit, Fault};
+use crate::malformed::Fault;
+
+mod json;
+
+use json::malformed;
+pub use json::prescan;
 
 /// The project under which reports without a `projectId` are counted (the original
 /// Gin clients send none): readable by admins and `"*"` principals, never a real
@@ -308,122 +313,26 @@ impl Validator {
         body: &[u8],
         f: impl FnOnce(&Object<'_, '_>) -> Result<R, Invalids>,
     ) -> Result<R, Invalids> {
-        prescan(body, MAX_DEPTH, self.rules)?;
+        // A surrogate fault is named unless the parser finds an earlier fault.
+        let unpaired = match prescan(body, MAX_DEPTH, self.rules) {
+            Ok(()) => None,
+            Err(Invalid::Malformed(at, Fault::Surrogate)) => Some(at),
+            Err(e) => return Err(e.into()),
+        };
         self.scratch.clear();
         self.scratch.extend_from_slice(body);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
-        let result = match simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape) {
-            Err(e) => Err(malformed(body, &e).into()),
-            Ok(()) => match tape.as_value().as_object() {
+        let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        let result = match (parsed, unpaired) {
+            (Err(e), unpaired) => Err(malformed(body, &e, unpaired).into()),
+            (Ok(()), Some(at)) => Err(Invalid::Malformed(at, Fault::Surrogate).into()),
+            (Ok(()), None) => match tape.as_value().as_object() {
                 None => Err(Invalid::NotObject.into()),
                 Some(object) => f(&object),
             },
         };
         self.tape = Some(tape.reset());
         result
-    }
-}
-
-/// Where and why simd-json refused `body` (its offset for a fault inside a string is 0:
-/// [`crate::malformed`] finds that one).
-fn malformed(body: &[u8], e: &simd_json::Error) -> Invalid {
-    use simd_json::ErrorType as E;
-    let at = e.index();
-    match e.error() {
-        E::InvalidNumber | E::InvalidExponent | E::Overflow => {
-            Invalid::Malformed(at, Fault::Number)
-        }
-        // What the string stage reports, at offset 0 or past where it is: look.
-        E::InvalidEscape
-        | E::InvalidUnicodeCodepoint
-        | E::InvalidUnicodeEscape
-        | E::InvalidUtf8
-        | E::UnterminatedString
-        | E::Eof => string_fault(body, at),
-        E::Syntax if at == 0 => string_fault(body, at),
-        // Anything else is out of place where simd-json says.
-        _ => Invalid::Malformed(at, Fault::Syntax),
-    }
-}
-
-fn string_fault(body: &[u8], at: usize) -> Invalid {
-    let (at, fault) = crate::malformed::in_strings(body).unwrap_or((at, Fault::Syntax));
-    Invalid::Malformed(at, fault)
-}
-
-/// One pass over a body before any parser sees it: arrays and objects nest at most
-/// `max` levels (brackets inside strings aside), and every surrogate escape is half of
-/// a pair, high then low. simd-json reads a lone high one as U+0000 (two patients'
-/// ids alike) and pairs a high one with whatever `\u` escape follows; serde_json and
-/// PostgreSQL refuse both. So no parser sees a body deeper than the rule, and every
-/// reader of a stored body can read it.
-/// With [`Rules::Stored`], only the nesting is checked: pairing came later.
-pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
-    let pairs = rules == Rules::Create;
-    let (mut depth, mut in_string, mut i) = (0usize, false, 0);
-    // Where a high surrogate escape waits for its low half.
-    let mut high: Option<usize> = None;
-    let unit_at = |at: usize| {
-        (json.get(at..at + 2) == Some(b"\\u"))
-            .then(|| json.get(at + 2..at + 6).and_then(hex_unit))
-            .flatten()
-    };
-    while i < json.len() {
-        let b = json[i];
-        if !in_string {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    if depth > max {
-                        return Err(Invalid::TooDeep);
-                    }
-                }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        if !pairs {
-            // Only the string's end matters: skip escapes, stop at the quote.
-            match b {
-                b'\\' => i += 2,
-                b'"' => {
-                    in_string = false;
-                    i += 1;
-                }
-                _ => i += 1,
-            }
-            continue;
-        }
-        if let Some(at) = high.take() {
-            if !unit_at(i).is_some_and(|unit| (0xDC00..0xE000).contains(&unit)) {
-                return Err(Invalid::Malformed(at, Fault::Surrogate));
-            }
-            i += 6;
-            continue;
-        }
-        match b {
-            b'\\' => match unit_at(i) {
-                Some(0xDC00..=0xDFFF) => return Err(Invalid::Malformed(i, Fault::Surrogate)),
-                Some(unit) => {
-                    high = (0xD800..0xDC00).contains(&unit).then_some(i);
-                    i += 6;
-                }
-                // Another escape (a malformed one is the parser's to refuse).
-                None => i += 2,
-            },
-            b'"' => {
-                in_string = false;
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    match high {
-        Some(at) => Err(Invalid::Malformed(at, Fault::Surrogate)),
-        None => Ok(()),
     }
 }
 
