@@ -44,73 +44,60 @@ pub(super) fn malformed(body: &[u8], e: &simd_json::Error, unpaired: Option<usiz
 pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
     let pairs = rules == Rules::Create;
     let (mut depth, mut in_string, mut i) = (0usize, false, 0);
-    // Where a high surrogate escape waits for its low half; the first unpaired one.
-    let mut high: Option<usize> = None;
+    // The first unpaired surrogate escape.
     let mut unpaired: Option<usize> = None;
     let unit_at = |at: usize| {
         (json.get(at..at + 2) == Some(b"\\u"))
             .then(|| json.get(at + 2..at + 6).and_then(hex_unit))
             .flatten()
     };
+    let high = |unit: u16| (0xD800..0xDC00).contains(&unit);
+    let low = |unit: u16| (0xDC00..0xE000).contains(&unit);
+    // This runs on every body of the request path: inside a string it only looks for
+    // the next quote or backslash.
     while i < json.len() {
-        let b = json[i];
-        if !in_string {
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    if depth > max {
-                        return Err(Invalid::TooDeep);
-                    }
-                }
-                b'}' | b']' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            i += 1;
-            continue;
-        }
-        if !pairs {
-            // Only the string's end matters: skip escapes, stop at the quote.
-            match b {
-                b'\\' => i += 2,
-                b'"' => {
-                    in_string = false;
-                    i += 1;
-                }
-                _ => i += 1,
-            }
-            continue;
-        }
-        if let Some(at) = high.take() {
-            if unit_at(i).is_some_and(|unit| (0xDC00..0xE000).contains(&unit)) {
-                i += 6;
+        if in_string {
+            let Some(k) = json[i..].iter().position(|&b| b == b'"' || b == b'\\') else {
+                break;
+            };
+            i += k + 1;
+            if json[i - 1] == b'"' {
+                in_string = false;
                 continue;
             }
-            unpaired.get_or_insert(at);
-        }
-        match b {
-            b'\\' => match unit_at(i) {
-                Some(0xDC00..=0xDFFF) => {
-                    unpaired.get_or_insert(i);
-                    i += 6;
-                }
-                Some(unit) => {
-                    high = (0xD800..0xDC00).contains(&unit).then_some(i);
-                    i += 6;
-                }
-                // Another escape (a malformed one is the parser's to refuse).
-                None => i += 2,
-            },
-            b'"' => {
-                in_string = false;
+            if !pairs {
                 i += 1;
+                continue;
             }
-            _ => i += 1,
+            match unit_at(i - 1) {
+                // A high one must be followed at once by a low one.
+                Some(unit) if high(unit) && unit_at(i + 5).is_some_and(low) => i += 11,
+                Some(unit) if high(unit) || low(unit) => {
+                    unpaired.get_or_insert(i - 1);
+                    i += 5;
+                }
+                Some(_) => i += 5,
+                // Another escape (a malformed one is the parser's to refuse).
+                None => i += 1,
+            }
+            continue;
         }
+        match json[i] {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(Invalid::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
     }
     // The whole body was scanned for depth first: a surrogate fault never lets a body
     // deeper than the rule reach a parser.
-    match unpaired.or(high) {
+    match unpaired {
         Some(at) => Err(Invalid::Malformed(at, Fault::Surrogate)),
         None => Ok(()),
     }

@@ -418,5 +418,9 @@ fn optional_id<'i>(
 /// compared, counted and shipped as text: an invisible byte would make two look alike,
 /// and PostgreSQL's text refuses U+0000.
 pub fn is_clean_id(text: &str) -> bool {
-    !text.chars().any(char::is_control)
+    // By bytes (this runs on every submit): C0 and DEL are single bytes; C1 is 0xC2
+    // followed by 0x80..=0x9F in UTF-8, looked for only when a 0xC2 is there at all.
+    let bytes = text.as_bytes();
+    bytes.iter().all(|&b| b >= 0x20 && b != 0x7f)
+        && (!bytes.contains(&0xc2) || !bytes.windows(2).any(|w| w[0] == 0xc2 && w[1] < 0xa0))
 }
