@@ -21,7 +21,7 @@ pub enum Fault {
     /// A backslash escape JSON does not define, or `\u` without four hex digits.
     Escape,
     /// A surrogate escape that is not half of a high-low pair (found by
-    /// `validate::prescan`, before any parser runs).
+    /// `validate::prescan`, the pass before the parser).
     Surrogate,
     Utf8,
     Unterminated,
@@ -62,8 +62,8 @@ pub fn in_strings(json: &[u8]) -> Option<(usize, Fault)> {
             b'"' => string_at = None,
             b'\\' => match json.get(i + 1) {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 1,
-                // Surrogate pairing is checked before any parser runs
-                // (`validate::prescan`); here, only the four hex digits.
+                // Surrogate pairing is `validate::prescan`'s, the pass before the
+                // parser; here, only the four hex digits.
                 Some(b'u') if json.get(i + 2..i + 6).and_then(hex_unit).is_some() => i += 5,
                 _ => return Some((i, Fault::Escape)),
             },
