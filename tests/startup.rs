@@ -10,15 +10,19 @@ use std::time::{Duration, Instant};
 use common::{read_response, temp_dir, Server, BIN};
 
 /// Runs `sh -c "<prefix> BIN serve <args>"`, expecting it to exit on its own.
-fn failing_start(prefix: &str, args: &str) -> String {
+fn failing_start(prefix: &str, args: &[&str]) -> String {
     failing_start_of(BIN, prefix, args)
 }
 
-fn failing_start_of(bin: &str, prefix: &str, args: &str) -> String {
-    let script = format!("{prefix} {bin} serve {args}");
+/// The binary and the arguments reach the shell as positional parameters, so that a
+/// checkout path with spaces or quotes stays one word.
+fn failing_start_of(bin: &str, prefix: &str, args: &[&str]) -> String {
+    let script = format!("{prefix} \"$0\" serve \"$@\"");
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(&script)
+        .arg(bin)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -30,14 +34,17 @@ fn failing_start_of(bin: &str, prefix: &str, args: &str) -> String {
         }
         if began.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
-            panic!("{script}: still running after 20 s");
+            panic!("{script} {args:?}: still running after 20 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{script}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{script} panicked: {stderr}");
+    assert_eq!(status.code(), Some(1), "{script} {args:?}: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{script} {args:?} panicked: {stderr}"
+    );
     stderr
 }
 
@@ -45,13 +52,17 @@ fn failing_start_of(bin: &str, prefix: &str, args: &str) -> String {
 fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir();
+    let listen = taken.local_addr().unwrap().to_string();
     let err = failing_start(
         "",
-        &format!(
-            "--listen {} --shards 1 --data-dir {}",
-            taken.local_addr().unwrap(),
-            dir.path().display()
-        ),
+        &[
+            "--listen",
+            &listen,
+            "--shards",
+            "1",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
     );
     assert!(
         err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
@@ -64,7 +75,7 @@ fn unknown_config_key_is_named() {
     let dir = temp_dir();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[limits]\nmax_body_bytez = 5\n").unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(err.contains("max_body_bytez"), "{err}");
 }
 
@@ -73,10 +84,10 @@ fn bad_config_value_is_named() {
     let dir = temp_dir();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[limits]\nmax_headers = 1000\n").unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(err.contains("limits.max_headers"), "{err}");
     std::fs::write(&config, "durability = \"sometimes\"\n").unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(err.contains("durability"), "{err}");
 }
 
@@ -93,7 +104,7 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
         principal(&"p".repeat(300), "token-0123456789abcdef"),
     )
     .unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(
         err.contains("principals[0].id: must be 1 to 128 bytes"),
         "{err}"
@@ -101,16 +112,16 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
     let twice =
         principal("dup", "token-0123456789abcdef") + &principal("dup", "token-fedcba9876543210");
     std::fs::write(&config, twice).unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(err.contains("principals[1].id: is already used"), "{err}");
     std::fs::write(&config, "durability = \"sync\"\n").unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(
         err.contains("principals: the config file lists none"),
         "{err}"
     );
     std::fs::write(&config, "segment_bytes = 1099511627776\n").unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(
         err.contains("segment_bytes: must be between 65536 and 1073741824"),
         "{err}"
@@ -120,7 +131,7 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
         principal("dev\\u0000ice", "token-0123456789abcdef"),
     )
     .unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(
         err.contains("principals[0].id: must not contain control characters"),
         "{err}"
@@ -128,7 +139,7 @@ fn principals_and_segments_the_log_cannot_hold_are_refused() {
     let small_budget = "[limits]\nmemory_budget_bytes = 1048576\n\n".to_string()
         + &principal("d", "token-0123456789abcdef");
     std::fs::write(&config, small_budget).unwrap();
-    let err = failing_start("", &format!("--config {}", config.display()));
+    let err = failing_start("", &["--config", config.to_str().unwrap()]);
     assert!(
         err.contains("limits.memory_budget_bytes: must hold one largest request: at least 4276224"),
         "{err}"
@@ -140,9 +151,15 @@ fn unwritable_data_dir_is_a_clear_error() {
     let dir = temp_dir();
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
     let err = failing_start(
         "",
-        &format!("--listen 127.0.0.1:0 --data-dir {}/data", file.display()),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
     );
     assert!(err.contains("cannot create data dir"), "{err}");
 }
@@ -150,37 +167,47 @@ fn unwritable_data_dir_is_a_clear_error() {
 #[test]
 fn cpus_outside_the_affinity_mask_are_refused() {
     let dir = temp_dir();
-    let args = format!("--listen 127.0.0.1:0 --data-dir {}", dir.path().display());
-    let err = failing_start("", &format!("{args} --cpus 4095"));
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let err = failing_start("", &[&args[..], &["--cpus", "4095"]].concat());
     assert!(err.contains("not in this process's affinity mask"), "{err}");
     // taskset narrows the mask to CPU 0: two shards no longer fit.
-    let err = failing_start("taskset -c 0", &format!("{args} --shards 2"));
+    let err = failing_start("taskset -c 0", &[&args[..], &["--shards", "2"]].concat());
     assert!(err.contains("only 1 CPUs are available"), "{err}");
 }
 
 #[test]
 fn too_little_locked_memory_is_a_clear_error() {
-    // As an unprivileged user, who cannot raise the hard limit (root could). The binary
-    // is copied where that user can reach it, whatever the checkout's permissions.
+    // Root may raise its hard limit, so as root the server runs as an unprivileged user,
+    // with the binary and the data dir where that user can reach them whatever the
+    // checkout's parents allow. Anyone else cannot raise a hard limit they lowered.
     use std::os::unix::fs::PermissionsExt;
-    let open = tempfile::Builder::new()
-        .prefix("epro-memlock-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open = common::open_temp_dir("epro-memlock-");
     let bin = open.path().join("epro-ingest");
     std::fs::copy(BIN, &bin).unwrap();
-    let dir = temp_dir();
-    let data = dir.path().join("data");
+    let data = open.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let prefix = if common::is_root() {
+        "ulimit -l 4096 && setpriv --reuid 65534 --regid 65534 --clear-groups"
+    } else {
+        "ulimit -l 4096 &&"
+    };
     let err = failing_start_of(
         bin.to_str().unwrap(),
-        "ulimit -l 4096 && setpriv --reuid 65534 --regid 65534 --clear-groups",
-        &format!(
-            "--listen 127.0.0.1:0 --shards 2 --data-dir {}",
-            data.display()
-        ),
+        prefix,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
     );
     assert!(
         err.contains("locked-memory limit (ulimit -l) is 4096 KiB") && err.contains("6144 KiB"),
@@ -231,11 +258,15 @@ fn cpu_errors_name_the_config_key_when_the_value_came_from_the_file() {
     let dir = temp_dir();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "cpus = [4095]\n\n[[principals]]\nid = \"d\"\ntoken = \"device-token-0123456789\"\nrole = \"device\"\n").unwrap();
-    let args = format!(
-        "--listen 127.0.0.1:0 --data-dir {} --config {}",
-        dir.path().join("data").display(),
-        config.display()
-    );
+    let data = dir.path().join("data");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
     let err = failing_start("", &args);
     assert!(err.contains("cpus (config file): CPU 4095"), "{err}");
 }
@@ -272,12 +303,13 @@ fn serve_help_shows_the_defaults_the_log_level_and_where_the_token_goes() {
 fn a_low_open_file_limit_lowers_max_connections_and_says_so() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let script = format!(
-        "ulimit -n 1024 && exec {BIN} serve --listen 127.0.0.1:0 --shards 2 --data-dir {}",
-        data.display()
-    );
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(script);
+    cmd.arg("-c")
+        .arg(
+            "ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --shards 2 --data-dir \"$1\"",
+        )
+        .arg(BIN)
+        .arg(&data);
     let (mut child, _, log) = common::spawn_and_wait(cmd).expect("server starts");
     let _ = child.kill();
     let _ = child.wait();

@@ -32,7 +32,12 @@ fn ids(stdout: &[u8]) -> BTreeSet<String> {
 
 /// A stopped 2-shard server's directory with reports in both shards.
 fn two_shards() -> tempfile::TempDir {
-    let server = Server::start(CONFIG, &[]);
+    two_shards_in(temp_dir())
+}
+
+/// As [`two_shards`], over the given directory.
+fn two_shards_in(dir: tempfile::TempDir) -> tempfile::TempDir {
+    let server = Server::start_in(dir, CONFIG, &[]);
     let mut seen = BTreeSet::new();
     let mut n = 0;
     // Connections spread over the shards by the kernel: go on until both hold 20.
@@ -174,15 +179,17 @@ fn verify_lists_every_problem_and_export_goes_on_past_a_damaged_shard() {
 
 #[test]
 fn an_unreadable_segment_is_reported_as_unreadable_not_corrupt() {
-    let dir = two_shards();
+    // Root reads every file, so as root `verify` runs as an unprivileged user, and the
+    // data lives where that user can reach it whatever the checkout's parents allow.
+    let as_root = common::is_root();
+    let dir = if as_root {
+        two_shards_in(common::open_temp_dir("epro-verify-"))
+    } else {
+        two_shards()
+    };
     let data = dir.path().join("data");
     // Readable to others except one segment, as after a restore with the wrong owner.
-    for d in [
-        dir.path(),
-        data.as_path(),
-        &data.join("shard-0"),
-        &data.join("shard-1"),
-    ] {
+    for d in [data.as_path(), &data.join("shard-0"), &data.join("shard-1")] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     for s in 0..2 {
@@ -196,22 +203,22 @@ fn an_unreadable_segment_is_reported_as_unreadable_not_corrupt() {
         .unwrap();
     }
     let secret = &list_segments(&data.join("shard-0")).unwrap()[0].path;
-    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    // As an unprivileged user (root reads anything); the binary copied where it can run.
-    let open = tempfile::Builder::new()
-        .prefix("epro-verify-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = open.path().join("epro-ingest");
-    std::fs::copy(BIN, &bin).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out = if as_root {
+        std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The binary copied where that user can run it.
+        let bin = dir.path().join("epro-ingest");
+        std::fs::copy(BIN, &bin).unwrap();
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["verify", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    } else {
+        std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+        run(&["verify"], &data)
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(

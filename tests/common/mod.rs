@@ -50,6 +50,31 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("create temp dir")
 }
 
+/// A world-traversable temp dir (mode 0755) under the system's temp dir, for tests that
+/// run something as another user: the checkout, and so [`temp_dir`], may sit below a
+/// directory that user cannot enter (a 0700 home, or `mktemp -d`). Nothing in it needs
+/// a real fdatasync.
+pub fn open_temp_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the temp dir to other users");
+    dir
+}
+
+/// Whether the tests run as root, who reads every file and may become another user.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
