@@ -69,7 +69,7 @@ pub fn create(
     let fields = match fhir::validate(request.body) {
         Ok(fields) => fields,
         Err(refused) => {
-            let status = if refused.structural {
+            let status = if refused.invalid {
                 Status::BadRequest
             } else {
                 Status::UnprocessableContent
