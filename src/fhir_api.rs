@@ -147,7 +147,7 @@ pub fn create(
             return after;
         }
     };
-    ack::fhir_created(reply, ctx.shard() as u16, seq, request, None);
+    ack::fhir_created(reply, (ctx.shard() as u16, seq, received_ns), request, None);
     Outcome::appended(ctx, head, seq)
 }
 

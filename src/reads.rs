@@ -8,7 +8,7 @@
 use crate::clock;
 use crate::context::Context;
 use crate::fhir_api;
-use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
+use crate::http::response::{Reply, Status, FHIR_JSON, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
 use crate::log::files::shard_dir;
 use crate::log::heads::Head;
@@ -179,12 +179,24 @@ async fn record(
         (&b"X-Received-At"[..], &at[..]),
         (&b"ETag"[..], &b"W/\"1\""[..]),
     ];
-    let (media, headers) = if fhir {
-        (crate::http::response::FHIR_JSON, &headers[..])
-    } else {
-        (JSON, &headers[..2])
-    };
-    reply.with(Status::Ok, media, headers, &[&stored.body]);
+    if !fhir {
+        return reply.with(Status::Ok, JSON, &headers[..2], &[&stored.body]);
+    }
+    // Served with the id of its URL and the server's meta; the record keeps the
+    // body as received.
+    let id = format!("s{shard}-{seq}");
+    let last_updated = std::str::from_utf8(&at).unwrap_or_default();
+    match crate::fhir::render::served(&stored.body, &id, last_updated) {
+        Some(body) => reply.with(Status::Ok, FHIR_JSON, &headers, &[&body]),
+        None => {
+            log::error!(
+                "shard {}: record {id} (FHIR) is not a JSON object",
+                ctx.shard()
+            );
+            let why = "the record cannot be read";
+            refuse(reply, Status::InternalServerError, "exception", why);
+        }
+    }
 }
 
 /// The project a stored report or tag belongs to, read as the index counted it (the

@@ -1,7 +1,8 @@
 //! FHIR R4 QuestionnaireResponse intake over real sockets: the specification's examples
 //! (written here by hand: f201 "Lifelines" and the nested "cancer questionnaire" one,
-//! with this server's project and site tags added) are stored byte for byte, read back,
-//! and counted by the read APIs; every rule is refused with an OperationOutcome naming
+//! with this server's project and site tags added) are stored byte for byte, read back
+//! with the server's id (their own `id` ignored, as R4 has it) and meta, and counted by
+//! the read APIs; every rule is refused with an OperationOutcome naming
 //! the element's FHIRPath; a create with an `Idempotency-Key` is stored once, across
 //! shards and restarts.
 
@@ -99,6 +100,41 @@ fn issues(r: &Response) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id a 201's `Location` names.
+fn location_id(r: &Response) -> String {
+    let location = r.header("location").expect("a Location");
+    location
+        .strip_prefix("/fhir/QuestionnaireResponse/")
+        .unwrap()
+        .to_string()
+}
+
+/// `served` is `sent` as FHIR serves it: the server's `id` (the URL's) and
+/// `meta.versionId` 1 and `meta.lastUpdated`, everything else as sent.
+fn assert_served(served: &[u8], sent: &str, id: &str) {
+    let mut served: serde_json::Value = serde_json::from_slice(served).unwrap();
+    let mut sent: serde_json::Value = serde_json::from_str(sent).unwrap();
+    assert_eq!(served["id"], id);
+    assert_eq!(served["meta"]["versionId"], "1");
+    let updated = served["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    assert!(
+        epro_ingest::fhir::primitive::is_instant(&updated),
+        "{updated}"
+    );
+    for v in [&mut served, &mut sent] {
+        let object = v.as_object_mut().unwrap();
+        object.remove("id");
+        let meta = object.entry("meta").or_insert(serde_json::json!({}));
+        let meta = meta.as_object_mut().unwrap();
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+        if meta.is_empty() {
+            object.remove("meta");
+        }
+    }
+    assert_eq!(served, sent);
+}
+
 #[test]
 fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
     let server = Server::start(&config(), &[]);
@@ -118,10 +154,11 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
         let back = get(&mut s, &location, ADMIN);
         assert_eq!(back.status, 200, "{}", back.text());
         assert_eq!(back.header("content-type"), Some("application/fhir+json"));
-        assert_eq!(back.body, body.as_bytes(), "{id}");
+        assert_served(&back.body, body, &id);
+        assert_eq!(back.header("etag"), Some("W/\"1\""));
         // The id percent-decoded, as any path parameter.
         let escaped = get(&mut s, &location.replace('-', "%2D"), ADMIN);
-        assert_eq!(escaped.body, body.as_bytes(), "{id}");
+        assert_eq!(escaped.body, back.body, "{id}");
         ids.push(id);
     }
     // Counted like reports: patient from subject, project and site from meta.tag.
@@ -169,7 +206,8 @@ fn prefer_return_minimal_and_representation() {
         .unwrap()
         .starts_with("/fhir/QuestionnaireResponse/s"));
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=representation\r\n");
-    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    assert_eq!(r.status, 201);
+    assert_served(&r.body, F201, &location_id(&r));
     // RFC 7240's spellings: any case, spaces around `=`, a quoted value, among others.
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: RETURN=MINIMAL\r\n");
     assert_eq!((r.status, r.body.len()), (201, 0));
@@ -179,7 +217,8 @@ fn prefer_return_minimal_and_representation() {
         F201,
         "Prefer: respond-async, return = \"representation\"\r\n",
     );
-    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    assert_eq!(r.status, 201);
+    assert_served(&r.body, F201, &location_id(&r));
     // No return preference: the OperationOutcome naming the id.
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: handling=strict\r\n");
     assert_eq!(r.status, 201);
@@ -211,7 +250,7 @@ fn a_create_retried_with_an_idempotency_key_is_stored_once_across_shards_and_kil
         assert_eq!(again.status, 201, "{}", again.text());
         assert_eq!(again.header("idempotent-replayed"), Some("true"));
         assert_eq!(again.header("location"), Some(location.as_str()));
-        assert_eq!(again.body, F201.as_bytes());
+        assert_served(&again.body, F201, &location_id(&again));
         let other = create_keyed(&server, NESTED, key, "minimal");
         assert_eq!(other.status, 422, "{}", other.text());
         let diagnostics = other.json()["issue"][0]["diagnostics"].clone();

@@ -14,6 +14,7 @@
 
 pub mod primitive;
 pub mod r4;
+pub mod render;
 pub mod structure;
 
 use serde_json::{json, Value};
