@@ -45,7 +45,7 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
             return Outcome::after(head);
         }
         Route::FhirMetadata => {
-            fhir_api::metadata(reply);
+            fhir_api::metadata(head, reply);
             return Outcome::after(head);
         }
         _ => {

@@ -497,3 +497,94 @@ fn refusals_on_fhir_paths_are_operation_outcomes_whatever_refuses() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(r.json()["error"].is_string());
 }
+
+/// Sends `request` (a head and body) and reads the response.
+fn exchange(s: &mut TcpStream, request: &str) -> Response {
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(s).unwrap()
+}
+
+#[test]
+fn formats_the_server_cannot_write_are_406_on_every_fhir_route() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let created = post_fhir(&mut s, DEVICE, F201, "");
+    let location = created.header("location").unwrap().to_string();
+    let read = |s: &mut TcpStream, target: &str, accept: &str| {
+        exchange(
+            s,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\n{accept}\r\n"
+            ),
+        )
+    };
+    for target in ["/fhir/metadata", location.as_str()] {
+        for (query, accept, status) in [
+            ("", "Accept: application/fhir+xml\r\n", 406),
+            ("", "Accept: application/xml, text/html\r\n", 406),
+            ("", "Accept: application/fhir+json;q=0\r\n", 406),
+            ("?_format=xml", "", 406),
+            ("?_format=application/fhir%2Bxml", "", 406),
+            (
+                "?_format=text/turtle",
+                "Accept: application/fhir+json\r\n",
+                406,
+            ),
+            ("", "", 200),
+            ("", "Accept: */*\r\n", 200),
+            (
+                "",
+                "Accept: application/fhir+xml;q=0.9, application/fhir+json\r\n",
+                200,
+            ),
+            ("", "Accept: application/json\r\n", 200),
+            ("?_format=json", "Accept: application/fhir+xml\r\n", 200),
+            ("?_format=application/fhir+json", "", 200),
+            ("?_format=application%2Ffhir%2Bjson", "", 200),
+        ] {
+            let r = read(&mut s, &format!("{target}{query}"), accept);
+            assert_eq!(r.status, status, "{target}{query} {accept}: {}", r.text());
+            if status == 406 {
+                assert_eq!(issues(&r)[0].0, "not-supported");
+            }
+        }
+    }
+    // A create that asks for XML back is refused before anything is stored.
+    let r = post_fhir(&mut s, DEVICE, F201, "Accept: application/fhir+xml\r\n");
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert_eq!(export(&server.data_dir()).len(), 1);
+}
+
+#[test]
+fn refusals_below_the_routes_are_operation_outcomes_on_fhir_paths_once_the_head_is_in() {
+    let server = Server::start(&config(), &[]);
+    let cases = [
+        // An expectation this server cannot meet: 417.
+        ("GET /fhir/metadata HTTP/1.1\r\nHost: t\r\nExpect: bogus\r\n\r\n", 417),
+        // A transfer coding it does not know: 501.
+        (
+            "POST /fhir/QuestionnaireResponse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        // Ambiguous framing: 400.
+        (
+            "POST /fhir/QuestionnaireResponse?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+        ),
+    ];
+    for (request, status) in cases {
+        let r = exchange(&mut server.connect(), request);
+        assert_eq!(r.status, status, "{request}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.header("x-request-id").is_some());
+        let issues = issues(&r);
+        assert_eq!(issues.len(), 1, "{request}");
+        // The v1 API keeps its {"error"} bodies for the same refusals.
+        let v1 = request
+            .replace("/fhir/metadata", "/healthz")
+            .replace("/fhir/QuestionnaireResponse", "/epro/submit");
+        let r = exchange(&mut server.connect(), &v1);
+        assert_eq!(r.status, status, "{v1}");
+        assert!(r.json()["error"].is_string(), "{v1}");
+    }
+}

@@ -207,8 +207,12 @@ pub fn outcome(issues: &[Issue]) -> String {
     let issues: Vec<Value> = issues
         .iter()
         .map(|i| {
-            json!({"severity": "error", "code": i.code, "diagnostics": i.diagnostics,
-                   "expression": [i.expression]})
+            let mut issue =
+                json!({"severity": "error", "code": i.code, "diagnostics": i.diagnostics});
+            if !i.expression.is_empty() {
+                issue["expression"] = json!([i.expression]);
+            }
+            issue
         })
         .collect();
     json!({"resourceType": "OperationOutcome", "issue": issues}).to_string()
