@@ -228,12 +228,12 @@ pub fn read(
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let found = ack::parse_id(id).filter(|&(shard, _)| shard < shards);
     let Some((shard, seq)) = found else {
-        let why = "no such QuestionnaireResponse";
+        let why = crate::outcome::NO_SUCH_RECORD;
         refuse(
             reply,
             Status::NotFound,
             "not-found",
-            "QuestionnaireResponse.id",
+            "QuestionnaireResponse",
             why,
             &[],
         );

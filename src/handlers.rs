@@ -120,7 +120,12 @@ fn record(
         );
     };
     if shard >= shards {
-        return refuse(reply, head, Status::NotFound, "no such record");
+        return refuse(
+            reply,
+            head,
+            Status::NotFound,
+            crate::outcome::NO_SUCH_RECORD,
+        );
     }
     Outcome::read_record(&who.id, (shard, seq), false, head)
 }

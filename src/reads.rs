@@ -141,7 +141,14 @@ async fn record(
     };
     let at = match location {
         Ok(Some(at)) => at,
-        Ok(None) => return refuse(reply, Status::NotFound, "not-found", "no such record"),
+        Ok(None) => {
+            return refuse(
+                reply,
+                Status::NotFound,
+                "not-found",
+                crate::outcome::NO_SUCH_RECORD,
+            )
+        }
         Err(message) => return refuse(reply, Status::ServiceUnavailable, "transient", message),
     };
     let dir = shard_dir(&ctx.config().data_dir, shard);
@@ -150,7 +157,12 @@ async fn record(
         .await;
     let stored = match read {
         Ok(stored) if fhir && stored.kind != Kind::Fhir => {
-            return refuse(reply, Status::NotFound, "not-found", "no such record")
+            return refuse(
+                reply,
+                Status::NotFound,
+                "not-found",
+                crate::outcome::NO_SUCH_RECORD,
+            )
         }
         Ok(stored) => stored,
         Err(e) => {
@@ -169,9 +181,15 @@ async fn record(
         .principals()
         .find(principal)
         .is_some_and(|who| who.may_access(&project));
+    // A record the caller may not see is one it cannot tell from no record: the same
+    // 404 as an unknown id, so neither its existence nor its kind leaks.
     if !may_read {
-        let why = "this principal may not read the record's project";
-        return refuse(reply, Status::Forbidden, "forbidden", why);
+        return refuse(
+            reply,
+            Status::NotFound,
+            "not-found",
+            crate::outcome::NO_SUCH_RECORD,
+        );
     }
     let at = clock::format_rfc3339(stored.received_ns);
     let headers = [

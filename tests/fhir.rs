@@ -167,14 +167,20 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
     assert_eq!(summary["sites"]["S01"]["reports"], 1);
     let subjects = get(&mut s, "/api/v1/projects/P001/sites/S01/subjects", ADMIN).json();
     assert_eq!(subjects["subjects"][0]["patientId"], "f201");
-    // Another project's staff may not read it; a plain report is no QuestionnaireResponse.
+    // Another project's staff may not read it, and cannot tell it from no resource;
+    // a plain report is no QuestionnaireResponse, with the same answer: neither the
+    // record's existence nor its kind leaks.
+    let none = get(&mut s, "/fhir/QuestionnaireResponse/s0-999999", STAFF_P2);
+    let malformed = get(&mut s, "/fhir/QuestionnaireResponse/nope", STAFF_P2);
     let r = get(
         &mut s,
         &format!("/fhir/QuestionnaireResponse/{}", ids[0]),
         STAFF_P2,
     );
-    assert_eq!(r.status, 403);
-    assert_eq!(issues(&r)[0].0, "forbidden");
+    assert_eq!((r.status, none.status, malformed.status), (404, 404, 404));
+    assert_eq!(issues(&r)[0].0, "not-found");
+    assert_eq!(r.body, none.body);
+    assert_eq!(r.body, malformed.body);
     let plain = common::post(
         &mut s,
         "/epro/submit",
@@ -188,8 +194,8 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
         ADMIN,
     );
     assert_eq!(r.status, 404);
-    assert_eq!(issues(&r)[0].0, "not-found");
-    // The records API reads it too, as JSON.
+    assert_eq!(r.body, none.body);
+    // The records API reads it too, as JSON, as it was received.
     let r = get(&mut s, &format!("/api/v1/records/{}", ids[1]), ADMIN);
     assert_eq!((r.status, r.body.as_slice()), (200, NESTED.as_bytes()));
 }
