@@ -70,7 +70,7 @@
 //! peers      -> index, keys, log, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
-//! openapi    -> auth, route, validate
+//! openapi    -> auth, fhir, http, route, validate
 //! fhir       -> clock, malformed, validate
 //! index      -> fhir, log, validate
 //! keys       -> log
