@@ -242,6 +242,15 @@ pub fn read(
     Outcome::read_record(&who.id, (shard, seq), true, head)
 }
 
+/// `GET /fhir/StructureDefinition/epro-questionnaireresponse`: this server's profile.
+pub fn profile(head: &Head<'_>, reply: &mut Reply<'_>) {
+    if !json_acceptable(head) {
+        return refuse_format(reply);
+    }
+    let definition = fhir::structure_definition();
+    reply.with(Status::Ok, FHIR_JSON, &[], &[definition.as_bytes()]);
+}
+
 /// `GET /fhir/metadata`.
 pub fn metadata(head: &Head<'_>, reply: &mut Reply<'_>) {
     if !json_acceptable(head) {

@@ -48,6 +48,10 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
             fhir_api::metadata(head, reply);
             return Outcome::after(head);
         }
+        Route::FhirProfile => {
+            fhir_api::profile(head, reply);
+            return Outcome::after(head);
+        }
         _ => {
             reply.ok(TEXT, &[b"ok"]);
             return Outcome::after(head);
@@ -97,7 +101,8 @@ pub fn run(
         | Route::Readyz
         | Route::Metrics
         | Route::OpenApi
-        | Route::FhirMetadata => open(ctx, route, head, reply),
+        | Route::FhirMetadata
+        | Route::FhirProfile => open(ctx, route, head, reply),
     }
 }
 

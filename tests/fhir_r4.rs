@@ -42,9 +42,19 @@ fn examples() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether the independent validator accepts each body: `None` when it is not
-/// installed and CI is not set (with CI set, a missing validator fails the test).
+/// Whether the independent validator accepts each body as a QuestionnaireResponse.
 fn validator_accepts(bodies: &[String]) -> Option<Vec<Result<(), String>>> {
+    let typed: Vec<(&str, String)> = bodies
+        .iter()
+        .map(|b| ("QuestionnaireResponse", b.clone()))
+        .collect();
+    validate(&typed)
+}
+
+/// Whether the independent validator accepts each (resource type, body): `None` when
+/// it is not installed and CI is not set (with CI set, a missing validator fails the
+/// test).
+fn validate(resources: &[(&str, String)]) -> Option<Vec<Result<(), String>>> {
     if !Path::new(VALIDATOR).exists() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -55,13 +65,13 @@ fn validator_accepts(bodies: &[String]) -> Option<Vec<Result<(), String>>> {
         );
         return None;
     }
-    let script = "import sys, json\n\
+    let script = "import sys, json, importlib\n\
         import fhir.resources\n\
         assert fhir.resources.__fhir_version__ == '4.0.1', fhir.resources.__fhir_version__\n\
-        from fhir.resources.questionnaireresponse import QuestionnaireResponse\n\
-        for body in json.load(sys.stdin):\n\
+        for kind, body in json.load(sys.stdin):\n\
+        \x20   model = getattr(importlib.import_module('fhir.resources.' + kind.lower()), kind)\n\
         \x20   try:\n\
-        \x20       QuestionnaireResponse.parse_obj(json.loads(body))\n\
+        \x20       model.parse_obj(json.loads(body))\n\
         \x20       print('ok')\n\
         \x20   except Exception as e:\n\
         \x20       print('refused: ' + ' '.join(str(e).split()))\n";
@@ -72,7 +82,7 @@ fn validator_accepts(bodies: &[String]) -> Option<Vec<Result<(), String>>> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = serde_json::to_vec(bodies).unwrap();
+    let input = serde_json::to_vec(resources).unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -91,7 +101,7 @@ fn validator_accepts(bodies: &[String]) -> Option<Vec<Result<(), String>>> {
             }
         })
         .collect();
-    assert_eq!(lines.len(), bodies.len());
+    assert_eq!(lines.len(), resources.len());
     Some(lines)
 }
 
@@ -272,4 +282,56 @@ fn r4_examples_are_valid_and_each_r4_rule_is_refused_with_400_as_the_validator_d
         "the R4 validator disagrees:\n{}",
         disagreements.join("\n")
     );
+}
+
+/// What the server writes is valid R4 too: the CapabilityStatement, the profile's
+/// StructureDefinition (the one the CapabilityStatement names), a read-back resource,
+/// and the OperationOutcomes of a stored resource and of a refusal.
+#[test]
+fn what_the_server_writes_is_valid_r4() {
+    let server = Server::start(common::DEVICE_ADMIN_CONFIG, &[]);
+    let mut s = server.connect();
+    let statement = common::get(&mut s, "/fhir/metadata", "");
+    let profile_url = statement.json()["rest"][0]["resource"][0]["supportedProfile"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let profile = common::get(
+        &mut s,
+        "/fhir/StructureDefinition/epro-questionnaireresponse",
+        "",
+    );
+    assert_eq!(profile.status, 200);
+    assert_eq!(profile.json()["url"], profile_url.as_str());
+    assert_eq!(profile.json()["type"], "QuestionnaireResponse");
+    let stored = post(
+        &mut s,
+        "/fhir/QuestionnaireResponse",
+        DEVICE_TOKEN,
+        &base().to_string(),
+    );
+    assert_eq!(stored.status, 201);
+    let location = stored.header("location").unwrap().to_string();
+    let read = common::get(&mut s, &location, common::ADMIN_TOKEN);
+    assert_eq!(read.status, 200);
+    let refused = post(
+        &mut s,
+        "/fhir/QuestionnaireResponse",
+        DEVICE_TOKEN,
+        "{\"resourceType\":\"QuestionnaireResponse\"}",
+    );
+    assert_eq!(refused.status, 400);
+    let written = [
+        ("CapabilityStatement", statement.text()),
+        ("StructureDefinition", profile.text()),
+        ("QuestionnaireResponse", read.text()),
+        ("OperationOutcome", stored.text()),
+        ("OperationOutcome", refused.text()),
+    ];
+    let Some(verdicts) = validate(&written) else {
+        return;
+    };
+    for ((kind, body), verdict) in written.iter().zip(verdicts) {
+        assert_eq!(verdict, Ok(()), "{kind}: {body}");
+    }
 }

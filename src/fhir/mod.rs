@@ -227,6 +227,54 @@ pub fn stored_outcome(id: &str) -> String {
     .to_string()
 }
 
+/// This server's profile as an R4 StructureDefinition (a constraint on
+/// QuestionnaireResponse): what [`check`] requires beyond R4.
+pub fn structure_definition() -> String {
+    let element = |path: &str, extra: Value| {
+        let mut e = json!({"id": path, "path": path});
+        if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+            e.extend(extra.clone());
+        }
+        e
+    };
+    json!({
+        "resourceType": "StructureDefinition",
+        "id": "epro-questionnaireresponse",
+        "url": PROFILE,
+        "name": "EproQuestionnaireResponse",
+        "title": "epro-ingest QuestionnaireResponse",
+        "status": "active",
+        "date": "2026-12-04",
+        "description": "What epro-ingest requires of a QuestionnaireResponse beyond R4 (refused with 422): subject.reference Patient/<id>, authored present; project and site, when given, as meta.tag codes with systems urn:epro-ingest:project and urn:epro-ingest:site, each at most once, 1 to 128 bytes without control characters, not -.",
+        "fhirVersion": "4.0.1",
+        "kind": "resource",
+        "abstract": false,
+        "type": "QuestionnaireResponse",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/QuestionnaireResponse",
+        "derivation": "constraint",
+        "differential": {"element": [
+            element("QuestionnaireResponse.subject", json!({"min": 1})),
+            element("QuestionnaireResponse.subject.reference", json!({
+                "min": 1,
+                "constraint": [{
+                    "key": "epro-1", "severity": "error",
+                    "human": "the subject is a Patient on this server: Patient/<id>",
+                    "expression": "matches('^Patient/[A-Za-z0-9\\\\-\\\\.]{1,64}$')",
+                }],
+            })),
+            element("QuestionnaireResponse.authored", json!({"min": 1})),
+            element("QuestionnaireResponse.meta.tag", json!({
+                "constraint": [{
+                    "key": "epro-2", "severity": "error",
+                    "human": "at most one project and one site tag",
+                    "expression": "where(system = 'urn:epro-ingest:project').count() <= 1 and where(system = 'urn:epro-ingest:site').count() <= 1",
+                }],
+            })),
+        ]},
+    })
+    .to_string()
+}
+
 /// `GET /fhir/metadata`: what this server supports.
 pub fn capability_statement() -> String {
     json!({

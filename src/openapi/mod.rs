@@ -81,7 +81,7 @@ fn operation(route: Route, path: &str, head: bool) -> Value {
     let (ok_type, ok_schema) = success(route);
     let fhir = matches!(
         route,
-        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata
+        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata | Route::FhirProfile
     );
     let ok_status = if route == Route::FhirCreate {
         "201"
@@ -288,6 +288,7 @@ fn summary(route: Route) -> &'static str {
         Route::FhirCreate => "Store a FHIR R4 QuestionnaireResponse (201, Location, ETag)",
         Route::FhirRead => "A stored QuestionnaireResponse, with the server's id and meta",
         Route::FhirMetadata => "The FHIR CapabilityStatement",
+        Route::FhirProfile => "This server's QuestionnaireResponse profile, a StructureDefinition",
     }
 }
 
@@ -327,6 +328,12 @@ fn success(route: Route) -> (&'static str, Value) {
             "application/fhir+json",
             json!({"type": "object", "required": ["resourceType"],
                    "properties": {"resourceType": {"const": "CapabilityStatement"}}}),
+        ),
+        Route::FhirProfile => (
+            "application/fhir+json",
+            json!({"type": "object", "required": ["resourceType", "url"],
+                   "properties": {"resourceType": {"const": "StructureDefinition"},
+                                  "url": {"const": crate::fhir::PROFILE}}}),
         ),
     }
 }
