@@ -72,7 +72,7 @@ fi
 FHIR_VENV=target/fhir-r4-venv
 if ! "$FHIR_VENV/bin/python" -c 'import fhir.resources as f; assert f.__fhir_version__ == "4.0.1"' 2>/dev/null; then
   echo "test.sh: installing fhir.resources 6.4.0 (R4) into $FHIR_VENV for the FHIR test" >&2
-  if ! python3 -m venv --help >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y python3-venv >/dev/null 2>&1 \
       || { apt-get update >/dev/null 2>&1 && apt-get install -y python3-venv >/dev/null; } || true
   fi
