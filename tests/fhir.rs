@@ -572,6 +572,9 @@ fn refusals_below_the_routes_are_operation_outcomes_on_fhir_paths_once_the_head_
             "POST /fhir/QuestionnaireResponse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
             501,
         ),
+        // A version it does not speak: 505 (httparse reads no such head; its request
+        // line is read for the path).
+        ("GET /fhir/metadata HTTP/2.0\r\nHost: t\r\n\r\n", 505),
         // Ambiguous framing: 400.
         (
             "POST /fhir/QuestionnaireResponse?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

@@ -34,13 +34,23 @@ pub(super) fn refuse(ctx: &Context, reject: Reject, refused: Refused, out: &mut 
 /// is complete, its id (the caller's, or a new one) and whether its path is `/fhir`'s;
 /// nothing before.
 pub(super) fn refused(ctx: &Context, input: &[u8]) -> Refused {
-    let Some((caller, path)) = RequestId::of_refused(input) else {
+    let Some((caller, path)) = RequestId::of_refused(input).or_else(|| unreadable_head(input))
+    else {
         return Refused::default();
     };
     Refused {
         id: Some(caller.unwrap_or_else(|| ctx.next_request_id())),
         fhir: path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?"),
     }
+}
+
+/// A head that came in whole but that httparse cannot read (an `HTTP/2.0` request
+/// line, say): no usable id of the caller's, and the target of its request line.
+fn unreadable_head(input: &[u8]) -> Option<(Option<RequestId>, &str)> {
+    let end = input.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let line = input[..end].split(|&b| b == b'\r').next()?;
+    let target = line.split(|&b| b == b' ').nth(1)?;
+    Some((None, std::str::from_utf8(target).ok()?))
 }
 
 /// [`refuse`] for a request whose head is known: answered as a reply to it (no body
