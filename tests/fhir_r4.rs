@@ -1,5 +1,5 @@
 //! R4 conformance of QuestionnaireResponse intake, over real sockets, cross-checked by
-//! an independent validator: the R4 examples in `tests/data/fhir/` are valid R4 (the
+//! an independent validator: the R4 examples in `tests/fhir_examples/` are valid R4 (the
 //! server never answers them 400), and a table of resources that break R4 is refused
 //! with 400 and the element's FHIRPath. The validator is `fhir.resources` 6.4.0 (the
 //! last release whose models are R4 4.0.1, on pydantic 1) in the virtual environment
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use common::{post, Server, DEVICE_TOKEN};
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fhir");
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhir_examples");
 const VALIDATOR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/target/fhir-r4-venv/bin/python"
