@@ -15,6 +15,7 @@
 pub mod primitive;
 pub mod r4;
 pub mod render;
+pub mod resource_types;
 pub mod structure;
 
 use serde_json::{json, Value};

@@ -14,7 +14,8 @@
 use serde_json::{Map, Value};
 
 use super::primitive::{self, Fault};
-use super::structure::{elements, Cx, Shape, Ty, RESOURCE_TYPES};
+use super::resource_types::RESOURCE_TYPES;
+use super::structure::{elements, Cx, Shape, Ty};
 use super::Issue;
 
 /// The most issues one refusal lists: an OperationOutcome stays small whatever the
