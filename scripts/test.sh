@@ -64,6 +64,26 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   fi
 fi
 
+# The FHIR R4 test cross-checks the server against an independent validator:
+# fhir.resources 6.4.0 (the last release whose models are R4 4.0.1; it needs pydantic
+# 1), pinned in a virtual environment of its own so it never meets the system's
+# pydantic 2. Without it tests/fhir_r4.rs fails under CI and skips
+# otherwise.
+FHIR_VENV=target/fhir-r4-venv
+if ! "$FHIR_VENV/bin/python" -c 'import fhir.resources as f; assert f.__fhir_version__ == "4.0.1"' 2>/dev/null; then
+  echo "test.sh: installing fhir.resources 6.4.0 (R4) into $FHIR_VENV for the FHIR test" >&2
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y python3-venv >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y python3-venv >/dev/null; } || true
+  fi
+  python3 -m venv "$FHIR_VENV" >/dev/null 2>&1 \
+    && "$FHIR_VENV/bin/pip" install --quiet fhir.resources==6.4.0 pydantic==1.10.27 >/dev/null 2>&1 || true
+  if ! "$FHIR_VENV/bin/python" -c 'import fhir.resources' 2>/dev/null; then
+    echo "test.sh: the R4 validator is missing: python3 -m venv $FHIR_VENV && $FHIR_VENV/bin/pip install fhir.resources==6.4.0 pydantic==1.10.27, and retry." >&2
+    exit 1
+  fi
+fi
+
 # The OpenAPI test validates docs/openapi.json with openapi-spec-validator (PyPI).
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   echo "test.sh: installing openapi-spec-validator for the OpenAPI test" >&2

@@ -46,8 +46,7 @@ pub fn acknowledge(
 /// `OperationOutcome` naming its id; `extra` marks a replay.
 pub fn fhir_created(
     reply: &mut Reply<'_>,
-    shard: u16,
-    seq: u64,
+    (shard, seq, received_ns): (u16, u64, u64),
     request: &Request<'_>,
     extra: Option<Header<'_>>,
 ) {
@@ -67,10 +66,14 @@ pub fn fhir_created(
     let body: &[u8] = if preference.eq_ignore_ascii_case(b"minimal") {
         b""
     } else if preference.eq_ignore_ascii_case(b"representation") {
-        request.body
+        // As a read serves it: the server's id and meta.
+        let at = clock::format_rfc3339(received_ns);
+        let at = std::str::from_utf8(&at).unwrap_or_default();
+        stored_outcome = fhir::render::served(request.body, id_text, at).unwrap_or_default();
+        &stored_outcome
     } else {
-        stored_outcome = fhir::stored_outcome(id_text);
-        stored_outcome.as_bytes()
+        stored_outcome = fhir::stored_outcome(id_text).into_bytes();
+        &stored_outcome
     };
     reply.with(Status::Created, FHIR_JSON, headers, &[body]);
 }

@@ -52,7 +52,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-fn days_in_month(y: u32, m: u32) -> u32 {
+/// Days in month `m` (1 to 12) of year `y`, leap years counted.
+pub fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

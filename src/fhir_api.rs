@@ -11,6 +11,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::fhir::{self, Issue};
 use crate::http::parse::Head;
+use crate::http::percent;
 use crate::http::request::Request;
 use crate::http::response::{Header, Reply, Status, FHIR_JSON, RETRY_AFTER};
 use crate::keyed;
@@ -44,6 +45,63 @@ fn is_fhir_media_type(value: &[u8]) -> bool {
     is_media_type(value, FHIR_JSON) || is_json_media_type(value)
 }
 
+/// Whether a response in FHIR JSON is acceptable to the request: its `_format`
+/// parameter when given (FHIR: it overrides `Accept`), else its `Accept` field. JSON
+/// is all this server writes; XML, Turtle or HTML get 406.
+pub fn json_acceptable(head: &Head<'_>) -> bool {
+    let format = head
+        .query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|p| {
+            let value = p.strip_prefix("_format=")?;
+            // A query's `+` is a space: `_format=application/fhir+json` arrives either way.
+            Some(percent::decode(value).map(|v| v.replace(' ', "+")))
+        });
+    match format {
+        Some(Some(format)) => matches!(
+            format.as_str(),
+            "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
+        ),
+        Some(None) => false,
+        None => head.accept.map_or(true, accepts_json),
+    }
+}
+
+/// An `Accept` value names a range that JSON meets, with a weight above zero (an
+/// empty one accepts anything).
+fn accepts_json(accept: &[u8]) -> bool {
+    let ranges = accept.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    let mut any = false;
+    for range in ranges.filter(|r| !r.is_empty()) {
+        any = true;
+        let mut parts = range.split(|&b| b == b';').map(<[u8]>::trim_ascii);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.to_ascii_lowercase();
+            p.strip_prefix(b"q=")
+                .is_some_and(|q| q.iter().all(|&b| b == b'0' || b == b'.'))
+        });
+        let json = [
+            &b"*/*"[..],
+            b"application/*",
+            b"application/json",
+            b"application/fhir+json",
+            b"application/json+fhir",
+        ];
+        if !refused && json.contains(&media.as_slice()) {
+            return true;
+        }
+    }
+    !any
+}
+
+/// The 406 of a request for a format this server cannot write.
+fn refuse_format(reply: &mut Reply<'_>) {
+    let why = "this server writes FHIR JSON only (application/fhir+json); ask for it in Accept or _format";
+    refuse(reply, Status::NotAcceptable, "not-supported", "", why, &[]);
+}
+
 /// `POST /fhir/QuestionnaireResponse`.
 pub fn create(
     ctx: &Context,
@@ -53,6 +111,10 @@ pub fn create(
 ) -> Outcome {
     let head = &request.head;
     let after = Outcome::after(head);
+    if !json_acceptable(head) {
+        refuse_format(reply);
+        return after;
+    }
     if !head.content_type.is_some_and(is_fhir_media_type) {
         let why =
             "Content-Type must be application/fhir+json or application/json (with a charset, only UTF-8)";
@@ -69,7 +131,7 @@ pub fn create(
     let fields = match fhir::validate(request.body) {
         Ok(fields) => fields,
         Err(refused) => {
-            let status = if refused.structural {
+            let status = if refused.invalid {
                 Status::BadRequest
             } else {
                 Status::UnprocessableContent
@@ -147,7 +209,7 @@ pub fn create(
             return after;
         }
     };
-    ack::fhir_created(reply, ctx.shard() as u16, seq, request, None);
+    ack::fhir_created(reply, (ctx.shard() as u16, seq, received_ns), request, None);
     Outcome::appended(ctx, head, seq)
 }
 
@@ -159,15 +221,19 @@ pub fn read(
     head: &Head<'_>,
     reply: &mut Reply<'_>,
 ) -> Outcome {
+    if !json_acceptable(head) {
+        refuse_format(reply);
+        return Outcome::after(head);
+    }
     let shards = ctx.peers().map_or(1, |peers| peers.shards());
     let found = ack::parse_id(id).filter(|&(shard, _)| shard < shards);
     let Some((shard, seq)) = found else {
-        let why = "no such QuestionnaireResponse";
+        let why = crate::outcome::NO_SUCH_RECORD;
         refuse(
             reply,
             Status::NotFound,
             "not-found",
-            "QuestionnaireResponse.id",
+            "QuestionnaireResponse",
             why,
             &[],
         );
@@ -176,8 +242,20 @@ pub fn read(
     Outcome::read_record(&who.id, (shard, seq), true, head)
 }
 
+/// `GET /fhir/StructureDefinition/epro-questionnaireresponse`: this server's profile.
+pub fn profile(head: &Head<'_>, reply: &mut Reply<'_>) {
+    if !json_acceptable(head) {
+        return refuse_format(reply);
+    }
+    let definition = fhir::structure_definition();
+    reply.with(Status::Ok, FHIR_JSON, &[], &[definition.as_bytes()]);
+}
+
 /// `GET /fhir/metadata`.
-pub fn metadata(reply: &mut Reply<'_>) {
+pub fn metadata(head: &Head<'_>, reply: &mut Reply<'_>) {
+    if !json_acceptable(head) {
+        return refuse_format(reply);
+    }
     let statement = fhir::capability_statement();
     reply.with(Status::Ok, FHIR_JSON, &[], &[statement.as_bytes()]);
 }

@@ -45,7 +45,11 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
             return Outcome::after(head);
         }
         Route::FhirMetadata => {
-            fhir_api::metadata(reply);
+            fhir_api::metadata(head, reply);
+            return Outcome::after(head);
+        }
+        Route::FhirProfile => {
+            fhir_api::profile(head, reply);
             return Outcome::after(head);
         }
         _ => {
@@ -97,7 +101,8 @@ pub fn run(
         | Route::Readyz
         | Route::Metrics
         | Route::OpenApi
-        | Route::FhirMetadata => open(ctx, route, head, reply),
+        | Route::FhirMetadata
+        | Route::FhirProfile => open(ctx, route, head, reply),
     }
 }
 
@@ -120,7 +125,12 @@ fn record(
         );
     };
     if shard >= shards {
-        return refuse(reply, head, Status::NotFound, "no such record");
+        return refuse(
+            reply,
+            head,
+            Status::NotFound,
+            crate::outcome::NO_SUCH_RECORD,
+        );
     }
     Outcome::read_record(&who.id, (shard, seq), false, head)
 }

@@ -87,7 +87,7 @@ pub fn respond(
 ) {
     let stored = |reply: &mut Reply<'_>, e: Entry, extra: Option<Header<'_>>| {
         if e.kind == Kind::Fhir {
-            fhir_created(reply, e.shard, e.seq, request, extra);
+            fhir_created(reply, (e.shard, e.seq, e.received_ns), request, extra);
         } else {
             acknowledge(reply, e.kind, e.shard, e.seq, e.received_ns, extra);
         }

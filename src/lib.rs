@@ -15,7 +15,7 @@
 //! | onion | [`middleware`], [`auth`] | recovery, access log, bearer auth, the route's role rule |
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
-//! | FHIR | [`fhir_api`], [`fhir`] | R4 QuestionnaireResponse intake, read back, CapabilityStatement |
+//! | FHIR | [`fhir_api`], [`fhir`] | R4 QuestionnaireResponse intake (R4's rules walked over tables of its structure, then this server's profile), read back with the server's id and meta, CapabilityStatement, the profile's StructureDefinition; 406 for formats other than JSON |
 //! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
 //! | reads | [`reads`], [`peers`], [`owner`], [`index`], [`merge`], [`log::locations`] | each shard's index asked over a channel mesh; answers merged; a record by its id |
 //! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
@@ -70,7 +70,7 @@
 //! peers      -> index, keys, log, metrics, task
 //! merge      -> clock, index
 //! metrics    -> http, route
-//! openapi    -> auth, route, validate
+//! openapi    -> auth, fhir, http, route, validate
 //! fhir       -> clock, malformed, validate
 //! index      -> fhir, log, validate
 //! keys       -> log

@@ -14,6 +14,11 @@ use crate::log::record::Kind;
 use crate::logger::Peer;
 use crate::route::Route;
 
+/// The one answer to a record that is not there for the caller: unknown, of another
+/// kind (on the FHIR read), or of a project it may not read. Alike in every case, so
+/// a record's existence and kind do not leak.
+pub const NO_SUCH_RECORD: &str = "no such record";
+
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {

@@ -8,7 +8,7 @@
 use crate::clock;
 use crate::context::Context;
 use crate::fhir_api;
-use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
+use crate::http::response::{Reply, Status, FHIR_JSON, JSON, RETRY_AFTER, TEXT};
 use crate::index::{Answer, Query};
 use crate::log::files::shard_dir;
 use crate::log::heads::Head;
@@ -141,7 +141,14 @@ async fn record(
     };
     let at = match location {
         Ok(Some(at)) => at,
-        Ok(None) => return refuse(reply, Status::NotFound, "not-found", "no such record"),
+        Ok(None) => {
+            return refuse(
+                reply,
+                Status::NotFound,
+                "not-found",
+                crate::outcome::NO_SUCH_RECORD,
+            )
+        }
         Err(message) => return refuse(reply, Status::ServiceUnavailable, "transient", message),
     };
     let dir = shard_dir(&ctx.config().data_dir, shard);
@@ -150,7 +157,12 @@ async fn record(
         .await;
     let stored = match read {
         Ok(stored) if fhir && stored.kind != Kind::Fhir => {
-            return refuse(reply, Status::NotFound, "not-found", "no such record")
+            return refuse(
+                reply,
+                Status::NotFound,
+                "not-found",
+                crate::outcome::NO_SUCH_RECORD,
+            )
         }
         Ok(stored) => stored,
         Err(e) => {
@@ -169,9 +181,15 @@ async fn record(
         .principals()
         .find(principal)
         .is_some_and(|who| who.may_access(&project));
+    // A record the caller may not see is one it cannot tell from no record: the same
+    // 404 as an unknown id, so neither its existence nor its kind leaks.
     if !may_read {
-        let why = "this principal may not read the record's project";
-        return refuse(reply, Status::Forbidden, "forbidden", why);
+        return refuse(
+            reply,
+            Status::NotFound,
+            "not-found",
+            crate::outcome::NO_SUCH_RECORD,
+        );
     }
     let at = clock::format_rfc3339(stored.received_ns);
     let headers = [
@@ -179,12 +197,24 @@ async fn record(
         (&b"X-Received-At"[..], &at[..]),
         (&b"ETag"[..], &b"W/\"1\""[..]),
     ];
-    let (media, headers) = if fhir {
-        (crate::http::response::FHIR_JSON, &headers[..])
-    } else {
-        (JSON, &headers[..2])
-    };
-    reply.with(Status::Ok, media, headers, &[&stored.body]);
+    if !fhir {
+        return reply.with(Status::Ok, JSON, &headers[..2], &[&stored.body]);
+    }
+    // Served with the id of its URL and the server's meta; the record keeps the
+    // body as received.
+    let id = format!("s{shard}-{seq}");
+    let last_updated = std::str::from_utf8(&at).unwrap_or_default();
+    match crate::fhir::render::served(&stored.body, &id, last_updated) {
+        Some(body) => reply.with(Status::Ok, FHIR_JSON, &headers, &[&body]),
+        None => {
+            log::error!(
+                "shard {}: record {id} (FHIR) is not a JSON object",
+                ctx.shard()
+            );
+            let why = "the record cannot be read";
+            refuse(reply, Status::InternalServerError, "exception", why);
+        }
+    }
 }
 
 /// The project a stored report or tag belongs to, read as the index counted it (the

@@ -1,7 +1,8 @@
 //! FHIR R4 QuestionnaireResponse intake over real sockets: the specification's examples
 //! (written here by hand: f201 "Lifelines" and the nested "cancer questionnaire" one,
-//! with this server's project and site tags added) are stored byte for byte, read back,
-//! and counted by the read APIs; every rule is refused with an OperationOutcome naming
+//! with this server's project and site tags added) are stored byte for byte, read back
+//! with the server's id (their own `id` ignored, as R4 has it) and meta, and counted by
+//! the read APIs; every rule is refused with an OperationOutcome naming
 //! the element's FHIRPath; a create with an `Idempotency-Key` is stored once, across
 //! shards and restarts.
 
@@ -99,6 +100,41 @@ fn issues(r: &Response) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id a 201's `Location` names.
+fn location_id(r: &Response) -> String {
+    let location = r.header("location").expect("a Location");
+    location
+        .strip_prefix("/fhir/QuestionnaireResponse/")
+        .unwrap()
+        .to_string()
+}
+
+/// `served` is `sent` as FHIR serves it: the server's `id` (the URL's) and
+/// `meta.versionId` 1 and `meta.lastUpdated`, everything else as sent.
+fn assert_served(served: &[u8], sent: &str, id: &str) {
+    let mut served: serde_json::Value = serde_json::from_slice(served).unwrap();
+    let mut sent: serde_json::Value = serde_json::from_str(sent).unwrap();
+    assert_eq!(served["id"], id);
+    assert_eq!(served["meta"]["versionId"], "1");
+    let updated = served["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    assert!(
+        epro_ingest::fhir::primitive::is_instant(&updated),
+        "{updated}"
+    );
+    for v in [&mut served, &mut sent] {
+        let object = v.as_object_mut().unwrap();
+        object.remove("id");
+        let meta = object.entry("meta").or_insert(serde_json::json!({}));
+        let meta = meta.as_object_mut().unwrap();
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+        if meta.is_empty() {
+            object.remove("meta");
+        }
+    }
+    assert_eq!(served, sent);
+}
+
 #[test]
 fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
     let server = Server::start(&config(), &[]);
@@ -118,10 +154,11 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
         let back = get(&mut s, &location, ADMIN);
         assert_eq!(back.status, 200, "{}", back.text());
         assert_eq!(back.header("content-type"), Some("application/fhir+json"));
-        assert_eq!(back.body, body.as_bytes(), "{id}");
+        assert_served(&back.body, body, &id);
+        assert_eq!(back.header("etag"), Some("W/\"1\""));
         // The id percent-decoded, as any path parameter.
         let escaped = get(&mut s, &location.replace('-', "%2D"), ADMIN);
-        assert_eq!(escaped.body, body.as_bytes(), "{id}");
+        assert_eq!(escaped.body, back.body, "{id}");
         ids.push(id);
     }
     // Counted like reports: patient from subject, project and site from meta.tag.
@@ -130,14 +167,20 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
     assert_eq!(summary["sites"]["S01"]["reports"], 1);
     let subjects = get(&mut s, "/api/v1/projects/P001/sites/S01/subjects", ADMIN).json();
     assert_eq!(subjects["subjects"][0]["patientId"], "f201");
-    // Another project's staff may not read it; a plain report is no QuestionnaireResponse.
+    // Another project's staff may not read it, and cannot tell it from no resource;
+    // a plain report is no QuestionnaireResponse, with the same answer: neither the
+    // record's existence nor its kind leaks.
+    let none = get(&mut s, "/fhir/QuestionnaireResponse/s0-999999", STAFF_P2);
+    let malformed = get(&mut s, "/fhir/QuestionnaireResponse/nope", STAFF_P2);
     let r = get(
         &mut s,
         &format!("/fhir/QuestionnaireResponse/{}", ids[0]),
         STAFF_P2,
     );
-    assert_eq!(r.status, 403);
-    assert_eq!(issues(&r)[0].0, "forbidden");
+    assert_eq!((r.status, none.status, malformed.status), (404, 404, 404));
+    assert_eq!(issues(&r)[0].0, "not-found");
+    assert_eq!(r.body, none.body);
+    assert_eq!(r.body, malformed.body);
     let plain = common::post(
         &mut s,
         "/epro/submit",
@@ -151,8 +194,8 @@ fn r4_examples_are_stored_byte_for_byte_read_back_and_counted() {
         ADMIN,
     );
     assert_eq!(r.status, 404);
-    assert_eq!(issues(&r)[0].0, "not-found");
-    // The records API reads it too, as JSON.
+    assert_eq!(r.body, none.body);
+    // The records API reads it too, as JSON, as it was received.
     let r = get(&mut s, &format!("/api/v1/records/{}", ids[1]), ADMIN);
     assert_eq!((r.status, r.body.as_slice()), (200, NESTED.as_bytes()));
 }
@@ -169,7 +212,8 @@ fn prefer_return_minimal_and_representation() {
         .unwrap()
         .starts_with("/fhir/QuestionnaireResponse/s"));
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: return=representation\r\n");
-    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    assert_eq!(r.status, 201);
+    assert_served(&r.body, F201, &location_id(&r));
     // RFC 7240's spellings: any case, spaces around `=`, a quoted value, among others.
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: RETURN=MINIMAL\r\n");
     assert_eq!((r.status, r.body.len()), (201, 0));
@@ -179,7 +223,8 @@ fn prefer_return_minimal_and_representation() {
         F201,
         "Prefer: respond-async, return = \"representation\"\r\n",
     );
-    assert_eq!((r.status, r.body.as_slice()), (201, F201.as_bytes()));
+    assert_eq!(r.status, 201);
+    assert_served(&r.body, F201, &location_id(&r));
     // No return preference: the OperationOutcome naming the id.
     let r = post_fhir(&mut s, DEVICE, F201, "Prefer: handling=strict\r\n");
     assert_eq!(r.status, 201);
@@ -211,7 +256,7 @@ fn a_create_retried_with_an_idempotency_key_is_stored_once_across_shards_and_kil
         assert_eq!(again.status, 201, "{}", again.text());
         assert_eq!(again.header("idempotent-replayed"), Some("true"));
         assert_eq!(again.header("location"), Some(location.as_str()));
-        assert_eq!(again.body, F201.as_bytes());
+        assert_served(&again.body, F201, &location_id(&again));
         let other = create_keyed(&server, NESTED, key, "minimal");
         assert_eq!(other.status, 422, "{}", other.text());
         let diagnostics = other.json()["issue"][0]["diagnostics"].clone();
@@ -271,12 +316,12 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
             with(&|v| {
                 v.as_object_mut().unwrap().remove("status");
             }),
-            422,
+            400,
             vec![("required", "QuestionnaireResponse.status")],
         ),
         (
             with(&|v| v["status"] = "done".into()),
-            422,
+            400,
             vec![("value", "QuestionnaireResponse.status")],
         ),
         (
@@ -286,12 +331,12 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
         ),
         (
             with(&|v| v["authored"] = "yesterday".into()),
-            422,
+            400,
             vec![("value", "QuestionnaireResponse.authored")],
         ),
         (
             with(&|v| v["questionnaire"] = "not a url".into()),
-            422,
+            400,
             vec![("value", "QuestionnaireResponse.questionnaire")],
         ),
         (
@@ -301,12 +346,12 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
                     .unwrap()
                     .remove("linkId");
             }),
-            422,
+            400,
             vec![("required", "QuestionnaireResponse.item[1].item[0].linkId")],
         ),
         (
             with(&|v| v["item"][0]["answer"][0]["item"] = serde_json::json!([{"linkId": ""}])),
-            422,
+            400,
             vec![(
                 "value",
                 "QuestionnaireResponse.item[0].answer[0].item[0].linkId",
@@ -333,9 +378,15 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
             400,
             vec![("structure", "QuestionnaireResponse")],
         ),
-        // A tag code is an identifier like a submit's projectId: no control character.
+        // A tag code is an identifier like a submit's projectId: no control character
+        // (an R4 string rule too, so 400); one of 129 bytes breaks only the profile.
         (
             with(&|v| v["meta"]["tag"][1]["code"] = "S\u{0}1".into()),
+            400,
+            vec![("value", "QuestionnaireResponse.meta.tag[1].code")],
+        ),
+        (
+            with(&|v| v["meta"]["tag"][1]["code"] = "S".repeat(129).into()),
             422,
             vec![("value", "QuestionnaireResponse.meta.tag[1].code")],
         ),
@@ -345,7 +396,7 @@ fn every_rule_is_refused_with_the_elements_fhirpath() {
                 v["status"] = "done".into();
                 v["item"][2]["linkId"] = "".into();
             }),
-            422,
+            400,
             vec![
                 ("value", "QuestionnaireResponse.status"),
                 ("value", "QuestionnaireResponse.item[2].linkId"),
@@ -390,6 +441,10 @@ fn the_capability_statement_says_what_is_supported() {
     assert_eq!(statement["fhirVersion"], "4.0.1");
     let resource = &statement["rest"][0]["resource"][0];
     assert_eq!(resource["type"], "QuestionnaireResponse");
+    assert_eq!(
+        resource["supportedProfile"],
+        serde_json::json!([epro_ingest::fhir::PROFILE])
+    );
     assert_eq!(
         resource["interaction"],
         serde_json::json!([{"code": "create"}, {"code": "read"}])
@@ -447,4 +502,98 @@ fn refusals_on_fhir_paths_are_operation_outcomes_whatever_refuses() {
     assert_eq!(r.status, 401);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(r.json()["error"].is_string());
+}
+
+/// Sends `request` (a head and body) and reads the response.
+fn exchange(s: &mut TcpStream, request: &str) -> Response {
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(s).unwrap()
+}
+
+#[test]
+fn formats_the_server_cannot_write_are_406_on_every_fhir_route() {
+    let server = Server::start(&config(), &[]);
+    let mut s = server.connect();
+    let created = post_fhir(&mut s, DEVICE, F201, "");
+    let location = created.header("location").unwrap().to_string();
+    let read = |s: &mut TcpStream, target: &str, accept: &str| {
+        exchange(
+            s,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN}\r\n{accept}\r\n"
+            ),
+        )
+    };
+    for target in ["/fhir/metadata", location.as_str()] {
+        for (query, accept, status) in [
+            ("", "Accept: application/fhir+xml\r\n", 406),
+            ("", "Accept: application/xml, text/html\r\n", 406),
+            ("", "Accept: application/fhir+json;q=0\r\n", 406),
+            ("?_format=xml", "", 406),
+            ("?_format=application/fhir%2Bxml", "", 406),
+            (
+                "?_format=text/turtle",
+                "Accept: application/fhir+json\r\n",
+                406,
+            ),
+            ("", "", 200),
+            ("", "Accept: */*\r\n", 200),
+            (
+                "",
+                "Accept: application/fhir+xml;q=0.9, application/fhir+json\r\n",
+                200,
+            ),
+            ("", "Accept: application/json\r\n", 200),
+            ("?_format=json", "Accept: application/fhir+xml\r\n", 200),
+            ("?_format=application/fhir+json", "", 200),
+            ("?_format=application%2Ffhir%2Bjson", "", 200),
+        ] {
+            let r = read(&mut s, &format!("{target}{query}"), accept);
+            assert_eq!(r.status, status, "{target}{query} {accept}: {}", r.text());
+            if status == 406 {
+                assert_eq!(issues(&r)[0].0, "not-supported");
+            }
+        }
+    }
+    // A create that asks for XML back is refused before anything is stored.
+    let r = post_fhir(&mut s, DEVICE, F201, "Accept: application/fhir+xml\r\n");
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert_eq!(export(&server.data_dir()).len(), 1);
+}
+
+#[test]
+fn refusals_below_the_routes_are_operation_outcomes_on_fhir_paths_once_the_head_is_in() {
+    let server = Server::start(&config(), &[]);
+    let cases = [
+        // An expectation this server cannot meet: 417.
+        ("GET /fhir/metadata HTTP/1.1\r\nHost: t\r\nExpect: bogus\r\n\r\n", 417),
+        // A transfer coding it does not know: 501.
+        (
+            "POST /fhir/QuestionnaireResponse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        // A version it does not speak: 505 (httparse reads no such head; its request
+        // line is read for the path).
+        ("GET /fhir/metadata HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        // Ambiguous framing: 400.
+        (
+            "POST /fhir/QuestionnaireResponse?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+        ),
+    ];
+    for (request, status) in cases {
+        let r = exchange(&mut server.connect(), request);
+        assert_eq!(r.status, status, "{request}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(r.header("x-request-id").is_some());
+        let issues = issues(&r);
+        assert_eq!(issues.len(), 1, "{request}");
+        // The v1 API keeps its {"error"} bodies for the same refusals.
+        let v1 = request
+            .replace("/fhir/metadata", "/healthz")
+            .replace("/fhir/QuestionnaireResponse", "/epro/submit");
+        let r = exchange(&mut server.connect(), &v1);
+        assert_eq!(r.status, status, "{v1}");
+        assert!(r.json()["error"].is_string(), "{v1}");
+    }
 }

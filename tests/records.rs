@@ -1,6 +1,7 @@
 //! `GET /api/v1/records/{id}`: a record read back by the id its submit was given, on
 //! whichever shard it lives, byte for byte, with who sent it and when; authorized by
-//! the record's project; found again after a restart (the locations are rebuilt from
+//! the record's project (a record the caller may not read is 404, like one that is not
+//! there); found again after a restart (the locations are rebuilt from
 //! the log) and right after an asynchronous acknowledgement.
 
 mod common;
@@ -71,12 +72,12 @@ fn a_record_reads_back_exactly_from_any_shard_for_its_projects_staff() {
             assert_eq!(r.header("x-received-at"), Some(received.as_str()));
             assert_eq!(r.header("content-type"), Some("application/json"));
         }
+        // Another project's record is no record to this caller: the same 404 as an id
+        // that names none, so its existence does not leak.
         let r = read(&mut stream, id, STAFF_P2);
-        assert_eq!(r.status, 403, "{id}");
-        assert_eq!(
-            r.error(),
-            "this principal may not read the record's project"
-        );
+        let none = read(&mut stream, "s0-999999", STAFF_P2);
+        assert_eq!((r.status, none.status), (404, 404), "{id}");
+        assert_eq!(r.body, none.body, "{id}");
     }
     // The id is a path parameter like any: percent-decoded (`%2D` is `-`).
     let (id, _) = &stored[0];
@@ -97,7 +98,7 @@ fn a_record_reads_back_exactly_from_any_shard_for_its_projects_staff() {
     // A report without a project counts under `-`: admins read it, P001's staff not.
     let (id, _) = submit(&server, &common::report("P-none"));
     assert_eq!(read(&mut stream, &id, ADMIN).status, 200);
-    assert_eq!(read(&mut stream, &id, STAFF_P1).status, 403);
+    assert_eq!(read(&mut stream, &id, STAFF_P1).status, 404);
     // Devices do not read records back.
     assert_eq!(read(&mut stream, &stored[0].0, DEVICE).status, 403);
 }

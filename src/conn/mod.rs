@@ -45,11 +45,10 @@ use crate::context::Context;
 use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::request::{RequestParser, Step};
-use crate::http::request_id::RequestId;
 use crate::http::response::CONTINUE;
 use crate::logger::Peer;
 use crate::middleware;
-use refuse::{refuse, refuse_request, refused_id};
+use refuse::{refuse, refuse_request, refused, Refused};
 use table::{Slot, BUFFER_SIZE};
 use wait::{expired, Durable};
 
@@ -171,10 +170,12 @@ impl<'c> Connection<'c> {
                 Durable::TimedOut => {
                     let bufs = self.slot.buffers();
                     bufs.write.clear();
-                    let id = (batch.requests == 1)
-                        .then(|| refused_id(self.ctx, &bufs.read[batch.first_at..]))
-                        .flatten();
-                    return self.close_with(Reject::AnswerTimeout, id).await;
+                    let named = if batch.requests == 1 {
+                        refused(self.ctx, &bufs.read[batch.first_at..])
+                    } else {
+                        Refused::default()
+                    };
+                    return self.close_with(Reject::AnswerTimeout, named).await;
                 }
             }
             self.flush().await?;
@@ -239,8 +240,8 @@ impl<'c> Connection<'c> {
                     }
                     if self.parser.in_body() && !self.slot.reserve(more) {
                         let bufs = self.slot.buffers();
-                        let id = refused_id(ctx, &bufs.read[self.start..self.filled]);
-                        refuse(ctx, Reject::MemoryBudget, id, &mut bufs.write);
+                        let named = refused(ctx, &bufs.read[self.start..self.filled]);
+                        refuse(ctx, Reject::MemoryBudget, named, &mut bufs.write);
                         batch.close = true;
                         break;
                     }
@@ -310,7 +311,7 @@ impl<'c> Connection<'c> {
                     }
                 }
                 Err(reject) => {
-                    refuse(ctx, reject, refused_id(ctx, input), &mut bufs.write);
+                    refuse(ctx, reject, refused(ctx, input), &mut bufs.write);
                     batch.close = true;
                     break;
                 }
@@ -388,12 +389,12 @@ impl<'c> Connection<'c> {
     /// Refuses the request being received (named by its id once its head is in), and
     /// closes.
     async fn refuse_and_close(&mut self, reject: Reject) -> io::Result<Ending> {
-        let id = refused_id(self.ctx, &self.slot.buffers().read[self.start..self.filled]);
-        self.close_with(reject, id).await
+        let named = refused(self.ctx, &self.slot.buffers().read[self.start..self.filled]);
+        self.close_with(reject, named).await
     }
 
-    async fn close_with(&mut self, reject: Reject, id: Option<RequestId>) -> io::Result<Ending> {
-        refuse(self.ctx, reject, id, &mut self.slot.buffers().write);
+    async fn close_with(&mut self, reject: Reject, named: Refused) -> io::Result<Ending> {
+        refuse(self.ctx, reject, named, &mut self.slot.buffers().write);
         self.flush().await?;
         Ok(Ending::Linger)
     }

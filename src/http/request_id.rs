@@ -50,10 +50,10 @@ impl RequestId {
     }
 
     /// For a refusal of the request at the start of `buf`: `None` while its head is
-    /// not complete (no request to name); else `Some` of the caller's usable id, if it
-    /// sent one. Whatever this project's framing rules then said of the head, httparse
+    /// not complete (no request to name); else the caller's usable id, if it sent one,
+    /// and the request target. Whatever this project's framing rules then said of the head, httparse
     /// read it whole, so the caller can match the refusal to what it sent.
-    pub fn of_refused(buf: &[u8]) -> Option<Option<RequestId>> {
+    pub fn of_refused(buf: &[u8]) -> Option<(Option<RequestId>, &str)> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
         let mut head = httparse::Request::new(&mut fields);
         let Ok(httparse::Status::Complete(_)) = head.parse(buf) else {
@@ -64,7 +64,7 @@ impl RequestId {
             .iter()
             .find(|field| field.name.eq_ignore_ascii_case("x-request-id"))
             .and_then(|field| RequestId::from_header(field.value));
-        Some(caller)
+        Some((caller, head.path.unwrap_or_default()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

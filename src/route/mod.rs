@@ -69,6 +69,7 @@ routes! {
     Post "/fhir/QuestionnaireResponse" => FhirCreate, [Device, Staff, Admin];
     Get "/fhir/QuestionnaireResponse/{id}" => FhirRead, [Staff, Admin];
     Get "/fhir/metadata" => FhirMetadata, open;
+    Get "/fhir/StructureDefinition/epro-questionnaireresponse" => FhirProfile, open;
 }
 
 static TREE: Tree<{ capacity(PATHS) }> = build(PATHS);

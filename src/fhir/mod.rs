@@ -2,13 +2,21 @@
 //! stored (byte for byte, as a record of its own kind), the fields the read APIs count
 //! it by, and the FHIR-shaped answers (`OperationOutcome`, `CapabilityStatement`).
 //!
-//! Rules (R4): `resourceType` is `QuestionnaireResponse`; `status` is one of R4's five;
-//! `subject.reference` is `Patient/<id>` (that id is the patient for the read APIs);
-//! `authored` is a FHIR dateTime; every `item`, at any depth (under items and under
-//! answers), has a non-empty string `linkId`; `questionnaire`, when present, is a
-//! canonical URL. Project and site come from `meta.tag` entries with the systems
-//! [`PROJECT_SYSTEM`] and [`SITE_SYSTEM`]. Parsed with serde_json: an intake endpoint
-//! of its own, not the plain submit's allocation-free path.
+//! Two layers of rules. R4's own ([`r4`], over the tables of [`structure`] and the
+//! lexical forms of [`primitive`]): a resource that breaks them is not valid FHIR and
+//! gets 400. This server's profile ([`PROFILE`]) on top: `subject.reference` is
+//! `Patient/<id>` (that id is the patient for the read APIs), `authored` is present,
+//! and project and site come from `meta.tag` entries with the systems
+//! [`PROJECT_SYSTEM`] and [`SITE_SYSTEM`], each at most once, identifiers like a
+//! submit's; a valid R4 resource that breaks the profile gets 422. Parsed with
+//! serde_json: an intake endpoint of its own, not the plain submit's allocation-free
+//! path.
+
+pub mod primitive;
+pub mod r4;
+pub mod render;
+pub mod resource_types;
+pub mod structure;
 
 use serde_json::{json, Value};
 
@@ -17,13 +25,9 @@ use crate::validate::{is_clean_id, Rules, MAX_ID, NO_PROJECT};
 pub const PROJECT_SYSTEM: &str = "urn:epro-ingest:project";
 pub const SITE_SYSTEM: &str = "urn:epro-ingest:site";
 
-const STATUSES: [&str; 5] = [
-    "in-progress",
-    "completed",
-    "amended",
-    "entered-in-error",
-    "stopped",
-];
+/// The canonical URL of this server's QuestionnaireResponse profile (listed in the
+/// CapabilityStatement's `supportedProfile`; the README says what it requires).
+pub const PROFILE: &str = "urn:epro-ingest:StructureDefinition/epro-questionnaireresponse";
 
 /// One problem with a resource, as an `OperationOutcome.issue`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +55,12 @@ pub struct Fields {
     pub site_id: Option<String>,
 }
 
-/// Why a resource was refused: `structural` ones (not JSON, not an object, not a
-/// QuestionnaireResponse) are 400; rule violations 422.
+/// Why a resource was refused: `invalid` ones (not JSON, not an object, not a
+/// QuestionnaireResponse, or breaking R4's rules) are 400; a valid R4 resource that
+/// breaks this server's profile 422.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
-    pub structural: bool,
+    pub invalid: bool,
     pub issues: Vec<Issue>,
 }
 
@@ -74,7 +79,7 @@ pub fn fields(body: &[u8]) -> Option<Fields> {
 
 fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
     let structural = |i: Issue| Refused {
-        structural: true,
+        invalid: true,
         issues: vec![i],
     };
     let value: Value = serde_json::from_slice(body).map_err(|e| {
@@ -111,44 +116,21 @@ fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
             "resourceType must be QuestionnaireResponse",
         )));
     }
-    let mut issues = Vec::new();
-    match object.get("status").map(Value::as_str) {
-        None => issues.push(issue(
-            "required",
-            "QuestionnaireResponse.status",
-            "status is required",
-        )),
-        Some(Some(s)) if STATUSES.contains(&s) => {}
-        Some(_) => issues.push(issue(
-            "value",
-            "QuestionnaireResponse.status",
-            "status must be in-progress, completed, amended, entered-in-error or stopped",
-        )),
-    }
-    let patient = patient(object.get("subject"), &mut issues);
-    match object.get("authored").map(Value::as_str) {
-        None => issues.push(issue(
-            "required",
-            "QuestionnaireResponse.authored",
-            "authored is required",
-        )),
-        Some(Some(s)) if is_date_time(s) => {}
-        Some(_) => issues.push(issue(
-            "value",
-            "QuestionnaireResponse.authored",
-            "authored must be a FHIR dateTime",
-        )),
-    }
-    if let Some(q) = object.get("questionnaire") {
-        if !q.as_str().is_some_and(is_canonical) {
-            issues.push(issue(
-                "value",
-                "QuestionnaireResponse.questionnaire",
-                "questionnaire must be a canonical URL",
-            ));
+    if rules == Rules::Create {
+        let issues = r4::check(object);
+        if !issues.is_empty() {
+            return Err(Refused {
+                invalid: true,
+                issues,
+            });
         }
     }
-    items(object.get("item"), "QuestionnaireResponse", &mut issues);
+    let mut issues = Vec::new();
+    let patient = patient(object.get("subject"), &mut issues);
+    if object.get("authored").is_none() {
+        let why = "authored is required by this server's profile";
+        issues.push(issue("required", "QuestionnaireResponse.authored", why));
+    }
     let (project_id, site_id) = tags(object.get("meta"), rules, &mut issues);
     match patient {
         Some(patient_id) if issues.is_empty() => Ok(Fields {
@@ -157,7 +139,7 @@ fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
             site_id,
         }),
         _ => Err(Refused {
-            structural: false,
+            invalid: false,
             issues,
         }),
     }
@@ -166,58 +148,22 @@ fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
 fn patient(subject: Option<&Value>, issues: &mut Vec<Issue>) -> Option<String> {
     let path = "QuestionnaireResponse.subject.reference";
     let Some(reference) = subject.and_then(|s| s.get("reference")) else {
-        issues.push(issue("required", path, "subject.reference is required"));
+        let why = "subject.reference is required by this server's profile";
+        issues.push(issue("required", path, why));
         return None;
     };
     let id = reference
         .as_str()
         .and_then(|r| r.strip_prefix("Patient/"))
-        .filter(|id| is_fhir_id(id));
+        .filter(|id| primitive::is_id(id));
     if id.is_none() {
         issues.push(issue(
             "value",
             path,
-            "subject.reference must be Patient/<id>",
+            "this server's profile takes subject.reference as Patient/<id>",
         ));
     }
     id.map(str::to_string)
-}
-
-/// Every `item` under `parent`, at any depth: each needs a non-empty string `linkId`.
-fn items(list: Option<&Value>, parent: &str, issues: &mut Vec<Issue>) {
-    let Some(list) = list else {
-        return;
-    };
-    let Some(list) = list.as_array() else {
-        issues.push(issue(
-            "structure",
-            format!("{parent}.item"),
-            "item must be an array",
-        ));
-        return;
-    };
-    for (i, item) in list.iter().enumerate() {
-        let here = format!("{parent}.item[{i}]");
-        let link = item.get("linkId").and_then(Value::as_str);
-        if !link.is_some_and(|l| !l.is_empty()) {
-            let code = if item.get("linkId").is_none() {
-                "required"
-            } else {
-                "value"
-            };
-            issues.push(issue(
-                code,
-                format!("{here}.linkId"),
-                "every item needs a non-empty linkId",
-            ));
-        }
-        items(item.get("item"), &here, issues);
-        if let Some(answers) = item.get("answer").and_then(Value::as_array) {
-            for (j, answer) in answers.iter().enumerate() {
-                items(answer.get("item"), &format!("{here}.answer[{j}]"), issues);
-            }
-        }
-    }
 }
 
 /// Project and site from `meta.tag`, checked like a submit's `projectId` and `siteId`.
@@ -257,56 +203,17 @@ fn tags(
     (project, site)
 }
 
-/// FHIR `id`: 1 to 64 of `A-Z a-z 0-9 - .`.
-fn is_fhir_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-/// FHIR `dateTime`: `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, or a date and time with seconds,
-/// optional fraction, and a zone (`Z` or `+hh:mm`).
-pub fn is_date_time(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    match b.len() {
-        4 => digits(0..4),
-        7 => digits(0..4) && b[4] == b'-' && digits(5..7),
-        10 => digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10),
-        _ => crate::clock::is_rfc3339(s),
-    }
-}
-
-/// A canonical URL: an absolute URI (`scheme:...`) without whitespace, with an optional
-/// `|version`; or, as FHIR allows for a resource on the same server and as the R4
-/// examples write it, `Questionnaire/<id>`.
-fn is_canonical(s: &str) -> bool {
-    let url = s.split_once('|').map_or(s, |(url, _)| url);
-    if url.strip_prefix("Questionnaire/").is_some_and(is_fhir_id) {
-        return true;
-    }
-    let Some((scheme, rest)) = s.split_once(':') else {
-        return false;
-    };
-    let scheme_ok = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-    scheme_ok && !rest.is_empty() && !s.bytes().any(|b| b.is_ascii_whitespace())
-}
-
 /// An `OperationOutcome` with these issues (all errors).
 pub fn outcome(issues: &[Issue]) -> String {
     let issues: Vec<Value> = issues
         .iter()
         .map(|i| {
-            json!({"severity": "error", "code": i.code, "diagnostics": i.diagnostics,
-                   "expression": [i.expression]})
+            let mut issue =
+                json!({"severity": "error", "code": i.code, "diagnostics": i.diagnostics});
+            if !i.expression.is_empty() {
+                issue["expression"] = json!([i.expression]);
+            }
+            issue
         })
         .collect();
     json!({"resourceType": "OperationOutcome", "issue": issues}).to_string()
@@ -318,6 +225,54 @@ pub fn stored_outcome(id: &str) -> String {
         "severity": "information", "code": "informational",
         "diagnostics": format!("stored as QuestionnaireResponse/{id}"),
     }]})
+    .to_string()
+}
+
+/// This server's profile as an R4 StructureDefinition (a constraint on
+/// QuestionnaireResponse): what [`check`] requires beyond R4.
+pub fn structure_definition() -> String {
+    let element = |path: &str, extra: Value| {
+        let mut e = json!({"id": path, "path": path});
+        if let (Some(e), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
+            e.extend(extra.clone());
+        }
+        e
+    };
+    json!({
+        "resourceType": "StructureDefinition",
+        "id": "epro-questionnaireresponse",
+        "url": PROFILE,
+        "name": "EproQuestionnaireResponse",
+        "title": "epro-ingest QuestionnaireResponse",
+        "status": "active",
+        "date": "2026-12-04",
+        "description": "What epro-ingest requires of a QuestionnaireResponse beyond R4 (refused with 422): subject.reference Patient/<id>, authored present; project and site, when given, as meta.tag codes with systems urn:epro-ingest:project and urn:epro-ingest:site, each at most once, 1 to 128 bytes without control characters, not -.",
+        "fhirVersion": "4.0.1",
+        "kind": "resource",
+        "abstract": false,
+        "type": "QuestionnaireResponse",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/QuestionnaireResponse",
+        "derivation": "constraint",
+        "differential": {"element": [
+            element("QuestionnaireResponse.subject", json!({"min": 1})),
+            element("QuestionnaireResponse.subject.reference", json!({
+                "min": 1,
+                "constraint": [{
+                    "key": "epro-1", "severity": "error",
+                    "human": "the subject is a Patient on this server: Patient/<id>",
+                    "expression": "matches('^Patient/[A-Za-z0-9\\\\-\\\\.]{1,64}$')",
+                }],
+            })),
+            element("QuestionnaireResponse.authored", json!({"min": 1})),
+            element("QuestionnaireResponse.meta.tag", json!({
+                "constraint": [{
+                    "key": "epro-2", "severity": "error",
+                    "human": "at most one project and one site tag",
+                    "expression": "where(system = 'urn:epro-ingest:project').count() <= 1 and where(system = 'urn:epro-ingest:site').count() <= 1",
+                }],
+            })),
+        ]},
+    })
     .to_string()
 }
 
@@ -336,6 +291,8 @@ pub fn capability_statement() -> String {
             "security": {"description": "Authorization: Bearer <token> of a configured principal"},
             "resource": [{
                 "type": "QuestionnaireResponse",
+                "supportedProfile": [PROFILE],
+                "documentation": "R4 rules are refused with 400; this server's profile (subject.reference Patient/<id>, authored required, project and site in meta.tag) with 422",
                 "interaction": [{"code": "create"}, {"code": "read"}],
                 "versioning": "no-version",
                 "readHistory": false,
@@ -360,7 +317,7 @@ mod tests {
                            {"system":"urn:epro-ingest:site","code":"S\u00011"}]},
             "subject":{"reference":"Patient/p1"},"authored":"2026-11-27","authored":"2026-11-27"}"#;
         let refused = validate(body).unwrap_err();
-        assert!(refused.structural, "{refused:?}");
+        assert!(refused.invalid, "{refused:?}");
         assert!(refused.issues[0]
             .diagnostics
             .contains("\"authored\" is given more than once"));
@@ -368,27 +325,5 @@ mod tests {
         assert_eq!(fields.patient_id, "p1");
         assert_eq!(fields.project_id.as_deref(), Some("P001"));
         assert_eq!(fields.site_id.as_deref(), Some("S\u{1}1"));
-    }
-
-    #[test]
-    fn date_times_and_canonicals() {
-        for ok in [
-            "2013",
-            "2013-06",
-            "2013-06-08",
-            "2013-06-08T10:57:34+01:00",
-            "2013-06-08T10:57:34.5Z",
-        ] {
-            assert!(is_date_time(ok), "{ok}");
-        }
-        for bad in ["13", "2013-6", "2013-06-08T10:57", "June 2013", ""] {
-            assert!(!is_date_time(bad), "{bad}");
-        }
-        assert!(is_canonical("http://hl7.org/fhir/Questionnaire/3141"));
-        assert!(is_canonical("urn:uuid:1|2.0"));
-        assert!(is_canonical("Questionnaire/gcs"));
-        assert!(!is_canonical("Questionnaire/a b"));
-        assert!(!is_canonical("questionnaire 3141"));
-        assert!(!is_canonical("http://a b"));
     }
 }

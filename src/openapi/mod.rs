@@ -4,9 +4,15 @@
 //! `docs/openapi.json` (a test fails when that copy is stale). A client generator
 //! reads it; nothing here is written twice by hand.
 
+mod fhir;
+mod headers;
+
+use headers::{error_headers, ok_headers};
+
 use serde_json::{json, Map, Value};
 
 use crate::auth::Role;
+use crate::http::parse::Method;
 use crate::route::{Access, Route, TABLE};
 use crate::validate::{MAX_ID, NO_PROJECT};
 
@@ -19,8 +25,12 @@ pub fn document() -> String {
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .expect("an object");
-        let method = method.as_str().to_ascii_lowercase();
-        entry.insert(method, operation(route, path));
+        let name = method.as_str().to_ascii_lowercase();
+        entry.insert(name, operation(route, path, false));
+        // HEAD goes wherever GET goes: the same head, no body.
+        if method == Method::Get {
+            entry.insert("head".into(), operation(route, path, true));
+        }
     }
     let doc = json!({
         "openapi": "3.1.0",
@@ -40,18 +50,25 @@ pub fn document() -> String {
     text
 }
 
-/// One operation: its summary, parameters, body, security and every response.
-fn operation(route: Route, path: &str) -> Value {
+/// One operation (`head`: the HEAD twin of a GET): its summary, parameters, body,
+/// security and every response with its headers.
+fn operation(route: Route, path: &str, head: bool) -> Value {
     let mut op = Map::new();
-    op.insert("operationId".into(), json!(format!("{route:?}")));
+    let id = if head {
+        format!("{route:?}Head")
+    } else {
+        format!("{route:?}")
+    };
+    op.insert("operationId".into(), json!(id));
     op.insert("summary".into(), json!(summary(route)));
     let parameters: Vec<Value> = path
         .split('/')
         .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
-            // A record id is the one acknowledge wrote: no sign, no leading zero.
+            // A record id is the one acknowledge wrote: no sign, no leading zero, a
+            // shard and a sequence number that fit (up to 4 and 19 digits).
             let schema = if name == "id" {
-                json!({"type": "string", "pattern": "^s(0|[1-9][0-9]*)-(0|[1-9][0-9]*)$"})
+                json!({"type": "string", "pattern": RECORD_ID})
             } else {
                 json!({"type": "string", "minLength": 1})
             };
@@ -67,18 +84,24 @@ fn operation(route: Route, path: &str) -> Value {
     let (ok_type, ok_schema) = success(route);
     let fhir = matches!(
         route,
-        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata
+        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata | Route::FhirProfile
     );
     let ok_status = if route == Route::FhirCreate {
         "201"
     } else {
         "200"
     };
-    responses.insert(
-        ok_status.into(),
-        json!({"description": "done", "content": {ok_type: {"schema": ok_schema}}}),
-    );
-    let mut errors = vec!["400", "408", "413", "414", "431", "500", "503"];
+    let mut ok = json!({"description": "done", "headers": ok_headers(route)});
+    if !head {
+        ok["content"] = json!({ok_type: {"schema": ok_schema}});
+    }
+    responses.insert(ok_status.into(), ok);
+    let mut errors = vec![
+        "400", "408", "413", "414", "417", "431", "500", "501", "503", "505",
+    ];
+    if fhir {
+        errors.push("406");
+    }
     match route.access() {
         Access::Open => {
             op.insert("security".into(), json!([]));
@@ -132,14 +155,22 @@ fn operation(route: Route, path: &str) -> Value {
         } else {
             json!({"application/json": error})
         };
-        responses.insert(
-            status.into(),
-            json!({"description": error_meaning(status), "content": content}),
-        );
+        let mut response = json!({"description": error_meaning(status),
+                                  "headers": error_headers(status)});
+        if !head {
+            response["content"] = content;
+        }
+        responses.insert(status.into(), response);
     }
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
 }
+
+/// A record id as acknowledge writes it.
+pub(crate) const RECORD_ID: &str = "^s(0|[1-9][0-9]{0,3})-(0|[1-9][0-9]{0,18})$";
+
+/// An identifier's characters: no control character (C0, DEL, C1).
+const CLEAN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// The `Idempotency-Key` header parameter, with what it does on this route.
 fn idempotency_key(what: &str) -> Value {
@@ -165,8 +196,9 @@ fn summary(route: Route) -> &'static str {
             "Each shard's hash-chain head on stable storage (a heads file for verify --against)"
         }
         Route::FhirCreate => "Store a FHIR R4 QuestionnaireResponse (201, Location, ETag)",
-        Route::FhirRead => "A stored QuestionnaireResponse, byte for byte",
+        Route::FhirRead => "A stored QuestionnaireResponse, with the server's id and meta",
         Route::FhirMetadata => "The FHIR CapabilityStatement",
+        Route::FhirProfile => "This server's QuestionnaireResponse profile, a StructureDefinition",
     }
 }
 
@@ -207,6 +239,12 @@ fn success(route: Route) -> (&'static str, Value) {
             json!({"type": "object", "required": ["resourceType"],
                    "properties": {"resourceType": {"const": "CapabilityStatement"}}}),
         ),
+        Route::FhirProfile => (
+            "application/fhir+json",
+            json!({"type": "object", "required": ["resourceType", "url"],
+                   "properties": {"resourceType": {"const": "StructureDefinition"},
+                                  "url": {"const": crate::fhir::PROFILE}}}),
+        ),
     }
 }
 
@@ -224,25 +262,32 @@ fn error_meaning(status: &str) -> &'static str {
         "400" => "malformed request or body; every broken rule is named",
         "401" => "missing or unknown bearer token (WWW-Authenticate says how)",
         "403" => "the principal's role or projects do not allow this",
-        "404" => "no such record or principal",
+        "404" => "no such record or principal (a record the caller may not read is alike)",
         "408" => "the request did not arrive in time",
         "413" => "body over max_body_bytes",
         "414" => "request line over max_head_bytes",
+        "405" => "the method is not one this path takes (Allow lists those it does)",
+        "406" => "the request asks for a format other than JSON (Accept, or _format on a FHIR route)",
         "415" => "the body is not application/json",
-        "422" => "the idempotency key was used before with another body",
+        "417" => "an Expect other than 100-continue; the connection closes",
+        "422" => "the idempotency key was used before with another body (on a FHIR create also: a valid R4 resource that breaks this server's profile)",
         "429" => "over the principal's rate limit (Retry-After)",
         "431" => "head over max_head_bytes or max_headers",
         "500" => "the handler failed; the connection closes",
+        "501" => "a Transfer-Encoding other than chunked; the connection closes",
+        "505" => "an HTTP version other than 1.0 or 1.1; the connection closes",
         _ => "not ready, overloaded or storage unavailable (Retry-After when retrying helps)",
     }
 }
 
 /// The bodies' schemas, from the validation rules.
 fn schemas() -> Value {
-    let id = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID});
-    let project = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID,
-        "not": {"const": NO_PROJECT}});
-    json!({
+    let id = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": CLEAN,
+        "description": "1 to 128 bytes (UTF-8) without control characters"});
+    let project = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": CLEAN,
+        "not": {"const": NO_PROJECT},
+        "description": "1 to 128 bytes (UTF-8) without control characters, not -"});
+    let mut schemas = json!({
         "Error": {
             "type": "object", "required": ["error"],
             "properties": {
@@ -270,7 +315,7 @@ fn schemas() -> Value {
             "properties": {
                 "status": {"const": "success"},
                 "message": {"type": "string"},
-                "id": {"type": "string", "pattern": "^s[0-9]+-[0-9]+$"},
+                "id": {"type": "string", "pattern": RECORD_ID},
                 "receivedAt": {"type": "string", "format": "date-time"},
             },
         },
@@ -310,18 +355,6 @@ fn schemas() -> Value {
                 }},
             },
         },
-        "QuestionnaireResponse": {
-            "type": "object", "required": ["resourceType", "status", "subject", "authored"],
-            "description": "FHIR R4; project and site in meta.tag with systems urn:epro-ingest:project and urn:epro-ingest:site; every item needs a linkId",
-            "properties": {
-                "resourceType": {"const": "QuestionnaireResponse"},
-                "status": {"enum": ["in-progress", "completed", "amended", "entered-in-error", "stopped"]},
-                "subject": {"type": "object", "required": ["reference"],
-                    "properties": {"reference": {"type": "string", "pattern": "^Patient/[A-Za-z0-9.-]{1,64}$"}}},
-                "authored": {"type": "string"},
-                "questionnaire": {"type": "string"},
-            },
-        },
         "OperationOutcome": {
             "type": "object", "required": ["resourceType", "issue"],
             "properties": {
@@ -345,5 +378,11 @@ fn schemas() -> Value {
                 "projects": {"type": "array", "items": {"type": "string"}},
             },
         },
-    })
+    });
+    let fhir = fhir::schemas();
+    let (Some(all), Some(fhir)) = (schemas.as_object_mut(), fhir.as_object()) else {
+        return schemas;
+    };
+    all.extend(fhir.clone());
+    schemas
 }
