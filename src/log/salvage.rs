@@ -14,7 +14,7 @@ use crate::log::record::{
     decode, decode_header, fits_version, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN,
     VERSION_UNCHAINED,
 };
-use crate::log::recover::{check_listing, Corruption};
+use crate::log::recover::{check_listing, no_manifest, Corruption};
 use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.
@@ -37,6 +37,10 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
         }
     };
     let manifest = match Manifest::read(dir, shard) {
+        Ok(None) if !segments.is_empty() => {
+            salvage.problems.push(no_manifest(dir));
+            None
+        }
         Ok(manifest) => manifest,
         Err(e) => {
             salvage.problems.push(Corruption::at(dir, 0, e));

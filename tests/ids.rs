@@ -1,0 +1,258 @@
+//! An id once given is never given to another record, whatever happens to the log's
+//! own metadata: a missing or damaged `MANIFEST`, a lost last segment, a removed shard
+//! directory, a `retire-shard` killed or failing at any step. Each test stores reports
+//! through the real server, keeps the ids the client got, damages the real files, and
+//! runs the real binary.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{post, report, Server, DEVICE_CONFIG as CONFIG, DEVICE_TOKEN};
+use epro_ingest::log::files::list_segments;
+use epro_ingest::log::manifest::Manifest;
+
+/// A stopped 1-shard server's directory holding `n` reports (several 64 KiB
+/// segments), and the sequence numbers its client was given.
+fn acked_log(n: usize) -> (tempfile::TempDir, BTreeSet<u64>) {
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let mut acked = BTreeSet::new();
+    for i in 0..n {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE_TOKEN,
+            &report(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        acked.insert(seq_of(r.json()["id"].as_str().unwrap()));
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    (dir, acked)
+}
+
+fn seq_of(id: &str) -> u64 {
+    id.strip_prefix("s0-").unwrap().parse().unwrap()
+}
+
+fn data(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Starts the server over `dir` and stores `n` reports: the sequence numbers given.
+fn new_ids(dir: tempfile::TempDir, n: usize) -> BTreeSet<u64> {
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    (0..n)
+        .map(|i| {
+            let r = post(
+                &mut stream,
+                "/epro/submit",
+                DEVICE_TOKEN,
+                &report(&format!("P-new-{i}")),
+            );
+            seq_of(r.json()["id"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// Asserts that the server refuses `dir`, with a line that says `why`.
+fn serve_refuses(dir: tempfile::TempDir, why: &str) -> tempfile::TempDir {
+    let data = data(&dir);
+    let out = Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg({
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, CONFIG).unwrap();
+            path
+        })
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "served:\n{log}");
+    assert!(log.contains(why), "{log}");
+    dir
+}
+
+fn segment_names(shard: &Path) -> Vec<PathBuf> {
+    list_segments(shard)
+        .unwrap()
+        .into_iter()
+        .map(|s| PathBuf::from(s.path.file_name().unwrap()))
+        .collect()
+}
+
+/// The table's row: segments but no MANIFEST, and the last segment gone too.
+fn without_manifest_and_last_segment() -> (tempfile::TempDir, u64) {
+    let (dir, acked) = acked_log(900);
+    let shard = data(&dir).join("shard-0");
+    let segments = list_segments(&shard).unwrap();
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    std::fs::remove_file(shard.join("MANIFEST")).unwrap();
+    std::fs::remove_file(&segments.last().unwrap().path).unwrap();
+    (dir, *acked.last().unwrap())
+}
+
+#[test]
+fn segments_without_a_manifest_are_damage_and_retiring_skips_every_acked_id() {
+    let (dir, max) = without_manifest_and_last_segment();
+    let dir = serve_refuses(dir, "shard-0 has no MANIFEST");
+    let out = common::run_cli(&["verify"], &data(&dir));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("shard-0/MANIFEST"), "{}", text(&out));
+
+    let out = common::run_cli(&["retire-shard", "--shard", "0"], &data(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let new = new_ids(dir, 20);
+    // The copy of the reservation knows exactly where the log ended (a clean stop).
+    assert_eq!(new.first(), Some(&(max + 1)), "acknowledged up to {max}");
+}
+
+/// As above in a data directory written before the reservation's copy existed: the
+/// MANIFEST's absence alone is damage, and `retire-shard`, knowing no reservation,
+/// starts a whole reservation block past the records that remain.
+#[test]
+fn without_any_reservation_retiring_starts_a_block_past_the_records() {
+    let (dir, max) = without_manifest_and_last_segment();
+    std::fs::remove_file(data(&dir).join("reserved-shard-0")).unwrap();
+    let dir = serve_refuses(dir, "shard-0/MANIFEST at offset 0: missing");
+    let out = common::run_cli(&["verify"], &data(&dir));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("shard-0/MANIFEST"), "{}", text(&out));
+
+    let out = common::run_cli(&["retire-shard", "--shard", "0"], &data(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let new = new_ids(dir, 20);
+    assert!(
+        new.iter().all(|&seq| seq > max),
+        "ids {new:?} reissued (acknowledged up to {max})"
+    );
+}
+
+#[test]
+fn a_removed_shard_directory_is_damage_not_a_fresh_start() {
+    let (dir, acked) = acked_log(300);
+    std::fs::remove_dir_all(data(&dir).join("shard-0")).unwrap();
+
+    let dir = serve_refuses(dir, "shard-0 is gone, but");
+    let out = common::run_cli(&["verify"], &data(&dir));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("reserved-shard-0"), "{}", text(&out));
+
+    let out = common::run_cli(&["retire-shard", "--shard", "0"], &data(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let max = *acked.last().unwrap();
+    let new = new_ids(dir, 20);
+    assert!(
+        new.iter().all(|&seq| seq > max),
+        "ids {new:?} reissued (acknowledged up to {max})"
+    );
+}
+
+/// A copy of `template`'s directory, in a new temp dir.
+fn copy_of(template: &Path) -> tempfile::TempDir {
+    let dir = common::temp_dir();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(template.join("data"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn retired_dirs(data: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("retired-shard-0-")
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// `retire-shard` over a log whose MANIFEST has a flipped byte, killed (or failing as
+/// on a full disk) at each of its steps: the data directory is then in the old state
+/// (the damaged log in place) or the new one (the old log moved aside whole, a new
+/// log reserving past it), never in between; and once retired, the next `serve` never
+/// gives an acknowledged id again.
+#[test]
+fn retire_shard_leaves_the_old_state_or_the_new_at_every_step() {
+    let (template, acked) = acked_log(900);
+    let max = *acked.last().unwrap();
+    let shard = data(&template).join("shard-0");
+    let manifest = shard.join("MANIFEST");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[20] ^= 0x01;
+    std::fs::write(&manifest, &bytes).unwrap();
+    let old_segments = segment_names(&shard);
+    let dir = serve_refuses(template, "manifest checksum mismatch");
+
+    for mode in ["crash", "fail"] {
+        for step in 1..=5 {
+            let case = format!("{mode}:{step}");
+            let copy = copy_of(dir.path());
+            let data = data(&copy);
+            let out = Command::new(common::BIN)
+                .args(["retire-shard", "--shard", "0", "--data-dir"])
+                .arg(&data)
+                .env("EPRO_TEST_RETIRE_FAULT", &case)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{case}: {}", text(&out));
+            let now = data.join("shard-0");
+            let retired = retired_dirs(&data);
+            let with_records: Vec<_> = retired
+                .iter()
+                .filter(|d| !segment_names(d).is_empty())
+                .collect();
+            let old = segment_names(&now) == old_segments
+                && std::fs::read(now.join("MANIFEST")).unwrap() == bytes
+                && with_records.is_empty();
+            let new = segment_names(&now).is_empty()
+                && Manifest::read(&now, 0)
+                    .unwrap()
+                    .is_some_and(|m| m.reserved_seq > max)
+                && with_records.len() == 1
+                && segment_names(with_records[0]) == old_segments;
+            assert!(
+                old || new,
+                "{case}: neither the old state nor the new: shard-0 holds {:?}, retired {retired:?}",
+                segment_names(&now)
+            );
+            if mode == "fail" && step < 5 {
+                assert!(old && retired.is_empty(), "{case}: left {retired:?}");
+            }
+            if old {
+                let out = common::run_cli(&["retire-shard", "--shard", "0"], &data);
+                assert!(out.status.success(), "{case}: {}", text(&out));
+            }
+            let new = new_ids(copy, 5);
+            assert!(
+                new.iter().all(|&seq| seq > max),
+                "{case}: ids {new:?} reissued (acknowledged up to {max})"
+            );
+        }
+    }
+}
