@@ -71,21 +71,34 @@ fn new_ids(dir: tempfile::TempDir, n: usize) -> BTreeSet<u64> {
 /// Asserts that the server refuses `dir`, with a line that says `why`.
 fn serve_refuses(dir: tempfile::TempDir, why: &str) -> tempfile::TempDir {
     let data = data(&dir);
-    let out = Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config")
-        .arg({
-            let path = dir.path().join("config.toml");
-            std::fs::write(&path, CONFIG).unwrap();
-            path
-        })
-        .output()
-        .unwrap();
-    let log = text(&out);
-    assert!(!out.status.success(), "served:\n{log}");
-    assert!(log.contains(why), "{log}");
+    let mut cmd = Command::new(common::BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--data-dir",
+    ])
+    .arg(&data);
+    match common::spawn_and_wait(cmd) {
+        Ok((mut child, _, log)) => {
+            // Recovery may still refuse after listening: wait for the exit.
+            let exited = common::wait_until(std::time::Duration::from_secs(20), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let log = log.lock().unwrap().clone();
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("served:\n{log}");
+            }
+            assert!(!child.wait().unwrap().success(), "{log}");
+            assert!(log.contains(why), "{log}");
+        }
+        Err(log) => assert!(log.contains(why), "{log}"),
+    }
     dir
 }
 
