@@ -376,6 +376,9 @@ fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<(), St
                 for more in &report.problems {
                     say(format!("shard {shard}: problem: {more}"));
                 }
+                for lost in &report.lost {
+                    say(format!("shard {shard}: LOST ids {lost}"));
+                }
             }
         }
         if let Some((saved, verdict)) = &report.against {

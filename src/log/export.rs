@@ -12,6 +12,7 @@ use crate::clock::format_rfc3339;
 use crate::log::evidence::{check_copy, copied_shards, copy_path};
 use crate::log::files::{list_segments, shard_dir};
 use crate::log::heads::{Against, Head};
+use crate::log::lost::Lost;
 use crate::log::record::{Hash, Record};
 use crate::log::recover::{scan_shard_from, Corruption, ScanProgress, ShardScan};
 use crate::log::salvage::salvage_shard;
@@ -156,8 +157,12 @@ pub fn export(
             count += 1;
         };
         if salvage {
-            for problem in salvage_shard(&dir, shard, &mut emit).problems {
+            let found = salvage_shard(&dir, shard, &mut emit);
+            for problem in found.problems {
                 log::warn!("shard {shard}: {problem}");
+            }
+            for lost in found.lost {
+                log::warn!("shard {shard}: LOST ids {lost}: record them as lost");
             }
         } else if let Err(problem) = scan_shard_from(
             &dir,
@@ -184,12 +189,14 @@ pub fn export(
 }
 
 /// What `verify` found in one shard: the strict scan's result, for a damaged shard
-/// every problem a salvage scan finds past the first, and what became of its saved
+/// every problem a salvage scan finds past the first and the ids lost, and what became of its saved
 /// head, if one was given.
 pub struct ShardReport {
     pub shard: u16,
     pub result: Result<ShardScan, Corruption>,
     pub problems: Vec<Corruption>,
+    /// The ids its damage took ([`crate::log::lost`]).
+    pub lost: Vec<Lost>,
     pub against: Option<(Head, Against)>,
 }
 
@@ -264,15 +271,19 @@ pub fn verify(
                     |p| progress(shard, p),
                 )
             });
-            let problems = match &result {
-                Ok(_) => Vec::new(),
-                Err(_) => salvage_shard(&dir, shard, |_, _| {}).problems,
+            let (problems, lost) = match &result {
+                Ok(_) => (Vec::new(), Vec::new()),
+                Err(_) => {
+                    let found = salvage_shard(&dir, shard, |_, _| {});
+                    (found.problems, found.lost)
+                }
             };
             let whole = result.is_ok();
             ShardReport {
                 shard,
                 result,
                 problems,
+                lost,
                 against: saved.map(|h| (h, Against::judge(&h, found, whole))),
             }
         })

@@ -14,7 +14,8 @@
 //! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
 //! directory's lock, [`evidence`] every place that knows which ids were given (and the
-//! rule that the next id is past all of them), [`retire`] the `retire-shard` command.
+//! rule that the next id is past all of them), [`retire`] the `retire-shard` command,
+//! [`lost`] the ids that damage took, as `verify` and `export --salvage` report them.
 //!
 //! A write or sync error once the log has started is fatal for the whole process: it is
 //! never retried (after a failed `fdatasync` the page state is unknown), nothing waiting
@@ -32,6 +33,7 @@ pub mod files;
 mod flusher;
 pub mod heads;
 pub mod locations;
+pub mod lost;
 pub mod manifest;
 pub mod open;
 pub mod record;
