@@ -27,7 +27,9 @@
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
 //! [`log::manifest`], torn tails, the hash chain), [`log::export`], [`log::salvage`]
 //! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
-//! [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`log::datadir`] (the directory's lock, the retired logs), [`log::evidence`] (every
+//! place that knows which ids were given), [`log::retire`] (`retire-shard`),
+//! [`log::lost`] (the ids damage took),
 //! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
