@@ -163,9 +163,11 @@ fn a_removed_shard_directory_is_damage_not_a_fresh_start() {
     std::fs::remove_dir_all(data(&dir).join("shard-0")).unwrap();
 
     let dir = serve_refuses(dir, "shard-0 is gone, but");
-    let out = common::run_cli(&["verify"], &data(&dir));
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("reserved-shard-0"), "{}", text(&out));
+    for tool in ["verify", "export"] {
+        let out = common::run_cli(&[tool], &data(&dir));
+        assert!(!out.status.success(), "{tool}: {}", text(&out));
+        assert!(text(&out).contains("reserved-shard-0"), "{}", text(&out));
+    }
 
     let out = common::run_cli(&["retire-shard", "--shard", "0"], &data(&dir));
     assert!(out.status.success(), "{}", text(&out));
@@ -354,4 +356,29 @@ fn salvage_and_verify_name_the_ids_that_damage_took() {
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(reported(&stdout), expected, "{stdout}");
+}
+
+/// A segment the MANIFEST lists is gone: its ids are named from the segments around it.
+#[test]
+fn the_ids_of_a_missing_segment_are_named() {
+    let (dir, acked) = acked_log(900);
+    let data = data(&dir);
+    let segments = list_segments(&data.join("shard-0")).unwrap();
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    std::fs::remove_file(&segments[1].path).unwrap();
+    let out = common::run_cli(&["export", "--salvage"], &data);
+    assert!(out.status.success(), "{}", text(&out));
+    let kept: BTreeSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            seq_of(v["id"].as_str().unwrap())
+        })
+        .collect();
+    let lost: BTreeSet<u64> = acked.difference(&kept).copied().collect();
+    assert_eq!(lost.first(), Some(&segments[1].first_seq));
+    let expected = ranges(&lost);
+    assert_eq!(reported(&String::from_utf8_lossy(&out.stderr)), expected);
+    let out = common::run_cli(&["verify"], &data);
+    assert_eq!(reported(&String::from_utf8_lossy(&out.stdout)), expected);
 }

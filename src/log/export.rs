@@ -179,6 +179,16 @@ pub fn export(
         }
     }
     out.flush().map_err(|e| format!("writing export: {e}"))?;
+    // A shard whose log was removed (its reservation's copy remains) is damaged too.
+    for shard in copied_shards(data_dir) {
+        let dir = shard_dir(data_dir, usize::from(shard));
+        if let Err(gone) = check_copy(data_dir, shard, &dir) {
+            log::error!("{gone}");
+            if !damaged.contains(&shard) {
+                damaged.push(shard);
+            }
+        }
+    }
     if !damaged.is_empty() {
         return Err(format!(
             "shards {damaged:?} are damaged and were exported only up to the damage; \
