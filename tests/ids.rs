@@ -382,3 +382,20 @@ fn the_ids_of_a_missing_segment_are_named() {
     let out = common::run_cli(&["verify"], &data);
     assert_eq!(reported(&String::from_utf8_lossy(&out.stdout)), expected);
 }
+
+/// A retired log is evidence too: with the new log's MANIFEST and the reservation's
+/// copy both gone, the shard still starts past every id of the log it retired.
+#[test]
+fn a_retired_log_keeps_its_ids_from_being_given_again() {
+    let (dir, acked) = acked_log(300);
+    let out = common::run_cli(&["retire-shard", "--shard", "0"], &data(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::remove_file(data(&dir).join("shard-0/MANIFEST")).unwrap();
+    std::fs::remove_file(data(&dir).join("reserved-shard-0")).unwrap();
+    let max = *acked.last().unwrap();
+    let new = new_ids(dir, 20);
+    assert!(
+        new.iter().all(|&seq| seq > max),
+        "ids {new:?} reissued (acknowledged up to {max})"
+    );
+}
