@@ -16,7 +16,7 @@
 //! `serve` refuses such a shard and `verify` fails naming it; `retire-shard` starts
 //! the shard afresh past whatever evidence remains, and, when no reservation survives
 //! (neither the `MANIFEST` nor the copy), one reservation block ([`RESERVE_BLOCK`])
-//! further, the most a reservation runs ahead of the records it covers.
+//! further: as far as a reservation made at the last surviving record could reach.
 //!
 //! The copy (little-endian, 24 bytes, replaced atomically: temporary file, sync,
 //! rename, directory sync):
