@@ -7,7 +7,7 @@
 //! | step | module | what happens |
 //! |---|---|---|
 //! | start | `main.rs`, [`config`], [`logger`] | CLI and TOML config, embedded defaults, per-shard buffered logging (text or JSON) |
-//! | process | [`server`] | CPUs, locked memory, one glommio executor pinned per CPU, signals to every shard |
+//! | process | [`server`], [`listen`] | CPUs, locked memory, one server per listen address, one glommio executor pinned per CPU, signals to every shard |
 //! | shard | [`shard`] | one shard's life: listener, timers, recovery, mesh, drain on stop |
 //! | accept | [`accept`] | the shard's `SO_REUSEPORT` listener; a slot per connection; the connection limit |
 //! | connection | [`conn`], [`conn::table`] | a `Connection` owning its buffers: read, frame, dispatch, await durability, one write; timeouts |
@@ -27,7 +27,9 @@
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
 //! [`log::manifest`], torn tails, the hash chain), [`log::export`], [`log::salvage`]
 //! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
-//! [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`log::datadir`] (the directory's lock, the retired logs), [`log::evidence`] (every
+//! place that knows which ids were given), [`log::retire`] (`retire-shard`),
+//! [`log::lost`] (the ids damage took),
 //! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
@@ -47,13 +49,13 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`admission`], [`middleware`], [`handlers`], [`fhir_api`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`] | bytes, rules, records; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`], [`listen`] | bytes, rules, records, the listen address's claim; no shards |
 //! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
 //!
 //! ```text
-//! server     -> config, peers, shard
+//! server     -> config, listen, peers, shard
 //! shard      -> accept, clock, config, conn, context, index, keys, log, logger, owner, peers, ratelimit, task, validate
 //! accept     -> conn, context, http, task
 //! conn       -> admission, context, http, logger, middleware
@@ -81,7 +83,7 @@
 //! validate   -> clock, malformed
 //! logger     -> clock
 //! task       -> logger
-//! auth, clock, http, malformed, ratelimit -> nothing
+//! auth, clock, http, listen, malformed, ratelimit -> nothing
 //! ```
 //!
 //! ## The surface for embedders
@@ -109,6 +111,7 @@ pub mod http;
 pub mod index;
 pub mod keyed;
 pub mod keys;
+pub mod listen;
 pub mod log;
 pub mod logger;
 pub mod malformed;

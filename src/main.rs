@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
 use epro_ingest::log::recover::ScanProgress;
-use epro_ingest::log::{datadir, export, heads};
+use epro_ingest::log::{datadir, export, heads, retire};
 use epro_ingest::server;
 use epro_ingest::ship;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -179,11 +179,17 @@ fn main() -> ExitCode {
             })
         }),
         Command::RetireShard { data_dir, shard } => {
-            datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
-                log::info!(
-                    "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
-                    retired.display()
-                );
+            retire::retire_shard(&data_dir, shard).map(|done| {
+                let next = done.next_seq;
+                match done.moved_to {
+                    Some(retired) => log::info!(
+                        "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
+                        retired.display()
+                    ),
+                    None => log::info!(
+                        "shard {shard}: its log was gone; new records start at s{shard}-{next}"
+                    ),
+                }
             })
         }
     };
@@ -369,6 +375,9 @@ fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<(), St
                 say(format!("shard {shard}: {what}{problem}"));
                 for more in &report.problems {
                     say(format!("shard {shard}: problem: {more}"));
+                }
+                for lost in &report.lost {
+                    say(format!("shard {shard}: LOST ids {lost}"));
                 }
             }
         }

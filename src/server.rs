@@ -14,6 +14,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::listen;
 use crate::peers::Message;
 use crate::shard::{self, Reports, Started};
 
@@ -149,6 +150,11 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     let (serving_tx, serving_rx) = mpsc::channel::<()>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
     let mut addr = config.listen;
+    // Claimed before binding; with port 0, once shard 0 has its port.
+    let mut claim = match addr.port() {
+        0 => None,
+        _ => Some(listen::claim_before_bind(addr)?),
+    };
     let mut handles = Vec::with_capacity(cpus.len());
     for (id, &cpu) in cpus.iter().enumerate() {
         let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, String>>();
@@ -174,7 +180,12 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
             })
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
         match bound_rx.recv() {
-            Ok(Ok(bound)) => addr = bound,
+            Ok(Ok(bound)) => {
+                addr = bound;
+                if claim.is_none() {
+                    claim = Some(listen::claim(addr)?);
+                }
+            }
             Ok(Err(message)) => return Err(message),
             // The executor ended before running the shard: io_uring could not be set up.
             Err(_) => {
@@ -192,6 +203,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
         handles.push(handle);
     }
     info!("listening on {addr}");
+    let _claim = claim;
     drop(ready_tx);
     drop(serving_tx);
     // Every shard reports once its log is recovered; a corrupt log stops the server.

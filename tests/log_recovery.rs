@@ -175,6 +175,7 @@ fn empty_and_preallocated_segments_recover() {
     let mut bytes = epro_ingest::log::record::encode_header(0, 1).to_vec();
     bytes.resize(1 << 20, 0);
     std::fs::write(shard_dir.join("00000000000000000001.seg"), &bytes).unwrap();
+    common::write_manifest(&shard_dir, 0);
     let (ok, out) = verify(&dir.path().join("data"));
     assert!(ok, "{out}");
     assert!(out.contains("0 records"), "{out}");

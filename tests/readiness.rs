@@ -47,6 +47,7 @@ fn log_of(records: u64) -> tempfile::TempDir {
         record.encode(&mut bytes).expect("fits the format");
     }
     std::fs::write(shard_dir.join("00000000000000000001.seg"), &bytes).unwrap();
+    common::write_manifest(&shard_dir, 0);
     dir
 }
 

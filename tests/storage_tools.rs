@@ -196,11 +196,10 @@ fn an_unreadable_segment_is_reported_as_unreadable_not_corrupt() {
         for seg in list_segments(&data.join(format!("shard-{s}"))).unwrap() {
             std::fs::set_permissions(&seg.path, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-        std::fs::set_permissions(
-            data.join(format!("shard-{s}/MANIFEST")),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        for file in [format!("shard-{s}/MANIFEST"), format!("reserved-shard-{s}")] {
+            std::fs::set_permissions(data.join(file), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
     }
     let secret = &list_segments(&data.join("shard-0")).unwrap()[0].path;
     let out = if as_root {

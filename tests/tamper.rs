@@ -253,6 +253,7 @@ fn one_segment_log(bytes: &[u8]) -> tempfile::TempDir {
     let mut segment = bytes.to_vec();
     segment.resize(65536, 0);
     std::fs::write(shard.join("00000000000000000001.seg"), &segment).unwrap();
+    common::write_manifest(&shard, 0);
     dir
 }
 

@@ -1,7 +1,8 @@
 //! The data directory as a whole: created private (0700), held by exactly one server
 //! through an exclusive `flock` on `<data_dir>/LOCK` (which names the holder's pid),
-//! and checked for shard logs this run would not serve. `export` and `verify` take no
-//! lock: they only read, so they work beside a live server.
+//! and checked for shard logs this run would not serve; the logs `retire-shard` moved
+//! aside. `export` and `verify` take no lock: they only read, so they work beside a
+//! live server.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
@@ -60,7 +61,7 @@ fn make_private(dir: &Path) -> Result<(), String> {
 }
 
 /// Takes the exclusive lock and writes this process's pid into the lock file.
-fn lock(dir: &Path) -> Result<File, String> {
+pub(crate) fn lock(dir: &Path) -> Result<File, String> {
     use nix::fcntl::{flock, FlockArg};
     let path = dir.join(LOCK_FILE);
     let mut file = fs::OpenOptions::new()
@@ -123,38 +124,4 @@ pub fn retired_logs(data_dir: &Path) -> Vec<Retired> {
         .collect();
     logs.sort_by_key(|r| r.retired_ns);
     logs
-}
-
-/// `epro-ingest retire-shard`: moves shard `shard`'s damaged log aside, to
-/// `<data_dir>/retired-shard-<n>-<unix seconds>`, and starts it afresh with a manifest
-/// that reserves every id the old log used or reserved, so the shard's new records
-/// never reuse an old id. Refused while a server holds the directory. Returns the
-/// retired directory and the first id the shard will give.
-pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(std::path::PathBuf, u64), String> {
-    use crate::log::files::shard_dir;
-    use crate::log::manifest::Manifest;
-    use crate::log::salvage::salvage_shard;
-    let _lock = lock(data_dir)?;
-    let dir = shard_dir(data_dir, usize::from(shard));
-    if !dir.is_dir() {
-        return Err(format!("{}: no such shard directory", dir.display()));
-    }
-    let mut highest = 0;
-    salvage_shard(&dir, shard, |r, _| highest = highest.max(r.seq));
-    let reserved = Manifest::read(&dir, shard)
-        .ok()
-        .flatten()
-        .map_or(0, |m| m.reserved_seq);
-    let next = (highest + 1).max(reserved);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let retired = data_dir.join(format!("retired-shard-{shard}-{stamp}"));
-    fs::rename(&dir, &retired)
-        .map_err(|e| format!("moving {} to {}: {e}", dir.display(), retired.display()))?;
-    create_private(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    Manifest::new(shard, next)
-        .write(&dir)
-        .map_err(|e| format!("writing the new manifest of shard {shard}: {e}"))?;
-    Ok((retired, next))
 }

@@ -9,8 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::clock::format_rfc3339;
-use crate::log::files::list_segments;
+use crate::log::evidence::{check_copy, copied_shards, copy_path};
+use crate::log::files::{list_segments, shard_dir};
 use crate::log::heads::{Against, Head};
+use crate::log::lost::Lost;
 use crate::log::record::{Hash, Record};
 use crate::log::recover::{scan_shard_from, Corruption, ScanProgress, ShardScan};
 use crate::log::salvage::salvage_shard;
@@ -100,7 +102,8 @@ pub fn write_json_line(record: &Record<'_>, hash: &Hash, out: &mut Vec<u8>) {
 /// directory given in its place).
 fn shards_of(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
     let shards = shard_dirs(data_dir)?;
-    if shards.is_empty() {
+    // A data directory whose every log was removed still has the reservations' copies.
+    if shards.is_empty() && copied_shards(data_dir).is_empty() {
         let looks_like_shard = list_segments(data_dir).is_ok_and(|s| !s.is_empty());
         let hint = if looks_like_shard {
             "it holds segments: it is a shard directory; pass the data directory above it"
@@ -154,8 +157,12 @@ pub fn export(
             count += 1;
         };
         if salvage {
-            for problem in salvage_shard(&dir, shard, &mut emit).problems {
+            let found = salvage_shard(&dir, shard, &mut emit);
+            for problem in found.problems {
                 log::warn!("shard {shard}: {problem}");
+            }
+            for lost in found.lost {
+                log::warn!("shard {shard}: LOST ids {lost}: record them as lost");
             }
         } else if let Err(problem) = scan_shard_from(
             &dir,
@@ -172,6 +179,16 @@ pub fn export(
         }
     }
     out.flush().map_err(|e| format!("writing export: {e}"))?;
+    // A shard whose log was removed (its reservation's copy remains) is damaged too.
+    for shard in copied_shards(data_dir) {
+        let dir = shard_dir(data_dir, usize::from(shard));
+        if let Err(gone) = check_copy(data_dir, shard, &dir) {
+            log::error!("{gone}");
+            if !damaged.contains(&shard) {
+                damaged.push(shard);
+            }
+        }
+    }
     if !damaged.is_empty() {
         return Err(format!(
             "shards {damaged:?} are damaged and were exported only up to the damage; \
@@ -182,12 +199,14 @@ pub fn export(
 }
 
 /// What `verify` found in one shard: the strict scan's result, for a damaged shard
-/// every problem a salvage scan finds past the first, and what became of its saved
+/// every problem a salvage scan finds past the first and the ids lost, and what became of its saved
 /// head, if one was given.
 pub struct ShardReport {
     pub shard: u16,
     pub result: Result<ShardScan, Corruption>,
     pub problems: Vec<Corruption>,
+    /// The ids its damage took ([`crate::log::lost`]).
+    pub lost: Vec<Lost>,
     pub against: Option<(Head, Against)>,
 }
 
@@ -228,31 +247,53 @@ pub fn verify(
             lost.seq
         ));
     }
+    // A shard whose reservation is copied but whose directory is gone is judged too.
+    let mut shards = shards;
+    for shard in copied_shards(data_dir) {
+        if !shards.iter().any(|(s, _)| *s == shard) {
+            shards.push((shard, shard_dir(data_dir, usize::from(shard))));
+        }
+    }
     Ok(shards
         .into_iter()
         .map(|(shard, dir)| {
             let saved = saved.iter().find(|h| h.shard == shard).copied();
             let mut found = None;
-            let result = scan_shard_from(
-                &dir,
-                shard,
-                0,
-                |r, at| {
-                    if saved.is_some_and(|h| h.seq == r.seq) {
-                        found = Some(at.hash);
+            let copy = check_copy(data_dir, shard, &dir).map_err(|e| {
+                let path = copy_path(data_dir, shard);
+                match fs::read(&path) {
+                    Err(io) if io.kind() != std::io::ErrorKind::NotFound => {
+                        Corruption::unreadable(&path, io)
                     }
-                },
-                |p| progress(shard, p),
-            );
-            let problems = match &result {
-                Ok(_) => Vec::new(),
-                Err(_) => salvage_shard(&dir, shard, |_, _| {}).problems,
+                    _ => Corruption::at(&path, 0, e),
+                }
+            });
+            let result = copy.and_then(|_| {
+                scan_shard_from(
+                    &dir,
+                    shard,
+                    0,
+                    |r, at| {
+                        if saved.is_some_and(|h| h.seq == r.seq) {
+                            found = Some(at.hash);
+                        }
+                    },
+                    |p| progress(shard, p),
+                )
+            });
+            let (problems, lost) = match &result {
+                Ok(_) => (Vec::new(), Vec::new()),
+                Err(_) => {
+                    let found = salvage_shard(&dir, shard, |_, _| {});
+                    (found.problems, found.lost)
+                }
             };
             let whole = result.is_ok();
             ShardReport {
                 shard,
                 result,
                 problems,
+                lost,
                 against: saved.map(|h| (h, Against::judge(&h, found, whole))),
             }
         })

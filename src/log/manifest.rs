@@ -6,7 +6,9 @@
 //! - **The reserved sequence numbers**: every id below `reserved_seq` may have been
 //!   given out. The writer reserves ids in blocks ahead of use, durably, so after any
 //!   loss (a power cut in async mode, a full disk) numbering resumes past everything
-//!   that was ever handed out: an id is never given to a second record.
+//!   that was ever handed out: an id is never given to a second record. The
+//!   reservation is also kept outside the shard directory, and the next id is past
+//!   every piece of evidence, not only this file ([`crate::log::evidence`]).
 //! - **A clean shutdown**: `clean_end` is the next sequence number, written once every
 //!   record is synced. After it, any damage is corruption: there is no torn tail to
 //!   cut, since nothing was being written.
@@ -29,6 +31,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::log::evidence::write_copy;
 use crate::log::record::{u16_at, u32_at, u64_at};
 
 pub const MANIFEST: &str = "MANIFEST";
@@ -127,8 +130,10 @@ impl Manifest {
         out
     }
 
-    /// Replaces `dir`'s manifest with this one, durably. Blocking: small, and rare
-    /// (start, stop, a new segment, a new block of ids).
+    /// Replaces `dir`'s manifest with this one, durably, then the copy of its
+    /// reservation in the data directory above `dir` ([`crate::log::evidence`]): both
+    /// hold it before the caller gives any id of it. Blocking: small, and rare (start,
+    /// stop, a new segment, a new block of ids).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = dir.join("MANIFEST.tmp");
@@ -149,6 +154,10 @@ impl Manifest {
         fs::rename(&tmp, &target).map_err(|e| err("renaming to", &target, e))?;
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| err("fsync of directory", dir, e))
+            .map_err(|e| err("fsync of directory", dir, e))?;
+        match dir.parent() {
+            Some(data_dir) => write_copy(data_dir, self.shard, self.reserved_seq),
+            None => Ok(()),
+        }
     }
 }

@@ -13,7 +13,9 @@
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
 //! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
-//! directory's lock.
+//! directory's lock, [`evidence`] every place that knows which ids were given (and the
+//! rule that the next id is past all of them), [`retire`] the `retire-shard` command,
+//! [`lost`] the ids that damage took, as `verify` and `export --salvage` report them.
 //!
 //! A write or sync error once the log has started is fatal for the whole process: it is
 //! never retried (after a failed `fdatasync` the page state is unknown), nothing waiting
@@ -25,15 +27,18 @@
 //! second while appends are refused, and resumes by itself.
 
 pub mod datadir;
+pub mod evidence;
 pub mod export;
 pub mod files;
 mod flusher;
 pub mod heads;
 pub mod locations;
+pub mod lost;
 pub mod manifest;
 pub mod open;
 pub mod record;
 pub mod recover;
+pub mod retire;
 pub mod salvage;
 pub mod segment;
 pub mod window;

@@ -1,5 +1,6 @@
 //! Opening a shard's log at start-up (blocking; the shard runs it on its blocking
-//! pool): remove unfinished segment creations, scan against the manifest, cut a torn
+//! pool): check that the log is where the evidence of its ids says one is, remove
+//! unfinished segment creations, scan against the manifest, cut a torn
 //! tail (keeping a copy of the bytes cut), and write this run's manifest, which
 //! reserves the first block of ids and clears the clean-shutdown mark, before any
 //! record is accepted. A last segment that will not be continued gives back the disk
@@ -11,8 +12,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::log::datadir::create_private;
+use crate::log::evidence::{check_copy, retired_past};
 use crate::log::files::{list_segments, remove_unfinished};
-use crate::log::manifest::{Listed, Manifest, RESERVE_BLOCK};
+use crate::log::manifest::{Listed, Manifest, MANIFEST, RESERVE_BLOCK};
 use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN, VERSION};
 use crate::log::recover::{scan_shard_from, ScanProgress, ShardScan, TornTail};
 
@@ -43,14 +45,17 @@ impl Opened {
     }
 }
 
-/// Opens shard `shard`'s log in `dir` (created, 0700), calling `each` for every record
-/// and `progress` as the scan goes.
+/// Opens shard `shard`'s log in `dir` (created, 0700; its parent is the data
+/// directory), calling `each` for every record and `progress` as the scan goes. The
+/// next id is past every piece of evidence ([`crate::log::evidence`]).
 pub fn open_shard(
     dir: &Path,
     shard: u16,
     mut each: impl FnMut(&Record<'_>, u64),
     progress: impl FnMut(&ScanProgress),
 ) -> Result<Opened, String> {
+    let data_dir = dir.parent().unwrap_or(Path::new("."));
+    let copied = check_copy(data_dir, shard, dir)?;
     create_private(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     remove_unfinished(dir).map_err(|e| format!("cleaning {}: {e}", dir.display()))?;
     let scan = scan_shard_from(dir, shard, 0, |r, at| each(r, at.offset), progress).map_err(|c| {
@@ -69,7 +74,18 @@ pub fn open_shard(
         fs::set_permissions(&segment.path, fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("chmod 600 {}: {e}", segment.path.display()))?;
     }
-    let next_seq = scan.resume_seq();
+    // Past every piece of evidence (crate::log::evidence), not only the manifest's.
+    let next_seq = scan
+        .resume_seq()
+        .max(copied)
+        .max(retired_past(data_dir, shard));
+    if next_seq > scan.resume_seq() {
+        log::warn!(
+            "shard {shard}: ids continue at {next_seq}, past the {MANIFEST}'s reservation \
+             ({}), from its copy or a retired log",
+            scan.resume_seq()
+        );
+    }
     // A segment of an older version with records is never continued: new records
     // would not match its version (unchained, version 1), or an older binary would
     // take a record kind it does not know for damage (version 2). One without any

@@ -190,6 +190,9 @@ pub fn scan_shard_from(
     let read_manifest =
         || Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e));
     let mut manifest = read_manifest()?;
+    if manifest.is_none() && !segments.is_empty() {
+        return Err(no_manifest(dir));
+    }
     let mut unlisted = check_listing(dir, &segments, manifest.as_ref())?;
     let mut scan = ShardScan {
         next_seq: 1,
@@ -344,6 +347,17 @@ pub fn scan_shard_from(
     scan.manifest = manifest;
     scan.unlisted = unlisted;
     Ok(scan)
+}
+
+/// Segments without a `MANIFEST`: which segments and ids the shard had can no longer
+/// be checked, so this is damage, never a log to continue ([`crate::log::evidence`]).
+pub fn no_manifest(dir: &Path) -> Corruption {
+    Corruption::at(
+        &dir.join(MANIFEST),
+        0,
+        "missing: the shard has segments but no MANIFEST, so which segments and ids it had \
+         cannot be checked",
+    )
 }
 
 /// Damaged bytes at `offset` of a segment: a torn tail if the last, never-synced write

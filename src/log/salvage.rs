@@ -4,17 +4,18 @@
 //! and after damage resynchronises at the next valid record, reporting each byte
 //! range it skipped. It never writes. A record whose `prev` does not match the record
 //! just before it is still emitted (an auditor must see every byte) and reported as a
-//! break in the hash chain.
+//! break in the hash chain. It also says which ids the damage took ([`crate::log::lost`]).
 
 use std::path::Path;
 
-use crate::log::files::list_segments;
-use crate::log::manifest::Manifest;
+use crate::log::files::{list_segments, SegmentFile};
+use crate::log::lost::{Gaps, Lost};
+use crate::log::manifest::{Listed, Manifest};
 use crate::log::record::{
     decode, decode_header, fits_version, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN,
     VERSION_UNCHAINED,
 };
-use crate::log::recover::{check_listing, Corruption};
+use crate::log::recover::{check_listing, no_manifest, Corruption};
 use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.
@@ -23,6 +24,8 @@ pub struct Salvage {
     pub records: u64,
     /// Every problem: skipped byte ranges, unreadable files, listing problems.
     pub problems: Vec<Corruption>,
+    /// The ids the problems took ([`crate::log::lost`]).
+    pub lost: Vec<Lost>,
 }
 
 /// Scans shard `shard` in `dir` past every problem, calling `each` for each record
@@ -37,6 +40,10 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
         }
     };
     let manifest = match Manifest::read(dir, shard) {
+        Ok(None) if !segments.is_empty() => {
+            salvage.problems.push(no_manifest(dir));
+            None
+        }
         Ok(manifest) => manifest,
         Err(e) => {
             salvage.problems.push(Corruption::at(dir, 0, e));
@@ -51,7 +58,22 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
         hash: Some(GENESIS),
         chained: false,
     };
+    let listed = manifest.as_ref().map_or(&[][..], |m| &m.segments[..]);
+    // A listed segment that is missing hides ids up to the next one present.
+    let missing = |from: u64, to: u64| {
+        listed.iter().any(|l| {
+            (from..to).contains(&l.first_seq)
+                && !segments.iter().any(|s| s.first_seq == l.first_seq)
+        })
+    };
+    let mut gaps = Gaps::new(shard);
+    let mut before = 0;
     for segment in &segments {
+        if missing(before, segment.first_seq) {
+            gaps.damage();
+        }
+        before = segment.first_seq + 1;
+        gaps.segment(segment.first_seq);
         if let Err(problem) = salvage_segment(
             &segment.path,
             shard,
@@ -60,14 +82,32 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
                 each(r, h);
                 salvage.records += 1;
             },
-            &mut salvage.problems,
+            (&mut salvage.problems, &mut gaps),
         ) {
             salvage.problems.push(problem);
             // The records the error hid are unknown: the next one's prev cannot be judged.
             last.hash = None;
+            gaps.damage();
+        }
+        if truncated(segment, listed) {
+            gaps.damage();
         }
     }
+    if missing(before, u64::MAX) {
+        gaps.damage();
+    }
+    salvage.lost = gaps.end(
+        manifest.as_ref().and_then(|m| m.clean_end),
+        manifest.as_ref().map(|m| m.reserved_seq),
+    );
     salvage
+}
+
+/// Whether `segment` is shorter than the size the manifest lists for it: its end is cut.
+fn truncated(segment: &SegmentFile, listed: &[Listed]) -> bool {
+    let size = listed.iter().find(|l| l.first_seq == segment.first_seq);
+    let len = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
+    size.is_some_and(|l| len < l.size)
 }
 
 /// The last record salvaged: its sequence number, and its hash unless bytes were
@@ -87,7 +127,7 @@ fn salvage_segment(
     shard: u16,
     last: &mut Last,
     each: &mut impl FnMut(&Record<'_>, &Hash),
-    problems: &mut Vec<Corruption>,
+    (problems, gaps): (&mut Vec<Corruption>, &mut Gaps),
 ) -> Result<(), Corruption> {
     let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
     let mut w = Window::open(path).map_err(unreadable)?;
@@ -96,6 +136,7 @@ fn salvage_segment(
         Ok(header) => Some(header.version),
         Err(reason) => {
             problems.push(Corruption::at(path, 0, reason));
+            gaps.damage();
             None
         }
     };
@@ -136,6 +177,7 @@ fn salvage_segment(
                     ));
                 }
                 let hash = hash(&bytes[..len]);
+                gaps.record(record.seq);
                 each(&record, &hash);
                 last.seq = record.seq;
                 last.hash = Some(hash);
@@ -152,6 +194,7 @@ fn salvage_segment(
             None => "zeros where a record should start, with data after them",
         };
         last.hash = None;
+        gaps.damage();
         let next = w
             .next_record(at + 1, shard, last.seq + 1)
             .map_err(unreadable)?;

@@ -597,3 +597,19 @@ pub fn run_cli(args: &[&str], data: &Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Writes a `MANIFEST` for a hand-made shard directory, listing its segments as they
+/// are (a shard with segments and no manifest is damage).
+pub fn write_manifest(shard_dir: &Path, shard: u16) {
+    use epro_ingest::log::files::list_segments;
+    use epro_ingest::log::manifest::{Listed, Manifest};
+    let mut manifest = Manifest::new(shard, 1);
+    for segment in list_segments(shard_dir).unwrap() {
+        let size = std::fs::metadata(&segment.path).unwrap().len();
+        manifest.segments.push(Listed {
+            first_seq: segment.first_seq,
+            size,
+        });
+    }
+    manifest.write(shard_dir).unwrap();
+}
