@@ -17,10 +17,14 @@ use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
 use super::{Batch, Log, SpareState};
+use crate::config::Durability;
 
 /// How often segment creation is retried while it fails (a full disk): soon enough
 /// that writes resume within a second of space returning, rarely enough to cost nothing.
 pub const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a stop that waits for space to write acknowledged records says so.
+const STOP_WAIT_SAY: Duration = Duration::from_secs(10);
 
 impl Log {
     /// Runs until [`Log::close`] (after writing everything pending) or the first I/O
@@ -200,7 +204,8 @@ impl Log {
     /// Creates segment `first_seq`: from the prepared spare when there is one, else
     /// anew, retrying while that fails: nothing was written, so a failure (no space
     /// for the preallocation, say) is not fatal. Meanwhile appends are refused, and
-    /// what is pending waits; a shutdown ends the wait with an error.
+    /// what is pending waits. A shutdown ends the wait with an error, unless records
+    /// acknowledged with durability `async` are pending: then it waits on for space.
     /// Also says whether the segment is the prepared spare.
     async fn create_segment(&self, first_seq: u64) -> io::Result<(Segment, bool)> {
         let spare = {
@@ -223,6 +228,8 @@ impl Log {
                 ),
             }
         }
+        // When a stop that waits for space last said so.
+        let mut stop_said = None;
         loop {
             match Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await {
                 Ok(segment) => {
@@ -237,9 +244,28 @@ impl Log {
                 Err(e) => {
                     let mut state = self.state.borrow_mut();
                     if state.closed {
-                        return Err(io::Error::other(format!(
-                            "stopping while no segment can be created; records from {first_seq} on are not written: {e}"
-                        )));
+                        let unsynced = (state.durable_seq + 1, state.next_seq - 1);
+                        // Async records were acknowledged already: a clean stop waits
+                        // for space for them as long as it takes (the supervisor's stop
+                        // timeout bounds it). Sync ones were not: they are refused.
+                        if self.durability == Durability::Sync || unsynced.0 > unsynced.1 {
+                            return Err(io::Error::other(format!(
+                                "stopping while no segment can be created; records from {first_seq} on are not written: {e}"
+                            )));
+                        }
+                        if !stop_said.is_some_and(|at: Instant| at.elapsed() < STOP_WAIT_SAY) {
+                            stop_said = Some(Instant::now());
+                            warn!(
+                                "shard {}: stopping, waiting for space in {} to write {} acknowledged records (s{}-{}..s{}-{}): {e}",
+                                self.shard,
+                                self.dir.display(),
+                                unsynced.1 + 1 - unsynced.0,
+                                self.shard,
+                                unsynced.0,
+                                self.shard,
+                                unsynced.1,
+                            );
+                        }
                     }
                     if !state.no_space {
                         warn!(

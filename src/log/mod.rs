@@ -22,7 +22,8 @@
 //! failed fsync the same way). Before it has started (the last segment cannot be opened
 //! for writing, say) it is a start-up failure. Failing to *create* a segment
 //! (a full disk) is not: nothing was written, so the flusher retries every
-//! second while appends are refused, and resumes by itself.
+//! second while appends are refused, and resumes by itself. A clean stop waits there
+//! too while records acknowledged with durability `async` are still unwritten.
 
 pub mod datadir;
 pub mod export;
