@@ -147,6 +147,10 @@ fn rewriting_every_later_record_is_caught_by_a_saved_head() {
     assert!(saved.starts_with("shard=0 seq=5 sha256="), "{saved}");
     let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
     assert!(ok && out.contains("saved head seq 5 holds"), "{out}");
+    assert!(
+        out.contains("shard 0: not covered: records after seq 5 and the MANIFEST"),
+        "{out}"
+    );
 
     // The attacker edits record 2 and recomputes every later prev and CRC.
     let segment = only_segment(&data(&dir));
@@ -161,6 +165,14 @@ fn rewriting_every_later_record_is_caught_by_a_saved_head() {
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, out) = verify(&data(&dir));
     assert!(ok, "a fully re-chained log verifies on its own: {out}");
+    // ... and says so: a clean result without a saved head covers neither.
+    assert!(
+        out.contains(
+            "not covered: without --against, a tail rewritten and re-chained, a cut tail and \
+             a rewritten MANIFEST all verify"
+        ),
+        "{out}"
+    );
     let site = |e: &serde_json::Value| e["body"]["siteId"].clone();
     assert_eq!(site(&export(&data(&dir))[1]), "S99");
     // Only the head kept elsewhere tells.
