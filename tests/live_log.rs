@@ -23,6 +23,17 @@ struct OnFaultFs {
 }
 
 fn on_faultfs(config: &str) -> OnFaultFs {
+    let (dir, disk, mount) = faultfs_dir();
+    let server = Server::start_in(dir, config, &["--shards", "1"]);
+    OnFaultFs {
+        server,
+        disk,
+        _mount: mount,
+    }
+}
+
+/// A temp dir whose `data` is on a fresh fault-injecting filesystem.
+fn faultfs_dir() -> (tempfile::TempDir, Arc<Mutex<Disk>>, Mount) {
     let dir = temp_dir();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -30,12 +41,59 @@ fn on_faultfs(config: &str) -> OnFaultFs {
     let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
     std::fs::create_dir(mnt.join("data")).unwrap();
     std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
-    let server = Server::start_in(dir, config, &["--shards", "1"]);
-    OnFaultFs {
-        server,
-        disk,
-        _mount: mount,
-    }
+    (dir, disk, mount)
+}
+
+/// Starts a 1-shard server in `dir` that is expected to fail its start: its exit
+/// status and log. A server that keeps running (retrying) fails the test.
+fn failed_start(dir: tempfile::TempDir) -> (std::process::ExitStatus, String) {
+    let mut server = Server::start_listening_in(dir, CONFIG, &["--shards", "1"]);
+    let status = server.wait_exit(Duration::from_secs(10));
+    // The last lines reach the test through a pipe and a reader thread.
+    std::thread::sleep(Duration::from_millis(100));
+    let log = server.log();
+    let status = status.unwrap_or_else(|| panic!("still running after 10 s: {log}"));
+    (status, log)
+}
+
+/// The one line that names the filesystem's failure, and no retrying as if full.
+fn says_fallocate_unsupported(log: &str) {
+    let lines: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("the filesystem does not support fallocate"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("shard 0: cannot open its log for writing"),
+        "{log}"
+    );
+    assert!(!log.contains("cannot create a segment"), "{log}");
+    assert!(!log.contains("] ready: "), "{log}");
+}
+
+#[test]
+fn a_filesystem_without_fallocate_fails_the_start_instead_of_waiting_for_space() {
+    let (dir, disk, _mount) = faultfs_dir();
+    disk.lock().unwrap().no_fallocate = true;
+    let (status, log) = failed_start(dir);
+    assert_eq!(status.code(), Some(1), "{log}");
+    says_fallocate_unsupported(&log);
+}
+
+#[test]
+fn a_log_moved_onto_a_filesystem_without_fallocate_fails_the_start_too() {
+    let (dir, disk, _mount) = faultfs_dir();
+    let server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let r = post(&mut stream, "/epro/submit", DEVICE, &project_report("P-1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    // The log would continue its last segment: the start tries fallocate all the same.
+    disk.lock().unwrap().no_fallocate = true;
+    let (status, log) = failed_start(dir);
+    assert_eq!(status.code(), Some(1), "{log}");
+    says_fallocate_unsupported(&log);
 }
 
 fn sigterm(server: &Server) {

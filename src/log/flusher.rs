@@ -85,7 +85,10 @@ impl Log {
     ) -> io::Result<()> {
         // A segment before any record: start-up then knows there is room for one.
         let mut segment = Some(match last {
-            Some((path, pos)) => Segment::open(&path, pos).await?,
+            Some((path, pos)) => {
+                Spare::check_filesystem(&self.dir).await?;
+                Segment::open(&path, pos).await?
+            }
             None => {
                 let next_seq = self.state.borrow().next_seq;
                 self.segment_for(None, next_seq, 0).await?
@@ -241,6 +244,8 @@ impl Log {
                     }
                     return Ok((segment, false));
                 }
+                // A filesystem without fallocate never gets better: fatal, not waited out.
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => return Err(e),
                 Err(e) => {
                     let mut state = self.state.borrow_mut();
                     if state.closed {

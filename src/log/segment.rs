@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glommio::io::{BufferedFile, OpenOptions};
+use glommio::GlommioError;
 
 use crate::log::files::segment_name;
 use crate::log::record::encode_header;
@@ -84,10 +85,33 @@ async fn create_preallocated(path: &Path, size: u64) -> io::Result<BufferedFile>
         .buffered_open(path)
         .await
         .map_err(|e| op_err("creating", path, e))?;
-    file.pre_allocate(size, false)
-        .await
-        .map_err(|e| op_err("preallocating", path, e))?;
+    file.pre_allocate(size, false).await.map_err(|e| {
+        if is_unsupported(&e) {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "preallocating {}: the filesystem does not support fallocate, which the log \
+                     needs to reserve its segments: put the data directory on one that does \
+                     (ext4, xfs, btrfs): {e}",
+                    path.display()
+                ),
+            )
+        } else {
+            op_err("preallocating", path, e)
+        }
+    })?;
     Ok(file)
+}
+
+/// Whether `e` is the filesystem's "not supported" (ext2, some network filesystems):
+/// a lasting condition, unlike a full disk, so never worth a retry.
+fn is_unsupported<T>(e: &GlommioError<T>) -> bool {
+    match e {
+        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => {
+            source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)
+        }
+        _ => false,
+    }
 }
 
 /// Removes an unfinished file, best effort: start-up removes what is left.
@@ -107,6 +131,25 @@ impl Spare {
         if result.is_err() {
             remove_quietly(&path).await;
         }
+        result
+    }
+
+    /// Fails if `dir`'s filesystem cannot preallocate at all, tried on a one-page
+    /// spare that is removed again: a log continued on such a filesystem then fails
+    /// its start, not its first rotation. Any other failure (a full disk) is left for
+    /// the rotation to wait out.
+    pub async fn check_filesystem(dir: &Path) -> io::Result<()> {
+        let path = dir.join(SPARE_NAME);
+        let created = create_preallocated(&path, 4096).await;
+        let result = match created {
+            Ok(file) => {
+                let _ = file.close().await;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => Err(e),
+            Err(_) => Ok(()),
+        };
+        remove_quietly(&path).await;
         result
     }
 
