@@ -30,15 +30,21 @@ use crate::validate::{is_json_media_type, Invalids};
 /// tokens; every shard is asked for its counters. So is `/openapi.json`, the contract.
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
     let read = match route {
-        Route::Readyz if !ctx.is_ready() => {
-            reply.error(
-                Status::ServiceUnavailable,
-                &[b"not ready"],
-                Some(RETRY_AFTER),
-            );
-            return Outcome::after(head);
-        }
-        Route::Readyz => Read::Ready,
+        Route::Readyz => match ctx.health() {
+            Ok(()) => Read::Ready,
+            Err(Some(fault)) => {
+                ack::not_ready(reply, ctx.shard(), Some(fault));
+                return Outcome::after(head);
+            }
+            Err(None) => {
+                reply.error(
+                    Status::ServiceUnavailable,
+                    &[b"not ready"],
+                    Some(RETRY_AFTER),
+                );
+                return Outcome::after(head);
+            }
+        },
         Route::Metrics => Read::Metrics,
         Route::OpenApi => {
             reply.ok(JSON, &[ctx.openapi()]);

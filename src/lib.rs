@@ -63,7 +63,7 @@
 //! fhir_api   -> ack, auth, clock, context, fhir, http, keyed, keys, log, outcome, validate
 //! keyed      -> ack, config, context, http, keys, log, outcome
 //! owner      -> context, keyed, keys, log, metrics, peers, reads, task
-//! reads      -> clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome, validate
+//! reads      -> ack, clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome, validate
 //! ack        -> clock, fhir, http, log, validate
 //! outcome    -> config, context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, openapi, peers, ratelimit, validate

@@ -16,6 +16,7 @@ use log::{error, info, warn};
 use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
+use super::watch::Fault;
 use super::{Batch, Log, SpareState};
 use crate::config::Durability;
 
@@ -112,7 +113,10 @@ impl Log {
                 );
                 let began = Instant::now();
                 let start = s.pos;
-                s.write(bytes).await?;
+                if let Some(fault) = s.write_watched(bytes).await? {
+                    self.stop_writes(s, fault, &batch.bytes[at..]).await;
+                    return Ok(());
+                }
                 if s.pos > self.segment_bytes / 2 {
                     self.prepare_spare(me);
                 }
@@ -142,9 +146,55 @@ impl Log {
             self.renew_reservation().await?;
         }
         if let Some(segment) = segment {
+            // Closing a deleted segment would lose it: looked at once more first.
+            if let Some(fault) = segment.check().await? {
+                self.stop_writes(&segment, fault, &[]).await;
+                return Ok(());
+            }
             segment.close().await;
         }
         self.mark_clean().await
+    }
+
+    /// The live segment suffered `fault`: no more records are taken, and what the
+    /// segment holds is saved (see [`Segment::rescue`]) together with `rest` and what
+    /// is pending, if those were acknowledged already (durability `async`). With
+    /// `sync` they were not: their writers get a 503. Says so in one line.
+    async fn stop_writes(&self, segment: &Segment, fault: Fault, rest: &[u8]) {
+        let (unwritten, records) = {
+            let mut state = self.state.borrow_mut();
+            state.fault = Some(fault);
+            let records = state.next_seq - 1 - state.durable_seq;
+            let mut unwritten = Vec::new();
+            if self.durability == Durability::Async {
+                unwritten.extend_from_slice(rest);
+                unwritten.extend_from_slice(&state.pending.bytes);
+            }
+            state.pending.clear();
+            (unwritten, records)
+        };
+        self.metrics.borrow_mut().writes_stopped = true;
+        let acknowledged = if unwritten.is_empty() {
+            String::new()
+        } else {
+            format!(" and {records} acknowledged records not yet written")
+        };
+        let path = segment.path.display();
+        match segment.rescue(fault, unwritten).await {
+            Ok(saved) => error!(
+                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
+                 its records{acknowledged} are saved in {}",
+                self.shard,
+                fault.says(),
+                saved.display()
+            ),
+            Err(e) => error!(
+                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
+                 saving its records{acknowledged} failed: {e}",
+                self.shard,
+                fault.says()
+            ),
+        }
     }
 
     /// The segment a group of `len` bytes starting at `first_seq` goes to: the current

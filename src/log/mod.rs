@@ -10,6 +10,7 @@
 //!
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
+//! [`watch`] what was done to the live segment from outside and saving its records,
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
 //! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
@@ -23,7 +24,10 @@
 //! for writing, say) it is a start-up failure. Failing to *create* a segment
 //! (a full disk) is not: nothing was written, so the flusher retries every
 //! second while appends are refused, and resumes by itself. A clean stop waits there
-//! too while records acknowledged with durability `async` are still unwritten.
+//! too while records acknowledged with durability `async` are still unwritten. A live
+//! segment deleted, replaced or made read-only under the server (looked at before each
+//! write group and at the stop) stops the shard's writes until a restart, once what
+//! it holds is saved ([`watch`]).
 
 pub mod datadir;
 pub mod export;
@@ -37,6 +41,7 @@ pub mod record;
 pub mod recover;
 pub mod salvage;
 pub mod segment;
+pub mod watch;
 pub mod window;
 
 use std::cell::RefCell;
@@ -49,6 +54,7 @@ use crate::metrics::LogMetrics;
 use manifest::Manifest;
 use record::{Hash, Kind, Record, GENESIS};
 use recover::BATCH_MAX;
+pub use watch::Fault;
 
 /// Why an append or a wait failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +68,9 @@ pub enum LogError {
     Unencodable,
     /// No new segment can be created (the disk is full); retried until one can.
     NoSpace,
+    /// The live segment was deleted, replaced or made read-only under the server:
+    /// the shard's writes stopped until a restart.
+    Stopped(Fault),
 }
 
 /// Where a writer continues a recovered log.
@@ -150,6 +159,8 @@ struct State {
     started: bool,
     /// The flusher has ended (everything appended is durable, or the log failed).
     stopped: bool,
+    /// What was done to the live segment under the server, once it was found.
+    fault: Option<Fault>,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
     /// Who waits in [`Log::started`] and [`Log::stopped`].
@@ -216,6 +227,7 @@ impl Log {
                 closed: false,
                 started: false,
                 stopped: false,
+                fault: None,
                 waiters: Vec::new(),
                 flusher: None,
                 start_waiter: None,
@@ -240,7 +252,12 @@ impl Log {
     /// Whether new records can still be stored.
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
-        !state.failed && !state.closed && !state.no_space
+        !state.failed && !state.closed && !state.no_space && state.fault.is_none()
+    }
+
+    /// What was done to the live segment under the server, if its writes stopped so.
+    pub fn fault(&self) -> Option<Fault> {
+        self.state.borrow().fault
     }
 
     /// The chain's head on stable storage: the last durable record's sequence number
@@ -275,6 +292,9 @@ impl Log {
         let mut state = self.state.borrow_mut();
         if state.closed {
             return Err(LogError::Closed);
+        }
+        if let Some(fault) = state.fault {
+            return Err(LogError::Stopped(fault));
         }
         if state.no_space {
             return Err(LogError::NoSpace);
@@ -337,7 +357,7 @@ impl Log {
             if state.durable_seq >= seq {
                 Poll::Ready(Ok(()))
             } else if state.stopped {
-                Poll::Ready(Err(LogError::Closed))
+                Poll::Ready(Err(state.fault.map_or(LogError::Closed, LogError::Stopped)))
             } else {
                 state.waiters.push(cx.waker().clone());
                 Poll::Pending

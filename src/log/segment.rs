@@ -23,6 +23,7 @@ use glommio::GlommioError;
 
 use crate::log::files::segment_name;
 use crate::log::record::encode_header;
+use crate::log::watch::{rescue, watch, Fault};
 
 pub struct Segment {
     /// Shared with the blocking job in flight (one at a time: the flusher awaits it).
@@ -61,11 +62,13 @@ async fn blocking<T: Send + 'static>(
     glommio::executor().spawn_blocking(job).await
 }
 
-/// Opens an existing file for writing, on the blocking thread.
+/// Opens an existing file for writing (and reading: a segment deleted under the server
+/// is copied back from its open file), on the blocking thread.
 async fn open_for_write(path: &Path) -> io::Result<File> {
     let owned = path.to_path_buf();
     blocking(move || {
         std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .open(owned)
             .map_err(|e| ("opening", e))
@@ -267,6 +270,51 @@ impl Segment {
         .map_err(|(op, e)| op_err(op, &self.path, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
+    }
+
+    /// As [`Segment::write`], unless the file was deleted, replaced or made read-only
+    /// under the server since the last group: then nothing is written and the fault is
+    /// returned. The check (an `fstat` of the open file, a `stat` of its path) runs in
+    /// the same blocking job as the write.
+    pub async fn write_watched(&mut self, bytes: &[u8]) -> io::Result<Option<Fault>> {
+        let file = Arc::clone(&self.file);
+        let group = bytes.to_vec();
+        let (at, path) = (self.pos, self.path.clone());
+        let fault = blocking(move || {
+            if let Some(fault) = watch(&file, &path)? {
+                return Ok(Some(fault));
+            }
+            file.write_all_at(&group, at).map_err(|e| ("writing", e))?;
+            file.sync_data().map_err(|e| ("fdatasync", e))?;
+            Ok(None)
+        })
+        .await
+        .map_err(|(op, e)| op_err(op, &self.path, e))?;
+        if fault.is_none() {
+            self.pos += bytes.len() as u64;
+        }
+        Ok(fault)
+    }
+
+    /// Whether the file was deleted, replaced or made read-only under the server.
+    pub async fn check(&self) -> io::Result<Option<Fault>> {
+        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        blocking(move || watch(&file, &path))
+            .await
+            .map_err(|(op, e)| op_err(op, &self.path, e))
+    }
+
+    /// After `fault`: saves the segment's records (its first `pos` bytes, read through
+    /// the open file) and then `unwritten`, so that what was acknowledged is not lost
+    /// with the open file. A deleted segment is written back under its own name (the
+    /// log is whole again), a replaced one beside the file that replaced it, as
+    /// `<name>.live-copy`; a read-only one is still in place, and only `unwritten` is
+    /// appended to it. Returns where the records are.
+    pub async fn rescue(&self, fault: Fault, unwritten: Vec<u8>) -> io::Result<PathBuf> {
+        let (file, path, pos) = (Arc::clone(&self.file), self.path.clone(), self.pos);
+        blocking(move || rescue(&file, &path, pos, fault, &unwritten))
+            .await
+            .map_err(|(op, e)| op_err(op, &self.path, e))
     }
 
     /// Closes the file on the blocking thread (every group is synced already).
