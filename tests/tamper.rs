@@ -208,6 +208,50 @@ fn cutting_history_before_a_saved_head_is_caught() {
 }
 
 #[test]
+fn a_chained_record_received_before_its_predecessor_fails_verify() {
+    // After a crash (no clean-stop mark), a record is appended that the chain accepts:
+    // the right prev, the next id, its CRC computed; only its time, 45 days earlier
+    // than the record before it, gives it away.
+    let dir = with_reports(5, true);
+    let segment = only_segment(&data(&dir));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = records(&bytes);
+    let (last_at, last_len) = at[4];
+    let Decoded::Record(last, _) = decode(&bytes[last_at..], None) else {
+        panic!("no record at {last_at}")
+    };
+    let prev = hash(&bytes[last_at..last_at + last_len]);
+    let body = project_report("P-forged");
+    let mut forged = Vec::new();
+    Record {
+        seq: last.seq + 1,
+        received_ns: last.received_ns - 45 * 86_400 * 1_000_000_000,
+        group_index: 0,
+        body: body.as_bytes(),
+        prev: Some(&prev),
+        ..last
+    }
+    .encode(&mut forged)
+    .unwrap();
+    let end = last_at + last_len;
+    bytes[end..end + forged.len()].copy_from_slice(&forged);
+    std::fs::write(&segment, &bytes).unwrap();
+    assert_eq!(
+        export(&data(&dir)).len(),
+        6,
+        "the chain takes the forged record"
+    );
+    let (ok, out) = verify(&data(&dir));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "shard 0: TIME GOES BACKWARDS: record 6 (offset {end}) was received at"
+        )) && out.contains("3888000.000 s before record 5"),
+        "{out}"
+    );
+}
+
+#[test]
 fn heads_and_exported_hashes_are_the_sha256_of_each_records_bytes() {
     let dir = with_reports(4, false);
     let exported = export(&data(&dir));

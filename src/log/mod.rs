@@ -11,6 +11,7 @@
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
 //! [`watch`] what was done to the live segment from outside and saving its records,
+//! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
 //! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
@@ -41,6 +42,7 @@ pub mod record;
 pub mod recover;
 pub mod salvage;
 pub mod segment;
+pub mod time;
 pub mod watch;
 pub mod window;
 
@@ -54,6 +56,7 @@ use crate::metrics::LogMetrics;
 use manifest::Manifest;
 use record::{Hash, Kind, Record, GENESIS};
 use recover::BATCH_MAX;
+use time::ShardTime;
 pub use watch::Fault;
 
 /// Why an append or a wait failed.
@@ -71,6 +74,13 @@ pub enum LogError {
     /// The live segment was deleted, replaced or made read-only under the server:
     /// the shard's writes stopped until a restart.
     Stopped(Fault),
+}
+
+/// A record appended: its sequence number and the `receivedAt` it was stamped with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub received_ns: u64,
 }
 
 /// Where a writer continues a recovered log.
@@ -161,6 +171,8 @@ struct State {
     stopped: bool,
     /// What was done to the live segment under the server, once it was found.
     fault: Option<Fault>,
+    /// Stamps `receivedAt`; the idempotency window's clock.
+    time: ShardTime,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
     /// Who waits in [`Log::started`] and [`Log::stopped`].
@@ -194,13 +206,15 @@ enum SpareState {
 
 impl Log {
     /// A writer that continues a recovered log at `resume`, under `manifest` as
-    /// written to disk (its reservation covers `resume.next_seq`).
+    /// written to disk (its reservation covers `resume.next_seq`), stamping time with
+    /// `time`.
     pub fn new(
         dir: PathBuf,
         segment_bytes: u64,
         durability: Durability,
         resume: Resume,
         manifest: Manifest,
+        time: ShardTime,
     ) -> Log {
         let Resume {
             log_end,
@@ -228,6 +242,7 @@ impl Log {
                 started: false,
                 stopped: false,
                 fault: None,
+                time,
                 waiters: Vec::new(),
                 flusher: None,
                 start_waiter: None,
@@ -280,15 +295,22 @@ impl Log {
         (state.pending.bytes.len(), unsynced)
     }
 
-    /// Encodes a record into the pending batch; returns its sequence number.
+    /// The shard's own clock, which the idempotency window is measured on (see [`time`]).
+    pub fn own_ns(&self) -> u64 {
+        self.state.borrow().time.own_ns()
+    }
+
+    /// Encodes a record taken in when the wall clock read `wall_ns` into the pending
+    /// batch; returns its sequence number and `receivedAt` (never before the previous
+    /// record's: see [`time`]).
     pub fn append(
         &self,
         kind: Kind,
         principal: &str,
         key: Option<&str>,
-        received_ns: u64,
+        wall_ns: u64,
         body: &[u8],
-    ) -> Result<u64, LogError> {
+    ) -> Result<Appended, LogError> {
         let mut state = self.state.borrow_mut();
         if state.closed {
             return Err(LogError::Closed);
@@ -303,6 +325,15 @@ impl Log {
             return Err(LogError::Behind);
         }
         let len = Record::encoded_len(principal, key, body).map_err(|_| LogError::Unencodable)?;
+        let (received_ns, step) = state.time.stamp(wall_ns);
+        if let Some(step) = step {
+            log::warn!(
+                "shard {}: the clock reads {:.3} s before the last receivedAt stored; \
+                 receivedAt goes on from the shard's own clock until it catches up",
+                self.shard,
+                step as f64 / 1e9
+            );
+        }
         let seq = state.next_seq;
         state.next_seq += 1;
         // Field by field from here: the record borrows the chain while the batch grows.
@@ -347,7 +378,7 @@ impl Log {
         if let Some(flusher) = state.flusher.take() {
             flusher.wake();
         }
-        Ok(seq)
+        Ok(Appended { seq, received_ns })
     }
 
     /// Resolves once record `seq` is on stable storage.
@@ -420,6 +451,7 @@ mod tests {
             Durability::Async,
             Resume::FRESH,
             manifest,
+            ShardTime::new(0, 1),
         );
         let body = vec![b'x'; 64 << 10];
         let mut stored = 0;
