@@ -414,6 +414,43 @@ fn a_live_segment_made_read_only_stops_writes() {
 }
 
 #[test]
+fn a_live_segment_deleted_while_idle_is_found_within_seconds_and_survives_kill_9() {
+    let server = Server::start(CONFIG, &["--shards", "1"]);
+    let mut stream = server.connect();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let patient = format!("P-{i}");
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report(&patient),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        acked.push((r.json()["id"].as_str().unwrap().to_string(), patient));
+    }
+    std::fs::remove_file(live_segment(&server)).unwrap();
+    // No write comes; the idle shard looks by itself.
+    let says = "not ready: shard 0 cannot take writes: its live segment was deleted or moved away";
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = get(&mut stream, "/readyz", "");
+            r.status == 503 && r.error() == says
+        }),
+        "{}",
+        server.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || server
+        .log()
+        .contains(
+            "writes to this shard are stopped until a restart; its records are saved in"
+        )));
+    // Saved already: not even kill -9 loses them now.
+    let dir = server.kill();
+    every_acknowledged_report_is_kept(dir, CONFIG, &acked);
+}
+
+#[test]
 fn a_live_segment_deleted_while_idle_is_written_back_at_the_stop() {
     let server = Server::start(CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();

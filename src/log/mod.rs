@@ -27,8 +27,8 @@
 //! second while appends are refused, and resumes by itself. A clean stop waits there
 //! too while records acknowledged with durability `async` are still unwritten. A live
 //! segment deleted, replaced or made read-only under the server (looked at before each
-//! write group and at the stop) stops the shard's writes until a restart, once what
-//! it holds is saved ([`watch`]).
+//! write group, every second while idle, and at the stop) stops the shard's writes
+//! until a restart, once what it holds is saved ([`watch`]).
 
 pub mod datadir;
 pub mod export;
@@ -173,6 +173,8 @@ struct State {
     fault: Option<Fault>,
     /// Stamps `receivedAt`; the idempotency window's clock.
     time: ShardTime,
+    /// The flusher is to look at its live segment (it is idle).
+    look: bool,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
     /// Who waits in [`Log::started`] and [`Log::stopped`].
@@ -243,6 +245,7 @@ impl Log {
                 stopped: false,
                 fault: None,
                 time,
+                look: false,
                 waiters: Vec::new(),
                 flusher: None,
                 start_waiter: None,

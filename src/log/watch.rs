@@ -1,6 +1,6 @@
 //! The live segment watched: what was done to its file from outside the server
-//! (deleted, replaced, made read-only), found before each write group and at the
-//! stop, and how its records are saved from the still-open file afterwards
+//! (deleted, replaced, made read-only), found before each write group, every second
+//! while idle, and at the stop, and how its records are saved from the still-open file afterwards
 //! ([`super::segment::Segment::rescue`]). A check is an `fstat` of the open file and a
 //! `stat` of its name, in the write group's blocking job.
 
