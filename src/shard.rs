@@ -137,6 +137,7 @@ pub async fn serve(
         }
     }
     task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
+    task::spawn("watch the live segment", watch_log(Rc::clone(&ctx))).detach();
     if ctx.limiter().is_active() {
         task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
     }
@@ -191,6 +192,20 @@ async fn share_rate_limits(ctx: Rc<Context>) {
         let demand = ctx.limiter().tick();
         if let Some(peers) = ctx.peers() {
             peers.send_demand(&demand).await;
+        }
+    }
+}
+
+/// How often an idle shard looks at its live segment.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Has the log look at its live segment every [`WATCH_EVERY`] ([`Log::look`]); a busy
+/// one looks before each write group anyway.
+async fn watch_log(ctx: Rc<Context>) {
+    loop {
+        glommio::timer::sleep(WATCH_EVERY).await;
+        if let Some(log) = ctx.log() {
+            log.look();
         }
     }
 }

@@ -24,9 +24,6 @@ use crate::config::Durability;
 /// that writes resume within a second of space returning, rarely enough to cost nothing.
 pub const CREATE_RETRY: Duration = Duration::from_secs(1);
 
-/// How often an idle flusher looks at its live segment (see [`super::watch`]).
-const WATCH_EVERY: Duration = Duration::from_secs(1);
-
 /// How often a stop that waits for space to write acknowledged records says so.
 const STOP_WAIT_SAY: Duration = Duration::from_secs(10);
 
@@ -65,8 +62,8 @@ impl Log {
     }
 
     /// The next batch to write, once there is one; `None` once closed and drained.
-    /// While idle, every [`WATCH_EVERY`] it returns an empty batch: the caller looks at
-    /// the live segment then, as it does before each write group.
+    /// While idle and asked to ([`Log::look`]), it returns an empty batch: the caller
+    /// looks at the live segment then, as it does before each write group.
     async fn next_batch(&self) -> Option<Batch> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
@@ -109,7 +106,6 @@ impl Log {
                 waiter.wake();
             }
         }
-        self.watch_while_idle(me);
         while let Some(mut batch) = self.next_batch().await {
             if batch.groups.is_empty() {
                 if let Some(s) = &segment {
@@ -245,27 +241,6 @@ impl Log {
             created.path.display()
         );
         Ok(created)
-    }
-
-    /// Has the flusher look at the live segment every [`WATCH_EVERY`] while it waits
-    /// for records, so that an idle shard finds a deleted segment (and saves its
-    /// records) too; it ends with the flusher.
-    fn watch_while_idle(&self, me: &Rc<Log>) {
-        let log = Rc::clone(me);
-        crate::task::spawn("watch the live segment", async move {
-            loop {
-                glommio::timer::sleep(WATCH_EVERY).await;
-                let mut state = log.state.borrow_mut();
-                if state.stopped {
-                    return;
-                }
-                state.look = true;
-                if let Some(flusher) = state.flusher.take() {
-                    flusher.wake();
-                }
-            }
-        })
-        .detach();
     }
 
     /// Once the current segment is half full: prepares the next one beside the flusher,

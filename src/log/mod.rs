@@ -400,6 +400,16 @@ impl Log {
         .await
     }
 
+    /// Has the flusher look at its live segment, if it is idle (see [`watch`]): the
+    /// shard asks every second, so an idle shard finds a deleted segment too.
+    pub fn look(&self) {
+        let mut state = self.state.borrow_mut();
+        state.look = true;
+        if let Some(flusher) = state.flusher.take() {
+            flusher.wake();
+        }
+    }
+
     /// Stops taking records; the flusher writes what is pending and ends.
     pub fn close(&self) {
         let mut state = self.state.borrow_mut();

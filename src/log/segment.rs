@@ -28,7 +28,8 @@ use crate::log::watch::{rescue, watch, Fault};
 pub struct Segment {
     /// Shared with the blocking job in flight (one at a time: the flusher awaits it).
     file: Arc<File>,
-    pub path: PathBuf,
+    /// Shared with the blocking job too (a clone costs no allocation per group).
+    pub path: Arc<Path>,
     /// End of the valid records.
     pub pos: u64,
 }
@@ -201,7 +202,7 @@ impl Segment {
             .map_err(|e| op_err("closing", &path, e))?;
         Ok(Segment {
             file: Arc::new(handle),
-            path,
+            path: path.into(),
             pos: 0,
         })
     }
@@ -210,11 +211,11 @@ impl Segment {
     /// syncs the directory: from here on it is part of the log.
     async fn install(&mut self, dir: &Path, first_seq: u64) -> io::Result<()> {
         let path = dir.join(segment_name(first_seq));
-        let (from, to) = (self.path.clone(), path.clone());
+        let (from, to) = (self.path.to_path_buf(), path.clone());
         blocking(move || std::fs::rename(from, to).map_err(|e| ("renaming to", e)))
             .await
             .map_err(|(op, e)| op_err(op, &path, e))?;
-        self.path = path;
+        self.path = path.into();
         sync_dir(dir).await
     }
 
@@ -250,7 +251,7 @@ impl Segment {
     pub async fn open(path: &Path, pos: u64) -> io::Result<Segment> {
         Ok(Segment {
             file: Arc::new(open_for_write(path).await?),
-            path: path.to_path_buf(),
+            path: path.into(),
             pos,
         })
     }
@@ -279,7 +280,7 @@ impl Segment {
     pub async fn write_watched(&mut self, bytes: &[u8]) -> io::Result<Option<Fault>> {
         let file = Arc::clone(&self.file);
         let group = bytes.to_vec();
-        let (at, path) = (self.pos, self.path.clone());
+        let (at, path) = (self.pos, Arc::clone(&self.path));
         let fault = blocking(move || {
             if let Some(fault) = watch(&file, &path)? {
                 return Ok(Some(fault));
@@ -298,7 +299,7 @@ impl Segment {
 
     /// Whether the file was deleted, replaced or made read-only under the server.
     pub async fn check(&self) -> io::Result<Option<Fault>> {
-        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        let (file, path) = (Arc::clone(&self.file), Arc::clone(&self.path));
         blocking(move || watch(&file, &path))
             .await
             .map_err(|(op, e)| op_err(op, &self.path, e))
@@ -311,7 +312,7 @@ impl Segment {
     /// `<name>.live-copy`; a read-only one is still in place, and only `unwritten` is
     /// appended to it. Returns where the records are.
     pub async fn rescue(&self, fault: Fault, unwritten: Vec<u8>) -> io::Result<PathBuf> {
-        let (file, path, pos) = (Arc::clone(&self.file), self.path.clone(), self.pos);
+        let (file, path, pos) = (Arc::clone(&self.file), Arc::clone(&self.path), self.pos);
         blocking(move || rescue(&file, &path, pos, fault, &unwritten))
             .await
             .map_err(|(op, e)| op_err(op, &self.path, e))
