@@ -16,7 +16,7 @@
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | FHIR | [`fhir_api`], [`fhir`] | R4 QuestionnaireResponse intake, read back, CapabilityStatement |
-//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
+//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest; the live segment watched |
 //! | reads | [`reads`], [`peers`], [`owner`], [`index`], [`merge`], [`log::locations`] | each shard's index asked over a channel mesh; answers merged; a record by its id |
 //! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
 //! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
