@@ -371,6 +371,25 @@ fn a_deleted_live_segment_loses_no_acknowledged_async_record_either() {
 }
 
 #[test]
+fn a_deleted_shard_directory_is_made_again_with_its_live_records() {
+    let config = big_segments("");
+    let (seen, server) = fault_under_load(
+        &config,
+        "its live segment was deleted or moved away",
+        |segment| std::fs::remove_dir_all(segment.parent().unwrap()).unwrap(),
+    );
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    // Segment and manifest both: a shard directory without its manifest is damage.
+    let shard = dir.path().join("data/shard-0");
+    assert!(shard.join("MANIFEST").exists(), "no MANIFEST written again");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&shard).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    every_acknowledged_report_is_kept(dir, &config, &seen.acked);
+}
+
+#[test]
 fn a_replaced_live_segment_is_kept_beside_its_replacement() {
     let config = big_segments("");
     let (seen, server) = fault_under_load(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
+use super::manifest::{Listed, Manifest, MANIFEST, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
 use super::watch::Fault;
@@ -193,7 +193,16 @@ impl Log {
             format!(" and {records} acknowledged records not yet written")
         };
         let path = segment.path.display();
-        match segment.rescue(fault, unwritten).await {
+        let mut rescued = segment.rescue(fault, unwritten).await;
+        // With its directory gone, the manifest went too: written again from memory,
+        // so the next start finds the shard whole (or names the segments that are gone).
+        if rescued.is_ok() && !self.dir.join(MANIFEST).exists() {
+            let manifest = self.manifest.borrow().clone();
+            if let Err(e) = self.write_manifest(manifest).await {
+                rescued = Err(e);
+            }
+        }
+        match rescued {
             Ok(saved) => error!(
                 "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
                  its records{acknowledged} are saved in {}",

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A rescue copies this much at a time.
@@ -70,6 +70,14 @@ pub(super) fn rescue(
             .map_err(|e| ("writing", e))?;
         file.sync_data().map_err(|e| ("fdatasync", e))?;
         return Ok(path.to_path_buf());
+    }
+    // The whole shard directory may be what was deleted: made again (0700, as at start).
+    if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ("creating the directory of", e))?;
     }
     let tmp = path.with_extension("seg.tmp");
     let copy = std::fs::OpenOptions::new()
