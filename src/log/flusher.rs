@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use super::manifest::{Listed, Manifest, MANIFEST, RESERVE_BLOCK};
+use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
-use super::watch::Fault;
 use super::{Batch, Log, SpareState};
 use crate::config::Durability;
 
@@ -167,56 +166,6 @@ impl Log {
             segment.close().await;
         }
         self.mark_clean().await
-    }
-
-    /// The live segment suffered `fault`: no more records are taken, and what the
-    /// segment holds is saved (see [`Segment::rescue`]) together with `rest` and what
-    /// is pending, if those were acknowledged already (durability `async`). With
-    /// `sync` they were not: their writers get a 503. Says so in one line.
-    async fn stop_writes(&self, segment: &Segment, fault: Fault, rest: &[u8]) {
-        let (unwritten, records) = {
-            let mut state = self.state.borrow_mut();
-            state.fault = Some(fault);
-            let records = state.next_seq - 1 - state.durable_seq;
-            let mut unwritten = Vec::new();
-            if self.durability == Durability::Async {
-                unwritten.extend_from_slice(rest);
-                unwritten.extend_from_slice(&state.pending.bytes);
-            }
-            state.pending.clear();
-            (unwritten, records)
-        };
-        self.metrics.borrow_mut().writes_stopped = true;
-        let acknowledged = if unwritten.is_empty() {
-            String::new()
-        } else {
-            format!(" and {records} acknowledged records not yet written")
-        };
-        let path = segment.path.display();
-        let mut rescued = segment.rescue(fault, unwritten).await;
-        // With its directory gone, the manifest went too: written again from memory,
-        // so the next start finds the shard whole (or names the segments that are gone).
-        if rescued.is_ok() && !self.dir.join(MANIFEST).exists() {
-            let manifest = self.manifest.borrow().clone();
-            if let Err(e) = self.write_manifest(manifest).await {
-                rescued = Err(e);
-            }
-        }
-        match rescued {
-            Ok(saved) => error!(
-                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
-                 its records{acknowledged} are saved in {}",
-                self.shard,
-                fault.says(),
-                saved.display()
-            ),
-            Err(e) => error!(
-                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
-                 saving its records{acknowledged} failed: {e}",
-                self.shard,
-                fault.says()
-            ),
-        }
     }
 
     /// The segment a group of `len` bytes starting at `first_seq` goes to: the current
@@ -386,7 +335,7 @@ impl Log {
     }
 
     /// Writes `manifest` durably (on the blocking pool), then makes it current.
-    async fn write_manifest(&self, manifest: Manifest) -> io::Result<()> {
+    pub(super) async fn write_manifest(&self, manifest: Manifest) -> io::Result<()> {
         let dir = self.dir.clone();
         let written = manifest.clone();
         glommio::executor()

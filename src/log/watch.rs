@@ -1,13 +1,20 @@
 //! The live segment watched: what was done to its file from outside the server
 //! (deleted, replaced, made read-only), found before each write group, every second
-//! while idle, and at the stop, and how its records are saved from the still-open file afterwards
-//! ([`super::segment::Segment::rescue`]). A check is an `fstat` of the open file and a
-//! `stat` of its name, in the write group's blocking job.
+//! while idle, and at the stop; then the shard's writes stop and the records are saved
+//! from the still-open file ([`Segment::rescue`]). A check is an `fstat` of the open
+//! file and a `stat` of its name, in the write group's blocking job.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use log::error;
+
+use super::manifest::MANIFEST;
+use super::segment::Segment;
+use super::Log;
+use crate::config::Durability;
 
 /// A rescue copies this much at a time.
 const COPY_CHUNK: usize = 1 << 20;
@@ -30,6 +37,58 @@ impl Fault {
             Fault::Deleted => "its live segment was deleted or moved away",
             Fault::Replaced => "its live segment was replaced by another file",
             Fault::ReadOnly => "its live segment was made read-only",
+        }
+    }
+}
+
+impl Log {
+    /// The live segment suffered `fault`: no more records are taken, and what the
+    /// segment holds is saved (see [`Segment::rescue`]) together with `rest` and what
+    /// is pending, if those were acknowledged already (durability `async`). With
+    /// `sync` they were not: their writers get a 503. Says so in one line.
+    pub(super) async fn stop_writes(&self, segment: &Segment, fault: Fault, rest: &[u8]) {
+        let (unwritten, records) = {
+            let mut state = self.state.borrow_mut();
+            state.fault = Some(fault);
+            let records = state.next_seq - 1 - state.durable_seq;
+            let mut unwritten = Vec::new();
+            if self.durability == Durability::Async {
+                unwritten.extend_from_slice(rest);
+                unwritten.extend_from_slice(&state.pending.bytes);
+            }
+            state.pending.clear();
+            (unwritten, records)
+        };
+        self.metrics.borrow_mut().writes_stopped = true;
+        let acknowledged = if unwritten.is_empty() {
+            String::new()
+        } else {
+            format!(" and {records} acknowledged records not yet written")
+        };
+        let path = segment.path.display();
+        let mut rescued = segment.rescue(fault, unwritten).await;
+        // With its directory gone, the manifest went too: written again from memory,
+        // so the next start finds the shard whole (or names the segments that are gone).
+        if rescued.is_ok() && !self.dir.join(MANIFEST).exists() {
+            let manifest = self.manifest.borrow().clone();
+            if let Err(e) = self.write_manifest(manifest).await {
+                rescued = Err(e);
+            }
+        }
+        match rescued {
+            Ok(saved) => error!(
+                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
+                 its records{acknowledged} are saved in {}",
+                self.shard,
+                fault.says(),
+                saved.display()
+            ),
+            Err(e) => error!(
+                "shard {}: {} ({path}): writes to this shard are stopped until a restart; \
+                 saving its records{acknowledged} failed: {e}",
+                self.shard,
+                fault.says()
+            ),
         }
     }
 }
