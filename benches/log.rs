@@ -13,6 +13,7 @@ use epro_ingest::config::Durability;
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::Kind;
 use epro_ingest::log::segment::Segment;
+use epro_ingest::log::time::ShardTime;
 use epro_ingest::log::{Log, Resume};
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -37,6 +38,7 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
         durability,
         Resume::FRESH,
         manifest,
+        ShardTime::new(0, epro_ingest::clock::now_ns()),
     ));
     glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_, _| {})).detach();
     let began = Instant::now();
@@ -48,7 +50,8 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
                 for _ in 0..per_writer {
                     last = log
                         .append(Kind::Report, "site-app-001", None, 0, BODY)
-                        .unwrap();
+                        .unwrap()
+                        .seq;
                     if durability == Durability::Sync {
                         log.durable(last).await.unwrap();
                     } else {

@@ -9,7 +9,7 @@ use crate::http::parse::Head;
 use crate::http::request::Request;
 use crate::http::response::{Header, Reply, Status, FHIR_JSON, JSON, RETRY_AFTER};
 use crate::log::record::Kind;
-use crate::log::LogError;
+use crate::log::{Fault, LogError};
 use crate::validate::{Invalids, MAX_INVALIDS};
 
 /// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
@@ -96,19 +96,37 @@ fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
 
 /// The 503 of a shard that cannot store records now.
 pub fn refuse_storage(reply: &mut Reply<'_>, e: LogError) {
-    let message = match e {
-        LogError::Closed => "not accepting writes (starting up or shutting down)",
-        LogError::Behind => "storage is behind on this shard; retry later",
-        LogError::Unencodable => "the record does not fit the log format",
-        LogError::NoSpace => "no space for the log on this shard; retry later",
+    let (message, cause) = match e {
+        LogError::Closed => ("not accepting writes (starting up or shutting down)", ""),
+        LogError::Behind => ("storage is behind on this shard; retry later", ""),
+        LogError::Unencodable => ("the record does not fit the log format", ""),
+        LogError::NoSpace => ("no space for the log on this shard; retry later", ""),
+        LogError::Stopped(fault) => ("writes to this shard are stopped: ", fault.says()),
     };
-    // Retrying can help unless the record itself cannot be stored.
+    // Retrying can help unless the record itself cannot be stored (another connection
+    // may reach another shard).
     let retry = e != LogError::Unencodable;
     reply.error(
         Status::ServiceUnavailable,
-        &[message.as_bytes()],
+        &[message.as_bytes(), cause.as_bytes()],
         retry.then_some(RETRY_AFTER),
     );
+}
+
+/// The 503 of `/readyz` naming a shard that cannot take writes, and why when its live
+/// segment is the reason.
+pub fn not_ready(reply: &mut Reply<'_>, shard: usize, fault: Option<Fault>) {
+    let mut number = itoa::Buffer::new();
+    let (cannot, why) = fault.map_or((" cannot take writes", ""), |f| {
+        (" cannot take writes: ", f.says())
+    });
+    let parts: [&[u8]; 4] = [
+        b"not ready: shard ",
+        number.format(shard).as_bytes(),
+        cannot.as_bytes(),
+        why.as_bytes(),
+    ];
+    reply.error(Status::ServiceUnavailable, &parts, Some(RETRY_AFTER));
 }
 
 /// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)

@@ -5,10 +5,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in nanoseconds since the epoch (UTC).
 pub fn now_ns() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "test-seams")]
+    let now = now.saturating_add_signed(seam::OFFSET_NS.load(std::sync::atomic::Ordering::Relaxed));
+    now
+}
+
+/// A wall clock set wrong on purpose, for the tests of clock steps (`test-seams` builds
+/// only).
+#[cfg(feature = "test-seams")]
+pub mod seam {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    pub(super) static OFFSET_NS: AtomicI64 = AtomicI64::new(0);
+
+    /// From now on [`super::now_ns`] reads `seconds` off the real time.
+    pub fn set_offset(seconds: i64) {
+        OFFSET_NS.store(seconds.saturating_mul(1_000_000_000), Ordering::Relaxed);
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` is always 30 bytes.

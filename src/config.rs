@@ -156,6 +156,8 @@ pub struct TestSeams {
     pub panic_project: Option<String>,
     /// Recovery reports its progress this often instead of every second.
     pub progress_every_ms: Option<u64>,
+    /// The server's wall clock reads this many seconds off the real time.
+    pub clock_offset_s: Option<i64>,
 }
 
 /// Command-line values that override the file.

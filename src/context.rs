@@ -23,7 +23,7 @@ use crate::keys::KeyTable;
 use crate::log::locations::Locations;
 use crate::log::Log;
 use crate::metrics::{HttpMetrics, ShardMetrics};
-use crate::peers::Peers;
+use crate::peers::{Health, Peers};
 use crate::ratelimit::Limiter;
 use crate::validate::Validator;
 
@@ -212,9 +212,21 @@ impl Context {
     /// `/readyz` answers 200 only while this is true: every shard recovered, this one's
     /// log can take records, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.serving.get()
-            && self.log().is_some_and(|log| log.is_healthy())
+        self.health().is_ok()
+    }
+
+    /// As [`Context::is_ready`], saying what was done to the live segment if that is
+    /// why not.
+    pub fn health(&self) -> Health {
+        let log = self.log();
+        if self.serving.get()
+            && log.is_some_and(|log| log.is_healthy())
             && !self.shutting_down.get()
+        {
+            Ok(())
+        } else {
+            Err(log.and_then(|log| log.fault()))
+        }
     }
 
     /// Whether new writes are shed now: too much waits for this shard's disk.

@@ -190,7 +190,7 @@ pub fn create(
         None => Err(LogError::Closed),
     };
     let seq = match appended {
-        Ok(seq) => seq,
+        Ok(appended) => appended.seq,
         Err(e) => {
             let retry = if e == LogError::Unencodable {
                 &[][..]

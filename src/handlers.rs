@@ -17,7 +17,7 @@ use crate::http::response::{Reply, Status, JSON, RETRY_AFTER, TEXT};
 use crate::keyed::{self, Decision};
 use crate::keys::{Keyed, KeyedWrite};
 use crate::log::record::Kind;
-use crate::log::LogError;
+use crate::log::{Appended, LogError};
 use crate::outcome::{Deferred, Outcome, Read, Work};
 use crate::route::tree::Params;
 use crate::route::Route;
@@ -30,15 +30,21 @@ use crate::validate::{is_json_media_type, Invalids};
 /// tokens; every shard is asked for its counters. So is `/openapi.json`, the contract.
 pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>) -> Outcome {
     let read = match route {
-        Route::Readyz if !ctx.is_ready() => {
-            reply.error(
-                Status::ServiceUnavailable,
-                &[b"not ready"],
-                Some(RETRY_AFTER),
-            );
-            return Outcome::after(head);
-        }
-        Route::Readyz => Read::Ready,
+        Route::Readyz => match ctx.health() {
+            Ok(()) => Read::Ready,
+            Err(Some(fault)) => {
+                ack::not_ready(reply, ctx.shard(), Some(fault));
+                return Outcome::after(head);
+            }
+            Err(None) => {
+                reply.error(
+                    Status::ServiceUnavailable,
+                    &[b"not ready"],
+                    Some(RETRY_AFTER),
+                );
+                return Outcome::after(head);
+            }
+        },
         Route::Metrics => Read::Metrics,
         Route::OpenApi => {
             reply.ok(JSON, &[ctx.openapi()]);
@@ -249,15 +255,7 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
         store(ctx, Kind::Report, who, key, received_ns, request.body)
     });
     let forbidden = "this principal may not write to the report's projectId";
-    answer_stored(
-        ctx,
-        request,
-        reply,
-        Kind::Report,
-        stored,
-        received_ns,
-        forbidden,
-    )
+    answer_stored(ctx, request, reply, Kind::Report, stored, forbidden)
 }
 
 const KEY_MISMATCH: &str = "submissionId and Idempotency-Key differ";
@@ -287,15 +285,7 @@ fn add_tag(
         store(ctx, Kind::Tag, who, key, received_ns, request.body)
     });
     let forbidden = "this principal may not write to the tag's projectId";
-    answer_stored(
-        ctx,
-        request,
-        reply,
-        Kind::Tag,
-        stored,
-        received_ns,
-        forbidden,
-    )
+    answer_stored(ctx, request, reply, Kind::Tag, stored, forbidden)
 }
 
 /// Answers what storing a validated record came to: its error, its deferral to the
@@ -306,11 +296,10 @@ fn answer_stored(
     reply: &mut Reply<'_>,
     kind: Kind,
     stored: Result<Stored, Invalids>,
-    received_ns: u64,
     forbidden: &str,
 ) -> Outcome {
     let head = &request.head;
-    let seq = match stored {
+    let appended = match stored {
         Err(invalid) => {
             ack::refuse_invalid(reply, invalid);
             return Outcome::after(head);
@@ -329,15 +318,16 @@ fn answer_stored(
             };
         }
         Ok(Stored::Appended(Err(e))) => return refuse_storage(reply, head, e),
-        Ok(Stored::Appended(Ok(seq))) => seq,
+        Ok(Stored::Appended(Ok(appended))) => appended,
     };
+    let Appended { seq, received_ns } = appended;
     ack::acknowledge(reply, kind, ctx.shard() as u16, seq, received_ns, None);
     Outcome::appended(ctx, head, seq)
 }
 
 /// What storing a validated submission came to.
 enum Stored {
-    Appended(Result<u64, LogError>),
+    Appended(Result<Appended, LogError>),
     /// For its key's owner shard, another one, to store.
     Keyed(KeyedWrite),
     /// Decided here: this shard owns the key.
@@ -389,7 +379,7 @@ fn append(
     who: &Principal,
     received_ns: u64,
     body: &[u8],
-) -> Result<u64, LogError> {
+) -> Result<Appended, LogError> {
     match ctx.log() {
         Some(log) => log.append(kind, &who.id, None, received_ns, body),
         None => Err(LogError::Closed),

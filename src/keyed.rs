@@ -136,7 +136,7 @@ pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
         .keys()
         .claim(write.principal, write.key, write.kind, body_hash, || {
             let header_key = (!write.key_in_body).then_some(write.key);
-            let seq = log.append(
+            let appended = log.append(
                 write.kind,
                 write.principal,
                 header_key,
@@ -146,8 +146,8 @@ pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
             Ok(Entry {
                 kind: write.kind,
                 shard: shard as u16,
-                seq,
-                received_ns: write.received_ns,
+                seq: appended.seq,
+                received_ns: appended.received_ns,
                 body_hash,
             })
         });

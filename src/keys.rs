@@ -9,7 +9,8 @@
 //! a heap copy of principal and key: measured at 166 bytes per key for a million
 //! 36-byte UUID keys of a 12-byte principal.
 //! Keys older than the window (`idempotency_window_hours`) are forgotten: a retry
-//! after that is stored as a new record.
+//! after that is stored as a new record. The window is measured on the shard's own
+//! clock, which no step of the wall clock moves ([`crate::log::time`]).
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;

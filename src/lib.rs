@@ -16,7 +16,7 @@
 //! | routing | [`route`] | the route table (with who may call each route) and its compile-time tree |
 //! | handlers | [`handlers`], [`validate`], [`outcome`] | one function per endpoint; simd-json validation on a reused tape |
 //! | FHIR | [`fhir_api`], [`fhir`] | R4 QuestionnaireResponse intake (R4's rules walked over tables of its structure, then this server's profile), read back with the server's id and meta, CapabilityStatement, the profile's StructureDefinition; 406 for formats other than JSON |
-//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest |
+//! | storage | [`log`] | append to the shard's log; group commit (write + fdatasync) before the ack; manifest; the live segment watched |
 //! | reads | [`reads`], [`peers`], [`owner`], [`index`], [`merge`], [`log::locations`] | each shard's index asked over a channel mesh; answers merged; a record by its id |
 //! | admission | [`admission`], [`ratelimit`] | at head time: load shedding, per-principal rate limits |
 //! | metrics | [`metrics`] | per-shard counters bumped in place; `/metrics` merges every shard's copy |
@@ -65,7 +65,7 @@
 //! fhir_api   -> ack, auth, clock, context, fhir, http, keyed, keys, log, outcome, validate
 //! keyed      -> ack, config, context, http, keys, log, outcome
 //! owner      -> context, keyed, keys, log, metrics, peers, reads, task
-//! reads      -> clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome, validate
+//! reads      -> ack, clock, context, fhir, fhir_api, http, index, log, merge, metrics, outcome, validate
 //! ack        -> clock, fhir, http, log, validate
 //! outcome    -> config, context, http, keys, log, logger, route
 //! context    -> auth, clock, config, http, index, keys, log, metrics, openapi, peers, ratelimit, validate

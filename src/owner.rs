@@ -14,15 +14,15 @@ use crate::log::locations::Location;
 use crate::log::record::{Hash, GENESIS};
 use crate::log::LogError;
 use crate::metrics::ShardMetrics;
-use crate::peers::Owner;
+use crate::peers::{Health, Owner};
 use crate::reads;
 
 /// A shard as its peers see it.
 pub struct ShardOwner(pub Rc<Context>);
 
 impl Owner for ShardOwner {
-    fn healthy(&self) -> bool {
-        self.0.is_ready()
+    fn health(&self) -> Health {
+        self.0.health()
     }
 
     fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>) {

@@ -16,6 +16,7 @@ use crate::index::{Answer, Index, Query};
 use crate::keys::{Entry, KeyedAnswer, KeyedWrite};
 use crate::log::locations::Location;
 use crate::log::record::Hash;
+use crate::log::Fault;
 use crate::metrics::ShardMetrics;
 
 /// A question on its way to a peer, with the channel for its answer.
@@ -25,7 +26,7 @@ pub enum Message {
         reply: oneshot::Sender<Answer>,
     },
     /// Can the peer take writes now?
-    Health { reply: oneshot::Sender<bool> },
+    Health { reply: oneshot::Sender<Health> },
     /// Store this keyed record, unless its key is known.
     Keyed {
         write: KeyedWrite,
@@ -52,10 +53,14 @@ pub enum Message {
     },
 }
 
+/// Whether a shard can take writes now; if not, what was done to its live segment when
+/// that is why.
+pub type Health = Result<(), Option<Fault>>;
+
 /// What a shard does with the messages that need more than its index.
 pub trait Owner {
     /// Whether this shard can take writes now.
-    fn healthy(&self) -> bool;
+    fn health(&self) -> Health;
     /// Stores `write` (or not), then answers on `reply`; may run as a task of its own.
     fn keyed(&self, write: KeyedWrite, reply: oneshot::Sender<KeyedAnswer>);
     /// A copy of this shard's counters.
@@ -106,8 +111,9 @@ impl Peers {
         Ok(answers)
     }
 
-    /// The first other shard that cannot take writes now (or does not answer), if any.
-    pub async fn first_unhealthy(&self) -> Option<usize> {
+    /// The first other shard that cannot take writes now (or does not answer), if any,
+    /// and what was done to its live segment if that is why.
+    pub async fn first_unhealthy(&self) -> Option<(usize, Option<Fault>)> {
         let mut pending = Vec::new();
         for peer in self.others() {
             let (reply, answer) = oneshot::channel();
@@ -117,13 +123,15 @@ impl Peers {
                 .await
                 .is_err()
             {
-                return Some(peer);
+                return Some((peer, None));
             }
             pending.push((peer, answer));
         }
         for (peer, answer) in pending {
-            if answer.await != Ok(true) {
-                return Some(peer);
+            match answer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(fault)) => return Some((peer, fault)),
+                Err(_) => return Some((peer, None)),
             }
         }
         None
@@ -279,7 +287,7 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                         let _ = reply.send(index.borrow().answer(&query));
                     }
                     Message::Health { reply } => {
-                        let _ = reply.send(owner.healthy());
+                        let _ = reply.send(owner.health());
                     }
                     Message::Keyed { write, reply } => owner.keyed(write, reply),
                     Message::Demand { from, demand } => owner.demand(from, demand),

@@ -5,10 +5,11 @@
 //! ([`crate::peers`]), merge ([`crate::merge`]) and answer. Counts are exact: every
 //! acknowledged record is in exactly one shard's index.
 
+use crate::ack;
 use crate::clock;
 use crate::context::Context;
 use crate::fhir_api;
-use crate::http::response::{Reply, Status, FHIR_JSON, JSON, RETRY_AFTER, TEXT};
+use crate::http::response::{Reply, Status, FHIR_JSON, JSON, TEXT};
 use crate::index::{Answer, Query};
 use crate::log::files::shard_dir;
 use crate::log::heads::Head;
@@ -52,19 +53,11 @@ pub async fn answer(ctx: &Context, read: &Read, reply: &mut Reply<'_>) {
 async fn ready(ctx: &Context, reply: &mut Reply<'_>) {
     let unhealthy = match ctx.peers() {
         Some(peers) => peers.first_unhealthy().await,
-        None => Some(ctx.shard()),
+        None => Some((ctx.shard(), None)),
     };
     match unhealthy {
         None => reply.ok(TEXT, &[b"ok"]),
-        Some(shard) => {
-            let mut number = itoa::Buffer::new();
-            let parts: [&[u8]; 3] = [
-                b"not ready: shard ",
-                number.format(shard).as_bytes(),
-                b" cannot take writes",
-            ];
-            reply.error(Status::ServiceUnavailable, &parts, Some(RETRY_AFTER));
-        }
+        Some((shard, fault)) => ack::not_ready(reply, shard, fault),
     }
 }
 

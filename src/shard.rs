@@ -26,6 +26,7 @@ use crate::log::open::{open_shard, Opened};
 use crate::log::record::{Kind, Record};
 use crate::log::recover::ScanProgress;
 use crate::log::salvage::salvage_shard;
+use crate::log::time::ShardTime;
 use crate::log::Log;
 use crate::owner::ShardOwner;
 use crate::peers::{self, Message, Peers};
@@ -136,6 +137,7 @@ pub async fn serve(
         }
     }
     task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
+    task::spawn("watch the live segment", watch_log(Rc::clone(&ctx))).detach();
     if ctx.limiter().is_active() {
         task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
     }
@@ -157,10 +159,8 @@ pub async fn serve(
 /// How often keys past the idempotency window are forgotten.
 const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
-/// Records received before this carry keys past the window: forgotten.
-fn oldest_key_ns(config: &Config) -> u64 {
-    let window_ns = config.idempotency_window_hours * 3600 * 1_000_000_000;
-    crate::clock::now_ns().saturating_sub(window_ns)
+fn window_ns(config: &Config) -> u64 {
+    config.idempotency_window_hours * 3600 * 1_000_000_000
 }
 
 /// A stored report's `submissionId`, if it has one.
@@ -196,11 +196,29 @@ async fn share_rate_limits(ctx: Rc<Context>) {
     }
 }
 
-/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`].
+/// How often an idle shard looks at its live segment.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Has the log look at its live segment every [`WATCH_EVERY`] ([`Log::look`]); a busy
+/// one looks before each write group anyway.
+async fn watch_log(ctx: Rc<Context>) {
+    loop {
+        glommio::timer::sleep(WATCH_EVERY).await;
+        if let Some(log) = ctx.log() {
+            log.look();
+        }
+    }
+}
+
+/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`]: measured on
+/// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
 async fn expire_keys(ctx: Rc<Context>) {
     loop {
         glommio::timer::sleep(KEY_EXPIRY_EVERY).await;
-        ctx.keys().expire(oldest_key_ns(ctx.config()));
+        if let Some(log) = ctx.log() {
+            let oldest = log.own_ns().saturating_sub(window_ns(ctx.config()));
+            ctx.keys().expire(oldest);
+        }
     }
 }
 
@@ -250,23 +268,33 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         .map_or(PROGRESS_EVERY, Duration::from_millis);
     #[cfg(not(feature = "test-seams"))]
     let every = PROGRESS_EVERY;
-    let oldest_key_ns = oldest_key_ns(ctx.config());
-    let (opened, index, keys, locations) = glommio::executor()
+    let window_ns = window_ns(ctx.config());
+    let wall_ns = crate::clock::now_ns();
+    let (opened, index, keys, locations, time) = glommio::executor()
         .spawn_blocking(
-            move || -> Result<(Opened, Index, KeyTable, Locations), String> {
+            move || -> Result<(Opened, Index, KeyTable, Locations, ShardTime), String> {
                 let mut index = Index::default();
                 let mut keys = KeyTable::default();
                 let mut locations = Locations::default();
                 let mut validator = Validator::for_stored();
+                // The window is measured along the chain: from the earlier of the wall
+                // clock and the latest receivedAt stored, which only grows as the scan
+                // goes, so a key left out on the way is out of the final window too.
+                let mut last_ns = 0;
                 let each = |r: &Record<'_>, offset: u64| {
                     locations.add(r.seq, offset);
+                    last_ns = last_ns.max(r.received_ns);
+                    let oldest = wall_ns.min(last_ns).saturating_sub(window_ns);
                     let submission_id = index.add_recovered(&mut validator, r);
                     let key = r.key.or(submission_id.as_deref());
-                    if let Some(key) = key.filter(|_| r.received_ns >= oldest_key_ns) {
+                    if let Some(key) = key.filter(|_| r.received_ns >= oldest) {
                         keys.insert(r.principal, key, key_entry(r));
                     }
                 };
                 let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
+                let time = ShardTime::new(last_ns, wall_ns);
+                let oldest_key_ns = time.own_ns().saturating_sub(window_ns);
+                keys.expire(oldest_key_ns);
                 // A retired log's records are no longer served, but their keys still
                 // hold: a retry of one is answered with its first answer, never
                 // stored again. Read past any damage, as `export --salvage` reads.
@@ -299,7 +327,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
                         "shard {shard}: remembered {remembered} idempotency keys of retired logs"
                     );
                 }
-                Ok((opened, index, keys, locations))
+                Ok((opened, index, keys, locations, time))
             },
         )
         .await?;
@@ -331,6 +359,7 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
         config.durability,
         opened.resume(),
         opened.manifest,
+        time,
     ));
     let live_index = Rc::clone(ctx.index());
     let live_locations = Rc::clone(ctx.locations());

@@ -147,6 +147,10 @@ fn rewriting_every_later_record_is_caught_by_a_saved_head() {
     assert!(saved.starts_with("shard=0 seq=5 sha256="), "{saved}");
     let (ok, out, _) = verify_with(&data(&dir), &["--against", heads.to_str().unwrap()]);
     assert!(ok && out.contains("saved head seq 5 holds"), "{out}");
+    assert!(
+        out.contains("shard 0: not covered: records after seq 5 and the MANIFEST"),
+        "{out}"
+    );
 
     // The attacker edits record 2 and recomputes every later prev and CRC.
     let segment = only_segment(&data(&dir));
@@ -161,6 +165,14 @@ fn rewriting_every_later_record_is_caught_by_a_saved_head() {
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, out) = verify(&data(&dir));
     assert!(ok, "a fully re-chained log verifies on its own: {out}");
+    // ... and says so: a clean result without a saved head covers neither.
+    assert!(
+        out.contains(
+            "not covered: without --against, a tail rewritten and re-chained, a cut tail and \
+             a rewritten MANIFEST all verify"
+        ),
+        "{out}"
+    );
     let site = |e: &serde_json::Value| e["body"]["siteId"].clone();
     assert_eq!(site(&export(&data(&dir))[1]), "S99");
     // Only the head kept elsewhere tells.
@@ -191,6 +203,50 @@ fn cutting_history_before_a_saved_head_is_caught() {
     assert!(!ok, "{out}");
     assert!(
         out.contains("TAMPERED: record 5 of the saved head is gone"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_chained_record_received_before_its_predecessor_fails_verify() {
+    // After a crash (no clean-stop mark), a record is appended that the chain accepts:
+    // the right prev, the next id, its CRC computed; only its time, 45 days earlier
+    // than the record before it, gives it away.
+    let dir = with_reports(5, true);
+    let segment = only_segment(&data(&dir));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = records(&bytes);
+    let (last_at, last_len) = at[4];
+    let Decoded::Record(last, _) = decode(&bytes[last_at..], None) else {
+        panic!("no record at {last_at}")
+    };
+    let prev = hash(&bytes[last_at..last_at + last_len]);
+    let body = project_report("P-forged");
+    let mut forged = Vec::new();
+    Record {
+        seq: last.seq + 1,
+        received_ns: last.received_ns - 45 * 86_400 * 1_000_000_000,
+        group_index: 0,
+        body: body.as_bytes(),
+        prev: Some(&prev),
+        ..last
+    }
+    .encode(&mut forged)
+    .unwrap();
+    let end = last_at + last_len;
+    bytes[end..end + forged.len()].copy_from_slice(&forged);
+    std::fs::write(&segment, &bytes).unwrap();
+    assert_eq!(
+        export(&data(&dir)).len(),
+        6,
+        "the chain takes the forged record"
+    );
+    let (ok, out) = verify(&data(&dir));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "shard 0: TIME GOES BACKWARDS: record 6 (offset {end}) was received at"
+        )) && out.contains("3888000.000 s before record 5"),
         "{out}"
     );
 }

@@ -208,6 +208,21 @@ pub struct ShardReport {
     /// The ids its damage took ([`crate::log::lost`]).
     pub lost: Vec<Lost>,
     pub against: Option<(Head, Against)>,
+    /// The first record whose `receivedAt` is earlier than its predecessor's.
+    pub backwards: Option<Backwards>,
+}
+
+/// A record received, by its `receivedAt`, before the record it follows in its shard:
+/// the writer never stamps that, so it was forged or edited (or written by a version
+/// that let a clock step through).
+#[derive(Clone, Copy, Debug)]
+pub struct Backwards {
+    pub seq: u64,
+    /// Its offset in its segment.
+    pub offset: u64,
+    pub received_ns: u64,
+    pub previous_seq: u64,
+    pub previous_ns: u64,
 }
 
 impl ShardReport {
@@ -259,6 +274,8 @@ pub fn verify(
         .map(|(shard, dir)| {
             let saved = saved.iter().find(|h| h.shard == shard).copied();
             let mut found = None;
+            let mut previous: Option<(u64, u64)> = None;
+            let mut backwards = None;
             let copy = check_copy(data_dir, shard, &dir).map_err(|e| {
                 let path = copy_path(data_dir, shard);
                 match fs::read(&path) {
@@ -277,6 +294,18 @@ pub fn verify(
                         if saved.is_some_and(|h| h.seq == r.seq) {
                             found = Some(at.hash);
                         }
+                        if let Some((previous_seq, previous_ns)) = previous {
+                            if r.received_ns < previous_ns && backwards.is_none() {
+                                backwards = Some(Backwards {
+                                    seq: r.seq,
+                                    offset: at.offset,
+                                    received_ns: r.received_ns,
+                                    previous_seq,
+                                    previous_ns,
+                                });
+                            }
+                        }
+                        previous = Some((r.seq, r.received_ns));
                     },
                     |p| progress(shard, p),
                 )
@@ -295,6 +324,7 @@ pub fn verify(
                 problems,
                 lost,
                 against: saved.map(|h| (h, Against::judge(&h, found, whole))),
+                backwards,
             }
         })
         .collect())

@@ -17,10 +17,14 @@ use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
 use super::{Batch, Log, SpareState};
+use crate::config::Durability;
 
 /// How often segment creation is retried while it fails (a full disk): soon enough
 /// that writes resume within a second of space returning, rarely enough to cost nothing.
 pub const CREATE_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a stop that waits for space to write acknowledged records says so.
+const STOP_WAIT_SAY: Duration = Duration::from_secs(10);
 
 impl Log {
     /// Runs until [`Log::close`] (after writing everything pending) or the first I/O
@@ -57,6 +61,8 @@ impl Log {
     }
 
     /// The next batch to write, once there is one; `None` once closed and drained.
+    /// While idle and asked to ([`Log::look`]), it returns an empty batch: the caller
+    /// looks at the live segment then, as it does before each write group.
     async fn next_batch(&self) -> Option<Batch> {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
@@ -65,6 +71,8 @@ impl Log {
                 Poll::Ready(Some(std::mem::replace(&mut state.pending, spare)))
             } else if state.closed {
                 Poll::Ready(None)
+            } else if std::mem::take(&mut state.look) {
+                Poll::Ready(Some(Batch::default()))
             } else {
                 state.flusher = Some(cx.waker().clone());
                 Poll::Pending
@@ -81,7 +89,10 @@ impl Log {
     ) -> io::Result<()> {
         // A segment before any record: start-up then knows there is room for one.
         let mut segment = Some(match last {
-            Some((path, pos)) => Segment::open(&path, pos).await?,
+            Some((path, pos)) => {
+                Spare::check_filesystem(&self.dir).await?;
+                Segment::open(&path, pos).await?
+            }
             None => {
                 let next_seq = self.state.borrow().next_seq;
                 self.segment_for(None, next_seq, 0).await?
@@ -95,6 +106,15 @@ impl Log {
             }
         }
         while let Some(mut batch) = self.next_batch().await {
+            if batch.groups.is_empty() {
+                if let Some(s) = &segment {
+                    if let Some(fault) = s.check().await? {
+                        self.stop_writes(s, fault, &[]).await;
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             let mut at = 0;
             for group in &batch.groups {
                 let bytes = &batch.bytes[at..group.end];
@@ -105,7 +125,10 @@ impl Log {
                 );
                 let began = Instant::now();
                 let start = s.pos;
-                s.write(bytes).await?;
+                if let Some(fault) = s.write_watched(bytes).await? {
+                    self.stop_writes(s, fault, &batch.bytes[at..]).await;
+                    return Ok(());
+                }
                 if s.pos > self.segment_bytes / 2 {
                     self.prepare_spare(me);
                 }
@@ -135,6 +158,11 @@ impl Log {
             self.renew_reservation().await?;
         }
         if let Some(segment) = segment {
+            // Closing a deleted segment would lose it: looked at once more first.
+            if let Some(fault) = segment.check().await? {
+                self.stop_writes(&segment, fault, &[]).await;
+                return Ok(());
+            }
             segment.close().await;
         }
         self.mark_clean().await
@@ -200,7 +228,8 @@ impl Log {
     /// Creates segment `first_seq`: from the prepared spare when there is one, else
     /// anew, retrying while that fails: nothing was written, so a failure (no space
     /// for the preallocation, say) is not fatal. Meanwhile appends are refused, and
-    /// what is pending waits; a shutdown ends the wait with an error.
+    /// what is pending waits. A shutdown ends the wait with an error, unless records
+    /// acknowledged with durability `async` are pending: then it waits on for space.
     /// Also says whether the segment is the prepared spare.
     async fn create_segment(&self, first_seq: u64) -> io::Result<(Segment, bool)> {
         let spare = {
@@ -223,6 +252,8 @@ impl Log {
                 ),
             }
         }
+        // When a stop that waits for space last said so.
+        let mut stop_said = None;
         loop {
             match Segment::create(&self.dir, self.shard, first_seq, self.segment_bytes).await {
                 Ok(segment) => {
@@ -234,12 +265,33 @@ impl Log {
                     }
                     return Ok((segment, false));
                 }
+                // A filesystem without fallocate never gets better: fatal, not waited out.
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => return Err(e),
                 Err(e) => {
                     let mut state = self.state.borrow_mut();
                     if state.closed {
-                        return Err(io::Error::other(format!(
-                            "stopping while no segment can be created; records from {first_seq} on are not written: {e}"
-                        )));
+                        let unsynced = (state.durable_seq + 1, state.next_seq - 1);
+                        // Async records were acknowledged already: a clean stop waits
+                        // for space for them as long as it takes (the supervisor's stop
+                        // timeout bounds it). Sync ones were not: they are refused.
+                        if self.durability == Durability::Sync || unsynced.0 > unsynced.1 {
+                            return Err(io::Error::other(format!(
+                                "stopping while no segment can be created; records from {first_seq} on are not written: {e}"
+                            )));
+                        }
+                        if !stop_said.is_some_and(|at: Instant| at.elapsed() < STOP_WAIT_SAY) {
+                            stop_said = Some(Instant::now());
+                            warn!(
+                                "shard {}: stopping, waiting for space in {} to write {} acknowledged records (s{}-{}..s{}-{}): {e}",
+                                self.shard,
+                                self.dir.display(),
+                                unsynced.1 + 1 - unsynced.0,
+                                self.shard,
+                                unsynced.0,
+                                self.shard,
+                                unsynced.1,
+                            );
+                        }
                     }
                     if !state.no_space {
                         warn!(
@@ -283,7 +335,7 @@ impl Log {
     }
 
     /// Writes `manifest` durably (on the blocking pool), then makes it current.
-    async fn write_manifest(&self, manifest: Manifest) -> io::Result<()> {
+    pub(super) async fn write_manifest(&self, manifest: Manifest) -> io::Result<()> {
         let dir = self.dir.clone();
         let written = manifest.clone();
         glommio::executor()

@@ -10,6 +10,8 @@
 //!
 //! Files: [`record`] is the format byte by byte, [`segment`] one segment file,
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
+//! [`watch`] what was done to the live segment from outside and saving its records,
+//! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
 //! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
@@ -24,7 +26,11 @@
 //! failed fsync the same way). Before it has started (the last segment cannot be opened
 //! for writing, say) it is a start-up failure. Failing to *create* a segment
 //! (a full disk) is not: nothing was written, so the flusher retries every
-//! second while appends are refused, and resumes by itself.
+//! second while appends are refused, and resumes by itself. A clean stop waits there
+//! too while records acknowledged with durability `async` are still unwritten. A live
+//! segment deleted, replaced or made read-only under the server (looked at before each
+//! write group, every second while idle, and at the stop) stops the shard's writes
+//! until a restart, once what it holds is saved ([`watch`]).
 
 pub mod datadir;
 pub mod evidence;
@@ -41,6 +47,8 @@ pub mod recover;
 pub mod retire;
 pub mod salvage;
 pub mod segment;
+pub mod time;
+pub mod watch;
 pub mod window;
 
 use std::cell::RefCell;
@@ -53,6 +61,8 @@ use crate::metrics::LogMetrics;
 use manifest::Manifest;
 use record::{Hash, Kind, Record, GENESIS};
 use recover::BATCH_MAX;
+use time::ShardTime;
+pub use watch::Fault;
 
 /// Why an append or a wait failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +76,16 @@ pub enum LogError {
     Unencodable,
     /// No new segment can be created (the disk is full); retried until one can.
     NoSpace,
+    /// The live segment was deleted, replaced or made read-only under the server:
+    /// the shard's writes stopped until a restart.
+    Stopped(Fault),
+}
+
+/// A record appended: its sequence number and the `receivedAt` it was stamped with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub received_ns: u64,
 }
 
 /// Where a writer continues a recovered log.
@@ -154,6 +174,12 @@ struct State {
     started: bool,
     /// The flusher has ended (everything appended is durable, or the log failed).
     stopped: bool,
+    /// What was done to the live segment under the server, once it was found.
+    fault: Option<Fault>,
+    /// Stamps `receivedAt`; the idempotency window's clock.
+    time: ShardTime,
+    /// The flusher is to look at its live segment (it is idle).
+    look: bool,
     waiters: Vec<Waker>,
     flusher: Option<Waker>,
     /// Who waits in [`Log::started`] and [`Log::stopped`].
@@ -187,13 +213,15 @@ enum SpareState {
 
 impl Log {
     /// A writer that continues a recovered log at `resume`, under `manifest` as
-    /// written to disk (its reservation covers `resume.next_seq`).
+    /// written to disk (its reservation covers `resume.next_seq`), stamping time with
+    /// `time`.
     pub fn new(
         dir: PathBuf,
         segment_bytes: u64,
         durability: Durability,
         resume: Resume,
         manifest: Manifest,
+        time: ShardTime,
     ) -> Log {
         let Resume {
             log_end,
@@ -220,6 +248,9 @@ impl Log {
                 closed: false,
                 started: false,
                 stopped: false,
+                fault: None,
+                time,
+                look: false,
                 waiters: Vec::new(),
                 flusher: None,
                 start_waiter: None,
@@ -244,7 +275,12 @@ impl Log {
     /// Whether new records can still be stored.
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
-        !state.failed && !state.closed && !state.no_space
+        !state.failed && !state.closed && !state.no_space && state.fault.is_none()
+    }
+
+    /// What was done to the live segment under the server, if its writes stopped so.
+    pub fn fault(&self) -> Option<Fault> {
+        self.state.borrow().fault
     }
 
     /// The chain's head on stable storage: the last durable record's sequence number
@@ -267,18 +303,28 @@ impl Log {
         (state.pending.bytes.len(), unsynced)
     }
 
-    /// Encodes a record into the pending batch; returns its sequence number.
+    /// The shard's own clock, which the idempotency window is measured on (see [`time`]).
+    pub fn own_ns(&self) -> u64 {
+        self.state.borrow().time.own_ns()
+    }
+
+    /// Encodes a record taken in when the wall clock read `wall_ns` into the pending
+    /// batch; returns its sequence number and `receivedAt` (never before the previous
+    /// record's: see [`time`]).
     pub fn append(
         &self,
         kind: Kind,
         principal: &str,
         key: Option<&str>,
-        received_ns: u64,
+        wall_ns: u64,
         body: &[u8],
-    ) -> Result<u64, LogError> {
+    ) -> Result<Appended, LogError> {
         let mut state = self.state.borrow_mut();
         if state.closed {
             return Err(LogError::Closed);
+        }
+        if let Some(fault) = state.fault {
+            return Err(LogError::Stopped(fault));
         }
         if state.no_space {
             return Err(LogError::NoSpace);
@@ -287,6 +333,15 @@ impl Log {
             return Err(LogError::Behind);
         }
         let len = Record::encoded_len(principal, key, body).map_err(|_| LogError::Unencodable)?;
+        let (received_ns, step) = state.time.stamp(wall_ns);
+        if let Some(step) = step {
+            log::warn!(
+                "shard {}: the clock reads {:.3} s before the last receivedAt stored; \
+                 receivedAt goes on from the shard's own clock until it catches up",
+                self.shard,
+                step as f64 / 1e9
+            );
+        }
         let seq = state.next_seq;
         state.next_seq += 1;
         // Field by field from here: the record borrows the chain while the batch grows.
@@ -331,7 +386,7 @@ impl Log {
         if let Some(flusher) = state.flusher.take() {
             flusher.wake();
         }
-        Ok(seq)
+        Ok(Appended { seq, received_ns })
     }
 
     /// Resolves once record `seq` is on stable storage.
@@ -341,13 +396,23 @@ impl Log {
             if state.durable_seq >= seq {
                 Poll::Ready(Ok(()))
             } else if state.stopped {
-                Poll::Ready(Err(LogError::Closed))
+                Poll::Ready(Err(state.fault.map_or(LogError::Closed, LogError::Stopped)))
             } else {
                 state.waiters.push(cx.waker().clone());
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// Has the flusher look at its live segment, if it is idle (see [`watch`]): the
+    /// shard asks every second, so an idle shard finds a deleted segment too.
+    pub fn look(&self) {
+        let mut state = self.state.borrow_mut();
+        state.look = true;
+        if let Some(flusher) = state.flusher.take() {
+            flusher.wake();
+        }
     }
 
     /// Stops taking records; the flusher writes what is pending and ends.
@@ -404,6 +469,7 @@ mod tests {
             Durability::Async,
             Resume::FRESH,
             manifest,
+            ShardTime::new(0, 1),
         );
         let body = vec![b'x'; 64 << 10];
         let mut stored = 0;

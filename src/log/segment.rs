@@ -19,14 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glommio::io::{BufferedFile, OpenOptions};
+use glommio::GlommioError;
 
 use crate::log::files::segment_name;
 use crate::log::record::encode_header;
+use crate::log::watch::{rescue, watch, Fault};
 
 pub struct Segment {
     /// Shared with the blocking job in flight (one at a time: the flusher awaits it).
     file: Arc<File>,
-    pub path: PathBuf,
+    /// Shared with the blocking job too (a clone costs no allocation per group).
+    pub path: Arc<Path>,
     /// End of the valid records.
     pub pos: u64,
 }
@@ -60,11 +63,13 @@ async fn blocking<T: Send + 'static>(
     glommio::executor().spawn_blocking(job).await
 }
 
-/// Opens an existing file for writing, on the blocking thread.
+/// Opens an existing file for writing (and reading: a segment deleted under the server
+/// is copied back from its open file), on the blocking thread.
 async fn open_for_write(path: &Path) -> io::Result<File> {
     let owned = path.to_path_buf();
     blocking(move || {
         std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .open(owned)
             .map_err(|e| ("opening", e))
@@ -84,10 +89,33 @@ async fn create_preallocated(path: &Path, size: u64) -> io::Result<BufferedFile>
         .buffered_open(path)
         .await
         .map_err(|e| op_err("creating", path, e))?;
-    file.pre_allocate(size, false)
-        .await
-        .map_err(|e| op_err("preallocating", path, e))?;
+    file.pre_allocate(size, false).await.map_err(|e| {
+        if is_unsupported(&e) {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "preallocating {}: the filesystem does not support fallocate, which the log \
+                     needs to reserve its segments: put the data directory on one that does \
+                     (ext4, xfs, btrfs): {e}",
+                    path.display()
+                ),
+            )
+        } else {
+            op_err("preallocating", path, e)
+        }
+    })?;
     Ok(file)
+}
+
+/// Whether `e` is the filesystem's "not supported" (ext2, some network filesystems):
+/// a lasting condition, unlike a full disk, so never worth a retry.
+fn is_unsupported<T>(e: &GlommioError<T>) -> bool {
+    match e {
+        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => {
+            source.raw_os_error() == Some(nix::libc::EOPNOTSUPP)
+        }
+        _ => false,
+    }
 }
 
 /// Removes an unfinished file, best effort: start-up removes what is left.
@@ -107,6 +135,25 @@ impl Spare {
         if result.is_err() {
             remove_quietly(&path).await;
         }
+        result
+    }
+
+    /// Fails if `dir`'s filesystem cannot preallocate at all, tried on a one-page
+    /// spare that is removed again: a log continued on such a filesystem then fails
+    /// its start, not its first rotation. Any other failure (a full disk) is left for
+    /// the rotation to wait out.
+    pub async fn check_filesystem(dir: &Path) -> io::Result<()> {
+        let path = dir.join(SPARE_NAME);
+        let created = create_preallocated(&path, 4096).await;
+        let result = match created {
+            Ok(file) => {
+                let _ = file.close().await;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => Err(e),
+            Err(_) => Ok(()),
+        };
+        remove_quietly(&path).await;
         result
     }
 
@@ -155,7 +202,7 @@ impl Segment {
             .map_err(|e| op_err("closing", &path, e))?;
         Ok(Segment {
             file: Arc::new(handle),
-            path,
+            path: path.into(),
             pos: 0,
         })
     }
@@ -164,11 +211,11 @@ impl Segment {
     /// syncs the directory: from here on it is part of the log.
     async fn install(&mut self, dir: &Path, first_seq: u64) -> io::Result<()> {
         let path = dir.join(segment_name(first_seq));
-        let (from, to) = (self.path.clone(), path.clone());
+        let (from, to) = (self.path.to_path_buf(), path.clone());
         blocking(move || std::fs::rename(from, to).map_err(|e| ("renaming to", e)))
             .await
             .map_err(|(op, e)| op_err(op, &path, e))?;
-        self.path = path;
+        self.path = path.into();
         sync_dir(dir).await
     }
 
@@ -204,7 +251,7 @@ impl Segment {
     pub async fn open(path: &Path, pos: u64) -> io::Result<Segment> {
         Ok(Segment {
             file: Arc::new(open_for_write(path).await?),
-            path: path.to_path_buf(),
+            path: path.into(),
             pos,
         })
     }
@@ -224,6 +271,51 @@ impl Segment {
         .map_err(|(op, e)| op_err(op, &self.path, e))?;
         self.pos += bytes.len() as u64;
         Ok(())
+    }
+
+    /// As [`Segment::write`], unless the file was deleted, replaced or made read-only
+    /// under the server since the last group: then nothing is written and the fault is
+    /// returned. The check (an `fstat` of the open file, a `stat` of its path) runs in
+    /// the same blocking job as the write.
+    pub async fn write_watched(&mut self, bytes: &[u8]) -> io::Result<Option<Fault>> {
+        let file = Arc::clone(&self.file);
+        let group = bytes.to_vec();
+        let (at, path) = (self.pos, Arc::clone(&self.path));
+        let fault = blocking(move || {
+            if let Some(fault) = watch(&file, &path)? {
+                return Ok(Some(fault));
+            }
+            file.write_all_at(&group, at).map_err(|e| ("writing", e))?;
+            file.sync_data().map_err(|e| ("fdatasync", e))?;
+            Ok(None)
+        })
+        .await
+        .map_err(|(op, e)| op_err(op, &self.path, e))?;
+        if fault.is_none() {
+            self.pos += bytes.len() as u64;
+        }
+        Ok(fault)
+    }
+
+    /// Whether the file was deleted, replaced or made read-only under the server.
+    pub async fn check(&self) -> io::Result<Option<Fault>> {
+        let (file, path) = (Arc::clone(&self.file), Arc::clone(&self.path));
+        blocking(move || watch(&file, &path))
+            .await
+            .map_err(|(op, e)| op_err(op, &self.path, e))
+    }
+
+    /// After `fault`: saves the segment's records (its first `pos` bytes, read through
+    /// the open file) and then `unwritten`, so that what was acknowledged is not lost
+    /// with the open file. A deleted segment is written back under its own name (the
+    /// log is whole again), a replaced one beside the file that replaced it, as
+    /// `<name>.live-copy`; a read-only one is still in place, and only `unwritten` is
+    /// appended to it. Returns where the records are.
+    pub async fn rescue(&self, fault: Fault, unwritten: Vec<u8>) -> io::Result<PathBuf> {
+        let (file, path, pos) = (Arc::clone(&self.file), Arc::clone(&self.path), self.pos);
+        blocking(move || rescue(&file, &path, pos, fault, &unwritten))
+            .await
+            .map_err(|(op, e)| op_err(op, &self.path, e))
     }
 
     /// Closes the file on the blocking thread (every group is synced already).

@@ -140,6 +140,8 @@ pub struct LogMetrics {
     /// Write + fdatasync of each group, in microseconds.
     pub sync: Histogram,
     pub group_records: Histogram,
+    /// The live segment was deleted, replaced or made read-only: writes stopped.
+    pub writes_stopped: bool,
 }
 
 impl LogMetrics {
@@ -149,6 +151,7 @@ impl LogMetrics {
             bytes: 0,
             sync: Histogram::durations(),
             group_records: Histogram::new(GROUP_BOUNDS),
+            writes_stopped: false,
         }
     }
 }

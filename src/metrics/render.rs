@@ -204,6 +204,13 @@ fn log_metrics(out: &mut String, shards: &[ShardMetrics]) {
         shards,
         |s| s.pending_bytes,
     );
+    gauge_per_shard(
+        out,
+        "epro_log_writes_stopped",
+        "1 once the live segment was deleted, replaced or made read-only: writes stopped.",
+        shards,
+        |s| u64::from(s.log.as_ref().is_some_and(|log| log.writes_stopped)),
+    );
 }
 
 fn gauge_per_shard(

@@ -75,6 +75,8 @@ pub struct Disk {
     /// Files (by inode number) that cannot be opened for writing: EACCES, as for a
     /// read-only file (root ignores a file's mode bits, so the tests need this).
     pub read_only: std::collections::BTreeSet<u64>,
+    /// A filesystem without `fallocate` (as ext2): it answers EOPNOTSUPP.
+    pub no_fallocate: bool,
     /// A slow disk: every `fsync` takes this long (the filesystem serves one request
     /// at a time, so nothing else moves meanwhile either).
     pub sync_delay: Duration,
@@ -98,6 +100,7 @@ impl Disk {
             full: false,
             failing_sync: false,
             read_only: Default::default(),
+            no_fallocate: false,
             sync_delay: Duration::ZERO,
         }))
     }
@@ -498,6 +501,9 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let mut disk = self.disk.lock().unwrap();
+        if disk.no_fallocate {
+            return reply.error(nix::libc::EOPNOTSUPP);
+        }
         if disk.full {
             return reply.error(nix::libc::ENOSPC);
         }
