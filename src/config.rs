@@ -152,6 +152,8 @@ pub struct TestSeams {
     pub panic_patient: Option<String>,
     /// A submit for this patient panics in a task of its own, outside the onion.
     pub escape_patient: Option<String>,
+    /// A submit for this patient blocks its shard's thread for 3 s (a wedged shard).
+    pub wedge_patient: Option<String>,
     /// A read of this project panics while answering (after the cross-shard query).
     pub panic_project: Option<String>,
     /// Recovery reports its progress this often instead of every second.
@@ -192,6 +194,8 @@ pub struct Config {
     pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
     pub from_file: bool,
+    /// The config file, re-read on SIGHUP for its principals and rate limits.
+    pub file: Option<PathBuf>,
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -213,6 +217,27 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// `listen`: an IP:port, or a host name and port (`localhost:8080`) that resolves to
+/// the host's addresses, of which the first IPv4 one is bound (clients that try both
+/// families, as curl does, reach it).
+fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| ConfigError(format!("listen: {text:?} {why}"));
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("is not an IP:port or host:port address ({e})")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("resolves to no address".to_string()))
+}
+
 impl Config {
     /// Reads `path` (if any), applies `overrides`, and checks every value.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
@@ -231,9 +256,7 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
-            ConfigError(format!("listen: {listen_text:?} is not an IP:port address"))
-        })?;
+        let listen = resolve_listen(&listen_text)?;
         let from = |flag: bool, flag_name, key| if flag { flag_name } else { key };
         let config = Config {
             listen,
@@ -263,6 +286,7 @@ impl Config {
             #[cfg(feature = "test-seams")]
             test_seams: file.test_seams,
             from_file: path.is_some(),
+            file: path.map(Path::to_path_buf),
         };
         config.check()?;
         Ok(config)

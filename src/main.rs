@@ -1,7 +1,8 @@
 //! `epro-ingest`: `serve` parses the command line and config, checks the machine and
 //! hands over to [`epro_ingest::server`], which starts one shard per CPU and shuts
-//! down on SIGTERM/SIGINT; `export` and `verify`
-//! read a data directory offline. Every failure is one clear message and exit code 1.
+//! down on SIGTERM/SIGINT; `check-config` checks a config file; `export` and `verify`
+//! read a data directory offline. Every failure is one clear message and an exit
+//! status that says whether a restart may help ([`epro_ingest::exit`]).
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
+use epro_ingest::exit::{Exit, Fatal};
 use epro_ingest::log::recover::ScanProgress;
 use epro_ingest::log::{datadir, export, heads};
 use epro_ingest::server;
@@ -57,6 +59,18 @@ enum Command {
         /// [default: sync].
         #[arg(long, value_enum)]
         durability: Option<Durability>,
+        /// Create the data directory if it does not exist (its parent must). Without
+        /// it, a missing data directory is an error: a mistyped path never becomes an
+        /// empty store.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Check a config file as `serve` would read it (every key and rule), print what it
+    /// sets up, and exit 0; or print the first problem and exit 78.
+    CheckConfig {
+        /// The TOML config file (without it: the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write every stored record as one JSON object per line to stdout. A damaged shard
     /// is exported up to the damage and the command fails; see --salvage.
@@ -131,6 +145,7 @@ fn main() -> ExitCode {
             cpus,
             data_dir,
             durability,
+            init,
         } => serve(
             config,
             Overrides {
@@ -140,7 +155,9 @@ fn main() -> ExitCode {
                 data_dir,
                 durability,
             },
+            init,
         ),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Export { data_dir, salvage } => {
             let bar = progress_bar(&data_dir, "export");
             let exported = export::export(
@@ -150,15 +167,17 @@ fn main() -> ExitCode {
                 &mut advance(&bar),
             );
             bar.finish_and_clear();
-            exported.map(|count| {
-                log::info!("exported {count} records");
-            })
+            exported
+                .map(|count| {
+                    log::info!("exported {count} records");
+                })
+                .map_err(Fatal::from)
         }
         Command::Verify {
             data_dir,
             heads,
             against,
-        } => verify(&data_dir, heads, against.as_deref()),
+        } => verify(&data_dir, heads, against.as_deref()).map_err(Fatal::from),
         Command::Openapi => {
             print!("{}", epro_ingest::openapi::document());
             Ok(())
@@ -169,44 +188,69 @@ fn main() -> ExitCode {
             node,
             once,
             batch,
-        } => node_name(&data_dir, node).and_then(|node| {
-            ship(ship::Options {
-                data_dir,
-                conninfo: postgres,
-                node,
-                once,
-                batch: batch.max(1),
+        } => node_name(&data_dir, node)
+            .and_then(|node| {
+                ship(ship::Options {
+                    data_dir,
+                    conninfo: postgres,
+                    node,
+                    once,
+                    batch: batch.max(1),
+                })
             })
-        }),
-        Command::RetireShard { data_dir, shard } => {
-            datadir::retire_shard(&data_dir, shard).map(|(retired, next)| {
+            .map_err(Fatal::from),
+        Command::RetireShard { data_dir, shard } => datadir::retire_shard(&data_dir, shard)
+            .map(|(retired, next)| {
                 log::info!(
                     "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
                     retired.display()
                 );
             })
-        }
+            .map_err(Fatal::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            log::error!("{message}");
-            ExitCode::FAILURE
+        Err(fatal) => {
+            log::error!("{fatal}");
+            ExitCode::from(fatal.exit.code())
         }
     }
 }
 
-fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
-    let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
+fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Result<(), Fatal> {
+    let config_error = |e: String| Fatal::new(Exit::Config, e);
+    let system_error = |e: String| Fatal::new(Exit::Unsupported, e);
+    let mut config =
+        Config::load(config_path.as_deref(), overrides).map_err(|e| config_error(e.to_string()))?;
     epro_ingest::logger::set_format(config.log_format);
-    let cpus = server::plan_cpus(&config)?;
-    server::check_memlock(cpus.len())?;
-    server::check_nofile(&mut config, cpus.len())?;
-    let _held = datadir::open(&config.data_dir, cpus.len())?;
+    let cpus = server::plan_cpus(&config).map_err(config_error)?;
+    server::check_memlock(cpus.len()).map_err(system_error)?;
+    server::check_nofile(&mut config, cpus.len()).map_err(system_error)?;
+    let _held = datadir::open(&config.data_dir, cpus.len(), init)?;
     if !config.from_file {
         config.principals.push(generated_admin(&config.data_dir)?);
     }
     server::run(config, &cpus)
+}
+
+/// `check-config`: the config as `serve` would load it, without starting anything.
+fn check_config(path: Option<&Path>) -> Result<(), Fatal> {
+    let config = Config::load(path, Overrides::default())
+        .map_err(|e| Fatal::new(Exit::Config, e.to_string()))?;
+    let file = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
+    let limited = config.rates().iter().filter(|r| r.is_some()).count();
+    println!(
+        "ok: {file}: listen {}, data_dir {}, durability {:?}, {} principals ({limited} with a \
+         rate limit), shards {}",
+        config.listen,
+        config.data_dir.display(),
+        config.durability,
+        config.principals.len(),
+        config
+            .shards
+            .map_or("one per CPU".to_string(), |n| n.to_string()),
+    );
+    Ok(())
 }
 
 /// Without a config file, the one principal is an admin whose token is generated once
