@@ -43,6 +43,10 @@ pub struct LimitsConfig {
     pub shed_pending_bytes: usize,
     /// ... or more records than this are stored but not yet durable.
     pub shed_inflight: u64,
+    /// `SO_SNDBUF` of each connection (the kernel doubles it for its bookkeeping): the
+    /// most response bytes the kernel queues for a client that does not read. 0: the
+    /// kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum, megabytes).
+    pub send_buffer_bytes: usize,
     /// The rate limit of principals without their own (`None`: unlimited).
     pub default_rate_per_second: Option<f64>,
     pub default_burst: Option<u32>,
@@ -56,6 +60,10 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 168;
 pub const DEFAULT_SHED_PENDING: usize = 16 << 20;
 /// Records stored but not yet durable, per shard, before new writes are shed.
 pub const DEFAULT_SHED_INFLIGHT: u64 = 16_384;
+
+/// The default `SO_SNDBUF`: a few hundred responses queued for a client that stops
+/// reading, 64 KiB of kernel memory with the kernel's doubling.
+pub const DEFAULT_SEND_BUFFER: usize = 32 << 10;
 
 /// The default per-shard memory budget.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -74,6 +82,7 @@ impl Default for LimitsConfig {
             memory_budget_bytes: None,
             shed_pending_bytes: DEFAULT_SHED_PENDING,
             shed_inflight: DEFAULT_SHED_INFLIGHT,
+            send_buffer_bytes: DEFAULT_SEND_BUFFER,
             default_rate_per_second: None,
             default_burst: None,
         }
@@ -375,6 +384,12 @@ impl Config {
             if burst == Some(0) {
                 return bad(&format!("{prefix}burst"), "must be at least 1");
             }
+        }
+        if l.send_buffer_bytes != 0 && !(4096..=16 << 20).contains(&l.send_buffer_bytes) {
+            return bad(
+                "limits.send_buffer_bytes",
+                "must be 0 (the kernel's autotuning) or between 4096 and 16777216",
+            );
         }
         if l.shed_inflight == 0 {
             return bad("limits.shed_inflight", "must be at least 1");
