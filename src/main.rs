@@ -240,11 +240,11 @@ fn check_config(path: Option<&Path>) -> Result<(), Fatal> {
     let file = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
     let limited = config.rates().iter().filter(|r| r.is_some()).count();
     println!(
-        "ok: {file}: listen {}, data_dir {}, durability {:?}, {} principals ({limited} with a \
+        "ok: {file}: listen {}, data_dir {}, durability {}, {} principals ({limited} with a \
          rate limit), shards {}",
         config.listen,
         config.data_dir.display(),
-        config.durability,
+        format!("{:?}", config.durability).to_lowercase(),
         config.principals.len(),
         config
             .shards

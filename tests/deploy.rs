@@ -178,3 +178,48 @@ fn the_watchdog_is_fed_only_while_every_shard_runs() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+const EXAMPLE: &str = include_str!("../deploy/epro-ingest.toml");
+
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_epro-ingest"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// `check-config` accepts the example config in `deploy/`, and the example serves.
+#[test]
+fn check_config_accepts_the_example_and_names_a_fault_with_status_78() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/epro-ingest.toml");
+    let out = check_config(std::path::Path::new(example));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("ok: ") && said.contains("3 principals (1 with a rate limit)"),
+        "{said}"
+    );
+    let dir = common::temp_dir();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, EXAMPLE.replace("max_connections", "max_conections")).unwrap();
+    let out = check_config(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("max_conections"), "{err}");
+    // The example starts as it is (address and data directory overridden for a test).
+    let server = common::Server::start(EXAMPLE, &[]);
+    let mut s = server.connect();
+    let r = common::post(
+        &mut s,
+        "/epro/submit",
+        "REPLACE-with-a-random-token-1",
+        r#"{"patientId":"P-1","reportData":"x","projectId":"P001"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
