@@ -13,7 +13,7 @@ use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
 use epro_ingest::exit::{Exit, Fatal};
 use epro_ingest::log::recover::ScanProgress;
-use epro_ingest::log::{datadir, export, heads};
+use epro_ingest::log::{backup, datadir, export, heads};
 use epro_ingest::server;
 use epro_ingest::ship;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -131,6 +131,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         against: Option<PathBuf>,
     },
+    /// Copy a data directory, beside a running server, into a new directory that
+    /// `verify` accepts: sealed segments whole, the live one up to its last whole
+    /// record (docs/operations.md, "Backup and restore").
+    Backup {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new directory to copy into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place as a new data directory whose shards give ids far past
+    /// any the lost node may have given after the backup.
+    Restore {
+        /// The backup (made by `backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (its parent must exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json serves it).
     Openapi,
 }
@@ -197,6 +218,32 @@ fn main() -> ExitCode {
                     once,
                     batch: batch.max(1),
                 })
+            })
+            .map_err(Fatal::from),
+        Command::Backup { data_dir, to } => backup::backup(&data_dir, &to)
+            .map(|copied| {
+                for c in copied {
+                    log::info!(
+                        "shard {}: {} records, up to s{}-{}{}",
+                        c.shard,
+                        c.records,
+                        c.shard,
+                        c.next_seq.saturating_sub(1),
+                        if c.cut > 0 {
+                            format!(" ({} bytes of a half-written group left out)", c.cut)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                log::info!("backup in {} verifies", to.display());
+            })
+            .map_err(Fatal::from),
+        Command::Restore { from, data_dir } => backup::restore(&from, &data_dir)
+            .map(|next| {
+                for (shard, first) in next {
+                    log::info!("shard {shard}: new records start at s{shard}-{first}");
+                }
             })
             .map_err(Fatal::from),
         Command::RetireShard { data_dir, shard } => datadir::retire_shard(&data_dir, shard)

@@ -24,6 +24,7 @@
 //! (a full disk) is not: nothing was written, so the flusher retries every
 //! second while appends are refused, and resumes by itself.
 
+pub mod backup;
 pub mod datadir;
 pub mod export;
 pub mod files;
