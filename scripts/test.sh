@@ -103,6 +103,18 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   fi
 fi
 
+# The container test applies deploy/seccomp-io_uring.json with seccomp(2), numbering
+# the system calls from the kernel headers (Debian's linux-libc-dev).
+if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y linux-libc-dev >/dev/null 2>&1 || true
+  fi
+  if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ]; then
+    echo "test.sh: /usr/include/x86_64-linux-gnu/asm/unistd_64.h is missing: install linux-libc-dev (x86_64 only) and retry." >&2
+    exit 1
+  fi
+fi
+
 # Style gates: rustfmt, and clippy with warnings as errors on the default build and
 # with every feature (an import used only under a feature is unused without it). The
 # all-features run also type-checks every target: the axum baseline, the glommio floor

@@ -152,6 +152,16 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Ask a running server's /readyz (or another open path) and exit 0 on 200, 1
+    /// otherwise: a container's HEALTHCHECK without curl in the image.
+    Probe {
+        /// Where the server listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The path to GET.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json serves it).
     Openapi,
 }
@@ -179,6 +189,7 @@ fn main() -> ExitCode {
             init,
         ),
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Probe { addr, path } => probe(&addr, &path).map_err(Fatal::from),
         Command::Export { data_dir, salvage } => {
             let bar = progress_bar(&data_dir, "export");
             let exported = export::export(
@@ -278,6 +289,38 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Resu
         config.principals.push(generated_admin(&config.data_dir)?);
     }
     server::run(config, &cpus)
+}
+
+/// `probe`: one `GET path` to `addr` within 3 s; Ok on a 200.
+fn probe(addr: &str, path: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let limit = std::time::Duration::from_secs(3);
+    let target = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("probe: {addr:?} is not an address"))?;
+    let mut stream = TcpStream::connect_timeout(&target, limit)
+        .map_err(|e| format!("probe: connecting to {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(limit));
+    let _ = stream.set_write_timeout(Some(limit));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("probe: writing to {addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("probe: reading from {addr}: {e}"))?;
+    match &head[9..12] {
+        b"200" => Ok(()),
+        status => Err(format!(
+            "probe: GET {path} answered {}",
+            String::from_utf8_lossy(status)
+        )),
+    }
 }
 
 /// `check-config`: the config as `serve` would load it, without starting anything.
