@@ -2,7 +2,7 @@
 //! embedded defaults used when there is no file at all.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -142,6 +142,7 @@ struct FileConfig {
     segment_bytes: Option<u64>,
     idempotency_window_hours: Option<u64>,
     log_format: Option<crate::logger::Format>,
+    trusted_proxies: Option<Vec<String>>,
     #[cfg(feature = "test-seams")]
     #[serde(default)]
     test_seams: TestSeams,
@@ -199,6 +200,8 @@ pub struct Config {
     pub idempotency_window_hours: u64,
     /// Log lines as text or JSON.
     pub log_format: crate::logger::Format,
+    /// Reverse proxies whose `X-Forwarded-For` names the client in the access log.
+    pub trusted_proxies: Vec<Cidr>,
     #[cfg(feature = "test-seams")]
     pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
@@ -225,6 +228,57 @@ impl std::error::Error for ConfigError {}
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// An IP network: an address and how many of its leading bits a member shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `fd00::/8`, or one address.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, bits) = match text.split_once('/') {
+            Some((addr, bits)) => (addr.parse::<IpAddr>().ok()?, Some(bits.parse::<u8>().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { addr, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let as_v6 = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6, |v4| v4.to_ipv6_mapped()),
+        };
+        let extra = if self.addr.is_ipv4() { 96 } else { 0 };
+        let bits = u32::from(self.bits) + extra;
+        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+        u128::from(as_v6(self.addr)) & mask == u128::from(as_v6(ip)) & mask
+    }
+}
+
+impl Config {
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client a trusted proxy's `X-Forwarded-For` names: the rightmost address
+    /// that is not itself a trusted proxy (entries to its left are the client's to
+    /// write, and may be forged). `None` when the chain holds no valid one.
+    pub fn forwarded_client(&self, chain: &[u8]) -> Option<IpAddr> {
+        let chain = std::str::from_utf8(chain).ok()?;
+        for entry in chain.rsplit(',') {
+            let ip = entry.trim().parse::<IpAddr>().ok()?;
+            if !self.is_trusted_proxy(ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
 
 /// `listen`: an IP:port, or a host name and port (`localhost:8080`) that resolves to
 /// the host's addresses, of which the first IPv4 one is bound (clients that try both
@@ -289,6 +343,20 @@ impl Config {
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
             log_format: file.log_format.unwrap_or_default(),
+            trusted_proxies: file
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    Cidr::parse(text).ok_or_else(|| {
+                        ConfigError(format!(
+                            "trusted_proxies[{i}]: {text:?} is not an IP address or a network \
+                             (10.0.0.0/8, fd00::/8)"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             idempotency_window_hours: file
                 .idempotency_window_hours
                 .unwrap_or(DEFAULT_IDEMPOTENCY_WINDOW_HOURS),

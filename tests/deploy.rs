@@ -130,7 +130,8 @@ fn the_watchdog_is_fed_only_while_every_shard_runs() {
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000");
-    let (mut child, addr, log) = common::spawn_and_wait(cmd).unwrap();
+    let (child, addr, log) = common::spawn_and_wait(cmd).unwrap();
+    let _server = Killed(child);
     let mut buf = [0u8; 512];
     let mut next = || {
         let n = socket.recv(&mut buf).expect("a message from the server");
@@ -175,8 +176,16 @@ fn the_watchdog_is_fed_only_while_every_shard_runs() {
         .lock()
         .unwrap()
         .contains("have not run for over")));
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Kills the server when the test ends, passed or failed.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 const EXAMPLE: &str = include_str!("../deploy/epro-ingest.toml");

@@ -93,6 +93,9 @@ pub struct Head<'b> {
     pub request_id: Option<&'b [u8]>,
     /// The first `Prefer` field's value (RFC 7240; FHIR's `return=minimal`).
     pub prefer: Option<&'b [u8]>,
+    /// The last `X-Forwarded-For` field's value: a trusted proxy appends the client's
+    /// address to it (read only for connections from `trusted_proxies`).
+    pub forwarded_for: Option<&'b [u8]>,
     /// Bytes of the head, including the final empty line.
     pub len: usize,
 }
@@ -178,6 +181,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
         idempotency_key: fields.idempotency_key,
         request_id: fields.request_id,
         prefer: fields.prefer,
+        forwarded_for: fields.forwarded_for,
         len,
     }))
 }
@@ -314,6 +318,7 @@ struct Fields<'b> {
     idempotency_key: Option<&'b [u8]>,
     request_id: Option<&'b [u8]>,
     prefer: Option<&'b [u8]>,
+    forwarded_for: Option<&'b [u8]>,
 }
 
 impl<'b> Fields<'b> {
@@ -365,6 +370,8 @@ impl<'b> Fields<'b> {
             self.request_id.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("prefer") {
             self.prefer.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            self.forwarded_for = Some(value);
         }
         Ok(())
     }
