@@ -2,7 +2,7 @@
 //! embedded defaults used when there is no file at all.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -11,6 +11,10 @@ use crate::auth::Principal;
 use crate::http::parse::{Limits, MAX_HEADERS_CAP};
 use crate::ratelimit::Rate;
 use crate::validate::MAX_ID;
+
+mod proxies;
+
+pub use proxies::Cidr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -228,57 +232,6 @@ impl std::error::Error for ConfigError {}
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
-
-/// An IP network: an address and how many of its leading bits a member shares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    bits: u8,
-}
-
-impl Cidr {
-    /// `10.0.0.0/8`, `fd00::/8`, or one address.
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, bits) = match text.split_once('/') {
-            Some((addr, bits)) => (addr.parse::<IpAddr>().ok()?, Some(bits.parse::<u8>().ok()?)),
-            None => (text.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let bits = bits.unwrap_or(max);
-        (bits <= max).then_some(Cidr { addr, bits })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let as_v6 = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6, |v4| v4.to_ipv6_mapped()),
-        };
-        let extra = if self.addr.is_ipv4() { 96 } else { 0 };
-        let bits = u32::from(self.bits) + extra;
-        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-        u128::from(as_v6(self.addr)) & mask == u128::from(as_v6(ip)) & mask
-    }
-}
-
-impl Config {
-    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|net| net.contains(ip))
-    }
-
-    /// The client a trusted proxy's `X-Forwarded-For` names: the rightmost address
-    /// that is not itself a trusted proxy (entries to its left are the client's to
-    /// write, and may be forged). `None` when the chain holds no valid one.
-    pub fn forwarded_client(&self, chain: &[u8]) -> Option<IpAddr> {
-        let chain = std::str::from_utf8(chain).ok()?;
-        for entry in chain.rsplit(',') {
-            let ip = entry.trim().parse::<IpAddr>().ok()?;
-            if !self.is_trusted_proxy(ip) {
-                return Some(ip);
-            }
-        }
-        None
-    }
-}
 
 /// `listen`: an IP:port, or a host name and port (`localhost:8080`) that resolves to
 /// the host's addresses, of which the first IPv4 one is bound (clients that try both

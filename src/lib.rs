@@ -27,7 +27,8 @@
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
 //! [`log::manifest`], torn tails, the hash chain), [`log::export`], [`log::salvage`]
 //! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
-//! [`log::datadir`] (the directory's lock, `retire-shard`),
+//! [`log::datadir`] (the directory's lock, `retire-shard`), [`log::backup`] (`backup`
+//! and `restore`),
 //! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
