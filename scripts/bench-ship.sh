@@ -63,7 +63,7 @@ wrk.body = '{"patientId":"P-000123","projectId":"P001","siteId":"S01","reportDat
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer device-token-0123456789"
 LUA
-taskset -c "$SERVER_CPUS" "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:18300 \
+taskset -c "$SERVER_CPUS" "$BIN" serve --init --config "$WORK/config.toml" --listen 127.0.0.1:18300 \
   --cpus "$SERVER_CPUS" --data-dir "$WORK/data" 2>"$WORK/server.log" &
 SERVER=$!
 for _ in $(seq 200); do curl -sf 127.0.0.1:18300/readyz >/dev/null 2>&1 && break; sleep 0.05; done

@@ -54,7 +54,7 @@ metric() { # text name -> its value summed over shards
 run() { # label binary durability
   local label=$1 bin=$2 durability=$3 port=$((19200 + RANDOM % 500)) data
   data=$(mktemp -d -p "$WORK" data.XXXX)
-  taskset -c 0 "$bin" serve --config "$WORK/config.toml" --listen 127.0.0.1:$port --cpus 0 \
+  taskset -c 0 "$bin" serve --init --config "$WORK/config.toml" --listen 127.0.0.1:$port --cpus 0 \
     --data-dir "$data" --durability "$durability" 2>"$WORK/server.log" &
   local pid=$!
   for _ in $(seq 200); do curl -sf "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done

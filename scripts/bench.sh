@@ -117,9 +117,11 @@ start() { # name -> sets PID, URL
   PORT=$((PORT + 1))
   case "$name" in
     ours-async|ours-sync|base-async|base-sync)
-      local bin="$BIN_DIR/epro-ingest"
+      local bin="$BIN_DIR/epro-ingest" init=--init
       case "$name" in base-*) bin=$AGAINST ;; esac
-      taskset -c "$SERVER_CPUS" "$bin" serve --config "$WORK/config.toml" \
+      # An older build to compare against may predate --init (and create the dir itself).
+      "$bin" serve --help | grep -q -- --init || init=""
+      taskset -c "$SERVER_CPUS" "$bin" serve $init --config "$WORK/config.toml" \
         --listen 127.0.0.1:$PORT --cpus "$SERVER_CPUS" --data-dir "$data" \
         --durability "${name#*-}" 2>"$WORK/$name.log" &
       ;;

@@ -106,7 +106,7 @@ PY
 PORT=18480
 for durability in sync async; do
   PORT=$((PORT + 1))
-  taskset -c "$SERVER_CPU" "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:$PORT \
+  taskset -c "$SERVER_CPU" "$BIN" serve --init --config "$WORK/config.toml" --listen 127.0.0.1:$PORT \
     --cpus "$SERVER_CPU" --data-dir "$WORK/data-$durability" --durability $durability \
     2>"$WORK/server-$durability.log" &
   PID=$!

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds epro-ingest (the quick-to-build `release` profile; production and benchmarks
 # use `--profile dist`, see Cargo.toml) and starts it on the embedded defaults
-# (127.0.0.1:8080, one shard per CPU, ./data). Extra arguments go to `serve`, and
-# paths in them are taken from where you run this, e.g.
+# (127.0.0.1:8080, one shard per CPU, ./data, created with --init if missing). Extra
+# arguments go to `serve`, and paths in them are taken from where you run this, e.g.
 #   scripts/start.sh --config mine.toml --data-dir /var/lib/epro-ingest
 # The server runs in the foreground: use a second terminal for curl or the tests.
 set -euo pipefail
@@ -39,4 +39,4 @@ cargo build --release --locked --manifest-path "$root/Cargo.toml"
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 echo "start.sh: starting in the foreground (Ctrl-C stops it); test from a second terminal" >&2
-exec "${CARGO_TARGET_DIR:-$root/target}/release/epro-ingest" serve "$@"
+exec "${CARGO_TARGET_DIR:-$root/target}/release/epro-ingest" serve --init "$@"

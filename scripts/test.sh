@@ -123,6 +123,33 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   fi
 fi
 
+# The container test applies deploy/seccomp-io_uring.json with seccomp(2), numbering
+# the system calls from the kernel headers (Debian's linux-libc-dev).
+if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y linux-libc-dev >/dev/null 2>&1 || true
+  fi
+  if [ ! -f /usr/include/x86_64-linux-gnu/asm/unistd_64.h ]; then
+    echo "test.sh: /usr/include/x86_64-linux-gnu/asm/unistd_64.h is missing: install linux-libc-dev (x86_64 only) and retry." >&2
+    exit 1
+  fi
+fi
+
+# The reverse-proxy test runs deploy/nginx/epro-ingest.conf in nginx, with a
+# certificate from openssl, and requests through it with curl.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing nginx-light, curl and openssl for the proxy test" >&2
+    apt-get install -y nginx-light curl openssl >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y nginx-light curl openssl >/dev/null; } || true
+  fi
+fi
+export PATH="$PATH:/usr/sbin"
+if ! command -v nginx >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  echo "test.sh: nginx, curl or openssl is missing: install them (Debian/Ubuntu: apt-get install nginx-light curl openssl) and retry." >&2
+  exit 1
+fi
+
 # Style gates: rustfmt, and clippy with warnings as errors on the default build and
 # with every feature (an import used only under a feature is unused without it). The
 # all-features run also type-checks every target: the axum baseline, the glommio floor

@@ -1,7 +1,8 @@
 //! The accept loop of one shard: its own `SO_REUSEPORT` listener (the kernel spreads
-//! connections across the shards' listeners), a slot in the connection table for each
-//! connection it takes, and a 503 for those over the connection limit. The only place
-//! that knows the listener.
+//! connections across the shards' listeners), each connection's send buffer bounded
+//! (`limits.send_buffer_bytes`), a slot in the connection table for each connection it
+//! takes, and a 503 for those over the connection limit. The only place that knows the
+//! listener.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Accepts until the task is cancelled; each connection runs as its own task.
 pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener) {
     let header_timeout = Duration::from_millis(ctx.config().limits.header_timeout_ms);
+    let send_buffer = ctx.config().limits.send_buffer_bytes;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -34,6 +36,11 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
                 continue;
             }
         };
+        if send_buffer > 0 {
+            // A client that does not read holds at most this much in the kernel; the
+            // rest waits in the connection's buffer, under the shard's memory budget.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer);
+        }
         // The first request's head must arrive within the header timeout of the accept.
         let deadline = Instant::now() + header_timeout;
         match conns.open(deadline) {

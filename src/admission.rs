@@ -45,11 +45,12 @@ pub fn admit(
     if !ctx.limiter().is_active() {
         return Admitted::Yes;
     }
-    let Some(who) = ctx.principals().authenticate(head.authorization) else {
+    let principals = ctx.principals();
+    let Some(who) = principals.authenticate(head.authorization) else {
         return Admitted::Yes;
     };
     let call = Call::begin(ctx, head, peer);
-    let index = ctx.principals().index_of(who);
+    let index = principals.index_of(who);
     let Err(retry_after) = ctx.limiter().take(index, call.began) else {
         return Admitted::Yes;
     };

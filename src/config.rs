@@ -12,6 +12,10 @@ use crate::http::parse::{Limits, MAX_HEADERS_CAP};
 use crate::ratelimit::Rate;
 use crate::validate::MAX_ID;
 
+mod proxies;
+
+pub use proxies::Cidr;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
@@ -43,6 +47,10 @@ pub struct LimitsConfig {
     pub shed_pending_bytes: usize,
     /// ... or more records than this are stored but not yet durable.
     pub shed_inflight: u64,
+    /// `SO_SNDBUF` of each connection (the kernel doubles it for its bookkeeping): the
+    /// most response bytes the kernel queues for a client that does not read. 0: the
+    /// kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum, megabytes).
+    pub send_buffer_bytes: usize,
     /// The rate limit of principals without their own (`None`: unlimited).
     pub default_rate_per_second: Option<f64>,
     pub default_burst: Option<u32>,
@@ -56,6 +64,10 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 168;
 pub const DEFAULT_SHED_PENDING: usize = 16 << 20;
 /// Records stored but not yet durable, per shard, before new writes are shed.
 pub const DEFAULT_SHED_INFLIGHT: u64 = 16_384;
+
+/// The default `SO_SNDBUF`: a few hundred responses queued for a client that stops
+/// reading, 64 KiB of kernel memory with the kernel's doubling.
+pub const DEFAULT_SEND_BUFFER: usize = 32 << 10;
 
 /// The default per-shard memory budget.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -74,6 +86,7 @@ impl Default for LimitsConfig {
             memory_budget_bytes: None,
             shed_pending_bytes: DEFAULT_SHED_PENDING,
             shed_inflight: DEFAULT_SHED_INFLIGHT,
+            send_buffer_bytes: DEFAULT_SEND_BUFFER,
             default_rate_per_second: None,
             default_burst: None,
         }
@@ -133,6 +146,7 @@ struct FileConfig {
     segment_bytes: Option<u64>,
     idempotency_window_hours: Option<u64>,
     log_format: Option<crate::logger::Format>,
+    trusted_proxies: Option<Vec<String>>,
     #[cfg(feature = "test-seams")]
     #[serde(default)]
     test_seams: TestSeams,
@@ -152,6 +166,8 @@ pub struct TestSeams {
     pub panic_patient: Option<String>,
     /// A submit for this patient panics in a task of its own, outside the onion.
     pub escape_patient: Option<String>,
+    /// A submit for this patient blocks its shard's thread for 3 s (a wedged shard).
+    pub wedge_patient: Option<String>,
     /// A read of this project panics while answering (after the cross-shard query).
     pub panic_project: Option<String>,
     /// Recovery reports its progress this often instead of every second.
@@ -190,10 +206,14 @@ pub struct Config {
     pub idempotency_window_hours: u64,
     /// Log lines as text or JSON.
     pub log_format: crate::logger::Format,
+    /// Reverse proxies whose `X-Forwarded-For` names the client in the access log.
+    pub trusted_proxies: Vec<Cidr>,
     #[cfg(feature = "test-seams")]
     pub test_seams: TestSeams,
     /// Whether a config file was given (without one, an admin token is generated).
     pub from_file: bool,
+    /// The config file, re-read on SIGHUP for its principals and rate limits.
+    pub file: Option<PathBuf>,
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -215,6 +235,27 @@ impl std::error::Error for ConfigError {}
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// `listen`: an IP:port, or a host name and port (`localhost:8080`) that resolves to
+/// the host's addresses, of which the first IPv4 one is bound (clients that try both
+/// families, as curl does, reach it).
+fn resolve_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| ConfigError(format!("listen: {text:?} {why}"));
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("is not an IP:port or host:port address ({e})")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("resolves to no address".to_string()))
+}
+
 impl Config {
     /// Reads `path` (if any), applies `overrides`, and checks every value.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
@@ -233,9 +274,7 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
-            ConfigError(format!("listen: {listen_text:?} is not an IP:port address"))
-        })?;
+        let listen = resolve_listen(&listen_text)?;
         let from = |flag: bool, flag_name, key| if flag { flag_name } else { key };
         let config = Config {
             listen,
@@ -259,12 +298,27 @@ impl Config {
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
             log_format: file.log_format.unwrap_or_default(),
+            trusted_proxies: file
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    Cidr::parse(text).ok_or_else(|| {
+                        ConfigError(format!(
+                            "trusted_proxies[{i}]: {text:?} is not an IP address or a network \
+                             (10.0.0.0/8, fd00::/8)"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             idempotency_window_hours: file
                 .idempotency_window_hours
                 .unwrap_or(DEFAULT_IDEMPOTENCY_WINDOW_HOURS),
             #[cfg(feature = "test-seams")]
             test_seams: file.test_seams,
             from_file: path.is_some(),
+            file: path.map(Path::to_path_buf),
         };
         config.check()?;
         Ok(config)
@@ -353,6 +407,12 @@ impl Config {
             if burst == Some(0) {
                 return bad(&format!("{prefix}burst"), "must be at least 1");
             }
+        }
+        if l.send_buffer_bytes != 0 && !(4096..=16 << 20).contains(&l.send_buffer_bytes) {
+            return bad(
+                "limits.send_buffer_bytes",
+                "must be 0 (the kernel's autotuning) or between 4096 and 16777216",
+            );
         }
         if l.shed_inflight == 0 {
             return bad("limits.shed_inflight", "must be at least 1");

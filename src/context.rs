@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::Principals;
+use crate::auth::{Principal, Principals};
 use crate::config::Config;
 use crate::http::date::{self, DateCache};
 use crate::http::parse::{Head, Limits};
@@ -24,7 +24,7 @@ use crate::log::locations::Locations;
 use crate::log::Log;
 use crate::metrics::{HttpMetrics, ShardMetrics};
 use crate::peers::{Health, Peers};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, Rate};
 use crate::validate::Validator;
 
 pub struct Context {
@@ -32,7 +32,8 @@ pub struct Context {
     config: Arc<Config>,
     limits: Limits,
     date: Rc<DateCache>,
-    principals: Principals,
+    /// Replaced whole by a reload; a request keeps the set it began with.
+    principals: RefCell<Rc<Principals>>,
     validator: RefCell<Validator>,
     index: Rc<RefCell<Index>>,
     /// The idempotency keys this shard owns.
@@ -64,7 +65,7 @@ impl Context {
         Context {
             shard,
             limits: config.limits.http(),
-            principals: Principals::new(config.principals.clone()),
+            principals: RefCell::new(Rc::new(Principals::new(config.principals.clone()))),
             validator: RefCell::new(Validator::default()),
             index: Rc::new(RefCell::new(Index::default())),
             keys: RefCell::new(KeyTable::default()),
@@ -111,8 +112,18 @@ impl Context {
         Reply::to(out, self.date(), head)
     }
 
-    pub fn principals(&self) -> &Principals {
-        &self.principals
+    /// The principals in force (a reload may replace them between requests).
+    pub fn principals(&self) -> Rc<Principals> {
+        Rc::clone(&self.principals.borrow())
+    }
+
+    /// Puts reloaded principals and their rate limits (`rates`, by principal index) in
+    /// force on this shard, for every request that begins from now on. The rate limits
+    /// start afresh, as at start-up.
+    pub fn reload(&self, principals: Vec<Principal>, rates: &[Option<Rate>]) {
+        let shards = self.peers().map_or(1, Peers::shards);
+        *self.limiter.borrow_mut() = Limiter::new(rates, self.shard, shards, Instant::now());
+        *self.principals.borrow_mut() = Rc::new(Principals::new(principals));
     }
 
     pub fn validator(&self) -> RefMut<'_, Validator> {

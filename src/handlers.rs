@@ -238,6 +238,9 @@ fn submit(ctx: &Context, who: &Principal, request: &Request<'_>, reply: &mut Rep
             if seams.panic_patient.as_deref() == Some(submission.patient_id) {
                 panic!("test seam: panic_patient");
             }
+            if seams.wedge_patient.as_deref() == Some(submission.patient_id) {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
             if seams.escape_patient.as_deref() == Some(submission.patient_id) {
                 // Later, on its own: spawn_local may run a task at once, inside the onion.
                 crate::task::spawn("test seam", async {

@@ -7,7 +7,7 @@
 //! | step | module | what happens |
 //! |---|---|---|
 //! | start | `main.rs`, [`config`], [`logger`] | CLI and TOML config, embedded defaults, per-shard buffered logging (text or JSON) |
-//! | process | [`server`], [`listen`] | CPUs, locked memory, one server per listen address, one glommio executor pinned per CPU, signals to every shard |
+//! | process | [`server`], [`listen`], [`reload`], [`exit`] | CPUs, locked memory, one server per listen address, one glommio executor pinned per CPU, signals to every shard, systemd's watchdog, SIGHUP reloads, exit statuses |
 //! | shard | [`shard`] | one shard's life: listener, timers, recovery, mesh, drain on stop |
 //! | accept | [`accept`] | the shard's `SO_REUSEPORT` listener; a slot per connection; the connection limit |
 //! | connection | [`conn`], [`conn::table`] | a `Connection` owning its buffers: read, frame, dispatch, await durability, one write; timeouts |
@@ -29,7 +29,7 @@
 //! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
 //! [`log::datadir`] (the directory's lock, the retired logs), [`log::evidence`] (every
 //! place that knows which ids were given), [`log::retire`] (`retire-shard`),
-//! [`log::lost`] (the ids damage took),
+//! [`log::lost`] (the ids damage took), [`log::backup`] (`backup` and `restore`),
 //! [`ship`] (the `ship` command: every record into PostgreSQL, exactly once),
 //! [`clock`] (UTC time and RFC 3339).
 //!
@@ -45,18 +45,19 @@
 //!
 //! | layer | modules | knows |
 //! |---|---|---|
-//! | 5 process | [`server`], [`shard`] | executors, signals, bootstrap and shutdown |
+//! | 5 process | [`server`], [`reload`], [`shard`] | executors, signals, reloads, bootstrap and shutdown |
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`admission`], [`middleware`], [`handlers`], [`fhir_api`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
 //! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`], [`listen`] | bytes, rules, records, the listen address's claim; no shards |
-//! | 0 base | [`clock`], [`logger`], [`task`] | time, log lines, spawning (a panic escaping a task ends the process) |
+//! | 0 base | [`clock`], [`exit`], [`logger`], [`task`] | time, exit statuses, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
 //!
 //! ```text
-//! server     -> config, listen, peers, shard
-//! shard      -> accept, clock, config, conn, context, index, keys, log, logger, owner, peers, ratelimit, task, validate
+//! server     -> config, exit, listen, peers, reload, shard
+//! reload     -> auth, config, ratelimit
+//! shard      -> accept, clock, config, conn, context, exit, index, keys, log, logger, owner, peers, ratelimit, reload, task, validate
 //! accept     -> conn, context, http, task
 //! conn       -> admission, context, http, logger, middleware
 //! admission  -> context, http, logger, middleware, outcome, route
@@ -77,13 +78,13 @@
 //! index      -> fhir, log, validate
 //! keys       -> log
 //! ship       -> clock, fhir, log, validate
-//! log        -> clock, config, metrics, task
+//! log        -> clock, config, exit, metrics, task
 //! route      -> auth, http
 //! config     -> auth, http, logger, ratelimit, validate
 //! validate   -> clock, malformed
 //! logger     -> clock
-//! task       -> logger
-//! auth, clock, http, listen, malformed, ratelimit -> nothing
+//! task       -> exit, logger
+//! auth, clock, exit, http, listen, malformed, ratelimit -> nothing
 //! ```
 //!
 //! ## The surface for embedders
@@ -104,6 +105,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod context;
+pub mod exit;
 pub mod fhir;
 pub mod fhir_api;
 pub mod handlers;
@@ -124,6 +126,7 @@ pub mod owner;
 pub mod peers;
 pub mod ratelimit;
 pub mod reads;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod shard;

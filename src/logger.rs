@@ -175,22 +175,37 @@ impl std::fmt::Write for JsonEscaped<'_> {
 }
 
 /// A client address as the access log writes it, formatted once per connection
-/// (`-` when unknown).
+/// (`-` when unknown), and whether it is a trusted proxy's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
     text: [u8; 48],
     len: u8,
+    /// A proxy in `trusted_proxies`: its requests' `X-Forwarded-For` names the client.
+    pub proxy: bool,
 }
 
 impl Peer {
     pub fn new(addr: Option<SocketAddr>) -> Peer {
+        match addr {
+            Some(addr) => Peer::written(Some(&addr)),
+            None => Peer::written(None),
+        }
+    }
+
+    /// A client as a trusted proxy named it: an address without a port.
+    pub fn forwarded(ip: std::net::IpAddr) -> Peer {
+        Peer::written(Some(&ip))
+    }
+
+    fn written(shown: Option<&dyn std::fmt::Display>) -> Peer {
         let mut peer = Peer {
             text: [0; 48],
             len: 0,
+            proxy: false,
         };
         let mut cursor = std::io::Cursor::new(&mut peer.text[..]);
-        let written = match addr {
-            Some(addr) => write!(cursor, "{addr}").is_ok(),
+        let written = match shown {
+            Some(shown) => write!(cursor, "{shown}").is_ok(),
             None => false,
         };
         peer.len = if written { cursor.position() as u8 } else { 0 };

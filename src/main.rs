@@ -1,7 +1,8 @@
 //! `epro-ingest`: `serve` parses the command line and config, checks the machine and
 //! hands over to [`epro_ingest::server`], which starts one shard per CPU and shuts
-//! down on SIGTERM/SIGINT; `export` and `verify`
-//! read a data directory offline. Every failure is one clear message and exit code 1.
+//! down on SIGTERM/SIGINT; `check-config` checks a config file; `export` and `verify`
+//! read a data directory offline. Every failure is one clear message and an exit
+//! status that says whether a restart may help ([`epro_ingest::exit`]).
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use epro_ingest::auth::{Principal, Role};
 use epro_ingest::config::{Config, Durability, Overrides};
+use epro_ingest::exit::{Exit, Fatal};
 use epro_ingest::log::recover::ScanProgress;
-use epro_ingest::log::{datadir, export, heads, retire};
+use epro_ingest::log::{backup, datadir, export, heads, retire};
 use epro_ingest::server;
 use epro_ingest::ship;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -57,6 +59,18 @@ enum Command {
         /// [default: sync].
         #[arg(long, value_enum)]
         durability: Option<Durability>,
+        /// Create the data directory if it does not exist (its parent must). Without
+        /// it, a missing data directory is an error: a mistyped path never becomes an
+        /// empty store.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Check a config file as `serve` would read it (every key and rule), print what it
+    /// sets up, and exit 0; or print the first problem and exit 78.
+    CheckConfig {
+        /// The TOML config file (without it: the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write every stored record as one JSON object per line to stdout. A damaged shard
     /// is exported up to the damage and the command fails; see --salvage.
@@ -117,6 +131,37 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         against: Option<PathBuf>,
     },
+    /// Copy a data directory, beside a running server, into a new directory that
+    /// `verify` accepts: sealed segments whole, the live one up to its last whole
+    /// record (docs/operations.md, "Backup and restore").
+    Backup {
+        /// The server's data directory (the one holding shard-0, shard-1, ...).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new directory to copy into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place as a new data directory whose shards give ids far past
+    /// any the lost node may have given after the backup.
+    Restore {
+        /// The backup (made by `backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (its parent must exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Ask a running server's /readyz (or another open path) and exit 0 on 200, 1
+    /// otherwise: a container's HEALTHCHECK without curl in the image.
+    Probe {
+        /// Where the server listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The path to GET.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
     /// Print the OpenAPI 3.1 document of the API (as GET /openapi.json serves it).
     Openapi,
 }
@@ -131,6 +176,7 @@ fn main() -> ExitCode {
             cpus,
             data_dir,
             durability,
+            init,
         } => serve(
             config,
             Overrides {
@@ -140,7 +186,10 @@ fn main() -> ExitCode {
                 data_dir,
                 durability,
             },
+            init,
         ),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Probe { addr, path } => probe(&addr, &path).map_err(Fatal::from),
         Command::Export { data_dir, salvage } => {
             let bar = progress_bar(&data_dir, "export");
             let exported = export::export(
@@ -150,15 +199,17 @@ fn main() -> ExitCode {
                 &mut advance(&bar),
             );
             bar.finish_and_clear();
-            exported.map(|count| {
-                log::info!("exported {count} records");
-            })
+            exported
+                .map(|count| {
+                    log::info!("exported {count} records");
+                })
+                .map_err(Fatal::from)
         }
         Command::Verify {
             data_dir,
             heads,
             against,
-        } => verify(&data_dir, heads, against.as_deref()),
+        } => verify(&data_dir, heads, against.as_deref()).map_err(Fatal::from),
         Command::Openapi => {
             print!("{}", epro_ingest::openapi::document());
             Ok(())
@@ -169,17 +220,45 @@ fn main() -> ExitCode {
             node,
             once,
             batch,
-        } => node_name(&data_dir, node).and_then(|node| {
-            ship(ship::Options {
-                data_dir,
-                conninfo: postgres,
-                node,
-                once,
-                batch: batch.max(1),
+        } => node_name(&data_dir, node)
+            .and_then(|node| {
+                ship(ship::Options {
+                    data_dir,
+                    conninfo: postgres,
+                    node,
+                    once,
+                    batch: batch.max(1),
+                })
             })
-        }),
-        Command::RetireShard { data_dir, shard } => {
-            retire::retire_shard(&data_dir, shard).map(|done| {
+            .map_err(Fatal::from),
+        Command::Backup { data_dir, to } => backup::backup(&data_dir, &to)
+            .map(|copied| {
+                for c in copied {
+                    log::info!(
+                        "shard {}: {} records, up to s{}-{}{}",
+                        c.shard,
+                        c.records,
+                        c.shard,
+                        c.next_seq.saturating_sub(1),
+                        if c.cut > 0 {
+                            format!(" ({} bytes of a half-written group left out)", c.cut)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                log::info!("backup in {} verifies", to.display());
+            })
+            .map_err(Fatal::from),
+        Command::Restore { from, data_dir } => backup::restore(&from, &data_dir)
+            .map(|next| {
+                for (shard, first) in next {
+                    log::info!("shard {shard}: new records start at s{shard}-{first}");
+                }
+            })
+            .map_err(Fatal::from),
+        Command::RetireShard { data_dir, shard } => retire::retire_shard(&data_dir, shard)
+            .map(|done| {
                 let next = done.next_seq;
                 match done.moved_to {
                     Some(retired) => log::info!(
@@ -191,32 +270,87 @@ fn main() -> ExitCode {
                     ),
                 }
             })
-        }
+            .map_err(Fatal::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            log::error!("{message}");
-            ExitCode::FAILURE
+        Err(fatal) => {
+            log::error!("{fatal}");
+            ExitCode::from(fatal.exit.code())
         }
     }
 }
 
-fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
-    let mut config = Config::load(config_path.as_deref(), overrides).map_err(|e| e.to_string())?;
+fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Result<(), Fatal> {
+    let config_error = |e: String| Fatal::new(Exit::Config, e);
+    let system_error = |e: String| Fatal::new(Exit::Unsupported, e);
+    let mut config =
+        Config::load(config_path.as_deref(), overrides).map_err(|e| config_error(e.to_string()))?;
     #[cfg(feature = "test-seams")]
     if let Some(seconds) = config.test_seams.clock_offset_s {
         epro_ingest::clock::seam::set_offset(seconds);
     }
     epro_ingest::logger::set_format(config.log_format);
-    let cpus = server::plan_cpus(&config)?;
-    server::check_memlock(cpus.len())?;
-    server::check_nofile(&mut config, cpus.len())?;
-    let _held = datadir::open(&config.data_dir, cpus.len())?;
+    let cpus = server::plan_cpus(&config).map_err(config_error)?;
+    server::check_memlock(cpus.len()).map_err(system_error)?;
+    server::check_nofile(&mut config, cpus.len()).map_err(system_error)?;
+    let _held = datadir::open(&config.data_dir, cpus.len(), init)?;
     if !config.from_file {
         config.principals.push(generated_admin(&config.data_dir)?);
     }
     server::run(config, &cpus)
+}
+
+/// `probe`: one `GET path` to `addr` within 3 s; Ok on a 200.
+fn probe(addr: &str, path: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let limit = std::time::Duration::from_secs(3);
+    let target = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("probe: {addr:?} is not an address"))?;
+    let mut stream = TcpStream::connect_timeout(&target, limit)
+        .map_err(|e| format!("probe: connecting to {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(limit));
+    let _ = stream.set_write_timeout(Some(limit));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("probe: writing to {addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("probe: reading from {addr}: {e}"))?;
+    match &head[9..12] {
+        b"200" => Ok(()),
+        status => Err(format!(
+            "probe: GET {path} answered {}",
+            String::from_utf8_lossy(status)
+        )),
+    }
+}
+
+/// `check-config`: the config as `serve` would load it, without starting anything.
+fn check_config(path: Option<&Path>) -> Result<(), Fatal> {
+    let config = Config::load(path, Overrides::default())
+        .map_err(|e| Fatal::new(Exit::Config, e.to_string()))?;
+    let file = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
+    let limited = config.rates().iter().filter(|r| r.is_some()).count();
+    println!(
+        "ok: {file}: listen {}, data_dir {}, durability {}, {} principals ({limited} with a \
+         rate limit), shards {}",
+        config.listen,
+        config.data_dir.display(),
+        format!("{:?}", config.durability).to_lowercase(),
+        config.principals.len(),
+        config
+            .shards
+            .map_or("one per CPU".to_string(), |n| n.to_string()),
+    );
+    Ok(())
 }
 
 /// Without a config file, the one principal is an admin whose token is generated once

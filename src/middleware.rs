@@ -7,7 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Principals};
 use crate::context::Context;
 use crate::handlers;
 use crate::http::parse::Head;
@@ -30,10 +30,13 @@ pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>, peer: Pee
     let mut reply = ctx.reply(out, head);
     reply.set_request_id(call.id);
     let mark = reply.mark();
+    let principals = ctx.principals();
     let mut principal: Option<&Principal> = None;
     let mut route = None;
-    let run =
-        AssertUnwindSafe(|| route_and_run(ctx, request, &mut reply, &mut principal, &mut route));
+    let run = AssertUnwindSafe(|| {
+        let who = (&*principals, &mut principal);
+        route_and_run(ctx, request, &mut reply, who, &mut route)
+    });
     let mut outcome = match catch_unwind(run) {
         Ok(outcome) => outcome,
         Err(_) => recovered(ctx, head, &mut reply, mark),
@@ -127,13 +130,15 @@ fn recovered(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>, mark: usize)
     Outcome::close()
 }
 
-fn route_and_run<'c>(
-    ctx: &'c Context,
+/// `who`: the principals in force for this request, and where to say which one it is.
+fn route_and_run<'p>(
+    ctx: &Context,
     request: &Request<'_>,
     reply: &mut Reply<'_>,
-    principal: &mut Option<&'c Principal>,
+    who: (&'p Principals, &mut Option<&'p Principal>),
     routed: &mut Option<Route>,
 ) -> Outcome {
+    let (principals, principal) = who;
     let head = &request.head;
     let (route, params) = match route::lookup(head.method, head.path) {
         Routed::Found(route, params) => {
@@ -165,7 +170,7 @@ fn route_and_run<'c>(
         );
         return Outcome::after(head);
     }
-    let Some(who) = ctx.principals().authenticate(head.authorization) else {
+    let Some(who) = principals.authenticate(head.authorization) else {
         // RFC 9110 15.5.2 and RFC 6750 3: say how to authenticate, and, when a token
         // came, that it was not accepted.
         let bearer = head

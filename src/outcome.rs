@@ -139,7 +139,15 @@ pub struct Call {
 impl Call {
     /// Begins `head` now: its id is the caller's `X-Request-Id` when usable, else the
     /// shard's next.
+    /// From a trusted proxy, the client is the `X-Forwarded-For` address it appended.
     pub fn begin(ctx: &Context, head: &Head<'_>, peer: Peer) -> Call {
+        let peer = match head.forwarded_for.filter(|_| peer.proxy) {
+            Some(chain) => ctx
+                .config()
+                .forwarded_client(chain)
+                .map_or(peer, Peer::forwarded),
+            None => peer,
+        };
         let id = head
             .request_id
             .and_then(RequestId::from_header)

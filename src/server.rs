@@ -8,15 +8,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use futures_channel::mpsc::unbounded;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::exit::{Exit, Fatal};
 use crate::listen;
 use crate::peers::Message;
-use crate::shard::{self, Reports, Started};
+use crate::reload::{Reload, Reloader};
+use crate::shard::heartbeat::Heartbeats;
+use crate::shard::{self, Orders, Reports, Started};
+
+mod starting;
+mod watchdog;
 
 /// Memory each executor registers with io_uring. It counts against `RLIMIT_MEMLOCK`
 /// (see [`check_memlock`]); 1 MiB keeps two shards inside the common 8 MiB default.
@@ -97,8 +104,8 @@ const FDS_PER_SHARD: u64 = 32;
 
 /// Makes sure `RLIMIT_NOFILE` holds `limits.max_connections` per shard plus what the
 /// shards need besides: raises the soft limit to the hard one, and where even that is
-/// too low, lowers `max_connections` to fit and says so (or refuses when not even one
-/// connection per shard fits). Without this, accept fails with EMFILE under load and
+/// too low, lowers `max_connections` to fit and says so, as a warning when it cuts more
+/// than a tenth (or refuses when not even one connection per shard fits). Without this, accept fails with EMFILE under load and
 /// clients wait in the accept queue.
 pub fn check_nofile(config: &mut Config, shards: usize) -> Result<(), String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -124,7 +131,15 @@ pub fn check_nofile(config: &mut Config, shards: usize) -> Result<(), String> {
              (ulimit -n, or LimitNOFILE= in the systemd unit)"
         ));
     }
-    log::warn!(
+    // A cut of a few percent (a hard limit of 20000 under 2 x 10000 connections, say)
+    // is no news to warn about; a large one is.
+    let level = if fits * 10 >= config.limits.max_connections as u64 * 9 {
+        log::Level::Info
+    } else {
+        log::Level::Warn
+    };
+    log::log!(
+        level,
         "open-file limit (ulimit -n) is {limit}: limits.max_connections lowered from {} to \
          {fits} per shard; raise the limit (ulimit -n, LimitNOFILE=) to keep {}",
         config.limits.max_connections,
@@ -139,33 +154,44 @@ pub fn check_nofile(config: &mut Config, shards: usize) -> Result<(), String> {
 ///
 /// Shard 0 binds first; the others bind the address it got, so `--listen 127.0.0.1:0`
 /// gives every shard the same port.
-pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
+pub fn run(config: Config, cpus: &[usize]) -> Result<(), Fatal> {
     let config = Arc::new(config);
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut stops = watch_signals(cpus.len(), Arc::clone(&stopping))?.into_iter();
+    let (reload_txs, reload_rxs): (Vec<_>, Vec<_>) =
+        (0..cpus.len()).map(|_| unbounded::<Reload>()).unzip();
+    let reloader = Reloader::new(Config::clone(&config), reload_txs);
+    let stops = watch_signals(cpus.len(), Arc::clone(&stopping), reloader)?;
+    let mut orders = stops.into_iter().zip(reload_rxs);
     let (ended_tx, ended_rx) = mpsc::channel::<usize>();
     let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..cpus.len()).map(|_| oneshot::channel()).unzip();
     let mut go_rxs = go_rxs.into_iter();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
     let (serving_tx, serving_rx) = mpsc::channel::<()>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
+    let heartbeats = Heartbeats::new(cpus.len());
     let mut addr = config.listen;
     // Claimed before binding; with port 0, once shard 0 has its port.
     let mut claim = match addr.port() {
         0 => None,
-        _ => Some(listen::claim_before_bind(addr)?),
+        _ => Some(listen::claim_before_bind(addr).map_err(|m| Fatal::new(Exit::InUse, m))?),
     };
     let mut handles = Vec::with_capacity(cpus.len());
+    starting::quiet_executor_panics();
     for (id, &cpu) in cpus.iter().enumerate() {
-        let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+        let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, Fatal>>();
         let shard_config = Arc::clone(&config);
         let reports = Reports {
             bound: bound_tx,
             ready: ready_tx.clone(),
             serving: serving_tx.clone(),
+            heartbeat: heartbeats.of(id),
         };
-        let stop = stops.next().expect("one stop per shard");
-        let go = go_rxs.next().expect("one go per shard");
+        let (stop, reload) = orders.next().expect("one stop and reload per shard");
+        let orders = Orders {
+            stop,
+            go: go_rxs.next().expect("one go per shard"),
+            reload,
+        };
         let mesh = mesh.clone();
         let ended = Ended {
             shard: id,
@@ -175,29 +201,26 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
             .name(&format!("shard-{id}"))
             .io_memory(IO_MEMORY)
             .spawn(move || async move {
+                starting::executor_up();
                 let _ended = ended;
-                shard::serve(id, shard_config, addr, reports, stop, go, mesh).await
+                shard::serve(id, shard_config, addr, reports, orders, mesh).await
             })
             .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
         match bound_rx.recv() {
             Ok(Ok(bound)) => {
                 addr = bound;
                 if claim.is_none() {
-                    claim = Some(listen::claim(addr)?);
+                    claim = Some(listen::claim(addr).map_err(|m| Fatal::new(Exit::InUse, m))?);
                 }
             }
-            Ok(Err(message)) => return Err(message),
+            Ok(Err(fatal)) => return Err(fatal),
             // The executor ended before running the shard: io_uring could not be set up.
             Err(_) => {
                 let cause = match handle.join() {
                     Err(e) => e.to_string(),
                     Ok(_) => "executor exited early".to_string(),
                 };
-                return Err(format!(
-                    "cannot start shard {id} on CPU {cpu}: {cause}. io_uring needs Linux 5.8+, \
-                     must not be blocked by a seccomp profile (Docker's default blocks it), and \
-                     needs locked memory (ulimit -l)"
-                ));
+                return Err(starting::no_io_uring(id, cpu, &cause));
             }
         }
         handles.push(handle);
@@ -216,8 +239,8 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
                 info!("stopped during recovery, before accepting any record");
                 return Ok(());
             }
-            Ok(Err(message)) => return Err(message),
-            Err(_) => return Err("a shard ended during start-up".to_string()),
+            Ok(Err(message)) => return Err(Fatal::new(Exit::Data, message)),
+            Err(_) => return Err(Fatal::new(Exit::Fault, "a shard ended during start-up")),
         }
     }
     // Every shard recovered: tell each to serve, and say ready once all do.
@@ -226,7 +249,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     }
     for _ in 0..handles.len() {
         if serving_rx.recv().is_err() {
-            return Err("a shard ended before serving".to_string());
+            return Err(Fatal::new(Exit::Fault, "a shard ended before serving"));
         }
     }
     info!("ready: {} shards recovered", handles.len());
@@ -237,17 +260,20 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), String> {
     // A shard ends only when told to stop. One that ends otherwise (a panic that
     // escaped a task, a fatal error) ends the process, loudly, rather than leaving it
     // half-serving: a supervisor then restarts it whole.
-    let first = ended_rx.recv().unwrap_or(usize::MAX);
+    let first = watchdog::watch(&heartbeats, &ended_rx);
     if !stopping.load(Ordering::SeqCst) {
-        return Err(format!(
-            "shard {first} ended while serving (see the panic or error above); exiting so \
-             that a supervisor restarts the whole server"
+        return Err(Fatal::new(
+            Exit::Fault,
+            format!(
+                "shard {first} ended while serving (see the panic or error above); exiting so \
+                 that a supervisor restarts the whole server"
+            ),
         ));
     }
     for (id, handle) in handles.into_iter().enumerate() {
         handle
             .join()
-            .map_err(|e| format!("shard {id} failed: {e}"))?;
+            .map_err(|e| Fatal::new(Exit::Fault, format!("shard {id} failed: {e}")))?;
     }
     Ok(())
 }
@@ -274,12 +300,13 @@ impl Drop for Ended {
 }
 
 /// Installs the signal handling: a thread that, on the first SIGTERM or SIGINT, tells
-/// each of `shards` shards through its own channel. SIGHUP (a closed terminal, or an
-/// operator expecting a reload) does not stop the server: principals and limits are
-/// read at start only, so it is logged as ignored. Returns the receiving ends.
+/// each of `shards` shards through its own channel, and on SIGHUP (`systemctl reload`)
+/// has `reloader` put the config file's principals in force. Returns the receiving
+/// ends of the stops.
 fn watch_signals(
     shards: usize,
     stopping: Arc<AtomicBool>,
+    mut reloader: Reloader,
 ) -> Result<Vec<oneshot::Receiver<()>>, String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -290,7 +317,12 @@ fn watch_signals(
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    warn!("SIGHUP ignored: the config is read at start only; restart to apply a change");
+                    notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                    reloader.reload();
+                    notify_systemd(&[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status("serving"),
+                    ]);
                     continue;
                 }
                 info!("signal {signal}: shutting down");

@@ -9,7 +9,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
+use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use log::{info, warn};
 
@@ -17,6 +19,7 @@ use crate::accept;
 use crate::config::Config;
 use crate::conn::table::Connections;
 use crate::context::Context;
+use crate::exit::{Exit, Fatal};
 use crate::index::Index;
 use crate::keys::{self, Entry, KeyTable};
 use crate::log::datadir::retired_logs;
@@ -31,8 +34,13 @@ use crate::log::Log;
 use crate::owner::ShardOwner;
 use crate::peers::{self, Message, Peers};
 use crate::ratelimit;
+use crate::reload::Reload;
 use crate::task;
 use crate::validate::Validator;
+
+pub mod heartbeat;
+
+use heartbeat::Heartbeat;
 
 /// How long shutdown waits for in-flight requests before closing what is left: longer
 /// than a slow fdatasync, shorter than systemd's default stop timeout (90 s).
@@ -41,10 +49,20 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How a shard tells the process where it listens, and then how its start ended (or
 /// why it could not start).
 pub struct Reports {
-    pub bound: mpsc::Sender<Result<SocketAddr, String>>,
+    pub bound: mpsc::Sender<Result<SocketAddr, Fatal>>,
     pub ready: mpsc::Sender<Result<Started, String>>,
     /// Once told every shard has recovered: this one now serves requests.
     pub serving: mpsc::Sender<()>,
+    /// Stamped while the shard's executor runs, for systemd's watchdog.
+    pub heartbeat: Heartbeat,
+}
+
+/// What the process tells a shard: serve (every shard has recovered), stop, and put
+/// reloaded principals in force.
+pub struct Orders {
+    pub go: oneshot::Receiver<()>,
+    pub stop: oneshot::Receiver<()>,
+    pub reload: UnboundedReceiver<Reload>,
 }
 
 /// How a shard's start ended.
@@ -63,17 +81,18 @@ pub async fn serve(
     config: Arc<Config>,
     addr: SocketAddr,
     reports: Reports,
-    stop: oneshot::Receiver<()>,
-    go: oneshot::Receiver<()>,
+    orders: Orders,
     mesh: MeshBuilder<Message, Full>,
 ) {
-    let mut stop = stop;
+    let Orders {
+        go,
+        mut stop,
+        reload,
+    } = orders;
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = reports
-                .bound
-                .send(Err(format!("cannot listen on {addr}: {e}")));
+            let _ = reports.bound.send(Err(cannot_listen(addr, e.into())));
             return;
         }
     };
@@ -90,6 +109,14 @@ pub async fn serve(
     let ctx = Rc::new(Context::new(id, config));
     task::spawn("date", ctx.date_cache().run()).detach();
     task::spawn("sweeper", Rc::clone(&conns).sweep()).detach();
+    let heartbeat = reports.heartbeat;
+    task::spawn("heartbeat", async move {
+        loop {
+            heartbeat.beat();
+            glommio::timer::sleep(heartbeat::BEAT_EVERY).await;
+        }
+    })
+    .detach();
     let _ = reports.bound.send(Ok(local));
     let acceptor = task::spawn(
         "accept",
@@ -102,6 +129,7 @@ pub async fn serve(
         return;
     };
     ctx.join_peers(Peers::new(senders));
+    task::spawn("reload", apply_reloads(Rc::clone(&ctx), reload)).detach();
     // A stop during recovery ends the shard there: nothing was accepted yet.
     let recovered = futures_lite::future::or(async { Some(recover(&ctx).await) }, async {
         let _ = (&mut stop).await;
@@ -138,9 +166,7 @@ pub async fn serve(
     }
     task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
     task::spawn("watch the live segment", watch_log(Rc::clone(&ctx))).detach();
-    if ctx.limiter().is_active() {
-        task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
-    }
+    task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
     let _ = reports.ready.send(Ok(Started::Ready));
     // Serve once the process says every shard has recovered.
     let serving = Rc::clone(&ctx);
@@ -154,6 +180,30 @@ pub async fn serve(
     .detach();
     let _ = stop.await;
     shutdown(&ctx, &conns, acceptor).await;
+}
+
+/// Why the listener could not bind, with the fix: another address for an address in
+/// use, an address this host has, a port this user may bind.
+fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> Fatal {
+    use std::io::ErrorKind;
+    let (exit, fix) = match e.kind() {
+        ErrorKind::AddrInUse => (
+            Exit::InUse,
+            "another process listens there; stop it or choose another address with --listen \
+             (or listen in the config file)",
+        ),
+        ErrorKind::AddrNotAvailable => (
+            Exit::Config,
+            "no interface of this host has that address; choose another with --listen",
+        ),
+        ErrorKind::PermissionDenied => (
+            Exit::Config,
+            "ports below 1024 need CAP_NET_BIND_SERVICE; choose a port of 1024 or more with \
+             --listen, or put a proxy in front",
+        ),
+        _ => (Exit::Config, "check --listen"),
+    };
+    Fatal::new(exit, format!("cannot listen on {addr}: {e}: {fix}"))
 }
 
 /// How often keys past the idempotency window are forgotten.
@@ -184,11 +234,24 @@ fn key_entry(r: &Record<'_>) -> Entry {
     }
 }
 
-/// Every [`ratelimit::PERIOD`]: tells the other shards what each principal tried
-/// here, and rebalances this shard's share of every limit.
+/// Puts each reload the process sends in force here, and says so.
+async fn apply_reloads(ctx: Rc<Context>, mut reloads: UnboundedReceiver<Reload>) {
+    while let Some(reload) = reloads.next().await {
+        let update = &reload.update;
+        ctx.reload(update.principals.clone(), &update.rates);
+        let _ = reload.applied.send(ctx.shard());
+    }
+}
+
+/// Every [`ratelimit::PERIOD`] while some principal has a limit (a reload may add or
+/// remove them): tells the other shards what each principal tried here, and
+/// rebalances this shard's share of every limit.
 async fn share_rate_limits(ctx: Rc<Context>) {
     loop {
         glommio::timer::sleep(ratelimit::PERIOD).await;
+        if !ctx.limiter().is_active() {
+            continue;
+        }
         let demand = ctx.limiter().tick();
         if let Some(peers) = ctx.peers() {
             peers.send_demand(&demand).await;

@@ -10,6 +10,8 @@ use std::panic::AssertUnwindSafe;
 
 use futures_lite::FutureExt;
 
+use crate::exit::Exit;
+
 /// Spawns `future` on this shard's executor as task `what`.
 pub fn spawn<T: 'static>(
     what: &'static str,
@@ -26,10 +28,11 @@ pub fn spawn<T: 'static>(
     })
 }
 
-/// Ends the process at once, non-zero, once `why` is logged: for a fault a shard cannot
-/// handle. Nothing unacknowledged is answered; every acknowledged record is on disk.
+/// Ends the process at once, with [`Exit::Fault`] once `why` is logged: for a fault a
+/// shard cannot handle. Nothing unacknowledged is answered; every acknowledged record
+/// is on disk.
 pub fn end_process(why: std::fmt::Arguments<'_>) -> ! {
     log::error!("{why}; exiting so that a supervisor restarts the whole server");
     crate::logger::flush_this_thread();
-    std::process::exit(1)
+    std::process::exit(i32::from(Exit::Fault.code()))
 }

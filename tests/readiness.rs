@@ -59,6 +59,7 @@ fn serve_shards(dir: &tempfile::TempDir, shards: usize) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",
+        "--init",
         "--listen",
         "127.0.0.1:0",
         "--shards",

@@ -9,14 +9,20 @@ use std::time::{Duration, Instant};
 
 use common::{read_response, temp_dir, Server, BIN};
 
-/// Runs `sh -c "<prefix> BIN serve <args>"`, expecting it to exit on its own.
+/// Exit statuses of failures a restart cannot mend (`RestartPreventExitStatus=`).
+const EXIT_CONFIG: i32 = 78;
+const EXIT_IN_USE: i32 = 69;
+const EXIT_UNSUPPORTED: i32 = 71;
+
+/// Runs `sh -c "<prefix> BIN serve <args>"`, expecting it to exit on its own with the
+/// status of a config error.
 fn failing_start(prefix: &str, args: &[&str]) -> String {
-    failing_start_of(BIN, prefix, args)
+    failing_start_of(BIN, prefix, args, EXIT_CONFIG)
 }
 
 /// The binary and the arguments reach the shell as positional parameters, so that a
-/// checkout path with spaces or quotes stays one word.
-fn failing_start_of(bin: &str, prefix: &str, args: &[&str]) -> String {
+/// checkout path with spaces or quotes stays one word. `exit`: the status expected.
+fn failing_start_of(bin: &str, prefix: &str, args: &[&str], exit: i32) -> String {
     let script = format!("{prefix} \"$0\" serve \"$@\"");
     let mut child = Command::new("sh")
         .arg("-c")
@@ -40,7 +46,13 @@ fn failing_start_of(bin: &str, prefix: &str, args: &[&str]) -> String {
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{script} {args:?}: {stderr}");
+    assert_eq!(status.code(), Some(exit), "{script} {args:?}: {stderr}");
+    // One line: no panic message or backtrace before it.
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{stderr}"
+    );
     assert!(
         !stderr.contains("panicked"),
         "{script} {args:?} panicked: {stderr}"
@@ -53,7 +65,8 @@ fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir();
     let listen = taken.local_addr().unwrap().to_string();
-    let err = failing_start(
+    let err = failing_start_of(
+        BIN,
         "",
         &[
             "--listen",
@@ -63,9 +76,12 @@ fn port_in_use_is_a_clear_error() {
             "--data-dir",
             dir.path().to_str().unwrap(),
         ],
+        EXIT_IN_USE,
     );
     assert!(
-        err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"),
+        err.contains("cannot listen on 127.0.0.1:")
+            && err.contains("in use")
+            && err.contains("choose another address with --listen"),
         "{err}"
     );
 }
@@ -159,6 +175,7 @@ fn unwritable_data_dir_is_a_clear_error() {
             "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
+            "--init",
         ],
     );
     assert!(err.contains("cannot create data dir"), "{err}");
@@ -208,6 +225,7 @@ fn too_little_locked_memory_is_a_clear_error() {
             "--data-dir",
             data.to_str().unwrap(),
         ],
+        EXIT_UNSUPPORTED,
     );
     assert!(
         err.contains("locked-memory limit (ulimit -l) is 4096 KiB") && err.contains("6144 KiB"),
@@ -306,7 +324,7 @@ fn a_low_open_file_limit_lowers_max_connections_and_says_so() {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(
-            "ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --shards 2 --data-dir \"$1\"",
+            "ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --shards 2 --init --data-dir \"$1\"",
         )
         .arg(BIN)
         .arg(&data);
@@ -321,4 +339,145 @@ fn a_low_open_file_limit_lowers_max_connections_and_says_so() {
         ),
         "{log}"
     );
+}
+
+/// A data directory that does not exist is created only with `--init`: a mistyped
+/// `--data-dir` is one line naming the path and the flag, not an empty store.
+#[test]
+fn a_missing_data_dir_needs_init() {
+    let dir = temp_dir();
+    let data = dir.path().join("dtaa");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let err = failing_start("", &args);
+    assert!(
+        err.contains(&format!("data dir {} does not exist", data.display()))
+            && err.contains("--init"),
+        "{err}"
+    );
+    assert!(!data.exists());
+    // --init creates the directory itself, never a mistyped parent.
+    let deeper = dir.path().join("nope").join("data");
+    let err = failing_start(
+        "",
+        &[
+            "--init",
+            "--data-dir",
+            deeper.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(err.contains("its parent directory does not exist"), "{err}");
+    assert!(!dir.path().join("nope").exists());
+    // With --init it starts (Server passes it), and again over what it made.
+    let server = Server::start_in(dir, "", &["--shards", "1"]);
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"));
+    let (mut child, _, _) = common::spawn_and_wait(cmd).expect("an existing dir needs no --init");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// io_uring blocked by a seccomp filter (as Docker's default profile does): one line
+/// naming seccomp and the profile to use, no panic or backtrace before it, and the
+/// status of a failure a restart cannot mend.
+#[test]
+fn io_uring_blocked_by_seccomp_is_one_line_naming_it() {
+    let dir = temp_dir();
+    let wrapper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/common/seccomp_no_io_uring.py"
+    );
+    let prefix = format!("RUST_BACKTRACE=1 python3 '{wrapper}'");
+    let err = failing_start_of(
+        BIN,
+        &prefix,
+        &[
+            "--init",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--data-dir",
+        ]
+        .iter()
+        .copied()
+        .chain([dir.path().join("data").to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        EXIT_UNSUPPORTED,
+    );
+    assert!(
+        err.contains("io_uring cannot be set up: a seccomp filter blocks")
+            && err.contains("deploy/seccomp-io_uring.json"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Romulus") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+/// `--listen localhost:PORT`, as the README's curls use, is accepted.
+#[test]
+fn listen_takes_a_host_name() {
+    let dir = temp_dir();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--init",
+        "--listen",
+        "localhost:0",
+        "--shards",
+        "1",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"));
+    let (mut child, addr, _) = common::spawn_and_wait(cmd).expect("localhost:0 is accepted");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The default start warns about nothing: an open-file limit a few descriptors short
+/// of 2 x 10000 connections (a common hard limit) trims them quietly.
+#[test]
+fn the_default_start_warns_about_nothing() {
+    let dir = temp_dir();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 20000 && exec \"$0\" serve --listen 127.0.0.1:0 --shards 2 --init --data-dir \"$1\"")
+        .arg(BIN)
+        .arg(dir.path().join("data"));
+    let (mut child, _, log) = common::spawn_and_wait(cmd).expect("server starts");
+    assert!(common::wait_until(Duration::from_secs(10), || log
+        .lock()
+        .unwrap()
+        .contains("] ready: ")));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("lowered from 10000 to 9936"), "{log}");
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
 }

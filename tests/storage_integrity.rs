@@ -50,8 +50,9 @@ fn record_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     (offsets, at)
 }
 
-/// Runs `cmd`, expecting it to exit 1 on its own within 20 s; returns its stderr.
-fn refused(mut cmd: Command) -> String {
+/// Runs `cmd`, expecting it to exit with status `exit` on its own within 20 s; returns
+/// its stderr.
+fn refused(mut cmd: Command, exit: i32) -> String {
     let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let ended = common::wait_until(std::time::Duration::from_secs(20), || {
         child.try_wait().unwrap().is_some()
@@ -62,7 +63,7 @@ fn refused(mut cmd: Command) -> String {
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(ended, "still serving instead of refusing:\n{log}");
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(out.status.code(), Some(exit), "{log}");
     log
 }
 
@@ -81,7 +82,8 @@ fn refused_start(dir: &Path) -> String {
     .arg(dir.join("config.toml"))
     .arg("--data-dir")
     .arg(dir.join("data"));
-    refused(cmd)
+    // 65 (EX_DATAERR): damage a restart cannot mend (RestartPreventExitStatus=).
+    refused(cmd, 65)
 }
 
 #[test]
@@ -101,7 +103,8 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
     .arg(&config)
     .arg("--data-dir")
     .arg(&data);
-    let err = refused(cmd);
+    // 69 (EX_UNAVAILABLE): held by another process; no restart loop.
+    let err = refused(cmd, 69);
     assert!(
         err.contains("in use by another epro-ingest server")
             && err.contains(&format!("pid {}", server.pid())),

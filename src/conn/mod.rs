@@ -136,7 +136,9 @@ impl<'c> Connection<'c> {
         let config = &ctx.config().limits;
         let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
         let _ = stream.set_nodelay(true);
-        let peer = Peer::new(stream.peer_addr().ok());
+        let addr = stream.peer_addr().ok();
+        let mut peer = Peer::new(addr);
+        peer.proxy = addr.is_some_and(|a| ctx.config().is_trusted_proxy(a.ip()));
         let _ = stream.set_write_timeout(Some(idle_timeout));
         Connection {
             ctx,

@@ -95,6 +95,9 @@ pub struct Head<'b> {
     pub prefer: Option<&'b [u8]>,
     /// The first `Accept` field's value (read by the FHIR routes only).
     pub accept: Option<&'b [u8]>,
+    /// The last `X-Forwarded-For` field's value: a trusted proxy appends the client's
+    /// address to it (read only for connections from `trusted_proxies`).
+    pub forwarded_for: Option<&'b [u8]>,
     /// Bytes of the head, including the final empty line.
     pub len: usize,
 }
@@ -181,6 +184,7 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: &Limits) -> Result<Option<Head<'b>>
         request_id: fields.request_id,
         prefer: fields.prefer,
         accept: fields.accept,
+        forwarded_for: fields.forwarded_for,
         len,
     }))
 }
@@ -318,6 +322,7 @@ struct Fields<'b> {
     request_id: Option<&'b [u8]>,
     prefer: Option<&'b [u8]>,
     accept: Option<&'b [u8]>,
+    forwarded_for: Option<&'b [u8]>,
 }
 
 impl<'b> Fields<'b> {
@@ -371,6 +376,8 @@ impl<'b> Fields<'b> {
             self.prefer.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("accept") {
             self.accept.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            self.forwarded_for = Some(value);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use crate::exit::{Exit, Fatal};
 use crate::log::export::shard_dirs;
 
 /// Name of the lock file in the data directory.
@@ -20,20 +21,42 @@ pub struct DataDir {
     _lock: File,
 }
 
-/// Creates (0700) and locks `dir` for a server of `shards` shards. Refuses a directory
-/// another process holds, one that is not writable, and one holding the log of a shard
-/// this run would not start (its records would silently go unserved).
-pub fn open(dir: &Path, shards: usize) -> Result<DataDir, String> {
-    create_private(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+/// Locks `dir` for a server of `shards` shards, creating it (0700) only when `init`
+/// says so and its parent exists: a mistyped path is an error, not an empty store
+/// whose ids start again at 1. Refuses a directory another process holds, one that is
+/// not writable, and one holding the log of a shard this run would not start (its
+/// records would silently go unserved).
+pub fn open(dir: &Path, shards: usize, init: bool) -> Result<DataDir, Fatal> {
+    let config = |message: String| Fatal::new(Exit::Config, message);
+    if !dir.exists() {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        if !init {
+            return Err(config(format!(
+                "data dir {} does not exist: check --data-dir (or data_dir in the config \
+                 file), or pass --init to create it",
+                dir.display()
+            )));
+        }
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(config(format!(
+                "cannot create data dir {}: its parent directory does not exist (--init \
+                 creates the data directory itself, not its parents)",
+                dir.display()
+            )));
+        }
+        log::info!("--init: creating data dir {}", dir.display());
+    }
+    create_private(dir)
+        .map_err(|e| config(format!("cannot create data dir {}: {e}", dir.display())))?;
     let lock = lock(dir)?;
-    let existing = shard_dirs(dir)?;
+    let existing = shard_dirs(dir).map_err(config)?;
     if let Some((n, path)) = existing.iter().find(|(n, _)| usize::from(*n) >= shards) {
-        return Err(format!(
+        return Err(config(format!(
             "data dir holds the log of shard {n} ({}) but only {shards} shards would start: \
              start with at least {} shards",
             path.display(),
             n + 1
-        ));
+        )));
     }
     Ok(DataDir { _lock: lock })
 }
@@ -61,7 +84,7 @@ fn make_private(dir: &Path) -> Result<(), String> {
 }
 
 /// Takes the exclusive lock and writes this process's pid into the lock file.
-pub(crate) fn lock(dir: &Path) -> Result<File, String> {
+pub(crate) fn lock(dir: &Path) -> Result<File, Fatal> {
     use nix::fcntl::{flock, FlockArg};
     let path = dir.join(LOCK_FILE);
     let mut file = fs::OpenOptions::new()
@@ -72,10 +95,13 @@ pub(crate) fn lock(dir: &Path) -> Result<File, String> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| {
-            format!(
-                "data dir {} is not writable: {}: {e}",
-                dir.display(),
-                path.display()
+            Fatal::new(
+                Exit::Config,
+                format!(
+                    "data dir {} is not writable: {}: {e}",
+                    dir.display(),
+                    path.display()
+                ),
             )
         })?;
     if flock(file.as_raw_fd(), FlockArg::LockExclusiveNonblock).is_err() {
@@ -83,10 +109,13 @@ pub(crate) fn lock(dir: &Path) -> Result<File, String> {
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();
         let holder = if holder.is_empty() { "unknown" } else { holder };
-        return Err(format!(
-            "data dir {} is in use by another epro-ingest server (pid {holder}): \
-             one server per data directory",
-            dir.display()
+        return Err(Fatal::new(
+            Exit::InUse,
+            format!(
+                "data dir {} is in use by another epro-ingest server (pid {holder}): \
+                 one server per data directory",
+                dir.display()
+            ),
         ));
     }
     let pid = std::process::id().to_string();

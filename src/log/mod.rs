@@ -32,6 +32,7 @@
 //! write group, every second while idle, and at the stop) stops the shard's writes
 //! until a restart, once what it holds is saved ([`watch`]).
 
+pub mod backup;
 pub mod datadir;
 pub mod evidence;
 pub mod export;

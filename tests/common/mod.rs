@@ -105,7 +105,7 @@ impl Server {
         let data = dir.path().join("data");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--init", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data);
         if !extra.contains(&"--shards") {
