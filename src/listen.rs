@@ -28,7 +28,8 @@ pub fn claim_before_bind(addr: SocketAddr) -> Result<Claim, String> {
         return Err(format!(
             "cannot listen on {addr}: the port is in use: another process listens on \
              {other}, which overlaps it, and a second server would share its connections \
-             (SO_REUSEPORT). One server per listen address"
+             (SO_REUSEPORT). One server per listen address: choose another address with \
+             --listen"
         ));
     }
     Ok(claim)
@@ -45,7 +46,7 @@ pub fn claim(addr: SocketAddr) -> Result<Claim, String> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
             "cannot listen on {addr}: another epro-ingest server (pid {}) listens there; \
              a second one would share its connections (SO_REUSEPORT). One server per \
-             listen address",
+             listen address: choose another address with --listen",
             holder(&unix).map_or("unknown".to_string(), |pid| pid.to_string())
         )),
         Err(e) => Err(format!("claiming {addr} (abstract socket @{name}): {e}")),

@@ -165,7 +165,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), Fatal> {
     let (ended_tx, ended_rx) = mpsc::channel::<usize>();
     let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..cpus.len()).map(|_| oneshot::channel()).unzip();
     let mut go_rxs = go_rxs.into_iter();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, Fatal>>();
     let (serving_tx, serving_rx) = mpsc::channel::<()>();
     let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
     let heartbeats = Heartbeats::new(cpus.len());
@@ -239,7 +239,7 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), Fatal> {
                 info!("stopped during recovery, before accepting any record");
                 return Ok(());
             }
-            Ok(Err(message)) => return Err(Fatal::new(Exit::Data, message)),
+            Ok(Err(fatal)) => return Err(fatal),
             Err(_) => return Err(Fatal::new(Exit::Fault, "a shard ended during start-up")),
         }
     }

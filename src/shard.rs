@@ -50,7 +50,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// why it could not start).
 pub struct Reports {
     pub bound: mpsc::Sender<Result<SocketAddr, Fatal>>,
-    pub ready: mpsc::Sender<Result<Started, String>>,
+    pub ready: mpsc::Sender<Result<Started, Fatal>>,
     /// Once told every shard has recovered: this one now serves requests.
     pub serving: mpsc::Sender<()>,
     /// Stamped while the shard's executor runs, for systemd's watchdog.
@@ -123,9 +123,10 @@ pub async fn serve(
         accept::run(Rc::clone(&ctx), Rc::clone(&conns), listener),
     );
     let Ok((senders, receivers)) = mesh.join().await else {
-        let _ = reports
-            .ready
-            .send(Err(format!("shard {id}: joining the shard mesh failed")));
+        let _ = reports.ready.send(Err(Fatal::new(
+            Exit::Fault,
+            format!("shard {id}: joining the shard mesh failed"),
+        )));
         return;
     };
     ctx.join_peers(Peers::new(senders));
@@ -159,7 +160,9 @@ pub async fn serve(
                 foreign.len()
             );
             if let Err(e) = peers.hand_over(foreign).await {
-                let _ = reports.ready.send(Err(format!("shard {id}: {e}")));
+                let _ = reports
+                    .ready
+                    .send(Err(Fatal::new(Exit::Data, format!("shard {id}: {e}"))));
                 return;
             }
         }
@@ -316,7 +319,8 @@ fn progress_log(shard: u16, began: Instant, every: Duration) -> impl FnMut(&Scan
 /// `ctx`. The index counts a record once it is durable, through the rules for stored
 /// bodies ([`Validator::for_stored`]); keys come from the log and from its retired
 /// logs.
-pub async fn recover(ctx: &Context) -> Result<(), String> {
+pub async fn recover(ctx: &Context) -> Result<(), Fatal> {
+    let damaged = |e: String| Fatal::new(Exit::Data, e);
     let dir = shard_dir(&ctx.config().data_dir, ctx.shard());
     let shard = ctx.shard() as u16;
     let scan_dir = dir.clone();
@@ -393,7 +397,8 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
                 Ok((opened, index, keys, locations, time))
             },
         )
-        .await?;
+        .await
+        .map_err(damaged)?;
     if let Some(torn) = &opened.scan.torn {
         warn!(
             "shard {shard}: cut torn tail of {} at offset {}..{} ({}): the last write group, never \
@@ -440,8 +445,14 @@ pub async fn recover(ctx: &Context) -> Result<(), String> {
     // Not ready until there is a segment to write to; a full disk is waited out here.
     log.started().await;
     if !log.is_healthy() {
-        return Err(format!(
-            "shard {shard}: cannot open its log for writing (see the error above)"
+        // A filesystem without fallocate never gets better: no restart helps.
+        let exit = match log.unsupported_filesystem() {
+            true => Exit::Unsupported,
+            false => Exit::Data,
+        };
+        return Err(Fatal::new(
+            exit,
+            format!("shard {shard}: cannot open its log for writing (see the error above)"),
         ));
     }
     ctx.open(log, index, keys);

@@ -13,8 +13,16 @@ use common::{post, report, spawn_and_wait, temp_dir, Server, BIN, DEVICE_CONFIG,
 
 fn serve(listen: &str, dir: &tempfile::TempDir) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", listen, "--shards", "1", "--data-dir"])
-        .arg(dir.path().join("data"));
+    cmd.args([
+        "serve",
+        "--init",
+        "--listen",
+        listen,
+        "--shards",
+        "1",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"));
     cmd
 }
 
@@ -22,7 +30,14 @@ fn serve(listen: &str, dir: &tempfile::TempDir) -> Command {
 fn refused(cmd: Command, why: &str) {
     let (mut child, log): (Option<Child>, Arc<Mutex<String>>) = match spawn_and_wait(cmd) {
         Ok((child, _, log)) => (Some(child), log),
-        Err(log) => (None, Arc::new(Mutex::new(log))),
+        Err(log) => {
+            // It exited before listening: 69, the address is held by another process.
+            assert!(
+                log.contains(&format!("unix_wait_status({})", 69 << 8)),
+                "{log}"
+            );
+            (None, Arc::new(Mutex::new(log)))
+        }
     };
     if let Some(child) = child.as_mut() {
         let exited = common::wait_until(Duration::from_secs(20), || {
@@ -36,7 +51,8 @@ fn refused(cmd: Command, why: &str) {
                 log.lock().unwrap()
             );
         }
-        assert!(!child.wait().unwrap().success());
+        // 69: the address is held by another process; a restart cannot help.
+        assert_eq!(child.wait().unwrap().code(), Some(69));
     }
     std::thread::sleep(Duration::from_millis(100));
     let log = log.lock().unwrap().clone();

@@ -85,7 +85,8 @@ fn a_filesystem_without_fallocate_fails_the_start_instead_of_waiting_for_space()
     let (dir, disk, _mount) = faultfs_dir();
     disk.lock().unwrap().no_fallocate = true;
     let (status, log) = failed_start(dir);
-    assert_eq!(status.code(), Some(1), "{log}");
+    // 71: the system lacks what the server needs; a restart cannot help.
+    assert_eq!(status.code(), Some(71), "{log}");
     says_fallocate_unsupported(&log);
 }
 
@@ -101,7 +102,8 @@ fn a_log_moved_onto_a_filesystem_without_fallocate_fails_the_start_too() {
     // The log would continue its last segment: the start tries fallocate all the same.
     disk.lock().unwrap().no_fallocate = true;
     let (status, log) = failed_start(dir);
-    assert_eq!(status.code(), Some(1), "{log}");
+    // 71: the system lacks what the server needs; a restart cannot help.
+    assert_eq!(status.code(), Some(71), "{log}");
     says_fallocate_unsupported(&log);
 }
 

@@ -13,15 +13,19 @@ use common::Server;
 const CLIENTS: usize = 100;
 
 /// Every server-side socket's Send-Q (bytes sent but not acknowledged) on `port`.
-fn send_queues(port: u16) -> Vec<u64> {
+/// Only the server's ends of `clients`' connections count: another test's client may
+/// be given this server's port number as its own ephemeral port.
+fn send_queues(port: u16, clients: &[u16]) -> Vec<u64> {
     let mut queues = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let local_port = fields[1].rsplit(':').next().unwrap();
+            let remote_port = fields[2].rsplit(':').next().unwrap();
+            let ours = u16::from_str_radix(remote_port, 16).is_ok_and(|p| clients.contains(&p));
             // State 01: established; tx_queue:rx_queue in hex.
-            if u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "01" {
+            if u16::from_str_radix(local_port, 16) == Ok(port) && ours && fields[3] == "01" {
                 let tx = fields[4].split(':').next().unwrap();
                 queues.push(u64::from_str_radix(tx, 16).unwrap());
             }
@@ -55,12 +59,16 @@ fn stalled_send_queues(server: &Server, send_buffer: u64) -> Vec<u64> {
     // The server works through the requests as the kernel lets it write: wait until
     // most connections have stalled with a full buffer.
     let began = Instant::now();
-    let mut queues = send_queues(server.addr.port());
+    let ports: Vec<u16> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().port())
+        .collect();
+    let mut queues = send_queues(server.addr.port(), &ports);
     while queues.iter().filter(|&&q| q >= send_buffer).count() < CLIENTS / 2
         && began.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
-        queues = send_queues(server.addr.port());
+        queues = send_queues(server.addr.port(), &ports);
     }
     drop(clients);
     queues

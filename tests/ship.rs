@@ -546,7 +546,7 @@ fn a_record_the_disk_could_not_sync_is_not_shipped() {
         server
             .wait_exit(Duration::from_secs(10))
             .and_then(|s| s.code()),
-        Some(1)
+        Some(75)
     );
     let out = ship_cmd(&data, &pg, "n1", &["--once"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

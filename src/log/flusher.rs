@@ -47,6 +47,7 @@ impl Log {
             }
             error!("shard {}: cannot open its log for writing: {e}", self.shard);
             state.failed = true;
+            state.unsupported = e.kind() == io::ErrorKind::Unsupported;
         }
         state.stopped = true;
         for waiter in state.waiters.drain(..) {

@@ -159,6 +159,8 @@ struct State {
     /// Every record up to this sequence number is on stable storage.
     durable_seq: u64,
     failed: bool,
+    /// The flusher failed because the filesystem lacks what the log needs (fallocate).
+    unsupported: bool,
     closed: bool,
     /// Ids below this are reserved durably in the manifest; none beyond is given out.
     reserved_seq: u64,
@@ -246,6 +248,7 @@ impl Log {
                 next_seq,
                 durable_seq: next_seq - 1,
                 failed: false,
+                unsupported: false,
                 closed: false,
                 started: false,
                 stopped: false,
@@ -271,6 +274,11 @@ impl Log {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// Whether the log failed to start because its filesystem lacks `fallocate`.
+    pub fn unsupported_filesystem(&self) -> bool {
+        self.state.borrow().unsupported
     }
 
     /// Whether new records can still be stored.
