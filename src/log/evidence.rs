@@ -33,12 +33,11 @@
 //! shard's next start, from the `MANIFEST`.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::log::datadir::retired_logs;
-use crate::log::files::list_segments;
+use crate::log::files::{list_segments, replace_durably};
 use crate::log::manifest::{Manifest, MANIFEST, RESERVE_BLOCK};
 use crate::log::record::{u16_at, u32_at, u64_at};
 use crate::log::salvage::salvage_shard;
@@ -84,24 +83,7 @@ pub fn write_copy(data_dir: &Path, shard: u16, reserved_seq: u64) -> io::Result<
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let target = copy_path(data_dir, shard);
-    let tmp = target.with_extension("tmp");
-    let err = |op: &str, p: &Path, e: io::Error| {
-        io::Error::new(e.kind(), format!("{op} {}: {e}", p.display()))
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err("creating", &tmp, e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| err("writing", &tmp, e))?;
-    fs::rename(&tmp, &target).map_err(|e| err("renaming to", &target, e))?;
-    fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err("fsync of directory", data_dir, e))
+    replace_durably(&target.with_extension("tmp"), &target, &bytes)
 }
 
 /// The shards that have a copy of their reservation in `data_dir`.

@@ -5,6 +5,32 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Replaces `target` with `bytes`, durably: written and synced under `tmp`, renamed
+/// over `target`, and the directory holding it synced. A crash leaves the old file or
+/// the new one (and perhaps `tmp`).
+pub fn replace_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |op: &str, p: &Path, e: io::Error| {
+        io::Error::new(e.kind(), format!("{op} {}: {e}", p.display()))
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| err("creating", tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| err("writing", tmp, e))?;
+    fs::rename(tmp, target).map_err(|e| err("renaming to", target, e))?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err("fsync of directory", dir, e))
+}
+
 /// A segment file of a shard.
 #[derive(Clone, Debug)]
 pub struct SegmentFile {

@@ -28,10 +28,11 @@
 //! | 32+16n | 4 | CRC32C of every byte before |
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::log::evidence::write_copy;
+use crate::log::files::replace_durably;
 use crate::log::record::{u16_at, u32_at, u64_at};
 
 pub const MANIFEST: &str = "MANIFEST";
@@ -135,26 +136,7 @@ impl Manifest {
     /// hold it before the caller gives any id of it. Blocking: small, and rare (start,
     /// stop, a new segment, a new block of ids).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = dir.join("MANIFEST.tmp");
-        let err = |op: &str, p: &Path, e: io::Error| {
-            io::Error::new(e.kind(), format!("{op} {}: {e}", p.display()))
-        };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| err("creating", &tmp, e))?;
-        file.write_all(&self.encode())
-            .and_then(|()| file.sync_data())
-            .map_err(|e| err("writing", &tmp, e))?;
-        let target = path(dir);
-        fs::rename(&tmp, &target).map_err(|e| err("renaming to", &target, e))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err("fsync of directory", dir, e))?;
+        replace_durably(&dir.join("MANIFEST.tmp"), &path(dir), &self.encode())?;
         match dir.parent() {
             Some(data_dir) => write_copy(data_dir, self.shard, self.reserved_seq),
             None => Ok(()),
