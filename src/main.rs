@@ -289,7 +289,7 @@ fn ship(opts: ship::Options) -> Result<(), String> {
     }
     match ship::run(&opts, &stop) {
         Ok(_) => Ok(()),
-        Err(ship::Stop::Corrupt(message) | ship::Stop::Fatal(message)) => Err(message),
+        Err(ship::Stop::Shards(message) | ship::Stop::Fatal(message)) => Err(message),
     }
 }
 

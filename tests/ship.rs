@@ -582,9 +582,10 @@ fn a_database_of_schema_version_1_is_migrated_and_shipping_goes_on() {
     // Back to version 1, as a database shipped into before rows had hashes.
     pg.client()
         .batch_execute(
-            "ALTER TABLE epro_records DROP COLUMN sha256;
-             ALTER TABLE epro_record_duplicates DROP COLUMN sha256;
-             DELETE FROM epro_schema_version WHERE version = 2;",
+            "ALTER TABLE epro_records DROP COLUMN sha256, DROP COLUMN refused;
+             ALTER TABLE epro_record_duplicates DROP COLUMN sha256, DROP COLUMN refused;
+             ALTER TABLE epro_ship_cursor DROP COLUMN node_id;
+             DELETE FROM epro_schema_version WHERE version >= 2;",
         )
         .unwrap();
     let before = count(&pg, "SELECT count(*) FROM epro_records");
@@ -594,7 +595,7 @@ fn a_database_of_schema_version_1_is_migrated_and_shipping_goes_on() {
     assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), total);
     assert_eq!(
         count(&pg, "SELECT max(version)::bigint FROM epro_schema_version"),
-        2
+        epro_ingest::ship::schema::VERSION
     );
     // Rows from before have no hash; every new one has its record's.
     assert_eq!(

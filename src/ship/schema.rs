@@ -87,16 +87,49 @@ GROUP BY 1, 2;
 ALTER TABLE epro_records ADD COLUMN sha256 bytea;
 ALTER TABLE epro_record_duplicates ADD COLUMN sha256 bytea;
 "#,
+    r#"
+ALTER TABLE epro_records ADD COLUMN refused text;
+ALTER TABLE epro_record_duplicates ADD COLUMN refused text;
+ALTER TABLE epro_ship_cursor ADD COLUMN node_id text;
+CREATE OR REPLACE VIEW epro_subjects AS
+SELECT s.project_id, s.site_id, s.patient_id, s.reports, s.last_received_ns,
+       coalesce((SELECT array_agg(DISTINCT t.tag_name ORDER BY t.tag_name)
+                 FROM epro_records t
+                 WHERE t.kind = 'tag' AND t.counted
+                   AND t.project_id = s.project_id AND t.patient_id = s.patient_id),
+                '{}') AS tags
+FROM (SELECT coalesce(project_id, '-') AS project_id, site_id, patient_id,
+             count(*) AS reports, max(received_ns) AS last_received_ns
+      FROM epro_records
+      WHERE kind IN ('report', 'fhir') AND counted AND site_id IS NOT NULL
+      GROUP BY 1, 2, 3) s;
+CREATE OR REPLACE VIEW epro_summary AS
+SELECT coalesce(project_id, '-') AS project_id, count(*) AS reports,
+       count(DISTINCT patient_id) AS subjects, max(received_ns) AS last_received_ns
+FROM epro_records
+WHERE kind IN ('report', 'fhir') AND counted
+GROUP BY 1;
+CREATE OR REPLACE VIEW epro_site_summary AS
+SELECT coalesce(project_id, '-') AS project_id, site_id, count(*) AS reports,
+       count(DISTINCT patient_id) AS subjects
+FROM epro_records
+WHERE kind IN ('report', 'fhir') AND counted AND site_id IS NOT NULL
+GROUP BY 1, 2;
+"#,
 ];
 
-/// Brings the schema up to date; a no-op when it is.
+/// The schema version [`migrate`] brings a database to.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to date; a no-op when it is. Everything, the version table's
+/// creation included, runs under one advisory lock: shippers starting together on an
+/// empty database take turns, and the later ones find the work done.
 pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
-    client.batch_execute(
-        "CREATE TABLE IF NOT EXISTS epro_schema_version (version integer PRIMARY KEY)",
-    )?;
     let mut tx = client.transaction()?;
-    // One migrator at a time; the others then find the work done.
-    tx.batch_execute("SELECT pg_advisory_xact_lock(7242390001)")?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(7242390001);
+         CREATE TABLE IF NOT EXISTS epro_schema_version (version integer PRIMARY KEY)",
+    )?;
     let current: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM epro_schema_version",
