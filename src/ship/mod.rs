@@ -18,6 +18,7 @@
 //! it commits.
 
 mod lag;
+pub mod node;
 mod recheck;
 mod rows;
 pub mod schema;
@@ -49,6 +50,10 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub conninfo: String,
     pub node: String,
+    /// The data directory's identity ([`node::identity`]).
+    pub node_id: node::NodeId,
+    /// Bind the node's cursors to this data directory even where they name another.
+    pub take_over: bool,
     pub once: bool,
     /// Records per transaction.
     pub batch: usize,
@@ -119,13 +124,14 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
     let mut down_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut failures = Vec::new();
+    let mut checked = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let conn = match client.as_mut() {
             Some(conn) => conn,
-            None => match connect(&opts.conninfo) {
+            None => match connect(opts) {
                 Ok(conn) => {
                     if down_since.take().is_some() {
                         log::info!("ship: PostgreSQL is back; continuing");
@@ -148,7 +154,17 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
                 }
             },
         };
-        match ship_pass(conn, opts, stop, &mut shards, &mut progress) {
+        // Once per run, before the first pass.
+        let check = if checked {
+            Ok(())
+        } else {
+            check_node(conn, opts)
+        };
+        let pass = check.and_then(|()| {
+            checked = true;
+            ship_pass(conn, opts, stop, &mut shards, &mut progress)
+        });
+        match pass {
             Ok((shipped, failed)) => {
                 if opts.once {
                     failures = failed;
@@ -220,12 +236,29 @@ fn describe(e: &postgres::Error) -> String {
     }
 }
 
-fn connect(conninfo: &str) -> Result<Client, postgres::Error> {
-    let mut client = Client::connect(conninfo, NoTls)?;
+fn connect(opts: &Options) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(&opts.conninfo, NoTls)?;
     client.batch_execute("SET client_min_messages = warning")?;
     schema::migrate(&mut client)?;
     schema::prepare_session(&mut client)?;
     Ok(client)
+}
+
+/// Checks node `opts.node`'s cursors belong to this data directory, binding those kept
+/// before cursors had ids. Another directory's are a misconfiguration, said as one
+/// before anything is shipped or compared.
+fn check_node(client: &mut Client, opts: &Options) -> Result<(), PassError> {
+    let id = &opts.node_id.0;
+    match schema::claim(client, &opts.node, id, opts.take_over).map_err(PassError::Db)? {
+        None => Ok(()),
+        Some(other) => Err(PassError::Stop(Stop::Fatal(format!(
+            "ship: node name {:?} belongs to the data directory of node id {other} (its \
+             cursors say so), and {} is node id {id}: the wrong --node, or a copy of that \
+             node's data directory? Nothing was shipped",
+            opts.node,
+            opts.data_dir.display()
+        )))),
+    }
 }
 
 /// A shard that failed: when to try it again, and how long to wait after that.

@@ -10,9 +10,13 @@
 //!   before keys were enforced), with a pointer to the kept row: nothing acknowledged
 //!   is dropped silently.
 //! - `epro_ship_cursor`: per (node, shard), the next sequence number to ship; it moves
-//!   in the same transaction as the rows it covers.
+//!   in the same transaction as the rows it covers. `node_id` (migration 3) is the id
+//!   of the data directory the node's records come from ([`crate::ship::node`]).
 //! - Views `epro_subjects`, `epro_summary` and `epro_site_summary`: the read APIs'
-//!   answers for the whole fleet.
+//!   answers for the whole fleet; like them, they count FHIR QuestionnaireResponses
+//!   as reports (migration 3).
+//! - `refused` (migration 3, both record tables): what PostgreSQL could not hold of a
+//!   record shipped without it ([`crate::ship::shard`]), NULL for every other row.
 
 use postgres::{Client, Transaction};
 
@@ -215,12 +219,39 @@ pub fn last_shipped(
     }))
 }
 
-/// The cursor of (node, shard), created at 0 when there is none.
-pub fn cursor(client: &mut Client, node: &str, shard: i32) -> Result<i64, postgres::Error> {
+/// Binds the cursors of node `node` to the data directory of node id `id`: those
+/// without one (kept before cursors had ids) take it, and with `take_over` every one
+/// does. Another id one of them keeps, if any.
+pub fn claim(
+    client: &mut Client,
+    node: &str,
+    id: &str,
+    take_over: bool,
+) -> Result<Option<String>, postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "UPDATE epro_ship_cursor SET node_id = $2
+         WHERE node = $1 AND (node_id IS NULL OR $3)",
+        &[&node, &id, &take_over],
+    )?;
+    let other = tx.query_opt(
+        "SELECT node_id FROM epro_ship_cursor WHERE node = $1 AND node_id <> $2 LIMIT 1",
+        &[&node, &id],
+    )?;
+    tx.commit()?;
+    Ok(other.map(|r| r.get(0)))
+}
+
+/// The cursor of (node, shard), created at 0 for node id `id` when there is none.
+pub fn cursor(
+    client: &mut Client,
+    (node, id): (&str, &str),
+    shard: i32,
+) -> Result<i64, postgres::Error> {
     client.execute(
-        "INSERT INTO epro_ship_cursor (node, shard, next_seq) VALUES ($1, $2, 0)
+        "INSERT INTO epro_ship_cursor (node, shard, next_seq, node_id) VALUES ($1, $2, 0, $3)
          ON CONFLICT (node, shard) DO NOTHING",
-        &[&node, &shard],
+        &[&node, &shard, &id],
     )?;
     Ok(client
         .query_one(

@@ -85,7 +85,8 @@ pub fn ship(
     progress: &mut Progress,
 ) -> Result<u64, ShardError> {
     let shard_no = i32::from(shard);
-    let cursor = schema::cursor(client, &opts.node, shard_no).map_err(ShardError::Db)? as u64;
+    let cursor = schema::cursor(client, (&opts.node, &opts.node_id.0), shard_no)
+        .map_err(ShardError::Db)? as u64;
     progress.cursors.insert(shard, cursor);
     let last = schema::last_shipped(client, &opts.node, shard_no, cursor as i64)
         .map_err(ShardError::Db)?;
