@@ -69,13 +69,14 @@ fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
     fields
 }
 
-/// Appends `record` of node `node`, whose hash is `hash`, as one COPY text line to `out`.
+/// Appends `record` of node `node`, whose hash is `hash`, as one COPY text line to `out`;
+/// whether it has a key.
 pub fn copy_line(
     validator: &mut Validator,
     node: &str,
     (record, hash): (&Record<'_>, &Hash),
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let f = fields(validator, record);
     let mut id = Vec::with_capacity(24);
     record_id(record.shard, record.seq, &mut id);
@@ -127,6 +128,7 @@ pub fn copy_line(
         None => text(out, NO_JSONB),
     }
     out.push(b'\n');
+    f.submission_id.is_some()
 }
 
 /// How much of a row PostgreSQL refused is left out.

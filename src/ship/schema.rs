@@ -151,33 +151,36 @@ pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
     tx.commit()
 }
 
-/// The session's staging table: a batch is copied here, then moved in one statement
-/// per rule.
+/// The session's staging table: a batch's records with a key are copied here, then
+/// moved in one statement per rule.
 pub fn prepare_session(client: &mut Client) -> Result<(), postgres::Error> {
     client.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS epro_stage (LIKE epro_records) ON COMMIT DELETE ROWS",
     )
 }
 
-/// The COPY statement that fills the staging table.
-pub fn copy_statement() -> String {
+/// The COPY statement for records without a key: straight into `epro_records` (the
+/// cursor moves in the same transaction, so none of them is there yet).
+pub fn copy_records() -> String {
+    format!("COPY epro_records ({COLUMNS}) FROM STDIN")
+}
+
+/// The COPY statement for records with a key: into the staging table, for
+/// [`move_staged`].
+pub fn copy_staged() -> String {
     format!("COPY epro_stage ({COLUMNS}) FROM STDIN")
 }
 
-/// Moves the staged batch: unkeyed records as they are; of each key, the earliest copy
-/// unless the key is already kept; every other copy into the duplicates.
+/// Moves the staged records with a key: of each key, the earliest copy unless the key
+/// is already kept; every other copy into the duplicates.
 /// Columns are named, not `*`: a migration's added column comes last in each table,
 /// after the duplicates' own `kept_*` columns.
 pub fn move_staged(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
     let staged: Vec<String> = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
     let staged = staged.join(", ");
     tx.batch_execute(&format!(
-        "INSERT INTO epro_records ({COLUMNS}) SELECT {staged} FROM epro_stage s
-             WHERE submission_id IS NULL
-             ON CONFLICT (node, shard, seq) DO NOTHING;
-         INSERT INTO epro_records ({COLUMNS})
+        "INSERT INTO epro_records ({COLUMNS})
              SELECT DISTINCT ON (principal, submission_id) {staged} FROM epro_stage s
-             WHERE submission_id IS NOT NULL
              ORDER BY principal, submission_id, received_ns, node, shard, seq
              ON CONFLICT DO NOTHING;
          INSERT INTO epro_record_duplicates ({COLUMNS}, kept_node, kept_shard, kept_seq)
@@ -187,6 +190,16 @@ pub fn move_staged(tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
              WHERE (r.node, r.shard, r.seq) <> (s.node, s.shard, s.seq)
              ON CONFLICT (node, shard, seq) DO NOTHING;"
     ))
+}
+
+/// Where the cursor of (node, shard) is now.
+pub fn cursor_now(client: &mut Client, node: &str, shard: i32) -> Result<i64, postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT next_seq FROM epro_ship_cursor WHERE node = $1 AND shard = $2",
+            &[&node, &shard],
+        )?
+        .get(0))
 }
 
 /// A shipped record as PostgreSQL has it.
@@ -253,12 +266,7 @@ pub fn cursor(
          ON CONFLICT (node, shard) DO NOTHING",
         &[&node, &shard, &id],
     )?;
-    Ok(client
-        .query_one(
-            "SELECT next_seq FROM epro_ship_cursor WHERE node = $1 AND shard = $2",
-            &[&node, &shard],
-        )?
-        .get(0))
+    cursor_now(client, node, shard)
 }
 
 /// Moves the cursor from `from` to `to` in `tx`; false when it was not at `from`

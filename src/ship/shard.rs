@@ -8,12 +8,13 @@
 //! every byte in `body_raw`, and logged with its id; anything else stops the shard at
 //! that record, named by id, segment and offset, and the caller retries it later.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 
-use postgres::Client;
+use postgres::{Client, Transaction};
 
 use super::recheck::Recheck;
 use super::rows::{copy_line, degrade, Degrade};
@@ -46,6 +47,8 @@ struct Line {
     received_ns: u64,
     /// Where its line ends in `lines`.
     end: usize,
+    /// It has a key: it goes through the staging table.
+    keyed: bool,
 }
 
 impl Batch {
@@ -62,6 +65,28 @@ impl Batch {
             i => self.records[i - 1].end,
         };
         &self.lines[start..self.records[records.end - 1].end]
+    }
+
+    /// The lines of `records`: those without a key, then those with one.
+    fn split(&self, records: Range<usize>) -> (Cow<'_, [u8]>, Cow<'_, [u8]>) {
+        let all = self.bytes(records.clone());
+        let lines = &self.records[records.clone()];
+        if lines.iter().all(|l| !l.keyed) {
+            return (Cow::Borrowed(all), Cow::Borrowed(&[]));
+        }
+        if lines.iter().all(|l| l.keyed) {
+            return (Cow::Borrowed(&[]), Cow::Borrowed(all));
+        }
+        let (mut plain, mut keyed) = (Vec::new(), Vec::new());
+        for i in records {
+            let into = if self.records[i].keyed {
+                &mut keyed
+            } else {
+                &mut plain
+            };
+            into.extend_from_slice(self.bytes(i..i + 1));
+        }
+        (Cow::Owned(plain), Cow::Owned(keyed))
     }
 }
 
@@ -164,17 +189,14 @@ fn read(
                     return;
                 }
             }
-            copy_line(
-                &mut validator,
-                &opts.node,
-                (record, &at.hash),
-                &mut batch.lines,
-            );
+            let row = (record, &at.hash);
+            let keyed = copy_line(&mut validator, &opts.node, row, &mut batch.lines);
             batch.records.push(Line {
                 seq: record.seq,
                 offset: at.offset,
                 received_ns: record.received_ns,
                 end: batch.lines.len(),
+                keyed,
             });
             next = record.seq + 1;
             if batch.records.len() >= opts.batch {
@@ -214,11 +236,23 @@ impl Shipper<'_> {
     /// Ships `records` of `batch`; a batch PostgreSQL refuses is split until the record
     /// it refuses is found.
     fn ship_range(&mut self, batch: &Batch, records: Range<usize>) -> Result<(), ShardError> {
-        let refused = match self.commit(batch, records.clone(), batch.bytes(records.clone())) {
+        let (plain, keyed) = batch.split(records.clone());
+        let refused = match self.commit(batch, records.clone(), (&plain, &keyed)) {
             Ok(()) => return Ok(()),
             Err(NotCommitted::Db(e)) if !transient(&e) => e,
             Err(other) => return Err(self.fail(batch.records[records.start], other)),
         };
+        // A second shipper of this node committed these records first: not theirs to
+        // take apart.
+        let shard = i32::from(self.shard);
+        let first = batch.records[records.start];
+        match schema::cursor_now(self.client, &self.opts.node, shard) {
+            Ok(now) if now as u64 != self.committed => {
+                return Err(self.fail(first, NotCommitted::Moved))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(self.fail(first, NotCommitted::Db(e))),
+        }
         if records.len() > 1 {
             let middle = records.start + records.len() / 2;
             self.ship_range(batch, records.start..middle)?;
@@ -232,7 +266,11 @@ impl Shipper<'_> {
             }
             let why = describe(&refused);
             let degraded = degrade(batch.bytes(records.clone()), level, &why);
-            match self.commit(batch, records.clone(), &degraded) {
+            let lines: (&[u8], &[u8]) = match line.keyed {
+                false => (&degraded, &[]),
+                true => (&[], &degraded),
+            };
+            match self.commit(batch, records.clone(), lines) {
                 Ok(()) => {
                     self.progress.refused += 1;
                     let left_out = match level {
@@ -288,7 +326,8 @@ impl Shipper<'_> {
         format!("{segment} at offset {}", line.offset)
     }
 
-    /// One transaction: COPY `lines` (`records` of `batch`), move them, advance the
+    /// One transaction: COPY the lines of `records` of `batch` (those without a key
+    /// into the table, those with one into the staging table, then moved), advance the
     /// cursor past them. The segments they were read from are synced first: the
     /// shipper reads records as soon as they are written, and one not yet on stable
     /// storage could be lost to a power cut after PostgreSQL has it (a row the log no
@@ -297,24 +336,20 @@ impl Shipper<'_> {
         &mut self,
         batch: &Batch,
         records: Range<usize>,
-        lines: &[u8],
+        (plain, keyed): (&[u8], &[u8]),
     ) -> Result<(), NotCommitted> {
-        use std::io::Write;
         let first = batch.records[records.start];
         let last = batch.records[records.end - 1];
         sync_segments(self.dir, first.seq).map_err(|e| NotCommitted::Sync(e.to_string()))?;
         let db = NotCommitted::Db;
         let mut tx = self.client.transaction().map_err(db)?;
-        let mut writer = tx.copy_in(&schema::copy_statement()).map_err(db)?;
-        if let Err(e) = writer.write_all(lines) {
-            // What PostgreSQL said, when it was PostgreSQL that stopped the COPY.
-            return Err(match writer.finish() {
-                Err(e) => NotCommitted::Db(e),
-                Ok(_) => NotCommitted::Sync(format!("COPY: {e}")),
-            });
+        if !plain.is_empty() {
+            copy(&mut tx, &schema::copy_records(), plain)?;
         }
-        writer.finish().map_err(db)?;
-        schema::move_staged(&mut tx).map_err(db)?;
+        if !keyed.is_empty() {
+            copy(&mut tx, &schema::copy_staged(), keyed)?;
+            schema::move_staged(&mut tx).map_err(db)?;
+        }
         let count = records.len() as i64;
         let (shard, next) = (i32::from(self.shard), last.seq + 1);
         let moved = schema::advance(
@@ -337,6 +372,20 @@ impl Shipper<'_> {
         self.progress.report();
         Ok(())
     }
+}
+
+/// One COPY of `lines` by `statement` in `tx`.
+fn copy(tx: &mut Transaction<'_>, statement: &str, lines: &[u8]) -> Result<(), NotCommitted> {
+    use std::io::Write;
+    let mut writer = tx.copy_in(statement).map_err(NotCommitted::Db)?;
+    if let Err(e) = writer.write_all(lines) {
+        // What PostgreSQL said, when it was PostgreSQL that stopped the COPY.
+        return Err(match writer.finish() {
+            Err(e) => NotCommitted::Db(e),
+            Ok(_) => NotCommitted::Sync(format!("COPY: {e}")),
+        });
+    }
+    writer.finish().map(drop).map_err(NotCommitted::Db)
 }
 
 /// Whether PostgreSQL refused a value rather than the statement or the session: a data
