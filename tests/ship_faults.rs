@@ -134,6 +134,18 @@ fn a_record_postgres_cannot_hold_as_jsonb_ships_once_with_its_exact_body() {
             && stderr.contains("(2 of them without what PostgreSQL refused of them)"),
         "{stderr}"
     );
+    // Bytes outside printable ASCII and backslashes arrive exactly too.
+    let accented = r#"{"patientId":"P-é","projectId":"P1","reportData":"a\\b \u00e9 ~\t"}"#;
+    let id = submit(&server, accented);
+    ship_once(&data, &pg, "n1");
+    let row = client
+        .query_one(
+            "SELECT body_raw, body->>'reportData' FROM epro_records WHERE id = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), accented.as_bytes());
+    assert_eq!(row.get::<_, String>(1), "a\\b é ~\t");
     // Counted as the read API counts them.
     let api = get(
         &mut server.connect(),
@@ -150,7 +162,7 @@ fn a_record_postgres_cannot_hold_as_jsonb_ships_once_with_its_exact_body() {
     );
     // Exactly once: another run ships nothing.
     ship_once(&data, &pg, "n1");
-    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 14);
+    assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), 15);
 }
 
 #[test]

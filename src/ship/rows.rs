@@ -119,7 +119,7 @@ pub fn copy_line(
         None => out.extend_from_slice(b"\\N"),
     }
     tab(out);
-    bytea(out, record.body);
+    bytea_escaped(out, record.body);
     tab(out);
     bytea(out, hash);
     tab(out);
@@ -166,6 +166,25 @@ pub fn degrade(line: &[u8], degrade: Degrade, why: &str) -> Vec<u8> {
     }
     out.push(b'\n');
     out
+}
+
+/// bytea in escape format, about one byte per byte for JSON (hex would send two and
+/// make PostgreSQL decode them): printable ASCII as itself, a backslash as `\\`, any
+/// other byte as `\ooo`, each backslash doubled again as COPY text requires.
+fn bytea_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(br"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'\\',
+                b'0' + (b >> 6),
+                b'0' + ((b >> 3) & 7),
+                b'0' + (b & 7),
+            ]),
+        }
+    }
 }
 
 /// bytea in hex; its backslash is escaped as COPY text requires.
@@ -268,7 +287,11 @@ mod tests {
         assert_eq!(cols[7], "dev\\t1", "the tab in the principal, escaped");
         assert_eq!(&cols[8..13], ["s-1", "P\\\\1", "P001", "\\N", "\\N"]);
         assert_eq!(cols[13], "t");
-        assert!(cols[15].starts_with("\\\\x7b22"), "{}", cols[15]);
+        assert!(
+            cols[15].starts_with(r#"{"patientId":"P\\\\\\\\1""#),
+            "{}",
+            cols[15]
+        );
         assert_eq!(cols[16], format!("\\\\x{}", "ab".repeat(32)));
         assert_eq!(cols[17], "\\N");
     }
@@ -295,6 +318,13 @@ mod tests {
             ["\\N", "\\N", "\\N", "\\N", "\\N", "f", "\\N"]
         );
         assert_eq!(&cols[15..], [orig[15], orig[16], "x"]);
+    }
+
+    #[test]
+    fn a_body_as_bytea_escapes_what_is_not_printable_ascii() {
+        let mut out = Vec::new();
+        bytea_escaped(&mut out, "a\\\t\u{e9}~ \x7f".as_bytes());
+        assert_eq!(out, br"a\\\\\\011\\303\\251~ \\177");
     }
 
     #[test]

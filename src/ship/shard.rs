@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 
 use postgres::{Client, Transaction};
 
@@ -54,8 +54,20 @@ struct Line {
 impl Batch {
     fn new(capacity: usize) -> Batch {
         Batch {
-            lines: Vec::with_capacity(capacity * 600),
+            lines: Vec::with_capacity(capacity * 1200),
             records: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// A shipped batch back from the committer (its memory already mapped), or a new one.
+    fn reuse(used: &Receiver<Batch>, capacity: usize) -> Batch {
+        match used.try_recv() {
+            Ok(mut batch) => {
+                batch.lines.clear();
+                batch.records.clear();
+                batch
+            }
+            Err(_) => Batch::new(capacity),
         }
     }
 
@@ -126,8 +138,12 @@ pub fn ship(
     };
     let shipped_before = shipper.progress.shipped;
     let (sender, batches) = sync_channel::<Batch>(1);
+    let (give_back, used) = channel::<Batch>();
     let (outcome, read) = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| read(opts, (shard, dir), cursor, recheck, stop, sender));
+        let reader = scope.spawn(|| {
+            let batches = (sender, used);
+            read(opts, (shard, dir), cursor, recheck, stop, batches)
+        });
         let mut outcome = Ok(());
         for batch in &batches {
             if stop.load(Ordering::Relaxed) {
@@ -137,6 +153,8 @@ pub fn ship(
             if outcome.is_err() {
                 break;
             }
+            // The reader may have ended: then nobody needs it back.
+            let _ = give_back.send(batch);
         }
         // The reader stops at its next batch once nobody takes it.
         drop(batches);
@@ -152,14 +170,15 @@ pub fn ship(
 }
 
 /// The reader: scans the shard from `cursor` (from the last shipped record, to check
-/// it), sending batches of `opts.batch` records; why it stopped early, if it did.
+/// it), sending batches of `opts.batch` records (filling those given back); why it
+/// stopped early, if it did.
 fn read(
     opts: &Options,
     (shard, dir): (u16, &Path),
     cursor: u64,
     mut recheck: Recheck,
     stop: &AtomicBool,
-    sender: SyncSender<Batch>,
+    (sender, used): (SyncSender<Batch>, Receiver<Batch>),
 ) -> Result<(), String> {
     let mut validator = Validator::for_stored();
     let mut batch = Batch::new(opts.batch);
@@ -200,7 +219,7 @@ fn read(
             });
             next = record.seq + 1;
             if batch.records.len() >= opts.batch {
-                let full = std::mem::replace(&mut batch, Batch::new(opts.batch));
+                let full = std::mem::replace(&mut batch, Batch::reuse(&used, opts.batch));
                 gone = sender.send(full).is_err();
             }
         },
