@@ -69,6 +69,11 @@ fn shippers_starting_together_on_an_empty_database_all_migrate_and_ship() {
             count(&pg, "SELECT count(*) FROM epro_records"),
             total * SHIPPERS as i64
         );
+        // One data directory, one node id, whichever shipper created it.
+        assert_eq!(
+            count(&pg, "SELECT count(DISTINCT node_id) FROM epro_ship_cursor"),
+            1
+        );
     }
 }
 

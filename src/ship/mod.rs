@@ -23,6 +23,7 @@ mod recheck;
 mod rows;
 pub mod schema;
 mod shard;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

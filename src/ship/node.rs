@@ -1,5 +1,6 @@
 //! A data directory's node identity: a random id created once in `<data-dir>/node-id`
-//! (written to a temporary file, synced, renamed into place, directory synced), kept
+//! (under a lock, written to a temporary file, synced, renamed into place, directory
+//! synced), kept
 //! with the node's cursors in PostgreSQL. The file also holds the inode of the
 //! directory it was created in: a copy of a data directory (another node provisioned
 //! from it, a backup restored beside it) sits in another directory and is told apart
@@ -7,6 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -25,19 +27,13 @@ pub fn identity(data_dir: &Path, take_over: bool) -> Result<NodeId, String> {
     let inode = fs::metadata(data_dir)
         .map_err(|e| format!("{}: {e}", data_dir.display()))?
         .ino();
-    let kept = match fs::read_to_string(&path) {
-        Ok(text) => Some(parse(&text).ok_or_else(|| {
-            format!(
-                "{}: not a node id file (id, then `inode N`)",
-                path.display()
-            )
-        })?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    let kept = match read(&path)? {
+        Some(kept) => kept,
+        None => create(data_dir, inode)?,
     };
     match kept {
-        Some((id, at)) if at == inode => Ok(NodeId(id)),
-        Some((id, at)) if take_over => {
+        (id, at) if at == inode => Ok(NodeId(id)),
+        (id, at) if take_over => {
             write(data_dir, &id, inode)?;
             log::warn!(
                 "ship: {} takes over node id {id} (created in directory inode {at}, now \
@@ -46,7 +42,7 @@ pub fn identity(data_dir: &Path, take_over: bool) -> Result<NodeId, String> {
             );
             Ok(NodeId(id))
         }
-        Some((id, at)) => Err(format!(
+        (id, at) => Err(format!(
             "{} holds node id {id}, created in directory inode {at}, but {} is inode \
              {inode}: a copy of another node's data directory? A copy ships as a node of \
              its own: remove its {FILE} and ship-node files and ship it with a new --node. \
@@ -55,11 +51,20 @@ pub fn identity(data_dir: &Path, take_over: bool) -> Result<NodeId, String> {
             path.display(),
             data_dir.display()
         )),
-        None => {
-            let id = new_id()?;
-            write(data_dir, &id, inode)?;
-            Ok(NodeId(id))
-        }
+    }
+}
+
+/// The file's (id, inode), if there is a file.
+fn read(path: &Path) -> Result<Option<(String, u64)>, String> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse(&text).map(Some).ok_or_else(|| {
+            format!(
+                "{}: not a node id file (id, then `inode N`)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
 }
 
@@ -92,20 +97,50 @@ fn new_id() -> Result<String, String> {
     ))
 }
 
-/// Writes the file atomically and durably: a temporary file, synced, renamed over it,
-/// the directory synced.
-fn write(data_dir: &Path, id: &str, inode: u64) -> Result<(), String> {
-    let path = data_dir.join(FILE);
-    let temp = data_dir.join(format!("{FILE}.tmp"));
-    let fail = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
+fn fail(what: &str, path: &Path, e: io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// A synced temporary file (named by this process) holding the id and inode.
+fn temporary(data_dir: &Path, id: &str, inode: u64) -> Result<std::path::PathBuf, String> {
+    let temp = data_dir.join(format!("{FILE}.{}.tmp", std::process::id()));
     let mut file = File::create(&temp).map_err(|e| fail("creating", &temp, e))?;
     file.write_all(format!("{id}\ninode {inode}\n").as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| fail("writing", &temp, e))?;
-    fs::rename(&temp, &path).map_err(|e| fail("renaming into place", &path, e))?;
+    Ok(temp)
+}
+
+fn sync_dir(data_dir: &Path) -> Result<(), String> {
     File::open(data_dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| fail("syncing", data_dir, e))
+}
+
+/// Creates the file unless it exists, one process at a time (shippers starting
+/// together beside each other take turns on `node-id.lock`); what it holds then.
+fn create(data_dir: &Path, inode: u64) -> Result<(String, u64), String> {
+    let path = data_dir.join(FILE);
+    let lock_path = data_dir.join(format!("{FILE}.lock"));
+    let lock = File::create(&lock_path).map_err(|e| fail("creating", &lock_path, e))?;
+    // Held until `lock` is closed, on return.
+    nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|e| fail("locking", &lock_path, e.into()))?;
+    if let Some(kept) = read(&path)? {
+        return Ok(kept);
+    }
+    let id = new_id()?;
+    write(data_dir, &id, inode)?;
+    Ok((id, inode))
+}
+
+/// Replaces the file atomically and durably: a temporary file, synced, renamed over it,
+/// the directory synced.
+fn write(data_dir: &Path, id: &str, inode: u64) -> Result<(), String> {
+    let path = data_dir.join(FILE);
+    let temp = temporary(data_dir, id, inode)?;
+    fs::rename(&temp, &path).map_err(|e| fail("renaming into place", &path, e))?;
+    sync_dir(data_dir)
 }
 
 #[cfg(test)]

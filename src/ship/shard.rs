@@ -18,6 +18,7 @@ use postgres::{Client, Transaction};
 
 use super::recheck::Recheck;
 use super::rows::{copy_line, degrade, Degrade};
+use super::sync::sync_segments;
 use super::{describe, schema, transient, Options, Progress, Stop};
 use crate::log::files::list_segments;
 use crate::log::recover::scan_shard_from;
@@ -412,31 +413,4 @@ fn copy(tx: &mut Transaction<'_>, statement: &str, lines: &[u8]) -> Result<(), N
 fn holds_no_value(e: &postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("54"))
-}
-
-/// `fdatasync`s every segment of the shard directory `dir` that may hold record
-/// `first_seq` or a later one (a read-only descriptor syncs the file as well).
-fn sync_segments(dir: &Path, first_seq: u64) -> std::io::Result<()> {
-    let segments = list_segments(dir)?;
-    if segments.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{}: no segment to sync (moved away?)", dir.display()),
-        ));
-    }
-    let from = segments
-        .iter()
-        .rposition(|s| s.first_seq <= first_seq)
-        .unwrap_or(0);
-    for segment in &segments[from..] {
-        std::fs::File::open(&segment.path)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("fdatasync of {}: {e}", segment.path.display()),
-                )
-            })?;
-    }
-    Ok(())
 }
