@@ -5,18 +5,25 @@
 # socket), for --naive records (default 20,000; its rate is what is compared).
 #
 # The log is written by the server itself (durability async, wrk for as long as it
-# takes), so it is a real log. Both sides insert the same columns.
+# takes), so it is a real log. Both sides insert the same columns. Besides records/s,
+# it reports CPU per record: of the shipper (or psql) and of PostgreSQL (every one of
+# its processes, from /proc), so a run on a busy machine still compares.
 #   scripts/bench-ship.sh [--records N] [--naive N] [--server-cpus 0] [--wrk-cpus 1]
+#                         [--ship-cpus 0,1] [--bin PATH]
+# --bin: an epro-ingest already built (any profile) instead of building the dist one.
+# SHIP_WRAP="perf record -g -o ship.perf --" runs the shipper under a profiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RECORDS=1000000 NAIVE=20000 SERVER_CPUS=0 WRK_CPUS=1
+RECORDS=1000000 NAIVE=20000 SERVER_CPUS=0 WRK_CPUS=1 SHIP_CPUS=0,1 BIN=
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) RECORDS=$2; shift 2 ;;
     --naive) NAIVE=$2; shift 2 ;;
     --server-cpus) SERVER_CPUS=$2; shift 2 ;;
     --wrk-cpus) WRK_CPUS=$2; shift 2 ;;
+    --ship-cpus) SHIP_CPUS=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
     *) echo "bench-ship.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -26,9 +33,11 @@ done
 PGBIN=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")")
 [ -x "$PGBIN/pg_ctl" ] || { echo "bench-ship.sh: PostgreSQL's initdb/pg_ctl are needed (apt-get install postgresql)" >&2; exit 1; }
 
-# The same build as scripts/bench.sh (so neither rebuilds the other's).
-cargo build --profile dist --locked --features bench-servers --bins >&2
-BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
+if [ -z "$BIN" ]; then
+  # The same build as scripts/bench.sh (so neither rebuilds the other's).
+  cargo build --profile dist --locked --features bench-servers --bins >&2
+  BIN="${CARGO_TARGET_DIR:-./target}/dist/epro-ingest"
+fi
 ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
 WORK=$(mktemp -d -p "$PWD/target" bench-ship.XXXXXX)   # the log on the real disk
@@ -46,6 +55,36 @@ as_pg "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w \
   -o "-k $PGDIR -c listen_addresses='' -p 5432" start >/dev/null
 CONN="host=$PGDIR port=5432 user=postgres dbname=postgres"
 psql_() { as_pg "$PGBIN/psql" -X -q -h "$PGDIR" -p 5432 -U postgres -d postgres "$@"; }
+# CPU seconds PostgreSQL has used: each live process's, plus what the postmaster
+# collected from the backends that ended.
+pg_cpu() {
+  python3 - "$(head -1 "$PGDIR/data/postmaster.pid")" <<'PY'
+import os, sys
+pm, total = int(sys.argv[1]), 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if int(pid) == pm:
+        total += sum(int(f) for f in fields[11:15])   # utime stime cutime cstime
+    elif int(fields[1]) == pm:
+        total += int(fields[11]) + int(fields[12])
+print(total / os.sysconf("SC_CLK_TCK"))
+PY
+}
+# run_timed OUT CMD...: runs CMD (its stdin is run_timed's); writes "wall_seconds
+# cpu_seconds" (its own and its children's CPU) to OUT.
+cat > "$WORK/timed.py" <<'PY'
+import resource, subprocess, sys, time
+began = time.monotonic()
+code = subprocess.call(sys.argv[2:])
+wall = time.monotonic() - began
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{wall} {r.ru_utime + r.ru_stime}\n")
+sys.exit(code)
+PY
+run_timed() { python3 "$WORK/timed.py" "$@"; }
 
 # 1. A log of at least RECORDS records, written by the server.
 cat > "$WORK/config.toml" <<'TOML'
@@ -76,12 +115,14 @@ TOTAL=$(count_records)
 echo "bench-ship.sh: log of $TOTAL records" >&2
 
 # 2. ship --once into an empty database.
-began=$(date +%s.%N)
-"$BIN" ship --data-dir "$WORK/data" --postgres "$CONN" --node bench --once 2>"$WORK/ship.log"
-ended=$(date +%s.%N)
+PG0=$(pg_cpu)
+run_timed "$WORK/ship.time" taskset -c "$SHIP_CPUS" ${SHIP_WRAP:-} \
+  "$BIN" ship --data-dir "$WORK/data" --postgres "$CONN" --node bench --once 2>"$WORK/ship.log"
+PG1=$(pg_cpu)
 SHIPPED=$(psql_ -tA -c "SELECT count(*) FROM epro_records")
 [ "$SHIPPED" = "$TOTAL" ] || { echo "bench-ship.sh: shipped $SHIPPED of $TOTAL" >&2; exit 1; }
-SHIP_S=$(python3 -c "print($ended - $began)")
+read -r SHIP_S SHIP_CPU < "$WORK/ship.time"
+SHIP_PG=$(python3 -c "print($PG1 - $PG0)")
 
 # 3. The naive loop: the first NAIVE records, one INSERT (one transaction) per row, into
 # a table of the same shape.
@@ -105,19 +146,30 @@ for line in sys.stdin:
             "NULL", "true", lit(body) + "::jsonb", "convert_to(" + lit(body) + ", '"'"'UTF8'"'"')"]
     print("INSERT INTO naive_records VALUES (" + ", ".join(str(v) for v in vals) + ");")
 ' < "$WORK/naive.jsonl" > "$WORK/naive.sql"
-began=$(date +%s.%N)
-psql_ < "$WORK/naive.sql" >/dev/null
-ended=$(date +%s.%N)
-NAIVE_S=$(python3 -c "print($ended - $began)")
+PG0=$(pg_cpu)
+PSQL=("$PGBIN/psql" -X -q -h "$PGDIR" -p 5432 -U postgres -d postgres)
+[ "$(id -u)" = 0 ] && PSQL=(runuser -u postgres -- "${PSQL[@]}")
+run_timed "$WORK/naive.time" taskset -c "$SHIP_CPUS" "${PSQL[@]}" < "$WORK/naive.sql" >/dev/null 2>"$WORK/naive.log"
+PG1=$(pg_cpu)
+INSERTED=$(psql_ -tA -c "SELECT count(*) FROM naive_records")
+[ "$INSERTED" = "$NAIVE" ] || { echo "bench-ship.sh: the naive loop inserted $INSERTED of $NAIVE" >&2; head -3 "$WORK/naive.log" >&2; exit 1; }
+read -r NAIVE_S NAIVE_CPU < "$WORK/naive.time"
+NAIVE_PG=$(python3 -c "print($PG1 - $PG0)")
 
-python3 - "$TOTAL" "$SHIP_S" "$NAIVE" "$NAIVE_S" "$(nproc)" "$(uname -r)" <<'PY'
+python3 - "$TOTAL" "$SHIP_S" "$SHIP_CPU" "$SHIP_PG" "$NAIVE" "$NAIVE_S" "$NAIVE_CPU" "$NAIVE_PG" \
+  "$(nproc)" "$(uname -r)" "$(cat /proc/loadavg)" <<'PY'
 import sys
-total, ship_s, naive, naive_s = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+a = sys.argv
+total, ship_s, ship_cpu, ship_pg = int(a[1]), float(a[2]), float(a[3]), float(a[4])
+naive, naive_s, naive_cpu, naive_pg = int(a[5]), float(a[6]), float(a[7]), float(a[8])
 ship_rate, naive_rate = total / ship_s, naive / naive_s
-print(f"\n{sys.argv[5]} CPUs, {sys.argv[6]}; PostgreSQL on a Unix socket, default settings.\n")
-print("| method | records | seconds | records/s |")
-print("|---|---:|---:|---:|")
-print(f"| epro-ingest ship --once (COPY, 10,000 per transaction) | {total} | {ship_s:.1f} | {ship_rate:.0f} |")
-print(f"| naive: one INSERT per row, each its own transaction | {naive} | {naive_s:.1f} | {naive_rate:.0f} |")
-print(f"\nship / naive: {ship_rate / naive_rate:.1f}x")
+us = lambda cpu, n: f"{cpu / n * 1e6:.1f}"
+print(f"\n{a[9]} CPUs, {a[10]}; load average before the summary: {a[11]}")
+print("PostgreSQL on a Unix socket, default settings.\n")
+print("| method | records | seconds | records/s | client CPU µs/record | PostgreSQL CPU µs/record |")
+print("|---|---:|---:|---:|---:|---:|")
+print(f"| epro-ingest ship --once (COPY, 10,000 per transaction) | {total} | {ship_s:.1f} | {ship_rate:.0f} | {us(ship_cpu, total)} | {us(ship_pg, total)} |")
+print(f"| naive: one INSERT per row, each its own transaction (psql) | {naive} | {naive_s:.1f} | {naive_rate:.0f} | {us(naive_cpu, naive)} | {us(naive_pg, naive)} |")
+print(f"\nship / naive: {ship_rate / naive_rate:.1f}x records/s; "
+      f"{(naive_cpu + naive_pg) / naive / ((ship_cpu + ship_pg) / total):.1f}x less CPU per record")
 PY

@@ -115,6 +115,10 @@ enum Command {
         /// Records per transaction.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// This data directory was moved or restored here and is still its node: keep
+        /// its node id (in <data-dir>/node-id) and bind the node's cursors to it.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Check every record of every segment and the hash chain; list every problem;
     /// exit non-zero on any.
@@ -220,9 +224,12 @@ fn main() -> ExitCode {
             node,
             once,
             batch,
+            take_over,
         } => node_name(&data_dir, node)
             .and_then(|node| {
                 ship(ship::Options {
+                    node_id: ship::node::identity(&data_dir, take_over)?,
+                    take_over,
                     data_dir,
                     conninfo: postgres,
                     node,
@@ -433,7 +440,7 @@ fn ship(opts: ship::Options) -> Result<(), String> {
     }
     match ship::run(&opts, &stop) {
         Ok(_) => Ok(()),
-        Err(ship::Stop::Corrupt(message) | ship::Stop::Fatal(message)) => Err(message),
+        Err(ship::Stop::Shards(message) | ship::Stop::Fatal(message)) => Err(message),
     }
 }
 

@@ -2,7 +2,12 @@
 //! fields the read APIs count by (through the same validator rules), the key, and the
 //! body twice: exactly as received (`body_raw`, for an auditor) and as `jsonb` (for
 //! queries; NULL for the rare body jsonb cannot hold, a `\u0000` or a lone surrogate),
-//! and the record's hash in the log's chain (`sha256`).
+//! the record's hash in the log's chain (`sha256`), and `refused`: what PostgreSQL
+//! could not hold of the record, NULL when nothing.
+//!
+//! A row PostgreSQL refuses all the same (a number past its `numeric`, say) is
+//! [`degrade`]d rather than left behind: first without its jsonb, then also without
+//! the fields taken from the body; `body_raw` always keeps every byte.
 
 use crate::clock::format_rfc3339;
 use crate::log::export::{hex, record_id};
@@ -11,7 +16,10 @@ use crate::validate::Validator;
 
 /// The columns of `epro_records` (and of the staging table), in COPY order.
 pub const COLUMNS: &str = "node, shard, seq, id, kind, received_at, received_ns, principal, \
-     submission_id, patient_id, project_id, site_id, tag_name, counted, body, body_raw, sha256";
+     submission_id, patient_id, project_id, site_id, tag_name, counted, body, body_raw, sha256, refused";
+
+/// Why a row has no jsonb when the shipper itself can tell.
+const NO_JSONB: &str = "jsonb cannot hold a \\u0000 or a lone surrogate escape";
 
 /// The fields the read APIs count a record by, when the validator accepts it.
 #[derive(Default)]
@@ -61,13 +69,14 @@ fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
     fields
 }
 
-/// Appends `record` of node `node`, whose hash is `hash`, as one COPY text line to `out`.
+/// Appends `record` of node `node`, whose hash is `hash`, as one COPY text line to `out`;
+/// whether it has a key.
 pub fn copy_line(
     validator: &mut Validator,
     node: &str,
     (record, hash): (&Record<'_>, &Hash),
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let f = fields(validator, record);
     let mut id = Vec::with_capacity(24);
     record_id(record.shard, record.seq, &mut id);
@@ -102,15 +111,80 @@ pub fn copy_line(
     tab(out);
     out.extend_from_slice(if f.counted { b"t" } else { b"f" });
     tab(out);
-    match std::str::from_utf8(record.body) {
-        Ok(json) if jsonb_can_hold(record.body) => text(out, json),
-        _ => out.extend_from_slice(b"\\N"),
+    let json = std::str::from_utf8(record.body)
+        .ok()
+        .filter(|_| jsonb_can_hold(record.body));
+    match json {
+        Some(json) => text(out, json),
+        None => out.extend_from_slice(b"\\N"),
     }
     tab(out);
-    bytea(out, record.body);
+    bytea_escaped(out, record.body);
     tab(out);
     bytea(out, hash);
+    tab(out);
+    match json {
+        Some(_) => out.extend_from_slice(b"\\N"),
+        None => text(out, NO_JSONB),
+    }
     out.push(b'\n');
+    f.submission_id.is_some()
+}
+
+/// How much of a row PostgreSQL refused is left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Degrade {
+    /// The jsonb body.
+    Jsonb,
+    /// The jsonb body and every field read from the body (key, patient, project,
+    /// site, tag; the row is not counted).
+    Fields,
+}
+
+/// Column positions in a COPY line.
+const FIRST_FIELD: usize = 8;
+const COUNTED: usize = 13;
+const BODY: usize = 14;
+const REFUSED: usize = 17;
+
+/// `line` (one COPY line from [`copy_line`], with its newline) with what `degrade`
+/// says left out, and `why` (PostgreSQL's message) in `refused`.
+pub fn degrade(line: &[u8], degrade: Degrade, why: &str) -> Vec<u8> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut out = Vec::with_capacity(line.len() + why.len() + 2);
+    for (i, column) in line.split(|&b| b == b'\t').enumerate() {
+        if i > 0 {
+            tab(&mut out);
+        }
+        match i {
+            BODY => out.extend_from_slice(b"\\N"),
+            FIRST_FIELD..COUNTED if degrade == Degrade::Fields => out.extend_from_slice(b"\\N"),
+            COUNTED if degrade == Degrade::Fields => out.push(b'f'),
+            REFUSED => text(&mut out, why),
+            _ => out.extend_from_slice(column),
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+/// bytea in escape format, about one byte per byte for JSON (hex would send two and
+/// make PostgreSQL decode them): printable ASCII as itself, a backslash as `\\`, any
+/// other byte as `\ooo`, each backslash doubled again as COPY text requires.
+fn bytea_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(br"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'\\',
+                b'0' + (b >> 6),
+                b'0' + ((b >> 3) & 7),
+                b'0' + (b & 7),
+            ]),
+        }
+    }
 }
 
 /// bytea in hex; its backslash is escaped as COPY text requires.
@@ -208,13 +282,49 @@ mod tests {
             None,
         );
         let cols: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(cols.len(), 17, "{l}");
+        assert_eq!(cols.len(), 18, "{l}");
         assert_eq!(&cols[..4], ["n1", "1", "7", "s1-7"]);
         assert_eq!(cols[7], "dev\\t1", "the tab in the principal, escaped");
         assert_eq!(&cols[8..13], ["s-1", "P\\\\1", "P001", "\\N", "\\N"]);
         assert_eq!(cols[13], "t");
-        assert!(cols[15].starts_with("\\\\x7b22"), "{}", cols[15]);
+        assert!(
+            cols[15].starts_with(r#"{"patientId":"P\\\\\\\\1""#),
+            "{}",
+            cols[15]
+        );
         assert_eq!(cols[16], format!("\\\\x{}", "ab".repeat(32)));
+        assert_eq!(cols[17], "\\N");
+    }
+
+    #[test]
+    fn a_degraded_line_leaves_out_the_jsonb_then_the_fields_and_says_why() {
+        let l = line(
+            br#"{"patientId":"P1","projectId":"P001","reportData":{"a":1e-20000}}"#,
+            Some("k-1"),
+        );
+        let d = String::from_utf8(degrade(l.as_bytes(), Degrade::Jsonb, "too\tbig")).unwrap();
+        let cols: Vec<&str> = d.trim_end_matches('\n').split('\t').collect();
+        let orig: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(cols.len(), 18);
+        assert_eq!(&cols[..14], &orig[..14]);
+        assert_eq!(cols[14], "\\N");
+        assert_eq!(&cols[15..17], &orig[15..17]);
+        assert_eq!(cols[17], "too\\tbig");
+        let d = String::from_utf8(degrade(l.as_bytes(), Degrade::Fields, "x")).unwrap();
+        let cols: Vec<&str> = d.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(&cols[..8], &orig[..8]);
+        assert_eq!(
+            &cols[8..15],
+            ["\\N", "\\N", "\\N", "\\N", "\\N", "f", "\\N"]
+        );
+        assert_eq!(&cols[15..], [orig[15], orig[16], "x"]);
+    }
+
+    #[test]
+    fn a_body_as_bytea_escapes_what_is_not_printable_ascii() {
+        let mut out = Vec::new();
+        bytea_escaped(&mut out, "a\\\t\u{e9}~ \x7f".as_bytes());
+        assert_eq!(out, br"a\\\\\\011\\303\\251~ \\177");
     }
 
     #[test]
@@ -223,6 +333,10 @@ mod tests {
         let cols: Vec<&str> = l.trim_end_matches('\n').split('\t').collect();
         assert_eq!(cols[8], "k-1");
         assert_eq!(cols[14], "\\N");
+        assert_eq!(
+            cols[17],
+            "jsonb cannot hold a \\\\u0000 or a lone surrogate escape"
+        );
         assert!(jsonb_can_hold(br#"{"a":"\u00e9 \ud83d\ude00 \\u0000"}"#));
         assert!(!jsonb_can_hold(br#"{"a":"\ud83d"}"#));
         assert!(!jsonb_can_hold(br#"{"a":"\ude00\ud83d"}"#));
