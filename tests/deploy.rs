@@ -16,10 +16,11 @@ const UNIT: &str = include_str!("../deploy/epro-ingest.service");
 #[test]
 fn the_unit_file_verifies_cleanly_and_keeps_io_uring_usable() {
     let dir = common::temp_dir();
-    // verify checks that ExecStart's binary exists: point it at this build.
+    // verify checks that ExecStart's binary exists: point it at this build, quoted, as
+    // the checkout's path may hold a space.
     let unit = UNIT.replace(
         "/usr/local/bin/epro-ingest",
-        env!("CARGO_BIN_EXE_epro-ingest"),
+        &format!("\"{}\"", env!("CARGO_BIN_EXE_epro-ingest")),
     );
     let path = dir.path().join("epro-ingest.service");
     std::fs::write(&path, &unit).unwrap();

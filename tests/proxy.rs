@@ -133,22 +133,23 @@ fn the_nginx_config_terminates_tls_and_forwards_the_client() {
         .replace("listen [::]:80;", "")
         .replace(
             "/etc/nginx/tls/epro.example.org.crt",
-            d.join("tls.crt").to_str().unwrap(),
+            &format!("\"{}\"", d.join("tls.crt").display()),
         )
         .replace(
             "/etc/nginx/tls/epro.example.org.key",
-            d.join("tls.key").to_str().unwrap(),
+            &format!("\"{}\"", d.join("tls.key").display()),
         );
     assert_ne!(site, NGINX_CONF);
     std::fs::write(d.join("site.conf"), site).unwrap();
     let temp = d.display();
     let user = if common::is_root() { "user root;" } else { "" };
+    // Paths quoted: the checkout's path may hold a space.
     let main = format!(
-        "{user}\ndaemon off;\npid {temp}/nginx.pid;\nerror_log {temp}/error.log;\n\
-         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {temp}/body;\n\
-         proxy_temp_path {temp}/proxy;\n fastcgi_temp_path {temp}/fcgi;\n\
-         uwsgi_temp_path {temp}/uwsgi;\n scgi_temp_path {temp}/scgi;\n\
-         include {temp}/site.conf;\n}}\n"
+        "{user}\ndaemon off;\npid \"{temp}/nginx.pid\";\nerror_log \"{temp}/error.log\";\n\
+         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path \"{temp}/body\";\n\
+         proxy_temp_path \"{temp}/proxy\";\n fastcgi_temp_path \"{temp}/fcgi\";\n\
+         uwsgi_temp_path \"{temp}/uwsgi\";\n scgi_temp_path \"{temp}/scgi\";\n\
+         include \"{temp}/site.conf\";\n}}\n"
     );
     std::fs::write(d.join("nginx.conf"), main).unwrap();
     let nginx = Command::new("nginx")
