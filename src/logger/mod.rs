@@ -113,6 +113,8 @@ fn write_out(buf: &mut Vec<u8>) {
 thread_local! {
     /// The formatted `[YYYY-MM-DDTHH:MM:SSZ ` prefix of the current second.
     static STAMP: Cell<(u64, [u8; 22])> = const { Cell::new((u64::MAX, [0; 22])) };
+    /// The `YYYY-MM-DDTHH:MM:SS` of the current second, for JSON lines.
+    static JSON_STAMP: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
 }
 
 fn format(record: &Record<'_>, out: &mut Vec<u8>) {
@@ -151,15 +153,26 @@ fn text_head(out: &mut Vec<u8>, now: u64, level: Level, target: &str) {
 /// `{"ts":"<time to the microsecond>","level":"..","target":"..","shard":N` (no shard
 /// off the shards' threads).
 fn json_head(out: &mut Vec<u8>, level: Level, target: &str) {
-    let ts = crate::clock::format_rfc3339(crate::clock::now_ns());
+    let now = crate::clock::now_ns();
+    let second = now / 1_000_000_000;
+    // The date and time to the second, formatted once per second per thread.
+    let (cached, mut stamp) = JSON_STAMP.get();
+    if cached != second {
+        stamp.copy_from_slice(&crate::clock::format_rfc3339(now)[..19]);
+        JSON_STAMP.set((second, stamp));
+    }
     out.extend_from_slice(b"{\"ts\":\"");
-    out.extend_from_slice(&ts[..26]); // to the microsecond
+    out.extend_from_slice(&stamp);
+    let micros = (now % 1_000_000_000 / 1_000) as u32 + 1_000_000; // 7 digits: '1' + 6
+    out.extend_from_slice(b".");
+    out.extend_from_slice(&itoa::Buffer::new().format(micros).as_bytes()[1..]);
     out.extend_from_slice(b"Z\",\"level\":\"");
     out.extend_from_slice(level.as_str().as_bytes());
     out.extend_from_slice(b"\",\"target\":");
     json_str(out, target);
     if let Some((shard, _)) = SHARD.get() {
-        let _ = write!(out, ",\"shard\":{shard}");
+        out.extend_from_slice(b",\"shard\":");
+        out.extend_from_slice(itoa::Buffer::new().format(shard).as_bytes());
     }
 }
 
