@@ -11,6 +11,9 @@
 #                           [--requests 4000] [--shards 1] [--durability async]
 #                           [--rust-log info]
 #
+# N is rounded down to a multiple of 8 (the connections). KEEP=DIR keeps the callgrind
+# files, for `callgrind_annotate --inclusive=yes` (the onion, `middleware::handle`, and
+# the access line, `logger::access`, per call).
 # Workloads: submit (the ~280-byte report), keyed (the same with a fresh
 # Idempotency-Key each), health, unauthorized (401s). Needs valgrind and python3.
 set -euo pipefail
@@ -28,9 +31,10 @@ while [ $# -gt 0 ]; do
     *) echo "instructions.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+N=$((N / 8 * 8))
 . scripts/workload.sh
 WORK=$(mktemp -d -p "$PWD/target" instructions.XXXXXX)   # on the real disk, not tmpfs
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && cp "$WORK"/cg.* "$KEEP"/; rm -rf "$WORK"' EXIT
 device_principal > "$WORK/config.toml"
 
 cat > "$WORK/drive.py" <<'PY'
@@ -70,11 +74,11 @@ run() { # requests -> instructions of the whole run
     "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:$port --shards "$SHARDS" \
     --data-dir "$WORK/data-$n" --durability "$DURABILITY" 2>"$WORK/log.$n" >/dev/null &
   local pid=$!
-  for _ in $(seq 600); do
-    grep -q "listening on" "$WORK/log.$n" 2>/dev/null && break
-    sleep 0.1
+  for _ in $(seq 600); do   # every shard recovered and ready (slowly, under valgrind)
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$port/readyz" 2>/dev/null && break
+    sleep 0.2
   done
-  sleep 2   # every shard recovered and ready
   python3 "$WORK/drive.py" "$port" "$WORKLOAD" "$n" "$DEVICE_TOKEN" "$REPORT_BODY"
   kill -TERM "$pid"; wait "$pid" || true
   awk '/^(summary|totals):/ {print $2; exit}' "$out".*
