@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# User-space instructions per request of the server, from callgrind: repeatable on a
-# loaded or virtual machine where wall-clock benchmarks are noise (and where perf has
-# no hardware counters). The server runs under `valgrind --tool=callgrind` twice, once
-# taking N requests and once 2N, from a small client (8 keep-alive connections, one
-# request in flight each, as wrk sends them); the difference over N is the cost of a
-# request without start-up and shutdown. Kernel work (TCP, io_uring, fdatasync) is not
-# counted: scripts/bench.sh's system CPU column shows it.
+# User-space instructions per request of the server's own request path, from
+# callgrind: repeatable on a loaded or virtual machine where wall-clock benchmarks are
+# noise (and where perf has no hardware counters). The server runs under
+# `valgrind --tool=callgrind` while a small client sends N requests (8 keep-alive
+# connections, one request in flight each, as wrk sends them); then, per call, the
+# inclusive instructions of the onion (`middleware::handle`, and `middleware::finish`
+# for a write answered by its key's owner shard) and of the access line
+# (`logger::access`). Whole-process counts are not used: timers and idle polling
+# scale with wall time under valgrind, not with requests. Kernel work (TCP, io_uring,
+# fdatasync) is not counted either: scripts/bench.sh's system CPU column shows it.
 #
 #   scripts/instructions.sh [--bin target/release/epro-ingest] [--workload submit]
-#                           [--requests 4000] [--shards 1] [--durability async]
+#                           [--requests 800] [--shards 1] [--durability async]
 #                           [--rust-log info]
 #
-# N is rounded down to a multiple of 8 (the connections). KEEP=DIR keeps the callgrind
-# files, for `callgrind_annotate --inclusive=yes` (the onion, `middleware::handle`, and
-# the access line, `logger::access`, per call).
 # Workloads: submit (the ~280-byte report), keyed (the same with a fresh
-# Idempotency-Key each), health, unauthorized (401s). Needs valgrind and python3.
+# Idempotency-Key each), health, unauthorized (401s). N is rounded down to a multiple
+# of 8. KEEP=DIR keeps the callgrind file. Needs valgrind and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release/epro-ingest WORKLOAD=submit N=4000 SHARDS=1 DURABILITY=async LOG=info
+BIN=target/release/epro-ingest WORKLOAD=submit N=800 SHARDS=1 DURABILITY=async LOG=info
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -68,9 +69,9 @@ for t in threads: t.start()
 for t in threads: t.join()
 PY
 
-run() { # requests -> instructions of the whole run
+run() { # requests -> the callgrind file
   local n=$1 port=$((20000 + RANDOM % 20000)) out="$WORK/cg.$1"
-  RUST_LOG=$LOG valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+  RUST_LOG=$LOG valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:$port --shards "$SHARDS" \
     --data-dir "$WORK/data-$n" --durability "$DURABILITY" 2>"$WORK/log.$n" >/dev/null &
   local pid=$!
@@ -81,9 +82,21 @@ run() { # requests -> instructions of the whole run
   done
   python3 "$WORK/drive.py" "$port" "$WORKLOAD" "$n" "$DEVICE_TOKEN" "$REPORT_BODY"
   kill -TERM "$pid"; wait "$pid" || true
-  awk '/^(summary|totals):/ {print $2; exit}' "$out".*
 }
-one=$(run "$N")
-two=$(run $((2 * N)))
-python3 -c "import sys; a, b, n = map(int, sys.argv[1:4]); print(f'{(b - a) / n:.0f} instructions/request ({sys.argv[4]})')" \
-  "$one" "$two" "$N" "$WORKLOAD shards=$SHARDS durability=$DURABILITY RUST_LOG=$LOG"
+run "$N"
+echo "$WORKLOAD, $N requests, shards=$SHARDS durability=$DURABILITY RUST_LOG=$LOG:"
+# Per function: its inclusive cost summed over its callers, over its calls.
+callgrind_annotate --inclusive=yes "$WORK/cg.$N" 2>/dev/null | python3 -c '
+import re, sys
+wanted = ("middleware::handle", "middleware::finish::{{closure}}", "logger::access")
+seen = {}
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \([^)]*\)\s+=> .*epro_ingest::(\S+) \(([\d,]+)x\)", line)
+    if m and m.group(2) in wanted:
+        cost, calls = seen.setdefault(m.group(2), [0, 0]), int(m.group(3).replace(",", ""))
+        cost[0] += int(m.group(1).replace(",", "")); cost[1] += calls
+for name in wanted:
+    if name in seen:
+        c, n = seen[name]
+        print(f"  {name}: {c / n:.0f} instructions/call over {n} calls")
+'
