@@ -315,12 +315,9 @@ pub fn access(a: &Access<'_>) -> Logged {
             out.extend_from_slice(b"}\n");
             return;
         }
-        text_head(out, now, Level::Info, "access");
+        access_head(out, now);
         // Put together piece by piece: a line per request, so no formatting machinery.
         for part in [
-            b"shard=".as_slice(),
-            itoa::Buffer::new().format(this_shard()).as_bytes(),
-            b" ",
             a.method.as_bytes(),
             b" ",
             a.path.as_bytes(),
@@ -342,6 +339,30 @@ pub fn access(a: &Access<'_>) -> Logged {
         }
     });
     Logged::Written
+}
+
+thread_local! {
+    /// `[<time> INFO  access] shard=N ` of the current second: one copy per line.
+    static ACCESS_HEAD: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// An access line's head, as [`text_head`] and `shard=N ` write it, formatted once a
+/// second per thread.
+fn access_head(out: &mut Vec<u8>, now: u64) {
+    let second = now / 1_000_000_000;
+    ACCESS_HEAD.with(|head| {
+        let mut head = head.borrow_mut();
+        if head.0 != second {
+            let text = &mut head.1;
+            text.clear();
+            text_head(text, now, Level::Info, "access");
+            text.extend_from_slice(b"shard=");
+            text.extend_from_slice(itoa::Buffer::new().format(this_shard()).as_bytes());
+            text.push(b' ');
+            head.0 = second;
+        }
+        out.extend_from_slice(&head.1);
+    });
 }
 
 fn this_shard() -> usize {
