@@ -5,8 +5,8 @@
 #
 #   scripts/bench-scale.sh [--shards "1 2 4 8"] [--wrk-cpus 8-15] [--threads 8]
 #                          [--connections-per-shard 64] [--duration 5] [--rounds 2]
-#                          [--servers "ours-async axum-buffered ours-sync"]
-#                          [--workloads "submit keyed"] [--bin-dir DIR]
+#                          [--servers "ours-async ours-sync axum-buffered floor"]
+#                          [--workloads "submit keyed health"] [--bin-dir DIR]
 #
 # Made for a machine with the cores for it (16 CPUs: shards on 0-7, wrk on 8-15); on
 # fewer CPUs the shards and wrk would share them, which measures contention, not
@@ -17,7 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHARDS_LIST="1 2 4 8" WRK_CPUS=8-15 THREADS=8 PER_SHARD=64 DURATION=5 ROUNDS=2
-SERVERS="ours-async axum-buffered ours-sync" WORKLOADS="submit keyed" BIN_DIR_ARGS=()
+SERVERS="ours-async ours-sync axum-buffered floor" WORKLOADS="submit keyed health"
+BIN_DIR_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --shards) SHARDS_LIST=$2; shift 2 ;;
@@ -51,17 +52,18 @@ python3 - "$ROWS" "$SETUP" <<'PY' | tee "$OUT/scale.md"
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
 by = {}
-for n, name, w, rps, p50, p99, cpu, bad in rows:
-    by.setdefault((name, w, int(n)), []).append((float(rps), float(cpu), int(bad)))
-med = {k: (statistics.median(r for r, _, _ in v), statistics.median(c for _, c, _ in v),
-           sum(b for _, _, b in v)) for k, v in by.items()}
+for n, name, w, rps, p50, p99, cpu, bad, user, system in rows:
+    by.setdefault((name, w, int(n)), []).append((float(rps), float(cpu), int(bad), float(user), float(system)))
+med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
+           sum(x[2] for x in v), statistics.median(x[3] for x in v),
+           statistics.median(x[4] for x in v)) for k, v in by.items()}
 print()
 print(sys.argv[2])
 print()
-print("| workload | server | shards | req/s | req/s per shard | server CPU µs/req | efficiency vs linear | non-2xx |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-for (name, w, n), (rps, cpu, bad) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+print("| workload | server | shards | req/s | req/s per shard | server CPU µs/req | user | system | efficiency vs linear | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for (name, w, n), (rps, cpu, bad, user, system) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
     one = med.get((name, w, 1))
     eff = f"{rps / (n * one[0]):.2f}" if one else "-"
-    print(f"| {w} | {name} | {n} | {rps:.0f} | {rps / n:.0f} | {cpu:.2f} | {eff} | {bad} |")
+    print(f"| {w} | {name} | {n} | {rps:.0f} | {rps / n:.0f} | {cpu:.2f} | {user:.2f} | {system:.2f} | {eff} | {bad} |")
 PY

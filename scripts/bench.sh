@@ -13,7 +13,8 @@
 # --against BIN adds base-async and base-sync: another epro-ingest binary (say, a
 # dist build of an earlier commit) in the same alternating rounds, for an A/B of a
 # change. --servers picks which servers run (default: every one). BENCH_KEEP=FILE keeps
-# the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx).
+# the per-round rows (server, workload, req/s, p50, p99, CPU µs/req, non-2xx, user and
+# system CPU µs/req).
 # --workloads keeps only those workloads (submit, keyed, route, health). --bin-dir runs
 # the binaries in DIR instead of building them (a machine with no Rust toolchain, such
 # as the lent many-core one: see scripts/bench-scale.sh); WRK=PATH names the wrk to run.
@@ -155,7 +156,8 @@ ready() {
   fi
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime: user-space work (ours) apart from the kernel's (TCP, io_uring, disk).
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
 measure() { # server workload round -> appends a row to results.tsv
@@ -165,13 +167,16 @@ measure() { # server workload round -> appends a row to results.tsv
         -s "$WORK/$workload.lua" "$URL")
   after=$(cpu_ticks "$PID")
   echo "$out" > "$WORK/wrk-$name-$workload-$3.txt"
-  python3 "$WORK/parse.py" "$name" "$workload" "$((after - before))" "$TCK" <<<"$out" >> "$WORK/results.tsv"
+  python3 "$WORK/parse.py" "$name" "$workload" "$before" "$after" "$TCK" <<<"$out" >> "$WORK/results.tsv"
 }
 
-# Parses one wrk run: req/s, p50 and p99 (µs), server CPU µs per request.
+# Parses one wrk run: req/s, p50 and p99 (µs), server CPU µs per request (all, user, system).
 cat > "$WORK/parse.py" <<'PY'
 import re, sys
-name, workload, ticks, tck = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+name, workload, tck = sys.argv[1], sys.argv[2], int(sys.argv[5])
+before, after = [int(t) for t in sys.argv[3].split()], [int(t) for t in sys.argv[4].split()]
+user, system = after[0] - before[0], after[1] - before[1]
+ticks = user + system
 text = sys.stdin.read()
 def us(v):
     n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
@@ -183,8 +188,8 @@ p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
 p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 bad = int(errors.group(1)) if errors else 0
-cpu = ticks * 1e6 / tck / max(total, 1)
-print(f"{name}\t{workload}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{bad}")
+per = lambda t: t * 1e6 / tck / max(total, 1)
+print(f"{name}\t{workload}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{per(ticks):.2f}\t{bad}\t{per(user):.2f}\t{per(system):.2f}")
 PY
 
 : > "$WORK/results.tsv"
@@ -214,16 +219,17 @@ import html, statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines() if l]
 out, setup = sys.argv[2], sys.argv[3]
 by = {}
-for name, w, rps, p50, p99, cpu, bad in rows:
-    by.setdefault((name, w), []).append((float(rps), float(p50), float(p99), float(cpu), int(bad)))
-med = {k: [statistics.median(x[i] for x in v) for i in range(4)] + [sum(x[4] for x in v)] for k, v in by.items()}
+for name, w, rps, p50, p99, cpu, bad, user, system in rows:
+    by.setdefault((name, w), []).append((float(rps), float(p50), float(p99), float(cpu), int(bad), float(user), float(system)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(4)] + [sum(x[4] for x in v)]
+       + [statistics.median(x[i] for x in v) for i in (5, 6)] for k, v in by.items()}
 print()
 print(setup)
 print()
-print("| workload | server | req/s | p50 µs | p99 µs | server CPU µs/req | non-2xx |")
-print("|---|---|---:|---:|---:|---:|---:|")
-for (name, w), (rps, p50, p99, cpu, bad) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-    print(f"| {w} | {name} | {rps:.0f} | {p50:.0f} | {p99:.0f} | {cpu:.2f} | {bad} |")
+print("| workload | server | req/s | p50 µs | p99 µs | server CPU µs/req | user | system | non-2xx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for (name, w), (rps, p50, p99, cpu, bad, user, system) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    print(f"| {w} | {name} | {rps:.0f} | {p50:.0f} | {p99:.0f} | {cpu:.2f} | {user:.2f} | {system:.2f} | {bad} |")
 print()
 print("| ratio | req/s | CPU µs/req |")
 print("|---|---:|---:|")

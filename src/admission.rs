@@ -37,9 +37,12 @@ pub fn admit(
 ) -> Admitted {
     if head.method == Method::Post && ctx.overloaded() {
         let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(head.path);
-        reply.set_request_id(Call::begin(ctx, head, peer).id);
+        let mark = reply.mark();
+        let call = Call::begin(ctx, head, peer);
+        reply.set_request_id(call.id);
         reply.reject(Reject::Shed, None);
         ctx.metrics().rejected(Reject::Shed);
+        answered(ctx, route_of(head), head, &reply, mark, "-", &call);
         return Admitted::No { close: true };
     }
     if !ctx.limiter().is_active() {
@@ -69,11 +72,14 @@ pub fn admit(
     let mut seconds = itoa::Buffer::new();
     let retry = (&b"Retry-After"[..], seconds.format(retry_after).as_bytes());
     reply.error(Status::TooManyRequests, &[escaped.as_bytes()], Some(retry));
-    let route = match route::lookup(head.method, head.path) {
+    ctx.metrics().ratelimited += 1;
+    answered(ctx, route_of(head), head, &reply, mark, &who.id, &call);
+    Admitted::No { close: !whole }
+}
+
+fn route_of(head: &Head<'_>) -> Option<route::Route> {
+    match route::lookup(head.method, head.path) {
         Routed::Found(route, _) => Some(route),
         _ => None,
-    };
-    ctx.metrics().ratelimited += 1;
-    answered(ctx, route, head, &reply, mark, &who.id, &call);
-    Admitted::No { close: !whole }
+    }
 }

@@ -10,12 +10,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::auth::{Principal, Principals};
 use crate::context::Context;
 use crate::handlers;
-use crate::http::parse::Head;
+use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status};
 use crate::keyed;
-use crate::logger::{self, Peer};
+use crate::logger::{self, Logged, Peer};
 use crate::outcome::{Call, Deferred, Outcome, Work};
 use crate::reads;
 use crate::route::tree::allow_header;
@@ -65,19 +65,53 @@ pub fn answered(
     let Some(status) = reply.status() else {
         return;
     };
-    let took = call.began.elapsed();
-    ctx.metrics().request(route, head.method, status, took);
-    logger::access(&logger::Access {
-        method: head.method.as_str(),
-        route: route.map_or("unmatched", Route::template),
-        path: head.path,
-        status: status.code(),
-        bytes: reply.since(mark).len(),
+    account(
+        ctx,
+        &Answer {
+            route,
+            method: head.method,
+            path: head.path,
+            status,
+            bytes: reply.since(mark).len(),
+            principal,
+            call,
+        },
+    );
+}
+
+/// One answered request, as the metrics and the access log see it.
+pub struct Answer<'a> {
+    /// `None`: no route matched.
+    pub route: Option<Route>,
+    pub method: Method,
+    pub path: &'a str,
+    pub status: Status,
+    /// Bytes of the response.
+    pub bytes: usize,
+    pub principal: &'a str,
+    pub call: &'a Call,
+}
+
+/// Counts an answer (a refusal below the routes too) and writes, or folds, its access
+/// line: every answered request gets both, exactly once.
+pub fn account(ctx: &Context, a: &Answer<'_>) {
+    let took = a.call.began.elapsed();
+    let logged = logger::access(&logger::Access {
+        method: a.method.as_str(),
+        route: a.route.map_or("unmatched", Route::template),
+        path: a.path,
+        status: a.status.code(),
+        bytes: a.bytes,
         micros: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-        principal,
-        peer: call.peer.as_str(),
-        request_id: call.id.as_str(),
+        principal: a.principal,
+        peer: a.call.peer.as_str(),
+        request_id: a.call.id.as_str(),
     });
+    let mut metrics = ctx.metrics();
+    metrics.request(a.route, a.method, a.status, took);
+    if logged == Logged::Folded {
+        metrics.folded(a.status);
+    }
 }
 
 /// Answers a request whose handler deferred to a read across every shard, or to a

@@ -243,7 +243,7 @@ impl<'c> Connection<'c> {
                     if self.parser.in_body() && !self.slot.reserve(more) {
                         let bufs = self.slot.buffers();
                         let named = refused(ctx, &bufs.read[self.start..self.filled]);
-                        refuse(ctx, Reject::MemoryBudget, named, &mut bufs.write);
+                        refuse(ctx, Reject::MemoryBudget, named, self.peer, &mut bufs.write);
                         batch.close = true;
                         break;
                     }
@@ -300,7 +300,8 @@ impl<'c> Connection<'c> {
                         .await;
                         let Some(finished) = finished else {
                             let write = &mut bufs.write;
-                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, id, write);
+                            let who = (id, self.peer);
+                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, who, write);
                             batch.close = true;
                             break;
                         };
@@ -313,7 +314,7 @@ impl<'c> Connection<'c> {
                     }
                 }
                 Err(reject) => {
-                    refuse(ctx, reject, refused(ctx, input), &mut bufs.write);
+                    refuse(ctx, reject, refused(ctx, input), self.peer, &mut bufs.write);
                     batch.close = true;
                     break;
                 }
@@ -396,7 +397,8 @@ impl<'c> Connection<'c> {
     }
 
     async fn close_with(&mut self, reject: Reject, named: Refused) -> io::Result<Ending> {
-        refuse(self.ctx, reject, named, &mut self.slot.buffers().write);
+        let write = &mut self.slot.buffers().write;
+        refuse(self.ctx, reject, named, self.peer, write);
         self.flush().await?;
         Ok(Ending::Linger)
     }

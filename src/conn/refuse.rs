@@ -1,56 +1,114 @@
 //! The connection's own refusals, below the routes: framing, limits, the memory
 //! budget, timeouts. Each answers with its status and closes; each names the refused
-//! request by its `X-Request-Id` once its head came in whole.
+//! request by its `X-Request-Id` once its head came in whole, and each is counted and
+//! logged like any answered request ([`middleware::account`]), its line folded in a
+//! flood ([`crate::logger`]).
 
 use crate::context::Context;
-use crate::http::parse::Head;
+use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
 use crate::http::request_id::RequestId;
 use crate::http::response::{ConnHeader, Reply};
+use crate::logger::Peer;
+use crate::middleware::{self, Answer};
+use crate::outcome::Call;
+use crate::route::{self, Routed};
+
+/// Bytes of a refused request's target kept for its access line.
+const TARGET: usize = 96;
 
 /// What a refusal knows of the request it answers once its head came in whole (and
-/// nothing before): its id, and whether it went to a `/fhir` path (answered with an
-/// `OperationOutcome`, as every refusal there is).
-#[derive(Clone, Copy, Default)]
+/// nothing before): its id, method and target, and whether it went to a `/fhir` path
+/// (answered with an `OperationOutcome`, as every refusal there is).
+#[derive(Clone, Copy)]
 pub(super) struct Refused {
     pub id: Option<RequestId>,
     pub fhir: bool,
+    method: Method,
+    /// The start of the target (`-` when unknown).
+    target: [u8; TARGET],
+    target_len: u8,
+}
+
+impl Default for Refused {
+    fn default() -> Self {
+        let mut target = [0; TARGET];
+        target[0] = b'-';
+        Refused {
+            id: None,
+            fhir: false,
+            method: Method::Other,
+            target,
+            target_len: 1,
+        }
+    }
+}
+
+impl Refused {
+    fn target(&self) -> &str {
+        std::str::from_utf8(&self.target[..usize::from(self.target_len)]).unwrap_or("-")
+    }
 }
 
 /// A framing or connection-level rejection: its error response, and the connection
-/// closes. Logged at debug level so a flood of garbage cannot flood the log.
-pub(super) fn refuse(ctx: &Context, reject: Reject, refused: Refused, out: &mut Vec<u8>) {
+/// closes.
+pub(super) fn refuse(
+    ctx: &Context,
+    reject: Reject,
+    refused: Refused,
+    peer: Peer,
+    out: &mut Vec<u8>,
+) {
     let path = if refused.fhir { "/fhir" } else { "" };
     let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(path);
-    if let Some(id) = refused.id {
+    let mark = reply.mark();
+    let id = refused.id.unwrap_or_else(|| ctx.next_request_id());
+    // A refusal before a whole head names no request: it gets an id for the log only.
+    if refused.id.is_some() {
         reply.set_request_id(id);
     }
     reply.reject(reject, None);
     ctx.metrics().rejected(reject);
-    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+    let target = refused.target();
+    account(ctx, refused.method, target, &reply, mark, id, peer);
 }
 
 /// What a refusal of the request at the start of `input` knows of it: once its head
-/// is complete, its id (the caller's, or a new one) and whether its path is `/fhir`'s;
-/// nothing before.
+/// is complete, its id (the caller's, or a new one), method and target, and whether
+/// its path is `/fhir`'s; nothing before.
 pub(super) fn refused(ctx: &Context, input: &[u8]) -> Refused {
-    let Some((caller, path)) = RequestId::of_refused(input).or_else(|| unreadable_head(input))
+    let Some((caller, method, path)) =
+        RequestId::of_refused(input).or_else(|| unreadable_head(input))
     else {
         return Refused::default();
     };
-    Refused {
+    let mut refused = Refused {
         id: Some(caller.unwrap_or_else(|| ctx.next_request_id())),
         fhir: path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?"),
+        method: Method::from_token(method),
+        ..Refused::default()
+    };
+    let mut len = path.len().min(TARGET);
+    while !path.is_char_boundary(len) {
+        len -= 1;
     }
+    if len > 0 {
+        refused.target[..len].copy_from_slice(&path.as_bytes()[..len]);
+        refused.target_len = len as u8;
+    }
+    refused
 }
 
 /// A head that came in whole but that httparse cannot read (an `HTTP/2.0` request
-/// line, say): no usable id of the caller's, and the target of its request line.
-fn unreadable_head(input: &[u8]) -> Option<(Option<RequestId>, &str)> {
+/// line, say): no usable id of the caller's, and the method and target of its request
+/// line.
+fn unreadable_head(input: &[u8]) -> Option<(Option<RequestId>, &str, &str)> {
     let end = input.windows(4).position(|w| w == b"\r\n\r\n")?;
     let line = input[..end].split(|&b| b == b'\r').next()?;
-    let target = line.split(|&b| b == b' ').nth(1)?;
-    Some((None, std::str::from_utf8(target).ok()?))
+    let mut words = line.split(|&b| b == b' ');
+    let method = std::str::from_utf8(words.next()?).unwrap_or("");
+    let target = std::str::from_utf8(words.next()?).ok()?;
+    Some((None, method, target))
 }
 
 /// [`refuse`] for a request whose head is known: answered as a reply to it (no body
@@ -59,14 +117,49 @@ pub(super) fn refuse_request(
     ctx: &Context,
     reject: Reject,
     head: &Head<'_>,
-    id: Option<RequestId>,
+    (id, peer): (Option<RequestId>, Peer),
     out: &mut Vec<u8>,
 ) {
     let mut reply = ctx.reply(out, head);
+    let mark = reply.mark();
     let id = id.or_else(|| head.request_id.and_then(RequestId::from_header));
-    reply.set_request_id(id.unwrap_or_else(|| ctx.next_request_id()));
+    let id = id.unwrap_or_else(|| ctx.next_request_id());
+    reply.set_request_id(id);
     reply.closing();
     reply.reject(reject, None);
     ctx.metrics().rejected(reject);
-    log::debug!("shard {}: rejected request: {reject:?}", ctx.shard());
+    account(ctx, head.method, head.path, &reply, mark, id, peer);
+}
+
+fn account(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    reply: &Reply<'_>,
+    mark: usize,
+    id: RequestId,
+    peer: Peer,
+) {
+    let Some(status) = reply.status() else {
+        return;
+    };
+    let route = match route::lookup(method, path) {
+        Routed::Found(route, _) => Some(route),
+        _ => None,
+    };
+    let call = Call {
+        began: std::time::Instant::now(),
+        id,
+        peer,
+    };
+    let answer = Answer {
+        route,
+        method,
+        path,
+        status,
+        bytes: reply.since(mark).len(),
+        principal: "-",
+        call: &call,
+    };
+    middleware::account(ctx, &answer);
 }

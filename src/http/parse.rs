@@ -31,7 +31,7 @@ impl Method {
         Method::Options,
     ];
 
-    fn from_token(token: &str) -> Method {
+    pub fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

@@ -53,7 +53,7 @@ impl RequestId {
     /// not complete (no request to name); else the caller's usable id, if it sent one,
     /// and the request target. Whatever this project's framing rules then said of the head, httparse
     /// read it whole, so the caller can match the refusal to what it sent.
-    pub fn of_refused(buf: &[u8]) -> Option<(Option<RequestId>, &str)> {
+    pub fn of_refused(buf: &[u8]) -> Option<(Option<RequestId>, &str, &str)> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
         let mut head = httparse::Request::new(&mut fields);
         let Ok(httparse::Status::Complete(_)) = head.parse(buf) else {
@@ -64,7 +64,11 @@ impl RequestId {
             .iter()
             .find(|field| field.name.eq_ignore_ascii_case("x-request-id"))
             .and_then(|field| RequestId::from_header(field.value));
-        Some((caller, head.path.unwrap_or_default()))
+        Some((
+            caller,
+            head.method.unwrap_or_default(),
+            head.path.unwrap_or_default(),
+        ))
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -84,6 +84,8 @@ pub struct HttpMetrics {
     pub connections: u64,
     /// Requests refused with 429 by a rate limit.
     pub ratelimited: u64,
+    /// Per status: refusals whose access line was folded into a line per second.
+    folded: Vec<u64>,
 }
 
 impl Default for HttpMetrics {
@@ -94,6 +96,7 @@ impl Default for HttpMetrics {
             rejections: vec![0; Reject::ALL.len()],
             connections: 0,
             ratelimited: 0,
+            folded: vec![0; STATUSES],
         }
     }
 }
@@ -116,6 +119,11 @@ impl HttpMetrics {
 
     pub fn rejected(&mut self, reject: Reject) {
         self.rejections[reject as usize] += 1;
+    }
+
+    /// A refusal whose access line was folded ([`crate::logger`]).
+    pub fn folded(&mut self, status: Status) {
+        self.folded[status as usize] += 1;
     }
 
     fn merge(&mut self, other: &HttpMetrics) {

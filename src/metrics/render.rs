@@ -49,6 +49,24 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     }
     header(
         &mut out,
+        "epro_access_lines_folded_total",
+        "counter",
+        "Refusals past a second's access lines for their status, folded into one line a second.",
+    );
+    for s in shards {
+        for (status, n) in Status::ALL.iter().zip(&s.http.folded) {
+            if *n > 0 {
+                let _ = writeln!(
+                    out,
+                    "epro_access_lines_folded_total{{shard=\"{}\",code=\"{}\"}} {n}",
+                    s.shard,
+                    status.code()
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
         "epro_shed_total",
         "counter",
         "Writes refused with 503 before their body was read: too much waited for the disk.",

@@ -174,6 +174,11 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The server's stderr as it grows, readable after [`Server::terminate`].
+    pub fn log_handle(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.log)
+    }
+
     /// The admin bearer token generated without a config file.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("admin.token")).expect("admin.token")

@@ -3,7 +3,8 @@
 //! (`[<UTC time> <LEVEL> <target>] <message>`) or, with `log_format = "json"`, as one
 //! JSON object a line for journald or Loki:
 //! `{"ts":"2026-11-27T08:15:30.123456Z","level":"INFO","target":"...","shard":0,"msg":"..."}`.
-//! The access log ([`access`]) carries its fields as keys of their own in JSON.
+//! The access log ([`access`]) carries its fields as keys of their own in JSON; its
+//! refusals are bounded per second ([`fold`]).
 //!
 //! On a shard thread a record is formatted into that thread's own buffer, and the
 //! buffer is written with one `write` when the shard's timer flushes it (every 100 ms),
@@ -19,6 +20,10 @@ use std::sync::OnceLock;
 
 use log::{Level, Log, Metadata, Record};
 use serde::Deserialize;
+
+mod fold;
+
+use fold::{Folded, Folds};
 
 /// How lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -43,6 +48,10 @@ thread_local! {
     static BUFFER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
     /// This thread's shard and format (shard threads only).
     static SHARD: Cell<Option<(usize, Format)>> = const { Cell::new(None) };
+    /// Whether access lines are on, decided once per shard thread (the filter is fixed).
+    static ACCESS_ON: Cell<Option<bool>> = const { Cell::new(None) };
+    /// This shard's refusal lines of the current second.
+    static FOLDS: RefCell<Folds> = const { RefCell::new(Folds::new()) };
 }
 
 /// Sets the line format (from the config) before the shards start.
@@ -74,11 +83,19 @@ pub fn init() {
 /// shard at start).
 pub fn buffer_this_thread(shard: usize) {
     SHARD.set(Some((shard, FORMAT.get().copied().unwrap_or_default())));
+    ACCESS_ON.set(Some(log::log_enabled!(target: "access", Level::Info)));
     BUFFER.with(|b| *b.borrow_mut() = Some(Vec::with_capacity(FLUSH_AT + 4096)));
 }
 
-/// Writes this thread's buffered lines, if any.
+/// Writes this thread's buffered lines, if any, with the lines of refusals folded in
+/// seconds now over.
 pub fn flush_this_thread() {
+    let now = coarse_now_ns();
+    FOLDS.with(|folds| {
+        if let Ok(mut folds) = folds.try_borrow_mut() {
+            folds.due(now / 1_000_000_000, |folded| write_folded(now, folded));
+        }
+    });
     BUFFER.with(|b| {
         if let Some(buf) = b.borrow_mut().as_mut() {
             write_out(buf);
@@ -96,6 +113,8 @@ fn write_out(buf: &mut Vec<u8>) {
 thread_local! {
     /// The formatted `[YYYY-MM-DDTHH:MM:SSZ ` prefix of the current second.
     static STAMP: Cell<(u64, [u8; 22])> = const { Cell::new((u64::MAX, [0; 22])) };
+    /// The `YYYY-MM-DDTHH:MM:SS` of the current second, for JSON lines.
+    static JSON_STAMP: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
 }
 
 fn format(record: &Record<'_>, out: &mut Vec<u8>) {
@@ -106,15 +125,14 @@ fn format(record: &Record<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"}\n");
         return;
     }
-    text_head(out, record.level(), record.target());
+    text_head(out, coarse_now_ns(), record.level(), record.target());
     let _ = write!(out, "{}", record.args());
     out.push(b'\n');
 }
 
-/// `[<time> <LEVEL> <target>] ` with the second from the coarse clock, formatted once
-/// per second per thread.
-fn text_head(out: &mut Vec<u8>, level: Level, target: &str) {
-    let now = coarse_now_ns();
+/// `[<time> <LEVEL> <target>] ` with the second of `now` (from the coarse clock),
+/// formatted once per second per thread.
+fn text_head(out: &mut Vec<u8>, now: u64, level: Level, target: &str) {
     let second = now / 1_000_000_000;
     let (cached, mut stamp) = STAMP.get();
     if cached != second {
@@ -135,15 +153,26 @@ fn text_head(out: &mut Vec<u8>, level: Level, target: &str) {
 /// `{"ts":"<time to the microsecond>","level":"..","target":"..","shard":N` (no shard
 /// off the shards' threads).
 fn json_head(out: &mut Vec<u8>, level: Level, target: &str) {
-    let ts = crate::clock::format_rfc3339(crate::clock::now_ns());
+    let now = crate::clock::now_ns();
+    let second = now / 1_000_000_000;
+    // The date and time to the second, formatted once per second per thread.
+    let (cached, mut stamp) = JSON_STAMP.get();
+    if cached != second {
+        stamp.copy_from_slice(&crate::clock::format_rfc3339(now)[..19]);
+        JSON_STAMP.set((second, stamp));
+    }
     out.extend_from_slice(b"{\"ts\":\"");
-    out.extend_from_slice(&ts[..26]); // to the microsecond
+    out.extend_from_slice(&stamp);
+    let micros = (now % 1_000_000_000 / 1_000) as u32 + 1_000_000; // 7 digits: '1' + 6
+    out.extend_from_slice(b".");
+    out.extend_from_slice(&itoa::Buffer::new().format(micros).as_bytes()[1..]);
     out.extend_from_slice(b"Z\",\"level\":\"");
     out.extend_from_slice(level.as_str().as_bytes());
     out.extend_from_slice(b"\",\"target\":");
     json_str(out, target);
     if let Some((shard, _)) = SHARD.get() {
-        let _ = write!(out, ",\"shard\":{shard}");
+        out.extend_from_slice(b",\"shard\":");
+        out.extend_from_slice(itoa::Buffer::new().format(shard).as_bytes());
     }
 }
 
@@ -237,45 +266,73 @@ pub struct Access<'a> {
 
 /// Whether access lines are written at all (`RUST_LOG=access=off` silences them).
 pub fn access_enabled() -> bool {
-    log::log_enabled!(target: "access", Level::Info)
+    ACCESS_ON
+        .get()
+        .unwrap_or_else(|| log::log_enabled!(target: "access", Level::Info))
 }
 
-/// Writes one access log line.
-pub fn access(a: &Access<'_>) {
+/// What became of a request's access line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logged {
+    Written,
+    /// A refusal past this second's lines for its status: counted in a folded line.
+    Folded,
+    /// The access log is off.
+    Off,
+}
+
+/// Writes one access log line, or folds a refusal's ([`fold`]).
+pub fn access(a: &Access<'_>) -> Logged {
     if !access_enabled() {
-        return;
+        return Logged::Off;
+    }
+    let now = coarse_now_ns();
+    let code = <[u8; 3]>::try_from(a.status.as_bytes()).unwrap_or(*b"000");
+    if fold::is_refusal(code) {
+        let taken = FOLDS.with(|folds| {
+            let mut folds = folds.try_borrow_mut().ok()?;
+            Some(folds.take(code, now / 1_000_000_000))
+        });
+        if let Some((line, due)) = taken {
+            if let Some(folded) = due {
+                write_folded(now, folded);
+            }
+            if !line {
+                return Logged::Folded;
+            }
+        }
     }
     emit(false, |out| {
-        let shard = SHARD.get().map_or(0, |(shard, _)| shard);
         if format_now() == Format::Json {
             json_head(out, Level::Info, "access");
-            out.extend_from_slice(b",\"method\":");
-            json_str(out, a.method);
-            out.extend_from_slice(b",\"route\":");
-            json_str(out, a.route);
-            out.extend_from_slice(b",\"path\":");
-            json_str(out, a.path);
+            for (key, value) in [
+                (&b",\"method\":"[..], a.method),
+                (b",\"route\":", a.route),
+                (b",\"path\":", a.path),
+            ] {
+                out.extend_from_slice(key);
+                json_str(out, value);
+            }
             out.extend_from_slice(b",\"status\":");
             out.extend_from_slice(a.status.as_bytes());
             out.extend_from_slice(b",\"bytes\":");
             out.extend_from_slice(itoa::Buffer::new().format(a.bytes).as_bytes());
             out.extend_from_slice(b",\"us\":");
             out.extend_from_slice(itoa::Buffer::new().format(a.micros).as_bytes());
-            out.extend_from_slice(b",\"principal\":");
-            json_str(out, a.principal);
-            out.extend_from_slice(b",\"peer\":");
-            json_str(out, a.peer);
-            out.extend_from_slice(b",\"request_id\":");
-            json_str(out, a.request_id);
+            for (key, value) in [
+                (&b",\"principal\":"[..], a.principal),
+                (b",\"peer\":", a.peer),
+                (b",\"request_id\":", a.request_id),
+            ] {
+                out.extend_from_slice(key);
+                json_str(out, value);
+            }
             out.extend_from_slice(b"}\n");
             return;
         }
-        text_head(out, Level::Info, "access");
+        access_head(out, now);
         // Put together piece by piece: a line per request, so no formatting machinery.
         for part in [
-            b"shard=".as_slice(),
-            itoa::Buffer::new().format(shard).as_bytes(),
-            b" ",
             a.method.as_bytes(),
             b" ",
             a.path.as_bytes(),
@@ -295,6 +352,76 @@ pub fn access(a: &Access<'_>) {
         ] {
             out.extend_from_slice(part);
         }
+    });
+    Logged::Written
+}
+
+thread_local! {
+    /// `[<time> INFO  access] shard=N ` of the current second: one copy per line.
+    static ACCESS_HEAD: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// An access line's head, as [`text_head`] and `shard=N ` write it, formatted once a
+/// second per thread.
+fn access_head(out: &mut Vec<u8>, now: u64) {
+    let second = now / 1_000_000_000;
+    ACCESS_HEAD.with(|head| {
+        let mut head = head.borrow_mut();
+        if head.0 != second {
+            let text = &mut head.1;
+            text.clear();
+            text_head(text, now, Level::Info, "access");
+            text.extend_from_slice(b"shard=");
+            text.extend_from_slice(itoa::Buffer::new().format(this_shard()).as_bytes());
+            text.push(b' ');
+            head.0 = second;
+        }
+        out.extend_from_slice(&head.1);
+    });
+}
+
+fn this_shard() -> usize {
+    SHARD.get().map_or(0, |(shard, _)| shard)
+}
+
+/// The line of a second's folded refusals of one status:
+/// `... and 12345 more 401 in 2026-11-27T08:15:30Z`.
+fn write_folded(now: u64, folded: Folded) {
+    let second = crate::clock::format_rfc3339(folded.second * 1_000_000_000);
+    let code = std::str::from_utf8(&folded.code).unwrap_or("000");
+    let mut count = itoa::Buffer::new();
+    let count = count.format(folded.count);
+    let parts = [
+        "... and ",
+        count,
+        " more ",
+        code,
+        " in ",
+        std::str::from_utf8(&second[..19]).unwrap_or("-"),
+        "Z",
+    ];
+    emit(false, |out| {
+        if format_now() == Format::Json {
+            json_head(out, Level::Info, "access");
+            for (key, value) in [(&b",\"status\":"[..], code), (b",\"folded\":", count)] {
+                out.extend_from_slice(key);
+                out.extend_from_slice(value.as_bytes());
+            }
+            out.extend_from_slice(b",\"msg\":\"");
+            parts
+                .iter()
+                .for_each(|p| out.extend_from_slice(p.as_bytes()));
+            out.extend_from_slice(b"\"}\n");
+            return;
+        }
+        text_head(out, now, Level::Info, "access");
+        out.extend_from_slice(b"shard=");
+        out.extend_from_slice(itoa::Buffer::new().format(this_shard()).as_bytes());
+        out.push(b' ');
+        parts
+            .iter()
+            .for_each(|p| out.extend_from_slice(p.as_bytes()));
+        out.push(b'\n');
     });
 }
 
