@@ -176,3 +176,101 @@ fn a_half_written_last_group_is_left_out_of_the_copy() {
     assert!(ok && !out.contains("incomplete tail"), "{out}");
     assert_eq!(ids(&to).len(), 30);
 }
+
+/// A stopped 2-shard data directory with reports in both shards, and the ids given.
+fn two_shards_with_reports() -> (tempfile::TempDir, Vec<String>) {
+    let server = Server::start(common::DEVICE_CONFIG, &[]);
+    let mut given = Vec::new();
+    for n in 0..200 {
+        let mut s = server.connect();
+        let r = post(
+            &mut s,
+            "/epro/submit",
+            common::DEVICE_TOKEN,
+            &report(&format!("P-{n}")),
+        );
+        assert_eq!(r.status, 200);
+        given.push(r.json()["id"].as_str().unwrap().to_string());
+        if given.iter().any(|id| id.starts_with("s0-"))
+            && given.iter().any(|id| id.starts_with("s1-"))
+            && n >= 20
+        {
+            break;
+        }
+    }
+    let (status, dir) = server.terminate();
+    assert!(status.success());
+    (dir, given)
+}
+
+/// Restores `backup` into a new directory, serves it, and returns the ids of `n`
+/// submits there.
+fn restore_and_submit(backup: &Path, n: usize) -> Vec<String> {
+    let home = common::temp_dir();
+    let data = home.path().join("data");
+    let (ok, said) = run(
+        &["restore", "--from"],
+        &[backup, Path::new("--data-dir"), &data],
+    );
+    assert!(ok, "{said}");
+    let server = Server::start_in(home, common::DEVICE_CONFIG, &[]);
+    (0..n)
+        .map(|i| {
+            let mut s = server.connect();
+            let r = post(
+                &mut s,
+                "/epro/submit",
+                common::DEVICE_TOKEN,
+                &report(&format!("R-{i}")),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The node restored from a backup fails too, and the same backup is restored again:
+/// the second restore gives none of the ids the first one gave.
+#[test]
+fn restoring_one_backup_twice_never_gives_an_id_twice() {
+    let (dir, _) = two_shards_with_reports();
+    let backup = dir.path().join("backup");
+    let (ok, said) = run(
+        &["backup", "--data-dir"],
+        &[&dir.path().join("data"), Path::new("--to"), &backup],
+    );
+    assert!(ok, "{said}");
+    let first: HashSet<String> = restore_and_submit(&backup, 30).into_iter().collect();
+    let second = restore_and_submit(&backup, 30);
+    for id in &second {
+        assert!(
+            !first.contains(id),
+            "{id} was given by the first restore too"
+        );
+    }
+}
+
+/// A shard whose log was removed is known only from its reservation's copy: a backup
+/// that left it out would restore that shard at id 1, so `backup` refuses.
+#[test]
+fn a_backup_refuses_a_shard_known_only_from_its_reservation() {
+    let (dir, given) = two_shards_with_reports();
+    let data = dir.path().join("data");
+    assert!(data.join("reserved-shard-1").exists());
+    assert!(given.iter().any(|id| id.starts_with("s1-")));
+    std::fs::remove_dir_all(data.join("shard-1")).unwrap();
+    let backup = dir.path().join("backup");
+    let (ok, said) = run(
+        &["backup", "--data-dir"],
+        &[&data, Path::new("--to"), &backup],
+    );
+    assert!(
+        !ok,
+        "a backup without shard 1's reservation was taken: {said}"
+    );
+    assert!(
+        said.contains("shard-1") && said.contains("retire-shard"),
+        "{said}"
+    );
+    assert!(!backup.exists());
+}

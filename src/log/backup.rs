@@ -10,21 +10,37 @@
 //!
 //! A restored node has lost what the old one stored after the backup, and the old one
 //! may have given ids past the backup's reservation. So `restore` raises every shard's
-//! reservation by [`RESTORE_GAP`]: new records start that far past anything in the
-//! backup, never at an id the old node may have used.
+//! reservation by [`RESTORE_GAP`] plus the time of the restore in microseconds: new
+//! records start that far past anything in the backup, never at an id the old node, or
+//! an earlier restore of the same backup, may have used. The restored directory is
+//! built beside the target and renamed into place whole. A backup refuses a data
+//! directory whose shard log was removed while its reservation's copy remains.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 
+use crate::log::evidence::{check_copy, copied_shards};
 use crate::log::export::{self, shard_dirs};
-use crate::log::files::segment_name;
+use crate::log::files::{segment_name, shard_dir};
 use crate::log::manifest::{Manifest, MANIFEST};
 
-/// Ids a restored shard skips past its backup: 2^48, more than a node can give out
-/// in years (9 years at a million records a second), and room for 65,536 restores.
+/// Ids a restored shard skips past its backup, besides [`restore_stamp`]: 2^48, more
+/// than a node can give out in years (9 years at a million records a second). With
+/// the stamp (about 2^51 today) a chain of about 8,000 restores fits in 64 bits.
 pub const RESTORE_GAP: u64 = 1 << 48;
+
+/// The same backup may be restored twice (the node restored from it failed too): each
+/// restore therefore also skips the microseconds since the epoch at its start, so a
+/// later restore starts past every id an earlier one of the same backup could have
+/// given unless a shard gave more than one id a microsecond in between (10x any
+/// measured rate), or the clock was set back between the two.
+fn restore_stamp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 8))
+}
 
 /// Files of the data directory itself that a backup keeps (the lock is not one).
 const NODE_FILES: [&str; 2] = ["ship-node", "admin.token"];
@@ -96,6 +112,12 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<Vec<Copied>, String> {
     let shards = shard_dirs(data_dir)?;
     if shards.is_empty() {
         return Err(format!("{}: no shard directories", data_dir.display()));
+    }
+    // A shard whose log was removed is known only from its reservation's copy; a backup
+    // without it would restore that shard at id 1.
+    for shard in copied_shards(data_dir) {
+        check_copy(data_dir, shard, &shard_dir(data_dir, usize::from(shard)))
+            .map_err(|e| format!("not backing up {}: {e}", data_dir.display()))?;
     }
     new_private_dir(to)?;
     for (shard, dir) in &shards {
@@ -181,6 +203,7 @@ pub fn restore(from: &Path, to: &Path) -> Result<Vec<(u16, u64)>, String> {
         ));
     }
     let reports = export::verify(from, &[], &mut |_, _| {})?;
+    let stamp = restore_stamp();
     let mut next = Vec::new();
     for report in reports {
         let scan = report.result.map_err(|problem| {
@@ -190,10 +213,15 @@ pub fn restore(from: &Path, to: &Path) -> Result<Vec<(u16, u64)>, String> {
                 report.shard
             )
         })?;
-        next.push((report.shard, scan.resume_seq() + RESTORE_GAP));
+        next.push((report.shard, scan.resume_seq() + RESTORE_GAP + stamp));
     }
-    copy_tree(from, to)?;
-    for (shard, dir) in shard_dirs(to)? {
+    // Built beside `to` and renamed into place once every reservation is raised: a
+    // crash or an error part-way leaves no `to` that could start below ids the old
+    // node gave.
+    let name = to.file_name().unwrap_or_default().to_string_lossy();
+    let building = to.with_file_name(format!(".{name}.restoring-{}", std::process::id()));
+    copy_tree(from, &building)?;
+    for (shard, dir) in shard_dirs(&building)? {
         let mut manifest = Manifest::read(&dir, shard)?
             .ok_or_else(|| format!("{}: no {MANIFEST}", dir.display()))?;
         let first = next
@@ -205,5 +233,12 @@ pub fn restore(from: &Path, to: &Path) -> Result<Vec<(u16, u64)>, String> {
             .write(&dir)
             .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
     }
+    fs::rename(&building, to)
+        .map_err(|e| format!("renaming {} to {}: {e}", building.display(), to.display()))?;
+    sync_dir(
+        to.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?;
     Ok(next)
 }
