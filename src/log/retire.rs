@@ -6,9 +6,11 @@
 //! `MANIFEST` that reserves the ids past every piece of evidence, with the copy of the
 //! reservation updated to match); then one `renameat2(RENAME_EXCHANGE)` swaps it with
 //! `shard-<n>`, and the data directory is synced. A crash or an error (a full disk) at
-//! any point before the swap leaves the shard's log as it was (and perhaps an empty
-//! `retired-shard-<n>-<time>` holding no record, which the next start reads as a
-//! retired log with nothing in it); after it, the new state whole.
+//! any point before the swap leaves the shard's log as it was, with at most the ids
+//! skipped ahead: perhaps a `retired-shard-<n>-<time>` holding no record whose
+//! `MANIFEST` reserves past the old log (the next start reads it as a retired log with
+//! nothing in it), and perhaps the reservation's copy already raised. Ids only ever
+//! skip, never repeat. After the swap, the new state whole.
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
