@@ -27,6 +27,7 @@
 //! Off the request path: [`log::open`] and [`log::recover`] (start-up scan against the
 //! [`log::manifest`], torn tails, the hash chain), [`log::export`], [`log::salvage`]
 //! and [`log::heads`] (the `export` and `verify` commands, saved chain heads),
+//! [`cli`] (their progress bar and `verify`'s report),
 //! [`log::datadir`] (the directory's lock, the retired logs), [`log::evidence`] (every
 //! place that knows which ids were given), [`log::retire`] (`retire-shard`),
 //! [`log::lost`] (the ids damage took), [`log::backup`] (`backup` and `restore`),
@@ -49,7 +50,7 @@
 //! | 4 connections | [`accept`], [`conn`] | the listener (accept only), sockets and their buffers (conn only) |
 //! | 3 request | [`admission`], [`middleware`], [`handlers`], [`fhir_api`], [`keyed`], [`reads`], [`owner`], [`ack`], [`outcome`] | one request against a [`context::Context`] |
 //! | 2 shard state | [`context`], [`peers`] | what one shard owns; the mesh's messages |
-//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`], [`listen`] | bytes, rules, records, the listen address's claim; no shards |
+//! | 1 domain | [`http`], [`route`], [`auth`], [`validate`], [`malformed`], [`log`], [`index`], [`keys`], [`merge`], [`metrics`], [`ratelimit`], [`openapi`], [`fhir`], [`config`], [`ship`], [`listen`], [`cli`] | bytes, rules, records, the listen address's claim, the offline commands' output; no shards |
 //! | 0 base | [`clock`], [`exit`], [`logger`], [`task`] | time, exit statuses, log lines, spawning (a panic escaping a task ends the process) |
 //!
 //! The import graph as it stands (`python3 shared/tools/modgraph.py src` prints it):
@@ -82,6 +83,7 @@
 //! route      -> auth, http
 //! config     -> auth, http, logger, ratelimit, validate
 //! validate   -> clock, malformed
+//! cli        -> clock, log
 //! logger     -> clock
 //! task       -> exit, logger
 //! auth, clock, exit, http, listen, malformed, ratelimit -> nothing
@@ -101,6 +103,7 @@ pub mod accept;
 pub mod ack;
 pub mod admission;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
