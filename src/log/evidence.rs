@@ -146,7 +146,8 @@ pub fn next_after_retiring(data_dir: &Path, shard: u16, dir: &Path) -> u64 {
     let mut past = retired_past(data_dir, shard);
     salvage_shard(dir, shard, |r, _| past = past.max(r.seq + 1));
     if let Some(last) = list_segments(dir).ok().and_then(|s| s.last().cloned()) {
-        past = past.max(last.first_seq);
+        // The last segment's name says its first id was given, as in [`retired_past`].
+        past = past.max(last.first_seq + 1);
     }
     let reservations = [
         Manifest::read(dir, shard).map(|m| m.map(|m| m.reserved_seq)),
