@@ -10,7 +10,7 @@ use crate::http::response::{ConnHeader, Reply, Status};
 use crate::logger::Peer;
 use crate::middleware::answered;
 use crate::outcome::Call;
-use crate::route::{self, Routed};
+use crate::route;
 
 /// Whether a request whose head is in may go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +42,15 @@ pub fn admit(
         reply.set_request_id(call.id);
         reply.reject(Reject::Shed, None);
         ctx.metrics().rejected(Reject::Shed);
-        answered(ctx, route_of(head), head, &reply, mark, "-", &call);
+        answered(
+            ctx,
+            route::found(head.method, head.path),
+            head,
+            &reply,
+            mark,
+            "-",
+            &call,
+        );
         return Admitted::No { close: true };
     }
     if !ctx.limiter().is_active() {
@@ -73,13 +81,14 @@ pub fn admit(
     let retry = (&b"Retry-After"[..], seconds.format(retry_after).as_bytes());
     reply.error(Status::TooManyRequests, &[escaped.as_bytes()], Some(retry));
     ctx.metrics().ratelimited += 1;
-    answered(ctx, route_of(head), head, &reply, mark, &who.id, &call);
+    answered(
+        ctx,
+        route::found(head.method, head.path),
+        head,
+        &reply,
+        mark,
+        &who.id,
+        &call,
+    );
     Admitted::No { close: !whole }
-}
-
-fn route_of(head: &Head<'_>) -> Option<route::Route> {
-    match route::lookup(head.method, head.path) {
-        Routed::Found(route, _) => Some(route),
-        _ => None,
-    }
 }

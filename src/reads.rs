@@ -195,9 +195,11 @@ async fn record(
     }
     // Served with the id of its URL and the server's meta; the record keeps the
     // body as received.
-    let id = format!("s{shard}-{seq}");
+    let mut id = [0u8; 32];
+    let shard = u16::try_from(shard).unwrap_or(u16::MAX);
+    let id = std::str::from_utf8(ack::format_id(shard, seq, &mut id)).unwrap_or_default();
     let last_updated = std::str::from_utf8(&at).unwrap_or_default();
-    match crate::fhir::render::served(&stored.body, &id, last_updated) {
+    match crate::fhir::render::served(&stored.body, id, last_updated) {
         Some(body) => reply.with(Status::Ok, FHIR_JSON, &headers, &[&body]),
         None => {
             log::error!(

@@ -434,25 +434,32 @@ fn a_live_segment_made_read_only_stops_writes() {
     every_acknowledged_report_is_kept(dir, &config, &seen.acked);
 }
 
+/// Twenty reports on one connection, each acknowledged: (id, patient) pairs.
+fn twenty_reports(server: &Server) -> Vec<(String, String)> {
+    let mut stream = server.connect();
+    (0..20)
+        .map(|i| {
+            let patient = format!("P-{i}");
+            let r = post(
+                &mut stream,
+                "/epro/submit",
+                DEVICE,
+                &project_report(&patient),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            (r.json()["id"].as_str().unwrap().to_string(), patient)
+        })
+        .collect()
+}
+
 #[test]
 fn a_live_segment_deleted_while_idle_is_found_within_seconds_and_survives_kill_9() {
     let server = Server::start(CONFIG, &["--shards", "1"]);
-    let mut stream = server.connect();
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let patient = format!("P-{i}");
-        let r = post(
-            &mut stream,
-            "/epro/submit",
-            DEVICE,
-            &project_report(&patient),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        acked.push((r.json()["id"].as_str().unwrap().to_string(), patient));
-    }
+    let acked = twenty_reports(&server);
     std::fs::remove_file(live_segment(&server)).unwrap();
     // No write comes; the idle shard looks by itself.
     let says = "not ready: shard 0 cannot take writes: its live segment was deleted or moved away";
+    let mut stream = server.connect();
     assert!(
         wait_until(Duration::from_secs(5), || {
             let r = get(&mut stream, "/readyz", "");
@@ -474,19 +481,7 @@ fn a_live_segment_deleted_while_idle_is_found_within_seconds_and_survives_kill_9
 #[test]
 fn a_live_segment_deleted_while_idle_is_written_back_at_the_stop() {
     let server = Server::start(CONFIG, &["--shards", "1"]);
-    let mut stream = server.connect();
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        let patient = format!("P-{i}");
-        let r = post(
-            &mut stream,
-            "/epro/submit",
-            DEVICE,
-            &project_report(&patient),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        acked.push((r.json()["id"].as_str().unwrap().to_string(), patient));
-    }
+    let acked = twenty_reports(&server);
     std::fs::remove_file(live_segment(&server)).unwrap();
     // No write finds it; the stop looks before it closes the file.
     let (status, dir) = server.terminate();

@@ -12,18 +12,17 @@ use crate::http::response::{ConnHeader, Reply};
 use crate::logger::Peer;
 use crate::middleware::{self, Answer};
 use crate::outcome::Call;
-use crate::route::{self, Routed};
+use crate::route;
 
 /// Bytes of a refused request's target kept for its access line.
 const TARGET: usize = 96;
 
 /// What a refusal knows of the request it answers once its head came in whole (and
-/// nothing before): its id, method and target, and whether it went to a `/fhir` path
-/// (answered with an `OperationOutcome`, as every refusal there is).
+/// nothing before): its id, method and target (a `/fhir` one is answered with an
+/// `OperationOutcome`, as every refusal there is).
 #[derive(Clone, Copy)]
 pub(super) struct Refused {
     pub id: Option<RequestId>,
-    pub fhir: bool,
     method: Method,
     /// The start of the target (`-` when unknown).
     target: [u8; TARGET],
@@ -36,7 +35,6 @@ impl Default for Refused {
         target[0] = b'-';
         Refused {
             id: None,
-            fhir: false,
             method: Method::Other,
             target,
             target_len: 1,
@@ -59,8 +57,7 @@ pub(super) fn refuse(
     peer: Peer,
     out: &mut Vec<u8>,
 ) {
-    let path = if refused.fhir { "/fhir" } else { "" };
-    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(path);
+    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(refused.target());
     let mark = reply.mark();
     let id = refused.id.unwrap_or_else(|| ctx.next_request_id());
     // A refusal before a whole head names no request: it gets an id for the log only.
@@ -74,8 +71,8 @@ pub(super) fn refuse(
 }
 
 /// What a refusal of the request at the start of `input` knows of it: once its head
-/// is complete, its id (the caller's, or a new one), method and target, and whether
-/// its path is `/fhir`'s; nothing before.
+/// is complete, its id (the caller's, or a new one), method and target; nothing
+/// before.
 pub(super) fn refused(ctx: &Context, input: &[u8]) -> Refused {
     let Some((caller, method, path)) =
         RequestId::of_refused(input).or_else(|| unreadable_head(input))
@@ -84,7 +81,6 @@ pub(super) fn refused(ctx: &Context, input: &[u8]) -> Refused {
     };
     let mut refused = Refused {
         id: Some(caller.unwrap_or_else(|| ctx.next_request_id())),
-        fhir: path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?"),
         method: Method::from_token(method),
         ..Refused::default()
     };
@@ -122,15 +118,21 @@ pub(super) fn refuse_request(
 ) {
     let mut reply = ctx.reply(out, head);
     let mark = reply.mark();
-    let id = id.or_else(|| head.request_id.and_then(RequestId::from_header));
-    let id = id.unwrap_or_else(|| ctx.next_request_id());
-    reply.set_request_id(id);
+    // As the onion begins a request (the caller's id, a trusted proxy's client), unless
+    // the connection named it already.
+    let mut call = Call::begin(ctx, head, peer);
+    if let Some(id) = id {
+        call.id = id;
+    }
+    reply.set_request_id(call.id);
     reply.closing();
     reply.reject(reject, None);
     ctx.metrics().rejected(reject);
-    account(ctx, head.method, head.path, &reply, mark, id, peer);
+    let route = route::found(head.method, head.path);
+    middleware::answered(ctx, route, head, &reply, mark, "-", &call);
 }
 
+/// Counts and logs a refusal that has no parsed head.
 fn account(
     ctx: &Context,
     method: Method,
@@ -143,17 +145,13 @@ fn account(
     let Some(status) = reply.status() else {
         return;
     };
-    let route = match route::lookup(method, path) {
-        Routed::Found(route, _) => Some(route),
-        _ => None,
-    };
     let call = Call {
         began: std::time::Instant::now(),
         id,
         peer,
     };
     let answer = Answer {
-        route,
+        route: route::found(method, path),
         method,
         path,
         status,

@@ -151,7 +151,7 @@ impl<'o> Reply<'o> {
     /// Errors to a request for `path` are FHIR `OperationOutcome`s when it is under
     /// `/fhir`: an EHR client parses those, whatever refused it (auth, limits, routing).
     pub fn for_path(mut self, path: &str) -> Self {
-        self.fhir = path == "/fhir" || path.starts_with("/fhir/");
+        self.fhir = path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?");
         self
     }
 

@@ -26,7 +26,7 @@ use crate::log::export::{self, shard_dirs};
 use crate::log::files::{segment_name, shard_dir};
 use crate::log::manifest::{Manifest, MANIFEST};
 
-/// Ids a restored shard skips past its backup, besides [`restore_stamp`]: 2^48, more
+/// Ids a restored shard skips past its backup, besides the restore's stamp: 2^48, more
 /// than a node can give out in years (9 years at a million records a second). With
 /// the stamp (about 2^51 today) a chain of about 8,000 restores fits in 64 bits.
 pub const RESTORE_GAP: u64 = 1 << 48;
@@ -155,10 +155,17 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<Vec<Copied>, String> {
 /// every shard verifies with no tail left to cut.
 fn cut_half_written_groups(to: &Path) -> Result<Vec<Copied>, String> {
     let mut cuts = Vec::new();
+    let mut copied = Vec::new();
     for report in export::verify(to, &[], &mut |_, _| {})? {
         let scan = report.result.map_err(|problem| {
             format!("the copy of shard {} is damaged: {problem}", report.shard)
         })?;
+        copied.push(Copied {
+            shard: report.shard,
+            records: scan.records,
+            next_seq: scan.next_seq,
+            cut: 0,
+        });
         if let Some(torn) = scan.torn {
             let len = torn.dirty_end.saturating_sub(torn.offset);
             let file = fs::OpenOptions::new()
@@ -171,7 +178,11 @@ fn cut_half_written_groups(to: &Path) -> Result<Vec<Copied>, String> {
             cuts.push((report.shard, len));
         }
     }
-    let mut copied = Vec::new();
+    // Only a copy whose tail was zeroed needs a second look.
+    if cuts.is_empty() {
+        return Ok(copied);
+    }
+    copied.clear();
     for report in export::verify(to, &[], &mut |_, _| {})? {
         let shard = report.shard;
         let scan = report

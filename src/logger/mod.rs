@@ -215,10 +215,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(addr: Option<SocketAddr>) -> Peer {
-        match addr {
-            Some(addr) => Peer::written(Some(&addr)),
-            None => Peer::written(None),
-        }
+        Peer::written(addr.as_ref().map(|a| a as &dyn std::fmt::Display))
     }
 
     /// A client as a trusted proxy named it: an address without a port.

@@ -266,7 +266,6 @@ fn error_meaning(status: &str) -> &'static str {
         "408" => "the request did not arrive in time",
         "413" => "body over max_body_bytes",
         "414" => "request line over max_head_bytes",
-        "405" => "the method is not one this path takes (Allow lists those it does)",
         "406" => "the request asks for a format other than JSON (Accept, or _format on a FHIR route)",
         "415" => "the body is not application/json",
         "417" => "an Expect other than 100-continue; the connection closes",

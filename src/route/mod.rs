@@ -83,6 +83,14 @@ pub enum Routed<'p> {
     NotFound,
 }
 
+/// The route `path` and `method` reach, if any (for counting and logging an answer).
+pub fn found(method: Method, path: &str) -> Option<Route> {
+    match lookup(method, path) {
+        Routed::Found(route, _) => Some(route),
+        _ => None,
+    }
+}
+
 /// Routes a request path (without query) for `method`. `HEAD` goes wherever `GET`
 /// does (RFC 9110 9.1; the reply then sends the headers alone), and a 405's `Allow`
 /// lists `HEAD` beside `GET`.

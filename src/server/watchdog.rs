@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::{error, info};
 
-use crate::shard::heartbeat::Heartbeats;
+use crate::shard::heartbeat::{Heartbeats, BEAT_EVERY};
 
 /// Waits for the first shard to end and returns its number, meanwhile feeding
 /// systemd's watchdog (when it asks for one) at half its period while every shard
@@ -30,7 +30,9 @@ pub fn watch(heartbeats: &Heartbeats, ended: &mpsc::Receiver<usize>) -> usize {
             Err(mpsc::RecvTimeoutError::Disconnected) => return usize::MAX,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let silent = heartbeats.silent(half);
+        // Never shorter than two beats: a short WatchdogSec must not call a healthy
+        // shard wedged.
+        let silent = heartbeats.silent(half.max(BEAT_EVERY * 2));
         if silent.is_empty() {
             wedged = false;
             super::notify_systemd(&[sd_notify::NotifyState::Watchdog]);
