@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use epro_ingest::config::Durability;
 use epro_ingest::log::manifest::Manifest;
 use epro_ingest::log::record::Kind;
 use epro_ingest::log::segment::Segment;
 use epro_ingest::log::time::ShardTime;
+use epro_ingest::log::Durability;
 use epro_ingest::log::{Log, Resume};
 use glommio::{LocalExecutorBuilder, Placement};
 

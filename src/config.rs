@@ -9,21 +9,13 @@ use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::http::parse::{Limits, MAX_HEADERS_CAP};
+use crate::log::Durability;
 use crate::ratelimit::Rate;
 use crate::validate::MAX_ID;
 
 mod proxies;
 
 pub use proxies::Cidr;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// Acknowledge only after the record's batch is fdatasync'ed.
-    Sync,
-    /// Acknowledge once the record is queued for the next write.
-    Async,
-}
 
 /// The `[limits]` section, with the defaults of the API contract.
 #[derive(Clone, Debug, Deserialize)]

@@ -51,8 +51,6 @@ pub struct Context {
     metrics: RefCell<HttpMetrics>,
     /// This shard's part of every principal's rate limit.
     limiter: RefCell<Limiter>,
-    /// `GET /openapi.json`'s body, built on first use.
-    openapi: OnceCell<Vec<u8>>,
     /// The start of the request ids this shard makes up (its start time and number),
     /// and how many it has made up.
     id_prefix: RequestId,
@@ -80,7 +78,6 @@ impl Context {
             limiter: RefCell::new(Limiter::new(&config.rates(), 0, 1, Instant::now())),
             id_prefix: RequestId::prefix(crate::clock::now_ns() / 1000, shard),
             request_ids: Cell::new(0),
-            openapi: OnceCell::new(),
             config,
         }
     }
@@ -189,12 +186,6 @@ impl Context {
         *self.limiter.borrow_mut() =
             Limiter::new(&self.config.rates(), self.shard, shards, Instant::now());
         let _ = self.peers.set(peers);
-    }
-
-    /// The OpenAPI document ([`crate::openapi`]).
-    pub fn openapi(&self) -> &[u8] {
-        self.openapi
-            .get_or_init(|| crate::openapi::document().into_bytes())
     }
 
     /// A request id for a request that brought none.

@@ -47,7 +47,7 @@ pub fn open(ctx: &Context, route: Route, head: &Head<'_>, reply: &mut Reply<'_>)
         },
         Route::Metrics => Read::Metrics,
         Route::OpenApi => {
-            reply.ok(JSON, &[ctx.openapi()]);
+            crate::openapi::with_document(|doc| reply.ok(JSON, &[doc]));
             return Outcome::after(head);
         }
         Route::FhirMetadata => {

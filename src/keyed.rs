@@ -18,13 +18,13 @@
 //! (durability `sync`) takes a task of its own.
 
 use crate::ack::{acknowledge, fhir_created, refuse_storage};
-use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request::Request;
 use crate::http::response::{Header, Reply, Status};
 use crate::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
 use crate::log::record::Kind;
+use crate::log::Durability;
 use crate::log::LogError;
 use crate::outcome::{Deferred, Outcome, Work};
 

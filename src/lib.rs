@@ -112,6 +112,7 @@ pub mod exit;
 pub mod fhir;
 pub mod fhir_api;
 pub mod handlers;
+pub mod histogram;
 pub mod http;
 pub mod index;
 pub mod keyed;

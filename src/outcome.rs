@@ -5,12 +5,12 @@
 
 use std::time::Instant;
 
-use crate::config::Durability;
 use crate::context::Context;
 use crate::http::parse::Head;
 use crate::http::request_id::RequestId;
 use crate::keys::KeyedWrite;
 use crate::log::record::Kind;
+use crate::log::Durability;
 use crate::logger::Peer;
 use crate::route::Route;
 

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use epro_ingest::config::{Config, Durability, Overrides};
+use epro_ingest::config::{Config, Overrides};
+use epro_ingest::log::Durability;
 
 struct Counting;
 

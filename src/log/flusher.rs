@@ -16,8 +16,8 @@ use log::{error, info, warn};
 use super::manifest::{Listed, Manifest, RESERVE_BLOCK};
 use super::record::{decode, Decoded, Record, HEADER_LEN};
 use super::segment::{Segment, Spare};
+use super::Durability;
 use super::{Batch, Log, SpareState};
-use crate::config::Durability;
 
 /// How often segment creation is retried while it fails (a full disk): soon enough
 /// that writes resume within a second of space returning, rarely enough to cost nothing.

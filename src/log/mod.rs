@@ -42,6 +42,7 @@ pub mod heads;
 pub mod locations;
 pub mod lost;
 pub mod manifest;
+mod metrics;
 pub mod open;
 pub mod record;
 pub mod recover;
@@ -57,9 +58,8 @@ use std::future::poll_fn;
 use std::path::PathBuf;
 use std::task::{Poll, Waker};
 
-use crate::config::Durability;
-use crate::metrics::LogMetrics;
 use manifest::Manifest;
+pub use metrics::{Durability, LogMetrics};
 use record::{Hash, Kind, Record, GENESIS};
 use recover::BATCH_MAX;
 use time::ShardTime;

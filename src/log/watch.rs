@@ -13,8 +13,8 @@ use log::error;
 
 use super::manifest::MANIFEST;
 use super::segment::Segment;
+use super::Durability;
 use super::Log;
-use crate::config::Durability;
 
 /// A rescue copies this much at a time.
 const COPY_CHUNK: usize = 1 << 20;

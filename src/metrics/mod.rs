@@ -7,65 +7,12 @@
 
 use std::time::Duration;
 
+use crate::histogram::Histogram;
 use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::response::Status;
+use crate::log::LogMetrics;
 use crate::route::{Route, TABLE};
-
-/// Upper bounds of the request and sync duration buckets, in microseconds.
-const DURATION_BOUNDS_US: &[u64] = &[
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
-    5_000_000,
-];
-/// Upper bounds of the records-per-write-group buckets.
-const GROUP_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
-const MAX_BUCKETS: usize = 13;
-
-/// A histogram with fixed bucket bounds: counts per bucket (not cumulative; the
-/// rendering sums them), their sum and their number.
-#[derive(Clone, Debug)]
-pub struct Histogram {
-    bounds: &'static [u64],
-    buckets: [u64; MAX_BUCKETS + 1],
-    sum: u64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [u64]) -> Self {
-        debug_assert!(bounds.len() <= MAX_BUCKETS);
-        Histogram {
-            bounds,
-            buckets: [0; MAX_BUCKETS + 1],
-            sum: 0,
-            count: 0,
-        }
-    }
-
-    /// For durations, in microseconds.
-    pub fn durations() -> Self {
-        Histogram::new(DURATION_BOUNDS_US)
-    }
-
-    pub fn observe(&mut self, value: u64) {
-        let i = self.bounds.partition_point(|&bound| bound < value);
-        self.buckets[i] += 1;
-        self.sum += value;
-        self.count += 1;
-    }
-
-    pub fn observe_duration(&mut self, d: Duration) {
-        self.observe(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
-        }
-        self.sum += other.sum;
-        self.count += other.count;
-    }
-}
 
 const ROUTES: usize = TABLE.len() + 1; // the last: no route matched
 const METHODS: usize = Method::ALL.len() + 1; // the last: Method::Other
@@ -135,31 +82,6 @@ impl HttpMetrics {
         }
         for (a, b) in self.rejections.iter_mut().zip(&other.rejections) {
             *a += b;
-        }
-    }
-}
-
-/// One shard's log counters.
-#[derive(Clone, Debug)]
-pub struct LogMetrics {
-    /// Durable records per kind name.
-    pub records: Vec<(&'static str, u64)>,
-    pub bytes: u64,
-    /// Write + fdatasync of each group, in microseconds.
-    pub sync: Histogram,
-    pub group_records: Histogram,
-    /// The live segment was deleted, replaced or made read-only: writes stopped.
-    pub writes_stopped: bool,
-}
-
-impl LogMetrics {
-    pub fn new(kinds: &[&'static str]) -> Self {
-        LogMetrics {
-            records: kinds.iter().map(|&kind| (kind, 0)).collect(),
-            bytes: 0,
-            sync: Histogram::durations(),
-            group_records: Histogram::new(GROUP_BOUNDS),
-            writes_stopped: false,
         }
     }
 }

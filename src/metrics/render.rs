@@ -2,10 +2,12 @@
 
 use std::fmt::Write;
 
-use super::{Histogram, HttpMetrics, LogMetrics, ShardMetrics, METHODS, STATUSES};
+use super::{HttpMetrics, ShardMetrics, METHODS, STATUSES};
+use crate::histogram::Histogram;
 use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::response::Status;
+use crate::log::LogMetrics;
 use crate::route::TABLE;
 
 /// The exposition of every shard's metrics (in shard order) and the process's.

@@ -16,6 +16,16 @@ use crate::http::parse::Method;
 use crate::route::{Access, Route, TABLE};
 use crate::validate::{MAX_ID, NO_PROJECT};
 
+thread_local! {
+    /// `GET /openapi.json`'s body, built on a shard's first use.
+    static DOCUMENT: std::cell::OnceCell<Box<[u8]>> = const { std::cell::OnceCell::new() };
+}
+
+/// Calls `f` with this shard's copy of the document.
+pub fn with_document<T>(f: impl FnOnce(&[u8]) -> T) -> T {
+    DOCUMENT.with(|doc| f(doc.get_or_init(|| document().into_bytes().into_boxed_slice())))
+}
+
 /// The document, pretty-printed with a final newline (as committed).
 pub fn document() -> String {
     let mut paths = Map::new();
