@@ -8,10 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use epro_ingest::domain::validate::Validator;
 use epro_ingest::http::parse::Limits;
 use epro_ingest::http::request::{RequestParser, Step};
 use epro_ingest::log::record::{Kind, Record};
-use epro_ingest::validate::Validator;
 use serde::Deserialize;
 
 /// The ~280-byte report of the HTTP benchmark.

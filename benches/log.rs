@@ -38,7 +38,7 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
         durability,
         Resume::FRESH,
         manifest,
-        ShardTime::new(0, epro_ingest::clock::now_ns()),
+        ShardTime::new(0, epro_ingest::base::clock::now_ns()),
     ));
     glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_, _| {})).detach();
     let began = Instant::now();

@@ -1,21 +1,21 @@
 //! `epro-ingest`: `serve` parses the command line and config, checks the machine and
-//! hands over to [`epro_ingest::server`], which starts one shard per CPU and shuts
+//! hands over to [`epro_ingest::runtime::server`], which starts one shard per CPU and shuts
 //! down on SIGTERM/SIGINT; `check-config` checks a config file; `export` and `verify`
 //! read a data directory offline. Every failure is one clear message and an exit
-//! status that says whether a restart may help ([`epro_ingest::exit`]).
+//! status that says whether a restart may help ([`epro_ingest::base::exit`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use epro_ingest::auth::{Principal, Role};
+use epro_ingest::base::exit::{Exit, Fatal};
 use epro_ingest::cli;
 use epro_ingest::config::{Config, Overrides};
-use epro_ingest::exit::{Exit, Fatal};
+use epro_ingest::domain::auth::{Principal, Role};
 use epro_ingest::log::Durability;
 use epro_ingest::log::{backup, datadir, export, retire};
-use epro_ingest::server;
+use epro_ingest::runtime::server;
 use epro_ingest::ship;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -171,7 +171,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    epro_ingest::logger::init();
+    epro_ingest::base::logger::init();
     let result = match Cli::parse().command {
         Command::Serve {
             config,
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
             against,
         } => cli::verify::verify(&data_dir, heads, against.as_deref()).map_err(Fatal::from),
         Command::Openapi => {
-            print!("{}", epro_ingest::openapi::document());
+            print!("{}", epro_ingest::api::openapi::document());
             Ok(())
         }
         Command::Ship {
@@ -295,9 +295,9 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Resu
         Config::load(config_path.as_deref(), overrides).map_err(|e| config_error(e.to_string()))?;
     #[cfg(feature = "test-seams")]
     if let Some(seconds) = config.test_seams.clock_offset_s {
-        epro_ingest::clock::seam::set_offset(seconds);
+        epro_ingest::base::clock::seam::set_offset(seconds);
     }
-    epro_ingest::logger::set_format(config.log_format);
+    epro_ingest::base::logger::set_format(config.log_format);
     let cpus = server::plan_cpus(&config).map_err(config_error)?;
     server::check_memlock(cpus.len()).map_err(system_error)?;
     server::check_nofile(&mut config, cpus.len()).map_err(system_error)?;

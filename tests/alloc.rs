@@ -10,12 +10,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 
+use epro_ingest::api::middleware;
+use epro_ingest::base::logger::Peer;
 use epro_ingest::config::{Config, Overrides};
-use epro_ingest::context::Context;
 use epro_ingest::http::request::{RequestParser, Step};
-use epro_ingest::logger::Peer;
-use epro_ingest::middleware;
-use epro_ingest::shard;
+use epro_ingest::runtime::shard;
+use epro_ingest::shard::context::Context;
 use futures_lite::future::zip;
 use glommio::{LocalExecutorBuilder, Placement};
 

@@ -117,7 +117,7 @@ fn start(durability: Durability) -> SocketAddr {
     let config = Config::load(Some(&config_path), overrides).unwrap();
     std::thread::spawn(move || {
         let _dir = dir;
-        epro_ingest::server::run(config, &[0]).unwrap();
+        epro_ingest::runtime::server::run(config, &[0]).unwrap();
     });
     assert!(common::wait_until(Duration::from_secs(30), || {
         TcpStream::connect(addr).is_ok_and(|mut s| {
@@ -202,7 +202,7 @@ fn measure(addr: SocketAddr, request: &[u8], clients: usize, depth: usize) -> Ru
 fn allocations_per_request_on_the_real_path_are_the_runtimes_few() {
     // The logger at its default level (info: an access line per request), counted like
     // the rest; its lines go to /dev/null rather than flooding the test output.
-    epro_ingest::logger::init();
+    epro_ingest::base::logger::init();
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")

@@ -60,7 +60,7 @@ fn submit_accepts_the_gin_body_and_stores_it_byte_for_byte() {
     assert!(json["id"].as_str().unwrap().starts_with('s'));
     let received = json["receivedAt"].as_str().unwrap();
     assert!(
-        epro_ingest::clock::is_rfc3339(received) && received.ends_with('Z'),
+        epro_ingest::base::clock::is_rfc3339(received) && received.ends_with('Z'),
         "{received}"
     );
 

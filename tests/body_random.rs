@@ -10,8 +10,8 @@
 mod common;
 
 use common::Rng;
-use epro_ingest::malformed::Fault;
-use epro_ingest::validate::{Invalid, Validator};
+use epro_ingest::domain::malformed::Fault;
+use epro_ingest::domain::validate::{Invalid, Validator};
 
 /// Pieces of a JSON string's inside that JSON allows (an escaped control character
 /// among them: a reader takes it, an identifier rule may not).

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use epro_ingest::exit::Exit;
+use epro_ingest::base::exit::Exit;
 
 const UNIT: &str = include_str!("../deploy/epro-ingest.service");
 

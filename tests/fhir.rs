@@ -118,7 +118,7 @@ fn assert_served(served: &[u8], sent: &str, id: &str) {
     assert_eq!(served["meta"]["versionId"], "1");
     let updated = served["meta"]["lastUpdated"].as_str().unwrap().to_string();
     assert!(
-        epro_ingest::fhir::primitive::is_instant(&updated),
+        epro_ingest::domain::fhir::primitive::is_instant(&updated),
         "{updated}"
     );
     for v in [&mut served, &mut sent] {
@@ -443,7 +443,7 @@ fn the_capability_statement_says_what_is_supported() {
     assert_eq!(resource["type"], "QuestionnaireResponse");
     assert_eq!(
         resource["supportedProfile"],
-        serde_json::json!([epro_ingest::fhir::PROFILE])
+        serde_json::json!([epro_ingest::domain::fhir::PROFILE])
     );
     assert_eq!(
         resource["interaction"],

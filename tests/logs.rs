@@ -71,7 +71,7 @@ fn json_lines_carry_every_access_field_and_the_request_id() {
         let ts = v["ts"].as_str().unwrap();
         // 2026-11-27T08:15:30.123456Z: microseconds.
         assert_eq!(ts.len(), 27, "{ts}");
-        assert!(epro_ingest::clock::is_rfc3339(ts), "{ts}");
+        assert!(epro_ingest::base::clock::is_rfc3339(ts), "{ts}");
         assert!(v["level"].is_string() && v["target"].is_string(), "{line}");
         assert!(v["msg"].is_string() || v["target"] == "access", "{line}");
         if v["request_id"] == "trace-abc-123" {

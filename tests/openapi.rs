@@ -16,7 +16,7 @@ const COMMITTED: &str = include_str!("../docs/openapi.json");
 #[test]
 fn the_committed_document_is_the_generated_one() {
     assert!(
-        COMMITTED == epro_ingest::openapi::document(),
+        COMMITTED == epro_ingest::api::openapi::document(),
         "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
     );
 }

@@ -92,7 +92,7 @@ fn fill(server: &Server) {
 }
 
 fn rfc3339(ns: i64) -> String {
-    String::from_utf8(epro_ingest::clock::format_rfc3339(ns as u64).to_vec()).unwrap()
+    String::from_utf8(epro_ingest::base::clock::format_rfc3339(ns as u64).to_vec()).unwrap()
 }
 
 type Subjects = BTreeMap<String, (i64, String, Vec<String>)>;

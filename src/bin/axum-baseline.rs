@@ -32,18 +32,18 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use epro_ingest::auth::{authenticate, Principal, Role};
-use epro_ingest::clock;
+use epro_ingest::base::clock;
 use epro_ingest::config::{Config, Overrides};
-use epro_ingest::index::{Index, Query};
-use epro_ingest::log::record::{hash, Hash, Kind, Record, GENESIS};
-use epro_ingest::malformed::{self, Fault};
-use epro_ingest::merge::{subject_ids, subjects_json, summary_json};
-use epro_ingest::route::{Access, Route};
-use epro_ingest::validate::{
+use epro_ingest::domain::auth::{authenticate, Principal, Role};
+use epro_ingest::domain::index::{Index, Query};
+use epro_ingest::domain::malformed::{self, Fault};
+use epro_ingest::domain::merge::{subject_ids, subjects_json, summary_json};
+use epro_ingest::domain::validate::{
     is_clean_id, is_json_media_type, prescan, Invalid, Rules, MAX_DEPTH, MAX_ID, NO_PROJECT,
     SUBMIT_FIELDS, TAG_FIELDS,
 };
+use epro_ingest::log::record::{hash, Hash, Kind, Record, GENESIS};
+use epro_ingest::route::{Access, Route};
 
 #[derive(Parser)]
 struct Args {

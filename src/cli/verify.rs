@@ -38,7 +38,8 @@ pub fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<()
         let shard = report.shard;
         if let Some(b) = &report.backwards {
             backwards += 1;
-            let at = |ns| String::from_utf8_lossy(&crate::clock::format_rfc3339(ns)).into_owned();
+            let at =
+                |ns| String::from_utf8_lossy(&crate::base::clock::format_rfc3339(ns)).into_owned();
             say(format!(
                 "shard {shard}: TIME GOES BACKWARDS: record {} (offset {}) was received at {}, \
                  {:.3} s before record {} ({}): the writer never stamps that, so it was \

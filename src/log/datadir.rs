@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::exit::{Exit, Fatal};
+use crate::base::exit::{Exit, Fatal};
 use crate::log::export::shard_dirs;
 
 /// Name of the lock file in the data directory.

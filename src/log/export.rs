@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::clock::format_rfc3339;
+use crate::base::clock::format_rfc3339;
 use crate::log::evidence::{check_copy, copied_shards, copy_path};
 use crate::log::files::{list_segments, shard_dir};
 use crate::log::heads::{Against, Head};

@@ -40,7 +40,7 @@ impl Log {
         let mut state = self.state.borrow_mut();
         if let Err(e) = result {
             if state.started {
-                crate::task::end_process(format_args!(
+                crate::base::task::end_process(format_args!(
                     "shard {}: log write failed, nothing more can be acknowledged: {e}",
                     self.shard
                 ));
@@ -213,7 +213,7 @@ impl Log {
             *spare = SpareState::Preparing;
         }
         let log = Rc::clone(me);
-        crate::task::spawn("prepare a segment", async move {
+        crate::base::task::spawn("prepare a segment", async move {
             let prepared = Spare::prepare(&log.dir, log.segment_bytes).await;
             *log.spare.borrow_mut() = match prepared {
                 Ok(spare) => SpareState::Ready(spare),

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::histogram::{Histogram, GROUP_BOUNDS};
+use crate::base::histogram::{Histogram, GROUP_BOUNDS};
 
 /// When a write is acknowledged (the `durability` setting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -135,7 +135,7 @@ pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
 pub enum Kind {
     Report = 1,
     Tag = 2,
-    /// A FHIR R4 QuestionnaireResponse, stored byte for byte ([`crate::fhir`]).
+    /// A FHIR R4 QuestionnaireResponse, stored byte for byte ([`crate::domain::fhir`]).
     Fhir = 5,
 }
 

@@ -1,13 +1,13 @@
 //! Prometheus metrics. Each shard counts into its own plain structs (no atomic, no
 //! lock): [`HttpMetrics`] on the request path, [`LogMetrics`] in its log's flusher.
 //! A scrape of `GET /metrics` asks every shard for a copy over the mesh
-//! ([`crate::reads`]), and [`render`] writes them in the text exposition format 0.0.4,
+//! ([`crate::api::reads`]), and [`render`] writes them in the text exposition format 0.0.4,
 //! with the `process_*` metrics read from `/proc`. Storage is allocated once per shard;
 //! a request only adds to numbers in place.
 
 use std::time::Duration;
 
-use crate::histogram::Histogram;
+use crate::base::histogram::Histogram;
 use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::response::Status;
@@ -68,7 +68,7 @@ impl HttpMetrics {
         self.rejections[reject as usize] += 1;
     }
 
-    /// A refusal whose access line was folded ([`crate::logger`]).
+    /// A refusal whose access line was folded ([`crate::base::logger`]).
     pub fn folded(&mut self, status: Status) {
         self.folded[status as usize] += 1;
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{HttpMetrics, ShardMetrics, METHODS, STATUSES};
-use crate::histogram::Histogram;
+use crate::base::histogram::Histogram;
 use crate::http::parse::Method;
 use crate::http::reject::Reject;
 use crate::http::response::Status;

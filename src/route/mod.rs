@@ -4,7 +4,7 @@
 
 pub mod tree;
 
-use crate::auth::Role;
+use crate::domain::auth::Role;
 use crate::http::parse::Method;
 use tree::{build, capacity, Lookup, Tree};
 

@@ -98,7 +98,7 @@ impl Progress {
         }
         self.logged = Some(now);
         let secs = self.began.elapsed().as_secs_f64().max(1e-3);
-        let behind_s = crate::clock::now_ns().saturating_sub(self.last_ns) as f64 / 1e9;
+        let behind_s = crate::base::clock::now_ns().saturating_sub(self.last_ns) as f64 / 1e9;
         log::info!(
             "ship: {} records shipped, {:.0} records/s; {} records behind, last shipped \
              record received {behind_s:.1} s ago",

@@ -9,10 +9,10 @@
 //! [`degrade`]d rather than left behind: first without its jsonb, then also without
 //! the fields taken from the body; `body_raw` always keeps every byte.
 
-use crate::clock::format_rfc3339;
+use crate::base::clock::format_rfc3339;
+use crate::domain::validate::Validator;
 use crate::log::export::{hex, record_id};
 use crate::log::record::{Hash, Kind, Record};
-use crate::validate::Validator;
 
 /// The columns of `epro_records` (and of the staging table), in COPY order.
 pub const COLUMNS: &str = "node, shard, seq, id, kind, received_at, received_ns, principal, \
@@ -50,7 +50,7 @@ fn fields(validator: &mut Validator, record: &Record<'_>) -> Fields {
             counted: true,
             ..Fields::default()
         }),
-        Kind::Fhir => match crate::fhir::fields(record.body) {
+        Kind::Fhir => match crate::domain::fhir::fields(record.body) {
             Some(f) => Ok(Fields {
                 patient_id: Some(f.patient_id),
                 project_id: f.project_id,

@@ -20,9 +20,9 @@ use super::recheck::Recheck;
 use super::rows::{copy_line, degrade, Degrade};
 use super::sync::sync_segments;
 use super::{describe, schema, transient, Options, Progress, Stop};
+use crate::domain::validate::Validator;
 use crate::log::files::list_segments;
 use crate::log::recover::scan_shard_from;
-use crate::validate::Validator;
 
 /// Why a shard's pass ended early.
 pub enum ShardError {
