@@ -21,6 +21,7 @@ trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "${server:-}" ]; then
 # --- quickstart
 # Start on embedded defaults in a fresh data directory; port 0 takes a free port,
 # which the log names ("listening on ADDR").
+bin=${bin:-target/release/epro-ingest}    # the binary scripts/start.sh builds
 data=$(mktemp -d)/data
 "$bin" serve --init --data-dir "$data" --listen 127.0.0.1:0 2>"$data.log" &
 server=$!
