@@ -253,16 +253,16 @@ fn shards_share_one_port_and_all_answer() {
     }
 }
 
-/// The README's sample config works as written (on any machine: it pins no CPU), with
-/// only the address and the data directory overridden for a test.
+/// The sample config of docs/configuration.md works as written (on any machine: it pins
+/// no CPU), with only the address and the data directory overridden for a test.
 #[test]
-fn the_readme_sample_config_starts() {
-    let readme = include_str!("../README.md");
-    let start = readme
+fn the_documented_sample_config_starts() {
+    let doc = include_str!("../docs/configuration.md");
+    let start = doc
         .find("```toml\nlisten")
-        .expect("the sample config in the README")
+        .expect("the sample config in docs/configuration.md")
         + 8;
-    let sample = &readme[start..start + readme[start..].find("```").unwrap()];
+    let sample = &doc[start..start + doc[start..].find("```").unwrap()];
     let server = Server::start(sample, &[]);
     let mut stream = server.connect();
     stream
@@ -434,7 +434,7 @@ fn io_uring_blocked_by_seccomp_is_one_line_naming_it() {
     );
 }
 
-/// `--listen localhost:PORT`, as the README's curls use, is accepted.
+/// `--listen localhost:PORT` (a host name) is accepted.
 #[test]
 fn listen_takes_a_host_name() {
     let dir = temp_dir();
