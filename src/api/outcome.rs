@@ -14,11 +14,6 @@ use crate::log::Durability;
 use crate::route::Route;
 use crate::shard::context::Context;
 
-/// The one answer to a record that is not there for the caller: unknown, of another
-/// kind (on the FHIR read), or of a project it may not read. Alike in every case, so
-/// a record's existence and kind do not leak.
-pub const NO_SUCH_RECORD: &str = "no such record";
-
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -39,20 +34,9 @@ impl Outcome {
         }
     }
 
-    /// Defers the read of record `(shard, seq)` for `principal` to [`crate::api::reads`]
-    /// (`fhir`: as a QuestionnaireResponse).
-    pub fn read_record(
-        principal: &str,
-        (shard, seq): (usize, u64),
-        fhir: bool,
-        head: &Head<'_>,
-    ) -> Outcome {
-        let read = Read::Record {
-            shard,
-            seq,
-            principal: principal.to_string(),
-            fhir,
-        };
+    /// Defers `read` (for `principal`) to [`crate::api::reads`], which answers it once
+    /// the connection awaits it.
+    pub fn deferred_read(read: Read, principal: &str, head: &Head<'_>) -> Outcome {
         Outcome {
             deferred: Some(Deferred::new(Work::Read(read), principal.to_string())),
             ..Outcome::after(head)

@@ -1,0 +1,399 @@
+//! Every refusal of a request is a small `Copy` [`Refusal`]: its status and which
+//! message. A handler returns one (`Err(Refusal::..)`, or `?`), and this file is the
+//! one place that writes it out, in the caller's [`Dialect`]: `{"error":"<message>"}`
+//! on the v1 API, a FHIR `OperationOutcome` under `/fhir` (an EHR client parses those,
+//! whatever refused it: auth, limits, routing).
+
+use crate::domain::fhir::{self, Issue};
+use crate::domain::validate::{Invalids, MAX_INVALIDS};
+use crate::http::parse::Head;
+use crate::http::reject::Reject;
+use crate::http::request::Request;
+use crate::http::response::{Header, Reply, Status, JSON, RETRY_AFTER};
+use crate::log::{Fault, LogError};
+use crate::route::tree::allow_header;
+
+/// The media type of every FHIR answer.
+pub const FHIR_JSON: &[u8] = b"application/fhir+json";
+
+/// The one answer to a record that is not there for the caller: unknown, of another
+/// kind (on the FHIR read), or of a project it may not read. Alike in every case, so
+/// a record's existence and kind do not leak.
+pub const NO_SUCH_RECORD: &str = "no such record";
+
+/// Declares the refusals that say a fixed message: the variant, its status, whether
+/// it says when to retry, and the message (JSON-safe: no quotes or backslashes).
+macro_rules! whys {
+    ($($(#[$doc:meta])* $name:ident => $status:ident, $retry:literal, $message:expr;)*) => {
+        /// A refusal with a fixed status and message.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Why { $($(#[$doc])* $name,)* }
+
+        impl Why {
+            const fn describe(self) -> (Status, &'static str, bool) {
+                match self { $(Why::$name => (Status::$status, $message, $retry),)* }
+            }
+        }
+    };
+}
+
+whys! {
+    /// `/readyz` before this shard can take writes, for no reason its log names.
+    NotReady => ServiceUnavailable, true, "not ready";
+    /// Any authenticated route while a shard still recovers its log.
+    Recovering => ServiceUnavailable, true, "not ready: recovering the log";
+    /// A handler panicked.
+    Internal => InternalServerError, false, "internal error";
+    RoleForbidden => Forbidden, false, "this principal's role may not use this endpoint";
+    BadParam => BadRequest, false,
+        "a path parameter has a malformed percent-escape or is not UTF-8";
+    BadRecordId => BadRequest, false, "a record id is s<shard>-<sequence number>";
+    NoSuchRecord => NotFound, false, NO_SUCH_RECORD;
+    /// A stored record that cannot be read back.
+    Unreadable => InternalServerError, false, "the record cannot be read";
+    ReadForbidden => Forbidden, false, "this principal may not read this project";
+    OthersPermissions => Forbidden, false, "only admin may read another user's permissions";
+    NoSuchUser => NotFound, false, "no such user";
+    NotJson => UnsupportedMediaType, false,
+        "Content-Type must be application/json (with a charset, only UTF-8)";
+    ReportForbidden => Forbidden, false, "this principal may not write to the report's projectId";
+    TagForbidden => Forbidden, false, "this principal may not write to the tag's projectId";
+    /// Body `submissionId` and `Idempotency-Key` header disagree.
+    KeyMismatch => BadRequest, false, "submissionId and Idempotency-Key differ";
+}
+
+/// A FHIR endpoint's refusal about the resource: an `OperationOutcome` whose issue
+/// names the element at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// The request asks for a format other than FHIR JSON.
+    NotAcceptable,
+    MediaType,
+    Forbidden,
+    /// The log refused it (a retry helps unless the resource cannot be encoded).
+    NotStored(LogError),
+    NotFound,
+    /// A shard that holds it cannot answer now.
+    Unavailable(&'static str),
+    Unreadable,
+}
+
+impl Resource {
+    /// Status, the element at fault (FHIRPath; empty: none) and the diagnostics.
+    fn describe(self) -> (Status, &'static str, &'static str) {
+        const QR: &str = "QuestionnaireResponse";
+        match self {
+            Resource::NotAcceptable => (Status::NotAcceptable, "", "this server writes FHIR JSON only (application/fhir+json); ask for it in Accept or _format"),
+            Resource::MediaType => (Status::UnsupportedMediaType, QR, "Content-Type must be application/fhir+json or application/json (with a charset, only UTF-8)"),
+            Resource::Forbidden => (Status::Forbidden, "QuestionnaireResponse.meta.tag", "this principal may not write to the resource's project (meta.tag)"),
+            Resource::NotStored(_) => (Status::ServiceUnavailable, QR, "the resource cannot be stored now"),
+            Resource::NotFound => (Status::NotFound, QR, NO_SUCH_RECORD),
+            Resource::Unavailable(why) => (Status::ServiceUnavailable, QR, why),
+            Resource::Unreadable => (Status::InternalServerError, QR, "the record cannot be read"),
+        }
+    }
+}
+
+/// Why a request is refused. Each is rendered by [`refuse`] (or [`answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Fixed(Why),
+    /// Refused on the wire or by the route table ([`Reject`]).
+    Reject(Reject),
+    /// A known path, another method: the allowed ones' bit set, for `Allow`.
+    MethodNotAllowed(u8),
+    /// No bearer token, or one not known; `bearer`: a bearer token came.
+    Unauthenticated {
+        bearer: bool,
+    },
+    /// An `Idempotency-Key` that is not one, and why.
+    BadKey(&'static str),
+    /// A v1 body that breaks rules: every rule it breaks.
+    Invalid(Invalids),
+    /// A FHIR resource that breaks rules; its issues are listed from the body
+    /// ([`answer`]).
+    InvalidResource,
+    /// The log cannot store the record now.
+    Storage(LogError),
+    /// An idempotency key reused with other bytes; `key_in_body`: the key was the
+    /// body's `submissionId`.
+    KeyConflict {
+        key_in_body: bool,
+    },
+    /// `/readyz`: shard `shard` cannot take writes, `fault` why when its live segment is.
+    NotReady {
+        shard: usize,
+        fault: Option<Fault>,
+    },
+    /// A shard cannot answer now: 503 with the mesh's message.
+    Unavailable(&'static str),
+    Resource(Resource),
+}
+
+impl Refusal {
+    /// This refusal as the FHIR read says it: about the resource.
+    pub fn about_resource(self) -> Refusal {
+        match self {
+            Refusal::Fixed(Why::NoSuchRecord) => Refusal::Resource(Resource::NotFound),
+            Refusal::Fixed(Why::Unreadable) => Refusal::Resource(Resource::Unreadable),
+            Refusal::Unavailable(why) => Refusal::Resource(Resource::Unavailable(why)),
+            other => other,
+        }
+    }
+}
+
+/// How a caller is spoken to: by the path it asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error":"<message>"}`.
+    V1,
+    /// Under `/fhir`: an `OperationOutcome`.
+    Fhir,
+}
+
+impl Dialect {
+    pub fn of(path: &str) -> Dialect {
+        let fhir = path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?");
+        if fhir {
+            Dialect::Fhir
+        } else {
+            Dialect::V1
+        }
+    }
+}
+
+/// Writes `refusal` as the answer to `request`, in its dialect.
+pub fn answer(reply: &mut Reply<'_>, request: &Request<'_>, refusal: Refusal) {
+    if refusal != Refusal::InvalidResource {
+        return refuse(reply, Dialect::of(request.head.path), refusal);
+    }
+    // Rules are pure: checked again, the body breaks the same ones (a refusal is off
+    // the happy path, and so the refusal stays a small value).
+    let Err(refused) = fhir::validate(request.body) else {
+        return refuse(reply, Dialect::Fhir, Refusal::Fixed(Why::Internal));
+    };
+    let status = if refused.invalid {
+        Status::BadRequest
+    } else {
+        Status::UnprocessableContent
+    };
+    let body = fhir::outcome(&refused.issues);
+    reply.with(status, FHIR_JSON, &[], &[body.as_bytes()]);
+}
+
+/// Writes `refusal` as the answer to a request for `head`, in its dialect.
+pub fn refuse_to(reply: &mut Reply<'_>, head: &Head<'_>, refusal: Refusal) {
+    refuse(reply, Dialect::of(head.path), refusal);
+}
+
+/// Writes `refusal` in `dialect`.
+pub fn refuse(reply: &mut Reply<'_>, dialect: Dialect, refusal: Refusal) {
+    let say = |reply: &mut Reply<'_>, status, message: &[&[u8]], extra| {
+        error(reply, dialect, status, message, extra);
+    };
+    match refusal {
+        Refusal::Fixed(why) => {
+            let (status, message, retry) = why.describe();
+            say(
+                reply,
+                status,
+                &[message.as_bytes()],
+                retry.then_some(RETRY_AFTER),
+            );
+        }
+        Refusal::Reject(reject) => {
+            // A limit that frees up says when to retry.
+            let status = reject.status();
+            let retry = (status == Status::ServiceUnavailable).then_some(RETRY_AFTER);
+            say(reply, status, &[reject.message().as_bytes()], retry);
+        }
+        Refusal::MethodNotAllowed(allowed) => {
+            let mut allow = [0u8; 64];
+            let len = allow_header(allowed, &mut allow);
+            let message = Reject::MethodNotAllowed.message().as_bytes();
+            let allow = (&b"Allow"[..], &allow[..len]);
+            say(reply, Status::MethodNotAllowed, &[message], Some(allow));
+        }
+        Refusal::Unauthenticated { bearer } => unauthenticated(reply, dialect, bearer),
+        Refusal::BadKey(why) => say(reply, Status::BadRequest, &[why.as_bytes()], None),
+        Refusal::Invalid(invalid) => invalid_body(reply, invalid),
+        // Without the body to list its issues ([`answer`] has it).
+        Refusal::InvalidResource => {
+            let message = b"the resource breaks the rules of FHIR R4 or of this server's profile";
+            say(reply, Status::BadRequest, &[message], None);
+        }
+        Refusal::Storage(e) => storage(reply, dialect, e),
+        Refusal::KeyConflict { key_in_body } => {
+            let key: &[u8] = if key_in_body {
+                b"submissionId"
+            } else {
+                b"Idempotency-Key"
+            };
+            let message = [key, b" reused with a different body"];
+            say(reply, Status::UnprocessableContent, &message, None);
+        }
+        Refusal::NotReady { shard, fault } => not_ready(reply, dialect, shard, fault),
+        Refusal::Unavailable(why) => {
+            say(reply, Status::ServiceUnavailable, &[why.as_bytes()], None)
+        }
+        Refusal::Resource(resource) => about_resource(reply, resource),
+    }
+}
+
+/// The 429 of a caller over its rate limit: named in the message (escaped as JSON:
+/// an id may hold quotes), with when to retry.
+pub fn rate_limited(reply: &mut Reply<'_>, dialect: Dialect, principal: &str, retry_after: u32) {
+    let message = serde_json::to_string(&format!("rate limit exceeded for principal {principal}"))
+        .unwrap_or_default();
+    let escaped = message
+        .get(1..message.len().saturating_sub(1))
+        .unwrap_or("");
+    let mut seconds = itoa::Buffer::new();
+    let retry = (&b"Retry-After"[..], seconds.format(retry_after).as_bytes());
+    let status = Status::TooManyRequests;
+    error(reply, dialect, status, &[escaped.as_bytes()], Some(retry));
+}
+
+/// 401: RFC 9110 15.5.2 and RFC 6750 3: say how to authenticate, and, when a token
+/// came, that it was not accepted.
+fn unauthenticated(reply: &mut Reply<'_>, dialect: Dialect, bearer: bool) {
+    let challenge: &[u8] = if bearer {
+        b"Bearer realm=\"epro-ingest\", error=\"invalid_token\""
+    } else {
+        b"Bearer realm=\"epro-ingest\""
+    };
+    let message: &[u8] = b"missing or unknown bearer token";
+    let extra = Some((&b"WWW-Authenticate"[..], challenge));
+    error(reply, dialect, Status::Unauthorized, &[message], extra);
+}
+
+/// The 503 of a shard that cannot store records now.
+fn storage(reply: &mut Reply<'_>, dialect: Dialect, e: LogError) {
+    let (message, cause) = match e {
+        LogError::Closed => ("not accepting writes (starting up or shutting down)", ""),
+        LogError::Behind => ("storage is behind on this shard; retry later", ""),
+        LogError::Unencodable => ("the record does not fit the log format", ""),
+        LogError::NoSpace => ("no space for the log on this shard; retry later", ""),
+        LogError::Stopped(fault) => ("writes to this shard are stopped: ", fault.says()),
+    };
+    // Retrying can help unless the record itself cannot be stored (another connection
+    // may reach another shard).
+    let retry = (e != LogError::Unencodable).then_some(RETRY_AFTER);
+    let message = [message.as_bytes(), cause.as_bytes()];
+    error(reply, dialect, Status::ServiceUnavailable, &message, retry);
+}
+
+/// The 503 of `/readyz` naming a shard that cannot take writes, and why when its live
+/// segment is the reason.
+fn not_ready(reply: &mut Reply<'_>, dialect: Dialect, shard: usize, fault: Option<Fault>) {
+    let mut number = itoa::Buffer::new();
+    let (cannot, why) = fault.map_or((" cannot take writes", ""), |f| {
+        (" cannot take writes: ", f.says())
+    });
+    let parts: [&[u8]; 4] = [
+        b"not ready: shard ",
+        number.format(shard).as_bytes(),
+        cannot.as_bytes(),
+        why.as_bytes(),
+    ];
+    error(
+        reply,
+        dialect,
+        Status::ServiceUnavailable,
+        &parts,
+        Some(RETRY_AFTER),
+    );
+}
+
+/// 400 `{"error":"<the first rule broken>","errors":["<each rule broken>", ...]}`: the
+/// v1 shape, with every field's problem beside it.
+fn invalid_body(reply: &mut Reply<'_>, invalid: Invalids) {
+    const PARTS: usize = 6 + 4 * MAX_INVALIDS;
+    let mut numbers = [itoa::Buffer::new(); MAX_INVALIDS + 1];
+    let (first_number, numbers) = numbers.split_first_mut().expect("not empty");
+    let mut body: [&[u8]; PARTS] = [b""; PARTS];
+    body[0] = b"{\"error\":\"";
+    body[1..4].copy_from_slice(&invalid.first().message(first_number));
+    body[4] = b"\",\"errors\":[\"";
+    let mut n = 5;
+    for (i, (rule, number)) in invalid.all().iter().zip(numbers).enumerate() {
+        if i > 0 {
+            body[n] = b"\",\"";
+            n += 1;
+        }
+        body[n..n + 3].copy_from_slice(&rule.message(number));
+        n += 3;
+    }
+    body[n] = b"\"]}";
+    reply.with(Status::BadRequest, JSON, &[], &body[..=n]);
+}
+
+/// A FHIR endpoint's refusal about the resource, as an `OperationOutcome` of one issue.
+fn about_resource(reply: &mut Reply<'_>, resource: Resource) {
+    let (status, expression, diagnostics) = resource.describe();
+    let retry = match resource {
+        Resource::NotStored(e) => e != LogError::Unencodable,
+        _ => false,
+    };
+    let issue = Issue {
+        code: issue_type(status),
+        expression: expression.to_string(),
+        diagnostics: diagnostics.to_string(),
+    };
+    let body = fhir::outcome(&[issue]);
+    let extra = if retry { &[RETRY_AFTER][..] } else { &[] };
+    reply.with(status, FHIR_JSON, extra, &[body.as_bytes()]);
+}
+
+/// An error of `status` saying `message` (at most four parts, which need no JSON
+/// escaping: fixed text, digits or validated identifiers), in `dialect`.
+fn error(
+    reply: &mut Reply<'_>,
+    dialect: Dialect,
+    status: Status,
+    message: &[&[u8]],
+    extra: Option<Header<'_>>,
+) {
+    debug_assert!(
+        message.len() <= 4,
+        "an error message has at most four parts"
+    );
+    let mut body: [&[u8]; 8] = [b""; 8];
+    let n = message.len().min(4);
+    match dialect {
+        Dialect::Fhir => {
+            body[0] = b"{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\",\"code\":\"";
+            body[1] = issue_type(status).as_bytes();
+            body[2] = b"\",\"diagnostics\":\"";
+            body[3..3 + n].copy_from_slice(&message[..n]);
+            body[3 + n] = b"\"}]}";
+            reply.with(status, FHIR_JSON, extra.as_slice(), &body[..4 + n]);
+        }
+        Dialect::V1 => {
+            body[0] = b"{\"error\":\"";
+            body[1..1 + n].copy_from_slice(&message[..n]);
+            body[1 + n] = b"\"}";
+            reply.with(status, JSON, extra.as_slice(), &body[..2 + n]);
+        }
+    }
+}
+
+/// The FHIR R4 `IssueType` of an error with this status, for an `OperationOutcome`.
+fn issue_type(status: Status) -> &'static str {
+    match status {
+        Status::Unauthorized => "login",
+        Status::Forbidden => "forbidden",
+        Status::NotFound => "not-found",
+        Status::MethodNotAllowed | Status::UnsupportedMediaType => "not-supported",
+        Status::NotAcceptable => "not-supported",
+        Status::NotImplemented | Status::VersionNotSupported => "not-supported",
+        Status::RequestTimeout => "timeout",
+        Status::PayloadTooLarge | Status::UriTooLong => "too-long",
+        Status::HeaderFieldsTooLarge => "too-long",
+        Status::UnprocessableContent => "processing",
+        Status::TooManyRequests => "throttled",
+        Status::ServiceUnavailable => "transient",
+        Status::InternalServerError => "exception",
+        _ => "invalid",
+    }
+}
