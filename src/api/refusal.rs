@@ -82,11 +82,22 @@ impl Resource {
     /// Status, the element at fault (FHIRPath; empty: none) and the diagnostics.
     fn describe(self) -> (Status, &'static str, &'static str) {
         const QR: &str = "QuestionnaireResponse";
+        const NOT_FHIR_JSON: &str = "this server writes FHIR JSON only (application/fhir+json); ask for it in Accept or _format";
+        const MEDIA_TYPE: &str = "Content-Type must be application/fhir+json or application/json (with a charset, only UTF-8)";
+        const FORBIDDEN: &str = "this principal may not write to the resource's project (meta.tag)";
         match self {
-            Resource::NotAcceptable => (Status::NotAcceptable, "", "this server writes FHIR JSON only (application/fhir+json); ask for it in Accept or _format"),
-            Resource::MediaType => (Status::UnsupportedMediaType, QR, "Content-Type must be application/fhir+json or application/json (with a charset, only UTF-8)"),
-            Resource::Forbidden => (Status::Forbidden, "QuestionnaireResponse.meta.tag", "this principal may not write to the resource's project (meta.tag)"),
-            Resource::NotStored(_) => (Status::ServiceUnavailable, QR, "the resource cannot be stored now"),
+            Resource::NotAcceptable => (Status::NotAcceptable, "", NOT_FHIR_JSON),
+            Resource::MediaType => (Status::UnsupportedMediaType, QR, MEDIA_TYPE),
+            Resource::Forbidden => (
+                Status::Forbidden,
+                "QuestionnaireResponse.meta.tag",
+                FORBIDDEN,
+            ),
+            Resource::NotStored(_) => (
+                Status::ServiceUnavailable,
+                QR,
+                "the resource cannot be stored now",
+            ),
             Resource::NotFound => (Status::NotFound, QR, NO_SUCH_RECORD),
             Resource::Unavailable(why) => (Status::ServiceUnavailable, QR, why),
             Resource::Unreadable => (Status::InternalServerError, QR, "the record cannot be read"),
@@ -395,5 +406,90 @@ fn issue_type(status: Status) -> &'static str {
         Status::ServiceUnavailable => "transient",
         Status::InternalServerError => "exception",
         _ => "invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::date;
+    use crate::http::response::ConnHeader;
+
+    /// The body `refusal` is written with in `dialect`, and its status line.
+    fn written(dialect: Dialect, refusal: Refusal) -> (String, String) {
+        let mut out = Vec::new();
+        let mut reply = Reply::new(&mut out, [b'D'; date::LEN], ConnHeader::None);
+        refuse(&mut reply, dialect, refusal);
+        let text = String::from_utf8(out).expect("UTF-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        let line = head.lines().next().unwrap_or_default().to_string();
+        (line, body.to_string())
+    }
+
+    #[test]
+    fn the_dialect_follows_the_path() {
+        for fhir in ["/fhir", "/fhir/metadata", "/fhir?x=1"] {
+            assert_eq!(Dialect::of(fhir), Dialect::Fhir, "{fhir}");
+        }
+        for v1 in ["/", "/fhirx", "/epro/submit", "/api/v1/fhir"] {
+            assert_eq!(Dialect::of(v1), Dialect::V1, "{v1}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_body_in_v1_and_an_operation_outcome_under_fhir() {
+        let refusal = Refusal::Fixed(Why::NoSuchUser);
+        let (line, body) = written(Dialect::V1, refusal);
+        assert_eq!(line, "HTTP/1.1 404 Not Found");
+        assert_eq!(body, r#"{"error":"no such user"}"#);
+        let (_, body) = written(Dialect::Fhir, refusal);
+        assert_eq!(
+            body,
+            r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found","diagnostics":"no such user"}]}"#
+        );
+        let (line, body) = written(Dialect::V1, Refusal::KeyConflict { key_in_body: true });
+        assert_eq!(line, "HTTP/1.1 422 Unprocessable Content");
+        assert_eq!(
+            body,
+            r#"{"error":"submissionId reused with a different body"}"#
+        );
+    }
+
+    #[test]
+    fn a_refusal_about_the_resource_names_its_element_in_any_dialect() {
+        for dialect in [Dialect::V1, Dialect::Fhir] {
+            let (line, body) = written(dialect, Refusal::Resource(Resource::Forbidden));
+            assert_eq!(line, "HTTP/1.1 403 Forbidden");
+            let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            let issue = &outcome["issue"][0];
+            assert_eq!(issue["code"], "forbidden");
+            assert_eq!(issue["expression"][0], "QuestionnaireResponse.meta.tag");
+        }
+        let read = Refusal::Fixed(Why::NoSuchRecord).about_resource();
+        assert_eq!(read, Refusal::Resource(Resource::NotFound));
+        let fixed = Refusal::Fixed(Why::NoSuchUser);
+        assert_eq!(fixed.about_resource(), fixed);
+    }
+
+    #[test]
+    fn a_refusal_says_when_to_retry_only_where_retrying_helps() {
+        let retry = |refusal| {
+            let mut out = Vec::new();
+            let mut reply = Reply::new(&mut out, [b'D'; date::LEN], ConnHeader::None);
+            refuse(&mut reply, Dialect::V1, refusal);
+            String::from_utf8_lossy(&out).contains("Retry-After: 1")
+        };
+        assert!(retry(Refusal::Storage(LogError::Behind)));
+        assert!(!retry(Refusal::Storage(LogError::Unencodable)));
+        assert!(retry(Refusal::Resource(Resource::NotStored(
+            LogError::Closed
+        ))));
+        assert!(!retry(Refusal::Resource(Resource::NotStored(
+            LogError::Unencodable
+        ))));
+        assert!(retry(Refusal::Reject(Reject::Shed)));
+        assert!(!retry(Refusal::Reject(Reject::BodyTooLarge)));
+        assert!(retry(Refusal::Fixed(Why::Recovering)));
+        assert!(!retry(Refusal::Fixed(Why::Internal)));
     }
 }
