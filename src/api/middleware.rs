@@ -139,7 +139,7 @@ pub async fn finish(
     let mut reply = ctx.reply(out, head);
     reply.set_request_id(call.id);
     let mark = reply.mark();
-    let route = work.route();
+    let route = route::found(head.method, head.path);
     let answering = async {
         match work {
             Work::Keyed(write) => keyed::answer(ctx, write, request, &mut reply).await,
@@ -155,7 +155,7 @@ pub async fn finish(
         Ok(()) => Outcome::after(head),
         Err(_) => recovered(ctx, head, &mut reply, mark),
     };
-    answered(ctx, Some(route), head, &reply, mark, &principal, &call);
+    answered(ctx, route, head, &reply, mark, &principal, &call);
     outcome
 }
 

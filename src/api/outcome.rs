@@ -9,9 +9,7 @@ use crate::base::logger::Peer;
 use crate::domain::keys::KeyedWrite;
 use crate::http::parse::Head;
 use crate::http::request_id::RequestId;
-use crate::log::record::Kind;
 use crate::log::Durability;
-use crate::route::Route;
 use crate::shard::context::Context;
 
 /// What the connection does after a handler.
@@ -152,22 +150,4 @@ pub enum Work {
     /// A submit, tag or FHIR create with an idempotency key, for its key's owner shard
     /// to store.
     Keyed(KeyedWrite),
-}
-
-impl Work {
-    /// The route whose handler deferred this work.
-    pub fn route(&self) -> Route {
-        match self {
-            Work::Read(Read::Subjects { .. }) => Route::Subjects,
-            Work::Read(Read::Summary { .. }) => Route::Summary,
-            Work::Read(Read::Ready) => Route::Readyz,
-            Work::Read(Read::Metrics) => Route::Metrics,
-            Work::Read(Read::Heads) => Route::LogHeads,
-            Work::Read(Read::Record { fhir: false, .. }) => Route::Record,
-            Work::Read(Read::Record { fhir: true, .. }) => Route::FhirRead,
-            Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
-            Work::Keyed(write) if write.kind == Kind::Fhir => Route::FhirCreate,
-            Work::Keyed(_) => Route::Submit,
-        }
-    }
 }
