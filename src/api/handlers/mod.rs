@@ -1,5 +1,5 @@
 //! The endpoints, one function each, by family: the probes and documents anyone may
-//! read ([`open`]), the three writes through one pipeline ([`write`]), the v1 reads
+//! read ([`open`]), the three writes through one pipeline ([`mod@write`]), the v1 reads
 //! ([`read`]) and the FHIR ones ([`fhir`]). [`HANDLERS`] pairs every route of the
 //! table ([`crate::route`]) with its function, in the table's order.
 //!
