@@ -1,16 +1,14 @@
 //! The answers to a write, wherever it was decided: a stored record's 200 (its id and
-//! receive time) or, for a FHIR resource, 201, the 400 of a body that breaks rules,
-//! and the 503 of a shard that cannot store records now; and the record id's form
-//! both ways.
+//! receive time) or, for a FHIR resource, 201; and the record id's form both ways.
+//! (Refusals are [`crate::api::refusal`]'s.)
 
+use crate::api::refusal::FHIR_JSON;
 use crate::base::clock;
 use crate::domain::fhir;
-use crate::domain::validate::{Invalids, MAX_INVALIDS};
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Header, Reply, Status, FHIR_JSON, JSON, RETRY_AFTER};
+use crate::http::response::{Header, Reply, Status, JSON};
 use crate::log::record::Kind;
-use crate::log::{Fault, LogError};
 
 /// The 200 of a stored report (its id and receive time) or tag; `extra` marks a replay.
 pub fn acknowledge(
@@ -22,15 +20,16 @@ pub fn acknowledge(
     extra: Option<Header<'_>>,
 ) {
     if kind == Kind::Tag {
-        reply.ok_with(JSON, extra, &[b"{\"success\":true}"]);
+        reply.with(Status::Ok, JSON, extra.as_slice(), &[b"{\"success\":true}"]);
         return;
     }
     let mut id = [0u8; 32];
     let id = format_id(shard, seq, &mut id);
     let at = clock::format_rfc3339(received_ns);
-    reply.ok_with(
+    reply.with(
+        Status::Ok,
         JSON,
-        extra,
+        extra.as_slice(),
         &[
             b"{\"status\":\"success\",\"message\":\"report received\",\"id\":\"",
             id,
@@ -94,41 +93,6 @@ fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
     })
 }
 
-/// The 503 of a shard that cannot store records now.
-pub fn refuse_storage(reply: &mut Reply<'_>, e: LogError) {
-    let (message, cause) = match e {
-        LogError::Closed => ("not accepting writes (starting up or shutting down)", ""),
-        LogError::Behind => ("storage is behind on this shard; retry later", ""),
-        LogError::Unencodable => ("the record does not fit the log format", ""),
-        LogError::NoSpace => ("no space for the log on this shard; retry later", ""),
-        LogError::Stopped(fault) => ("writes to this shard are stopped: ", fault.says()),
-    };
-    // Retrying can help unless the record itself cannot be stored (another connection
-    // may reach another shard).
-    let retry = e != LogError::Unencodable;
-    reply.error(
-        Status::ServiceUnavailable,
-        &[message.as_bytes(), cause.as_bytes()],
-        retry.then_some(RETRY_AFTER),
-    );
-}
-
-/// The 503 of `/readyz` naming a shard that cannot take writes, and why when its live
-/// segment is the reason.
-pub fn not_ready(reply: &mut Reply<'_>, shard: usize, fault: Option<Fault>) {
-    let mut number = itoa::Buffer::new();
-    let (cannot, why) = fault.map_or((" cannot take writes", ""), |f| {
-        (" cannot take writes: ", f.says())
-    });
-    let parts: [&[u8]; 4] = [
-        b"not ready: shard ",
-        number.format(shard).as_bytes(),
-        cannot.as_bytes(),
-        why.as_bytes(),
-    ];
-    reply.error(Status::ServiceUnavailable, &parts, Some(RETRY_AFTER));
-}
-
 /// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
 /// without allocating.
 pub fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
@@ -145,29 +109,6 @@ pub fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
         n += part.len();
     }
     &buf[..n]
-}
-
-/// 400 `{"error":"<the first rule broken>","errors":["<each rule broken>", ...]}`: the
-/// v1 shape, with every field's problem beside it.
-pub fn refuse_invalid(reply: &mut Reply<'_>, invalid: Invalids) {
-    const PARTS: usize = 6 + 4 * MAX_INVALIDS;
-    let mut numbers = [itoa::Buffer::new(); MAX_INVALIDS + 1];
-    let (first_number, numbers) = numbers.split_first_mut().expect("not empty");
-    let mut body: [&[u8]; PARTS] = [b""; PARTS];
-    body[0] = b"{\"error\":\"";
-    body[1..4].copy_from_slice(&invalid.first().message(first_number));
-    body[4] = b"\",\"errors\":[\"";
-    let mut n = 5;
-    for (i, (rule, number)) in invalid.all().iter().zip(numbers).enumerate() {
-        if i > 0 {
-            body[n] = b"\",\"";
-            n += 1;
-        }
-        body[n..n + 3].copy_from_slice(&rule.message(number));
-        n += 3;
-    }
-    body[n] = b"\"]}";
-    reply.json(Status::BadRequest, &body[..=n]);
 }
 
 /// `s<shard>-<seq>`, in the digits [`acknowledge`] writes: no sign, no leading

@@ -5,10 +5,11 @@
 
 use crate::api::middleware::answered;
 use crate::api::outcome::Call;
+use crate::api::refusal::{self, Dialect, Refusal};
 use crate::base::logger::Peer;
 use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
-use crate::http::response::{ConnHeader, Reply, Status};
+use crate::http::response::{ConnHeader, Reply};
 use crate::route;
 use crate::shard::context::Context;
 
@@ -36,21 +37,7 @@ pub fn admit(
     peer: Peer,
 ) -> Admitted {
     if head.method == Method::Post && ctx.overloaded() {
-        let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(head.path);
-        let mark = reply.mark();
-        let call = Call::begin(ctx, head, peer);
-        reply.set_request_id(call.id);
-        reply.reject(Reject::Shed, None);
-        ctx.metrics().rejected(Reject::Shed);
-        answered(
-            ctx,
-            route::found(head.method, head.path),
-            head,
-            &reply,
-            mark,
-            "-",
-            &call,
-        );
+        shed(ctx, head, out, peer);
         return Admitted::No { close: true };
     }
     if !ctx.limiter().is_active() {
@@ -71,24 +58,23 @@ pub fn admit(
         reply.closing();
     }
     let mark = reply.mark();
-    // Ids may hold quotes or backslashes: escaped as JSON (a refusal, off the happy path).
-    let message = serde_json::to_string(&format!("rate limit exceeded for principal {}", who.id))
-        .unwrap_or_default();
-    let escaped = message
-        .get(1..message.len().saturating_sub(1))
-        .unwrap_or("");
-    let mut seconds = itoa::Buffer::new();
-    let retry = (&b"Retry-After"[..], seconds.format(retry_after).as_bytes());
-    reply.error(Status::TooManyRequests, &[escaped.as_bytes()], Some(retry));
+    refusal::rate_limited(&mut reply, Dialect::of(head.path), &who.id, retry_after);
     ctx.metrics().ratelimited += 1;
-    answered(
-        ctx,
-        route::found(head.method, head.path),
-        head,
-        &reply,
-        mark,
-        &who.id,
-        &call,
-    );
+    let route = route::found(head.method, head.path);
+    answered(ctx, route, head, &reply, mark, &who.id, &call);
     Admitted::No { close: !whole }
+}
+
+/// Refuses a write while too much waits for this shard's disk: a 503, and the
+/// connection closes.
+fn shed(ctx: &Context, head: &Head<'_>, out: &mut Vec<u8>, peer: Peer) {
+    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close);
+    let mark = reply.mark();
+    let call = Call::begin(ctx, head, peer);
+    reply.set_request_id(call.id);
+    let shed = Refusal::Reject(Reject::Shed);
+    refusal::refuse(&mut reply, Dialect::of(head.path), shed);
+    ctx.metrics().rejected(Reject::Shed);
+    let route = route::found(head.method, head.path);
+    answered(ctx, route, head, &reply, mark, "-", &call);
 }

@@ -1,6 +1,6 @@
 //! Submits, tags and FHIR creates with an idempotency key, stored at most once per
 //! (principal, key) whichever shard receives them. The receiving shard has validated
-//! and authorized the request ([`crate::api::handlers`], [`crate::api::fhir_api`]); the key's
+//! and authorized the request ([`crate::api::handlers::write`]); the key's
 //! owner shard ([`crate::domain::keys::owner`]) decides. When that is the receiving shard, it
 //! decides at once, from the request's own bytes; else the write is copied to the
 //! owner over the mesh (one round trip) and answered with what the owner decided:
@@ -17,12 +17,13 @@
 //! peer from the message loop itself ([`crate::runtime::owner`]); only a wait for the disk
 //! (durability `sync`) takes a task of its own.
 
-use crate::api::ack::{acknowledge, fhir_created, refuse_storage};
+use crate::api::ack::{acknowledge, fhir_created};
 use crate::api::outcome::{Deferred, Outcome, Work};
+use crate::api::refusal::{refuse_to, Refusal};
 use crate::domain::keys::{self, Entry, Keyed, KeyedAnswer, KeyedWrite};
 use crate::http::parse::Head;
 use crate::http::request::Request;
-use crate::http::response::{Header, Reply, Status};
+use crate::http::response::{Header, Reply};
 use crate::log::record::Kind;
 use crate::log::Durability;
 use crate::log::LogError;
@@ -67,10 +68,7 @@ pub async fn answer(
     let answer = match ctx.peers() {
         Some(peers) => match peers.keyed(owner, write).await {
             Ok(answer) => answer,
-            Err(message) => {
-                reply.error(Status::ServiceUnavailable, &[message.as_bytes()], None);
-                return;
-            }
+            Err(message) => return refuse_to(reply, &request.head, Refusal::Unavailable(message)),
         },
         None => KeyedAnswer::Refused(LogError::Closed),
     };
@@ -99,18 +97,9 @@ pub fn respond(
             stored(reply, e, replayed)
         }
         KeyedAnswer::Conflict => {
-            let what: &[u8] = if key_in_body {
-                b"submissionId"
-            } else {
-                b"Idempotency-Key"
-            };
-            reply.error(
-                Status::UnprocessableContent,
-                &[what, b" reused with a different body"],
-                None,
-            );
+            refuse_to(reply, &request.head, Refusal::KeyConflict { key_in_body });
         }
-        KeyedAnswer::Refused(e) => refuse_storage(reply, e),
+        KeyedAnswer::Refused(e) => refuse_to(reply, &request.head, Refusal::Storage(e)),
     }
 }
 

@@ -7,17 +7,18 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::api::handlers;
+use crate::api::handlers::{self, Handled};
 use crate::api::keyed;
 use crate::api::outcome::{Call, Deferred, Outcome, Work};
 use crate::api::reads;
+use crate::api::refusal::{self, Refusal, Why};
 use crate::base::logger::{self, Logged, Peer};
 use crate::domain::auth::{Principal, Principals};
 use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
 use crate::http::request::Request;
 use crate::http::response::{Reply, Status};
-use crate::route::tree::allow_header;
+use crate::route::tree::Params;
 use crate::route::{self, Access, Route, Routed};
 use crate::shard::context::Context;
 
@@ -35,7 +36,11 @@ pub fn handle(ctx: &Context, request: &Request<'_>, out: &mut Vec<u8>, peer: Pee
     let mut route = None;
     let run = AssertUnwindSafe(|| {
         let who = (&*principals, &mut principal);
-        route_and_run(ctx, request, &mut reply, who, &mut route)
+        let handled = route_and_run(ctx, request, &mut reply, who, &mut route);
+        handled.unwrap_or_else(|refused| {
+            refusal::answer(&mut reply, request, refused);
+            Outcome::after(head)
+        })
     });
     let mut outcome = match catch_unwind(run) {
         Ok(outcome) => outcome,
@@ -134,11 +139,15 @@ pub async fn finish(
     let mut reply = ctx.reply(out, head);
     reply.set_request_id(call.id);
     let mark = reply.mark();
-    let route = work.route();
+    let route = route::found(head.method, head.path);
     let answering = async {
         match work {
             Work::Keyed(write) => keyed::answer(ctx, write, request, &mut reply).await,
-            Work::Read(read) => reads::answer(ctx, &read, &mut reply).await,
+            Work::Read(read) => {
+                if let Err(refused) = reads::answer(ctx, &read, &mut reply).await {
+                    refusal::answer(&mut reply, request, refused);
+                }
+            }
         }
     };
     let result = AssertUnwindSafe(answering).catch_unwind().await;
@@ -146,7 +155,7 @@ pub async fn finish(
         Ok(()) => Outcome::after(head),
         Err(_) => recovered(ctx, head, &mut reply, mark),
     };
-    answered(ctx, Some(route), head, &reply, mark, &principal, &call);
+    answered(ctx, route, head, &reply, mark, &principal, &call);
     outcome
 }
 
@@ -154,7 +163,7 @@ pub async fn finish(
 fn recovered(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>, mark: usize) -> Outcome {
     reply.rewind(mark);
     reply.closing();
-    reply.error(Status::InternalServerError, &[b"internal error"], None);
+    refusal::refuse_to(reply, head, Refusal::Fixed(Why::Internal));
     log::error!(
         "shard {}: handler panicked on {} {}",
         ctx.shard(),
@@ -164,72 +173,50 @@ fn recovered(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>, mark: usize)
     Outcome::close()
 }
 
-/// `who`: the principals in force for this request, and where to say which one it is.
+/// Routes the request, authenticates and authorizes its caller unless the route is
+/// open, and runs the route's handler. `who`: the principals in force for this
+/// request, and where to say which one it is.
 fn route_and_run<'p>(
     ctx: &Context,
     request: &Request<'_>,
     reply: &mut Reply<'_>,
     who: (&'p Principals, &mut Option<&'p Principal>),
     routed: &mut Option<Route>,
-) -> Outcome {
+) -> Handled {
     let (principals, principal) = who;
     let head = &request.head;
-    let (route, params) = match route::lookup(head.method, head.path) {
-        Routed::Found(route, params) => {
-            *routed = Some(route);
-            (route, params)
+    let (route, params) = lookup(head)?;
+    *routed = Some(route);
+    if let Access::Roles(roles) = route.access() {
+        // Until every shard has recovered, a read would miss records and a write could
+        // not be counted: neither is served.
+        if !ctx.is_serving() {
+            return Err(Refusal::Fixed(Why::Recovering));
         }
-        Routed::MethodNotAllowed(allowed) => {
-            let mut allow = [0u8; 64];
-            let len = allow_header(allowed, &mut allow);
-            reply.reject(Reject::MethodNotAllowed, Some((b"Allow", &allow[..len])));
-            return Outcome::after(head);
+        let who = authenticate(principals, head)?;
+        *principal = Some(who);
+        if !roles.contains(&who.role) {
+            return Err(Refusal::Fixed(Why::RoleForbidden));
         }
-        Routed::NotFound => {
-            reply.reject(Reject::NotFound, None);
-            return Outcome::after(head);
-        }
-    };
-    let roles = match route.access() {
-        Access::Open => return handlers::open(ctx, route, head, reply),
-        Access::Roles(roles) => roles,
-    };
-    // Until every shard has recovered, a read would miss records and a write could not
-    // be counted: neither is served.
-    if !ctx.is_serving() {
-        reply.error(
-            Status::ServiceUnavailable,
-            &[b"not ready: recovering the log"],
-            Some((b"Retry-After", b"1")),
-        );
-        return Outcome::after(head);
     }
-    let Some(who) = principals.authenticate(head.authorization) else {
-        // RFC 9110 15.5.2 and RFC 6750 3: say how to authenticate, and, when a token
-        // came, that it was not accepted.
+    handlers::run(ctx, (route, &params), *principal, request, reply)
+}
+
+/// The route `head` asks for, and its path parameters.
+fn lookup<'h>(head: &Head<'h>) -> Result<(Route, Params<'h>), Refusal> {
+    match route::lookup(head.method, head.path) {
+        Routed::Found(route, params) => Ok((route, params)),
+        Routed::MethodNotAllowed(allowed) => Err(Refusal::MethodNotAllowed(allowed)),
+        Routed::NotFound => Err(Refusal::Reject(Reject::NotFound)),
+    }
+}
+
+/// The principal whose bearer token `head` carries.
+fn authenticate<'p>(principals: &'p Principals, head: &Head<'_>) -> Result<&'p Principal, Refusal> {
+    principals.authenticate(head.authorization).ok_or_else(|| {
         let bearer = head
             .authorization
             .is_some_and(|a| a.len() >= 7 && a[..7].eq_ignore_ascii_case(b"bearer "));
-        let challenge: &[u8] = if bearer {
-            b"Bearer realm=\"epro-ingest\", error=\"invalid_token\""
-        } else {
-            b"Bearer realm=\"epro-ingest\""
-        };
-        reply.error(
-            Status::Unauthorized,
-            &[b"missing or unknown bearer token"],
-            Some((b"WWW-Authenticate", challenge)),
-        );
-        return Outcome::after(head);
-    };
-    *principal = Some(who);
-    if !roles.contains(&who.role) {
-        return handlers::refuse(
-            reply,
-            head,
-            Status::Forbidden,
-            "this principal's role may not use this endpoint",
-        );
-    }
-    handlers::run(ctx, route, &params, who, request, reply)
+        Refusal::Unauthenticated { bearer }
+    })
 }

@@ -9,15 +9,8 @@ use crate::base::logger::Peer;
 use crate::domain::keys::KeyedWrite;
 use crate::http::parse::Head;
 use crate::http::request_id::RequestId;
-use crate::log::record::Kind;
 use crate::log::Durability;
-use crate::route::Route;
 use crate::shard::context::Context;
-
-/// The one answer to a record that is not there for the caller: unknown, of another
-/// kind (on the FHIR read), or of a project it may not read. Alike in every case, so
-/// a record's existence and kind do not leak.
-pub const NO_SUCH_RECORD: &str = "no such record";
 
 /// What the connection does after a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,20 +32,9 @@ impl Outcome {
         }
     }
 
-    /// Defers the read of record `(shard, seq)` for `principal` to [`crate::api::reads`]
-    /// (`fhir`: as a QuestionnaireResponse).
-    pub fn read_record(
-        principal: &str,
-        (shard, seq): (usize, u64),
-        fhir: bool,
-        head: &Head<'_>,
-    ) -> Outcome {
-        let read = Read::Record {
-            shard,
-            seq,
-            principal: principal.to_string(),
-            fhir,
-        };
+    /// Defers `read` (for `principal`) to [`crate::api::reads`], which answers it once
+    /// the connection awaits it.
+    pub fn deferred_read(read: Read, principal: &str, head: &Head<'_>) -> Outcome {
         Outcome {
             deferred: Some(Deferred::new(Work::Read(read), principal.to_string())),
             ..Outcome::after(head)
@@ -168,22 +150,4 @@ pub enum Work {
     /// A submit, tag or FHIR create with an idempotency key, for its key's owner shard
     /// to store.
     Keyed(KeyedWrite),
-}
-
-impl Work {
-    /// The route whose handler deferred this work.
-    pub fn route(&self) -> Route {
-        match self {
-            Work::Read(Read::Subjects { .. }) => Route::Subjects,
-            Work::Read(Read::Summary { .. }) => Route::Summary,
-            Work::Read(Read::Ready) => Route::Readyz,
-            Work::Read(Read::Metrics) => Route::Metrics,
-            Work::Read(Read::Heads) => Route::LogHeads,
-            Work::Read(Read::Record { fhir: false, .. }) => Route::Record,
-            Work::Read(Read::Record { fhir: true, .. }) => Route::FhirRead,
-            Work::Keyed(write) if write.kind == Kind::Tag => Route::AddTag,
-            Work::Keyed(write) if write.kind == Kind::Fhir => Route::FhirCreate,
-            Work::Keyed(_) => Route::Submit,
-        }
-    }
 }

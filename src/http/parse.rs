@@ -91,9 +91,9 @@ pub struct Head<'b> {
     pub idempotency_key: Option<&'b [u8]>,
     /// The first `X-Request-Id` field's value, as sent (checked where it is used).
     pub request_id: Option<&'b [u8]>,
-    /// The first `Prefer` field's value (RFC 7240; FHIR's `return=minimal`).
+    /// The first `Prefer` field's value (RFC 7240).
     pub prefer: Option<&'b [u8]>,
-    /// The first `Accept` field's value (read by the FHIR routes only).
+    /// The first `Accept` field's value.
     pub accept: Option<&'b [u8]>,
     /// The last `X-Forwarded-For` field's value: a trusted proxy appends the client's
     /// address to it (read only for connections from `trusted_proxies`).

@@ -3,7 +3,6 @@
 
 use crate::http::date;
 use crate::http::parse::{Head, Method};
-use crate::http::reject::Reject;
 use crate::http::request_id::RequestId;
 
 /// An extra header field: (name, value).
@@ -55,26 +54,6 @@ statuses! {
 }
 
 impl Status {
-    /// The FHIR R4 `IssueType` of an error with this status, for an `OperationOutcome`.
-    pub fn fhir_issue_type(self) -> &'static str {
-        match self {
-            Status::Unauthorized => "login",
-            Status::Forbidden => "forbidden",
-            Status::NotFound => "not-found",
-            Status::MethodNotAllowed | Status::UnsupportedMediaType => "not-supported",
-            Status::NotAcceptable => "not-supported",
-            Status::NotImplemented | Status::VersionNotSupported => "not-supported",
-            Status::RequestTimeout => "timeout",
-            Status::PayloadTooLarge | Status::UriTooLong => "too-long",
-            Status::HeaderFieldsTooLarge => "too-long",
-            Status::UnprocessableContent => "processing",
-            Status::TooManyRequests => "throttled",
-            Status::ServiceUnavailable => "transient",
-            Status::InternalServerError => "exception",
-            _ => "invalid",
-        }
-    }
-
     /// The three-digit code.
     pub fn code(self) -> &'static str {
         std::str::from_utf8(&self.line()[9..12]).unwrap_or("000")
@@ -104,12 +83,12 @@ impl ConnHeader {
 }
 
 pub const JSON: &[u8] = b"application/json";
-pub const FHIR_JSON: &[u8] = b"application/fhir+json";
 pub const TEXT: &[u8] = b"text/plain; charset=utf-8";
 
-/// Writes the responses of one connection into its reusable write buffer. Every
-/// response the server sends goes through [`Reply::ok`] or [`Reply::error`]; the
-/// latter is the one place an error body is written.
+/// Writes the responses of one connection into its reusable write buffer: every
+/// response the server sends goes through [`Reply::with`] ([`Reply::ok`] is its
+/// common case). What a body says is the caller's business; refusals are rendered
+/// in `crate::api::refusal`.
 pub struct Reply<'o> {
     out: &'o mut Vec<u8>,
     date: [u8; date::LEN],
@@ -122,8 +101,6 @@ pub struct Reply<'o> {
     status: Option<Status>,
     /// Echoed as `X-Request-Id` in every response.
     request_id: Option<RequestId>,
-    /// A request to a `/fhir` path: errors are FHIR `OperationOutcome`s.
-    fhir: bool,
 }
 
 impl<'o> Reply<'o> {
@@ -135,24 +112,15 @@ impl<'o> Reply<'o> {
             head_only: false,
             status: None,
             request_id: None,
-            fhir: false,
         }
     }
 
-    /// A reply to `head`: keeps the connection as it asked, has no body for HEAD, and
-    /// speaks FHIR to a `/fhir` path.
+    /// A reply to `head`: keeps the connection as it asked, and has no body for HEAD.
     pub fn to(out: &'o mut Vec<u8>, date: [u8; date::LEN], head: &Head<'_>) -> Self {
         Reply {
             head_only: head.method == Method::Head,
-            ..Reply::new(out, date, ConnHeader::for_request(head)).for_path(head.path)
+            ..Reply::new(out, date, ConnHeader::for_request(head))
         }
-    }
-
-    /// Errors to a request for `path` are FHIR `OperationOutcome`s when it is under
-    /// `/fhir`: an EHR client parses those, whatever refused it (auth, limits, routing).
-    pub fn for_path(mut self, path: &str) -> Self {
-        self.fhir = path == "/fhir" || path.starts_with("/fhir/") || path.starts_with("/fhir?");
-        self
     }
 
     /// From now on, responses announce `Connection: close`.
@@ -185,23 +153,14 @@ impl<'o> Reply<'o> {
         &self.out[mark..]
     }
 
-    /// A successful response; the body is the concatenation of `body`'s parts, so
-    /// callers frame a message without building it in a temporary buffer.
+    /// A 200; the body is the concatenation of `body`'s parts, so callers frame a
+    /// message without building it in a temporary buffer.
     pub fn ok(&mut self, content_type: &[u8], body: &[&[u8]]) {
-        self.write(Status::Ok, content_type, &[], body);
+        self.with(Status::Ok, content_type, &[], body);
     }
 
-    /// [`Reply::ok`] with one more header field.
-    pub fn ok_with(&mut self, content_type: &[u8], extra: Option<Header<'_>>, body: &[&[u8]]) {
-        self.write(Status::Ok, content_type, extra.as_slice(), body);
-    }
-
-    /// [`Reply::ok`] with more header fields.
-    pub fn ok_with_all(&mut self, content_type: &[u8], extra: &[Header<'_>], body: &[&[u8]]) {
-        self.write(Status::Ok, content_type, extra, body);
-    }
-
-    /// A body of `content_type` with `status` and more header fields.
+    /// A response with `status`, more header fields, and a body of `content_type`
+    /// (the concatenation of `body`'s parts).
     pub fn with(
         &mut self,
         status: Status,
@@ -209,48 +168,6 @@ impl<'o> Reply<'o> {
         extra: &[Header<'_>],
         body: &[&[u8]],
     ) {
-        self.write(status, content_type, extra, body);
-    }
-
-    /// A JSON body with `status`, the concatenation of `body`'s parts (JSON-safe as
-    /// they come).
-    pub fn json(&mut self, status: Status, body: &[&[u8]]) {
-        self.write(status, JSON, &[], body);
-    }
-
-    /// `{"error":"<message>"}` with `status`; `message` is at most four parts, which
-    /// need no JSON escaping (every caller passes fixed text, digits or validated identifiers).
-    pub fn error(&mut self, status: Status, message: &[&[u8]], extra: Option<Header<'_>>) {
-        debug_assert!(
-            message.len() <= 4,
-            "an error message has at most four parts"
-        );
-        let mut body: [&[u8]; 8] = [b""; 8];
-        let n = message.len().min(4);
-        if self.fhir {
-            body[0] = b"{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"error\",\"code\":\"";
-            body[1] = status.fhir_issue_type().as_bytes();
-            body[2] = b"\",\"diagnostics\":\"";
-            body[3..3 + n].copy_from_slice(&message[..n]);
-            body[3 + n] = b"\"}]}";
-            self.write(status, FHIR_JSON, extra.as_slice(), &body[..4 + n]);
-            return;
-        }
-        body[0] = b"{\"error\":\"";
-        body[1..1 + n].copy_from_slice(&message[..n]);
-        body[1 + n] = b"\"}";
-        self.write(status, JSON, extra.as_slice(), &body[..2 + n]);
-    }
-
-    /// The error response for `reject`; a 503 (a limit that frees up) says when to
-    /// retry.
-    pub fn reject(&mut self, reject: Reject, extra: Option<Header<'_>>) {
-        let (status, message, _) = reject.describe();
-        let retry = (status == Status::ServiceUnavailable).then_some(RETRY_AFTER);
-        self.error(status, &[message.as_bytes()], extra.or(retry));
-    }
-
-    fn write(&mut self, status: Status, content_type: &[u8], extra: &[Header<'_>], body: &[&[u8]]) {
         self.status = Some(status);
         let out = &mut *self.out;
         let body_len: usize = body.iter().map(|part| part.len()).sum();

@@ -19,64 +19,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     }
     requests(&mut out, shards);
     durations(&mut out, &total);
-    header(
-        &mut out,
-        "epro_rejections_total",
-        "counter",
-        "Requests refused by framing, limits or timeouts, which close the connection.",
-    );
-    for s in shards {
-        let counted = Reject::ALL.iter().zip(&s.http.rejections);
-        for (reject, n) in counted.filter(|(r, _)| **r != Reject::Shed) {
-            let _ = writeln!(
-                out,
-                "epro_rejections_total{{shard=\"{}\",reason=\"{}\"}} {n}",
-                s.shard,
-                reject.name()
-            );
-        }
-    }
-    header(
-        &mut out,
-        "epro_ratelimited_total",
-        "counter",
-        "Requests refused with 429: their principal was over its rate limit.",
-    );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "epro_ratelimited_total{{shard=\"{}\"}} {}",
-            s.shard, s.http.ratelimited
-        );
-    }
-    header(
-        &mut out,
-        "epro_access_lines_folded_total",
-        "counter",
-        "Refusals past a second's access lines for their status, folded into one line a second.",
-    );
-    for s in shards {
-        for (status, n) in Status::ALL.iter().zip(&s.http.folded) {
-            if *n > 0 {
-                let _ = writeln!(
-                    out,
-                    "epro_access_lines_folded_total{{shard=\"{}\",code=\"{}\"}} {n}",
-                    s.shard,
-                    status.code()
-                );
-            }
-        }
-    }
-    header(
-        &mut out,
-        "epro_shed_total",
-        "counter",
-        "Writes refused with 503 before their body was read: too much waited for the disk.",
-    );
-    for s in shards {
-        let shed = s.http.rejections[Reject::Shed as usize];
-        let _ = writeln!(out, "epro_shed_total{{shard=\"{}\"}} {shed}", s.shard);
-    }
+    refusals(&mut out, shards);
     gauge_per_shard(
         &mut out,
         "epro_connections",
@@ -94,6 +37,69 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     log_metrics(&mut out, shards);
     process(&mut out);
     out
+}
+
+/// The refusals' counters: by framing, limits or timeouts; by rate limit; shed; and
+/// the access lines folded.
+fn refusals(out: &mut String, shards: &[ShardMetrics]) {
+    header(
+        out,
+        "epro_rejections_total",
+        "counter",
+        "Requests refused by framing, limits or timeouts, which close the connection.",
+    );
+    for s in shards {
+        let counted = Reject::ALL.iter().zip(&s.http.rejections);
+        for (reject, n) in counted.filter(|(r, _)| **r != Reject::Shed) {
+            let _ = writeln!(
+                out,
+                "epro_rejections_total{{shard=\"{}\",reason=\"{}\"}} {n}",
+                s.shard,
+                reject.name()
+            );
+        }
+    }
+    header(
+        out,
+        "epro_ratelimited_total",
+        "counter",
+        "Requests refused with 429: their principal was over its rate limit.",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "epro_ratelimited_total{{shard=\"{}\"}} {}",
+            s.shard, s.http.ratelimited
+        );
+    }
+    header(
+        out,
+        "epro_access_lines_folded_total",
+        "counter",
+        "Refusals past a second's access lines for their status, folded into one line a second.",
+    );
+    for s in shards {
+        for (status, n) in Status::ALL.iter().zip(&s.http.folded) {
+            if *n > 0 {
+                let _ = writeln!(
+                    out,
+                    "epro_access_lines_folded_total{{shard=\"{}\",code=\"{}\"}} {n}",
+                    s.shard,
+                    status.code()
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "epro_shed_total",
+        "counter",
+        "Writes refused with 503 before their body was read: too much waited for the disk.",
+    );
+    for s in shards {
+        let shed = s.http.rejections[Reject::Shed as usize];
+        let _ = writeln!(out, "epro_shed_total{{shard=\"{}\"}} {shed}", s.shard);
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -187,36 +193,12 @@ fn log_metrics(out: &mut String, shards: &[ShardMetrics]) {
             log.bytes
         );
     }
-    header(
-        out,
-        "epro_log_sync_duration_seconds",
-        "histogram",
-        "Write plus fdatasync of one write group.",
-    );
-    for (shard, log) in &logs {
-        histogram(
-            out,
-            "epro_log_sync_duration_seconds",
-            &format!("shard=\"{shard}\""),
-            &log.sync,
-            1e6,
-        );
-    }
-    header(
-        out,
-        "epro_log_group_records",
-        "histogram",
-        "Records per write group (one fdatasync each).",
-    );
-    for (shard, log) in &logs {
-        histogram(
-            out,
-            "epro_log_group_records",
-            &format!("shard=\"{shard}\""),
-            &log.group_records,
-            1.0,
-        );
-    }
+    let sync = ("epro_log_sync_duration_seconds", 1e6);
+    let help = "Write plus fdatasync of one write group.";
+    histogram_per_log(out, sync, help, &logs, |log| &log.sync);
+    let group = ("epro_log_group_records", 1.0);
+    let help = "Records per write group (one fdatasync each).";
+    histogram_per_log(out, group, help, &logs, |log| &log.group_records);
     gauge_per_shard(
         out,
         "epro_log_pending_bytes",
@@ -231,6 +213,20 @@ fn log_metrics(out: &mut String, shards: &[ShardMetrics]) {
         shards,
         |s| u64::from(s.log.as_ref().is_some_and(|log| log.writes_stopped)),
     );
+}
+
+/// One histogram `name` per shard's log; its values are divided by `per`.
+fn histogram_per_log(
+    out: &mut String,
+    (name, per): (&str, f64),
+    help: &str,
+    logs: &[(usize, &LogMetrics)],
+    pick: impl Fn(&LogMetrics) -> &Histogram,
+) {
+    header(out, name, "histogram", help);
+    for (shard, log) in logs {
+        histogram(out, name, &format!("shard=\"{shard}\""), pick(log), per);
+    }
 }
 
 fn gauge_per_shard(
@@ -277,35 +273,22 @@ fn process(out: &mut String) {
         .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
     if let (Some(user), Some(system)) = (field(14), field(15)) {
-        header(
-            out,
-            "process_cpu_seconds_total",
-            "counter",
-            "Total user and system CPU time spent in seconds.",
-        );
-        let _ = writeln!(
-            out,
-            "process_cpu_seconds_total {}",
-            (user + system) as f64 / ticks
-        );
+        let help = "Total user and system CPU time spent in seconds.";
+        let seconds = (user + system) as f64 / ticks;
+        one(out, ("process_cpu_seconds_total", "counter"), help, seconds);
     }
     if let Some(rss) = field(24) {
-        header(
+        let help = "Resident memory size in bytes.";
+        one(
             out,
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
+            ("process_resident_memory_bytes", "gauge"),
+            help,
+            rss * page,
         );
-        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
     }
     if let Some(vsize) = field(23) {
-        header(
-            out,
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes.",
-        );
-        let _ = writeln!(out, "process_virtual_memory_bytes {vsize}");
+        let help = "Virtual memory size in bytes.";
+        one(out, ("process_virtual_memory_bytes", "gauge"), help, vsize);
     }
     let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
         s.lines().find_map(|l| {
@@ -314,38 +297,25 @@ fn process(out: &mut String) {
         })
     });
     if let (Some(boot), Some(start)) = (boot, field(22)) {
-        header(
-            out,
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since unix epoch in seconds.",
-        );
-        let _ = writeln!(
-            out,
-            "process_start_time_seconds {}",
-            boot as f64 + start as f64 / ticks
-        );
+        let help = "Start time of the process since unix epoch in seconds.";
+        let at = boot as f64 + start as f64 / ticks;
+        one(out, ("process_start_time_seconds", "gauge"), help, at);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        header(
-            out,
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-        );
-        let _ = writeln!(out, "process_open_fds {}", fds.count());
+        let help = "Number of open file descriptors.";
+        one(out, ("process_open_fds", "gauge"), help, fds.count());
     }
-    if let Ok((soft, _)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-    {
-        header(
-            out,
-            "process_max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-        );
-        let _ = writeln!(out, "process_max_fds {soft}");
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE);
+    if let Ok((soft, _)) = nofile {
+        let help = "Maximum number of open file descriptors.";
+        one(out, ("process_max_fds", "gauge"), help, soft);
     }
+}
+
+/// A metric of one value, without labels: its header and its line.
+fn one(out: &mut String, (name, kind): (&str, &str), help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]

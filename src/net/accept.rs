@@ -11,6 +11,7 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 use log::warn;
 
+use crate::api::refusal::{self, Dialect, Refusal};
 use crate::base::task;
 use crate::http::reject::Reject;
 use crate::http::response::{ConnHeader, Reply};
@@ -58,7 +59,8 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
 /// Over the connection limit: a 503 with `Connection: close`, best effort, then close.
 async fn refuse(date: [u8; crate::http::date::LEN], mut stream: TcpStream) {
     let mut out = Vec::with_capacity(256);
-    Reply::new(&mut out, date, ConnHeader::Close).reject(Reject::Overloaded, None);
+    let mut reply = Reply::new(&mut out, date, ConnHeader::Close);
+    refusal::refuse(&mut reply, Dialect::V1, Refusal::Reject(Reject::Overloaded));
     let _ = stream.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;

@@ -27,8 +27,9 @@ macro_rules! access {
     };
 }
 
-/// Declares the routes: `METHOD "path" => Variant, access`. The variant names the
-/// handler; the access is enforced by the onion, and nowhere else.
+/// Declares the routes: `METHOD "path" => Variant, access`. The variant indexes its
+/// handler in `crate::api::handlers`' table; the access is enforced by the onion, and
+/// nowhere else.
 macro_rules! routes {
     ($($method:ident $path:literal => $route:ident, $access:tt;)*) => {
         /// One variant per routed (method, path) pair.
@@ -40,6 +41,9 @@ macro_rules! routes {
         const PATHS: &[(Method, &str)] = &[$((Method::$method, $path),)*];
 
         impl Route {
+            /// Every route, in declaration order (`ALL[r as usize] == r`).
+            pub const ALL: &'static [Route] = &[$(Route::$route,)*];
+
             /// The route's path pattern, as declared (`/api/v1/users/{userId}/permissions`).
             pub const fn template(self) -> &'static str {
                 match self { $(Route::$route => $path,)* }

@@ -145,49 +145,16 @@ pub const fn build<const N: usize>(defs: &[(Method, &'static str)]) -> Tree<N> {
             if seg.is_empty() {
                 panic!("route path has an empty segment");
             }
-            if seg[0] == b'{' {
-                let name = param_name(seg);
+            node = if seg[0] == b'{' {
                 params += 1;
                 if params > MAX_PARAMS {
                     panic!("route has more than MAX_PARAMS parameters");
                 }
-                let child = nodes[node].param_child;
-                if child == NONE {
-                    if len >= N {
-                        panic!("route tree capacity exceeded");
-                    }
-                    nodes[len].param = name;
-                    nodes[node].param_child = len as u16;
-                    node = len;
-                    len += 1;
-                } else if !bytes_eq(nodes[child as usize].param.as_bytes(), name.as_bytes()) {
-                    panic!("two parameter names at the same position");
-                } else {
-                    node = child as usize;
-                }
+                param_child(&mut nodes, &mut len, node, param_name(seg))
             } else {
                 check_static(seg);
-                let mut child = nodes[node].first_child;
-                let mut last = NONE;
-                while child != NONE && !bytes_eq(nodes[child as usize].label, seg) {
-                    last = child;
-                    child = nodes[child as usize].next_sibling;
-                }
-                if child == NONE {
-                    if len >= N {
-                        panic!("route tree capacity exceeded");
-                    }
-                    nodes[len].label = seg;
-                    if last == NONE {
-                        nodes[node].first_child = len as u16;
-                    } else {
-                        nodes[last as usize].next_sibling = len as u16;
-                    }
-                    child = len as u16;
-                    len += 1;
-                }
-                node = child as usize;
-            }
+                static_child(&mut nodes, &mut len, node, seg)
+            };
             start = end + 1;
         }
         let m = method_index(method);
@@ -205,6 +172,59 @@ pub const fn build<const N: usize>(defs: &[(Method, &'static str)]) -> Tree<N> {
         i += 1;
     }
     Tree { nodes, firsts }
+}
+
+/// The child of `node` for the parameter `name`, added as node `*len` if new.
+const fn param_child<const N: usize>(
+    nodes: &mut [Node; N],
+    len: &mut usize,
+    node: usize,
+    name: &'static str,
+) -> usize {
+    let child = nodes[node].param_child;
+    if child != NONE {
+        if !bytes_eq(nodes[child as usize].param.as_bytes(), name.as_bytes()) {
+            panic!("two parameter names at the same position");
+        }
+        return child as usize;
+    }
+    if *len >= N {
+        panic!("route tree capacity exceeded");
+    }
+    nodes[*len].param = name;
+    nodes[node].param_child = *len as u16;
+    *len += 1;
+    *len - 1
+}
+
+/// The static child of `node` labelled `seg`, added as node `*len` (the last of its
+/// siblings) if new.
+const fn static_child<const N: usize>(
+    nodes: &mut [Node; N],
+    len: &mut usize,
+    node: usize,
+    seg: &'static [u8],
+) -> usize {
+    let mut child = nodes[node].first_child;
+    let mut last = NONE;
+    while child != NONE && !bytes_eq(nodes[child as usize].label, seg) {
+        last = child;
+        child = nodes[child as usize].next_sibling;
+    }
+    if child != NONE {
+        return child as usize;
+    }
+    if *len >= N {
+        panic!("route tree capacity exceeded");
+    }
+    nodes[*len].label = seg;
+    if last == NONE {
+        nodes[node].first_child = *len as u16;
+    } else {
+        nodes[last as usize].next_sibling = *len as u16;
+    }
+    *len += 1;
+    *len - 1
 }
 
 /// Re-lays the first `len` nodes breadth-first, so every node's static children are
@@ -465,4 +485,48 @@ const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
         i += 1;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siblings_and_parameters_each_find_their_route() {
+        let defs = [
+            (Method::Get, "/a/b"),
+            (Method::Get, "/a/c"),
+            (Method::Get, "/a/{id}"),
+            (Method::Post, "/a/c"),
+        ];
+        let tree: Tree<8> = build(&defs);
+        for (path, want) in [("/a/b", 0), ("/a/c", 1), ("/a/x", 2)] {
+            match tree.lookup(Method::Get, path) {
+                Lookup::Found(i, _) => assert_eq!(i, want, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            tree.lookup(Method::Post, "/a/c"),
+            Lookup::Found(3, _)
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "two parameter names at the same position")]
+    fn two_parameter_names_at_one_position_are_refused() {
+        let _: Tree<8> = build(&[(Method::Get, "/a/{x}"), (Method::Post, "/a/{y}")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "routed twice")]
+    fn a_route_declared_twice_is_refused() {
+        let _: Tree<8> = build(&[(Method::Get, "/a/b"), (Method::Get, "/a/b")]);
+    }
+
+    #[test]
+    #[should_panic(expected = "capacity exceeded")]
+    fn a_tree_too_small_is_refused() {
+        let _: Tree<2> = build(&[(Method::Get, "/a/b")]);
+    }
 }

@@ -118,7 +118,7 @@ impl Context {
     /// force on this shard, for every request that begins from now on. The rate limits
     /// start afresh, as at start-up.
     pub fn reload(&self, principals: Vec<Principal>, rates: &[Option<Rate>]) {
-        let shards = self.peers().map_or(1, Peers::shards);
+        let shards = self.shards();
         *self.limiter.borrow_mut() = Limiter::new(rates, self.shard, shards, Instant::now());
         *self.principals.borrow_mut() = Rc::new(Principals::new(principals));
     }
@@ -138,6 +138,11 @@ impl Context {
 
     pub fn peers(&self) -> Option<&Peers> {
         self.peers.get()
+    }
+
+    /// How many shards the process runs (1 until the mesh is joined, as if alone).
+    pub fn shards(&self) -> usize {
+        self.peers().map_or(1, Peers::shards)
     }
 
     /// Installs the recovered log and the index and keys rebuilt from it.

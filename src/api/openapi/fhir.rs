@@ -59,41 +59,7 @@ fn date_pattern() -> String {
 /// The QuestionnaireResponse schema and the schemas it refers to.
 pub fn schemas() -> Value {
     let uri = json!({"type": "string", "pattern": URI});
-    let coding = json!({
-        "type": "object", "minProperties": 1, "additionalProperties": false,
-        "properties": {"system": uri, "code": {"type": "string", "pattern": CODE}, "display": string()},
-    });
-    // One type per answer: each variant allows its own value element only.
-    let value_types = [
-        ("valueBoolean", json!({"type": "boolean"})),
-        ("valueDecimal", json!({"type": "number"})),
-        (
-            "valueInteger",
-            json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX}),
-        ),
-        (
-            "valueDate",
-            json!({"type": "string", "pattern": date_pattern()}),
-        ),
-        (
-            "valueDateTime",
-            json!({"type": "string", "pattern": date_time_pattern()}),
-        ),
-        (
-            "valueTime",
-            json!({"type": "string", "pattern": format!("^{TIME}$")}),
-        ),
-        ("valueString", string()),
-        ("valueUri", uri.clone()),
-        ("valueCoding", coding),
-    ];
-    let answers: Vec<Value> = value_types
-        .into_iter()
-        .map(|(name, schema)| {
-            json!({"type": "object", "required": [name], "additionalProperties": false,
-                   "properties": {name: schema}})
-        })
-        .collect();
+    let answers = answer_variants(&uri);
     json!({
         "QuestionnaireResponse": {
             "type": "object",
@@ -124,4 +90,42 @@ pub fn schemas() -> Value {
             },
         },
     })
+}
+
+/// An answer's variants: one type each, each allowing its own value element only.
+fn answer_variants(uri: &Value) -> Vec<Value> {
+    let coding = json!({
+        "type": "object", "minProperties": 1, "additionalProperties": false,
+        "properties": {"system": uri, "code": {"type": "string", "pattern": CODE}, "display": string()},
+    });
+    let value_types = [
+        ("valueBoolean", json!({"type": "boolean"})),
+        ("valueDecimal", json!({"type": "number"})),
+        (
+            "valueInteger",
+            json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX}),
+        ),
+        (
+            "valueDate",
+            json!({"type": "string", "pattern": date_pattern()}),
+        ),
+        (
+            "valueDateTime",
+            json!({"type": "string", "pattern": date_time_pattern()}),
+        ),
+        (
+            "valueTime",
+            json!({"type": "string", "pattern": format!("^{TIME}$")}),
+        ),
+        ("valueString", string()),
+        ("valueUri", uri.clone()),
+        ("valueCoding", coding),
+    ];
+    value_types
+        .into_iter()
+        .map(|(name, schema)| {
+            json!({"type": "object", "required": [name], "additionalProperties": false,
+                   "properties": {name: schema}})
+        })
+        .collect()
 }

@@ -71,45 +71,14 @@ fn operation(route: Route, path: &str, head: bool) -> Value {
     };
     op.insert("operationId".into(), json!(id));
     op.insert("summary".into(), json!(summary(route)));
-    let parameters: Vec<Value> = path
-        .split('/')
-        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| {
-            // A record id is the one acknowledge wrote: no sign, no leading zero, a
-            // shard and a sequence number that fit (up to 4 and 19 digits).
-            let schema = if name == "id" {
-                json!({"type": "string", "pattern": RECORD_ID})
-            } else {
-                json!({"type": "string", "minLength": 1})
-            };
-            json!({"name": name, "in": "path", "required": true,
-                   "description": "percent-encoded when it holds characters a path cannot",
-                   "schema": schema})
-        })
-        .collect();
+    let parameters = path_parameters(path);
     if !parameters.is_empty() {
         op.insert("parameters".into(), json!(parameters));
     }
-    let mut responses = Map::new();
-    let (ok_type, ok_schema) = success(route);
-    let fhir = matches!(
-        route,
-        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata | Route::FhirProfile
-    );
-    let ok_status = if route == Route::FhirCreate {
-        "201"
-    } else {
-        "200"
-    };
-    let mut ok = json!({"description": "done", "headers": ok_headers(route)});
-    if !head {
-        ok["content"] = json!({ok_type: {"schema": ok_schema}});
-    }
-    responses.insert(ok_status.into(), ok);
     let mut errors = vec![
         "400", "408", "413", "414", "417", "431", "500", "501", "503", "505",
     ];
-    if fhir {
+    if is_fhir(route) {
         errors.push("406");
     }
     match route.access() {
@@ -123,44 +92,96 @@ fn operation(route: Route, path: &str, head: bool) -> Value {
             errors.extend(["401", "403", "429"]);
         }
     }
-    if route == Route::FhirCreate {
-        let schema = json!({"$ref": "#/components/schemas/QuestionnaireResponse"});
-        op.insert(
-            "requestBody".into(),
-            json!({"required": true, "content": {
-                "application/fhir+json": {"schema": schema},
-                "application/json": {"schema": schema},
-            }}),
-        );
-        op.insert(
-            "parameters".into(),
-            json!([{"name": "Prefer", "in": "header", "required": false,
-                    "description": "return=minimal: no body; return=representation: the resource; else an OperationOutcome naming its id",
-                    "schema": {"type": "string"}},
-                   idempotency_key("stored at most once per (principal, key); a retry with the same body gets the first 201 again (same Location) with Idempotent-Replayed: true, another body 422")]),
-        );
+    if let Some((body, parameters)) = request_body(route) {
+        op.insert("requestBody".into(), body);
+        op.insert("parameters".into(), parameters);
         errors.extend(["415", "422"]);
-    } else if let Some(schema) = request_body(route) {
-        op.insert(
-            "requestBody".into(),
-            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
-        );
-        errors.extend(["415", "422"]);
-        op.insert(
-            "parameters".into(),
-            json!([idempotency_key("stored at most once per (principal, key); equal to the body's submissionId when both are given (else 400)")]),
-        );
     }
     if matches!(route, Route::Record | Route::Permissions | Route::FhirRead) {
         errors.push("404");
     }
     errors.sort_unstable();
+    let responses = responses(route, head, &errors);
+    op.insert("responses".into(), Value::Object(responses));
+    Value::Object(op)
+}
+
+/// A route under `/fhir`.
+fn is_fhir(route: Route) -> bool {
+    matches!(
+        route,
+        Route::FhirCreate | Route::FhirRead | Route::FhirMetadata | Route::FhirProfile
+    )
+}
+
+/// The parameters in `path`'s braces.
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            // A record id is the one acknowledge wrote: no sign, no leading zero, a
+            // shard and a sequence number that fit (up to 4 and 19 digits).
+            let schema = if name == "id" {
+                json!({"type": "string", "pattern": RECORD_ID})
+            } else {
+                json!({"type": "string", "minLength": 1})
+            };
+            json!({"name": name, "in": "path", "required": true,
+                   "description": "percent-encoded when it holds characters a path cannot",
+                   "schema": schema})
+        })
+        .collect()
+}
+
+/// A write's body and its header parameters (`Idempotency-Key`, and `Prefer` on the
+/// FHIR create).
+fn request_body(route: Route) -> Option<(Value, Value)> {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let v1 = |schema: Value| {
+        let key = idempotency_key("stored at most once per (principal, key); equal to the body's submissionId when both are given (else 400)");
+        let body = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        Some((body, json!([key])))
+    };
+    match route {
+        Route::Submit => v1(reference("Submission")),
+        Route::AddTag => v1(reference("Tag")),
+        Route::FhirCreate => {
+            let schema = reference("QuestionnaireResponse");
+            let body = json!({"required": true, "content": {
+                "application/fhir+json": {"schema": schema},
+                "application/json": {"schema": schema},
+            }});
+            let parameters = json!([{"name": "Prefer", "in": "header", "required": false,
+                    "description": "return=minimal: no body; return=representation: the resource; else an OperationOutcome naming its id",
+                    "schema": {"type": "string"}},
+                   idempotency_key("stored at most once per (principal, key); a retry with the same body gets the first 201 again (same Location) with Idempotent-Replayed: true, another body 422")]);
+            Some((body, parameters))
+        }
+        _ => None,
+    }
+}
+
+/// The success response and one for each of `errors`, with their headers (`head`:
+/// without bodies).
+fn responses(route: Route, head: bool, errors: &[&str]) -> Map<String, Value> {
+    let mut responses = Map::new();
+    let (ok_type, ok_schema) = success(route);
+    let ok_status = if route == Route::FhirCreate {
+        "201"
+    } else {
+        "200"
+    };
+    let mut ok = json!({"description": "done", "headers": ok_headers(route)});
+    if !head {
+        ok["content"] = json!({ok_type: {"schema": ok_schema}});
+    }
+    responses.insert(ok_status.into(), ok);
     let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
     let outcome = json!({"schema": {"$ref": "#/components/schemas/OperationOutcome"}});
-    for status in errors {
+    for &status in errors {
         // The /fhir routes refuse with an OperationOutcome; a request refused while
         // it is framed (malformed, over a limit) gets the v1 error, as everywhere.
-        let content = if fhir {
+        let content = if is_fhir(route) {
             json!({"application/json": error, "application/fhir+json": outcome})
         } else {
             json!({"application/json": error})
@@ -172,8 +193,7 @@ fn operation(route: Route, path: &str, head: bool) -> Value {
         }
         responses.insert(status.into(), response);
     }
-    op.insert("responses".into(), Value::Object(responses));
-    Value::Object(op)
+    responses
 }
 
 /// A record id as acknowledge writes it.
@@ -258,15 +278,6 @@ fn success(route: Route) -> (&'static str, Value) {
     }
 }
 
-fn request_body(route: Route) -> Option<Value> {
-    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-    match route {
-        Route::Submit => Some(reference("Submission")),
-        Route::AddTag => Some(reference("Tag")),
-        _ => None,
-    }
-}
-
 fn error_meaning(status: &str) -> &'static str {
     match status {
         "400" => "malformed request or body; every broken rule is named",
@@ -289,21 +300,26 @@ fn error_meaning(status: &str) -> &'static str {
     }
 }
 
-/// The bodies' schemas, from the validation rules.
+/// Every schema of the document: the bodies the server takes, its answers, its
+/// refusals, and the FHIR resources.
 fn schemas() -> Value {
+    let mut all = Map::new();
+    for group in [bodies(), answers(), refusals(), fhir::schemas()] {
+        if let Value::Object(group) = group {
+            all.extend(group);
+        }
+    }
+    Value::Object(all)
+}
+
+/// The v1 bodies' schemas, from the validation rules.
+fn bodies() -> Value {
     let id = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": CLEAN,
         "description": "1 to 128 bytes (UTF-8) without control characters"});
     let project = json!({"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": CLEAN,
         "not": {"const": NO_PROJECT},
         "description": "1 to 128 bytes (UTF-8) without control characters, not -"});
-    let mut schemas = json!({
-        "Error": {
-            "type": "object", "required": ["error"],
-            "properties": {
-                "error": {"type": "string"},
-                "errors": {"type": "array", "items": {"type": "string"}},
-            },
-        },
+    json!({
         "Submission": {
             "type": "object", "required": ["patientId", "reportData"],
             "description": "unknown fields are allowed and stored; a field given twice is refused; nesting at most 64 levels",
@@ -319,6 +335,16 @@ fn schemas() -> Value {
                 "submissionId": id,
             },
         },
+        "Tag": {
+            "type": "object", "required": ["patientId", "tagName", "projectId"],
+            "properties": {"patientId": id, "tagName": id, "projectId": project},
+        },
+    })
+}
+
+/// The v1 answers' schemas.
+fn answers() -> Value {
+    json!({
         "Submitted": {
             "type": "object", "required": ["status", "message", "id", "receivedAt"],
             "properties": {
@@ -327,10 +353,6 @@ fn schemas() -> Value {
                 "id": {"type": "string", "pattern": RECORD_ID},
                 "receivedAt": {"type": "string", "format": "date-time"},
             },
-        },
-        "Tag": {
-            "type": "object", "required": ["patientId", "tagName", "projectId"],
-            "properties": {"patientId": id, "tagName": id, "projectId": project},
         },
         "Subjects": {
             "type": "object", "required": ["projectId", "siteId", "subjects"],
@@ -364,6 +386,27 @@ fn schemas() -> Value {
                 }},
             },
         },
+        "Permissions": {
+            "type": "object", "required": ["userId", "role", "projects"],
+            "properties": {
+                "userId": {"type": "string"},
+                "role": {"enum": ["device", "staff", "admin"]},
+                "projects": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    })
+}
+
+/// The refusals' schemas: v1, and FHIR.
+fn refusals() -> Value {
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {
+                "error": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "OperationOutcome": {
             "type": "object", "required": ["resourceType", "issue"],
             "properties": {
@@ -379,19 +422,5 @@ fn schemas() -> Value {
                 }},
             },
         },
-        "Permissions": {
-            "type": "object", "required": ["userId", "role", "projects"],
-            "properties": {
-                "userId": {"type": "string"},
-                "role": {"enum": ["device", "staff", "admin"]},
-                "projects": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    });
-    let fhir = fhir::schemas();
-    let (Some(all), Some(fhir)) = (schemas.as_object_mut(), fhir.as_object()) else {
-        return schemas;
-    };
-    all.extend(fhir.clone());
-    schemas
+    })
 }

@@ -1,9 +1,9 @@
 //! One connection, as a [`Connection`] that owns its socket, its buffers (through its
 //! [`Slot`] in the shard's table) and its framing state. Its loop is a few named steps:
 //!
-//! 1. `answer_buffered`: frame every complete request
-//!    already read and run each, in order, through the onion ([`crate::api::middleware`]),
-//!    awaiting a cross-shard read in place;
+//! 1. `answer_buffered` (`batch`): frame every complete request already read and run
+//!    each, in order, through the onion ([`crate::api::middleware`]), awaiting a
+//!    cross-shard read in place;
 //! 2. `await_durable`: wait once until the highest record
 //!    stored by the batch is durable;
 //! 3. `flush`: write all the responses with one write;
@@ -29,6 +29,7 @@
 //! each read, which it races against the table's interrupt; the table's sweeper
 //! interrupts any connection past its deadline, so no read arms a timer of its own.
 
+mod batch;
 mod refuse;
 pub mod table;
 mod wait;
@@ -37,20 +38,16 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::api::admission::{self, Admitted};
-use crate::api::middleware;
 use crate::base::logger::Peer;
-use crate::http::parse::Method;
 use crate::http::reject::Reject;
-use crate::http::request::{RequestParser, Step};
-use crate::http::response::CONTINUE;
+use crate::http::request::RequestParser;
 use crate::shard::context::Context;
-use refuse::{refuse, refuse_request, refused, Refused};
+use refuse::{refuse, refused, Refused};
 use table::{Slot, BUFFER_SIZE};
-use wait::{expired, Durable};
+use wait::Durable;
 
 /// Bytes of framing overhead allowed beyond head and body limits (trailers, and the
 /// chunk lines of a body of normal-sized chunks); chunk lines may also take up to half
@@ -87,25 +84,6 @@ enum Ending {
     Quiet,
     /// We decided to close: the peer may still be sending.
     Linger,
-}
-
-/// What answering the buffered requests left to do.
-struct Batch {
-    /// The highest sequence number stored by the batch's requests.
-    durable: Option<u64>,
-    /// Close once the batch's responses are written.
-    close: bool,
-    /// Stopped at [`MAX_QUEUED`], or before a read behind one of its writes: more
-    /// complete requests may be buffered.
-    more: bool,
-    /// When `request_timeout_ms` ends for the batch's first request: its answers,
-    /// durable waits included, must be ready by then.
-    deadline: Option<Instant>,
-    /// How many requests the batch answered, and where the first began in the read
-    /// buffer (still there until the next read): a late batch of one is refused
-    /// under that request's id.
-    requests: usize,
-    first_at: usize,
 }
 
 pub struct Connection<'c> {
@@ -198,129 +176,6 @@ impl<'c> Connection<'c> {
                 return Ok(ending);
             }
         }
-    }
-
-    /// Frames and answers every complete request already buffered, appending each
-    /// response to the write buffer in order.
-    async fn answer_buffered(&mut self) -> Batch {
-        let ctx = self.ctx;
-        let mut batch = Batch {
-            durable: None,
-            close: false,
-            more: false,
-            deadline: None,
-            requests: 0,
-            first_at: self.start,
-        };
-        let key = self.slot.key();
-        while self.start < self.filled {
-            let (table, bufs) = self.slot.parts();
-            if bufs.write.len() >= MAX_QUEUED {
-                batch.more = true;
-                break;
-            }
-            let input = &bufs.read[self.start..self.filled];
-            match self.parser.next(input, &mut bufs.body) {
-                Ok(Step::NeedMore {
-                    send_continue,
-                    head,
-                }) => {
-                    // A body is paid for before it is read (and before 100-continue
-                    // invites it): the whole of an announced length, or what a chunked
-                    // one has decoded so far.
-                    let read_len = bufs.read.len();
-                    let announced = self.parser.expected_len().unwrap_or(0);
-                    let more = announced.saturating_sub(read_len);
-                    // Admitted (or not) once its head is in, before its body is read.
-                    if let (Some(head), None) = (head, self.body_began) {
-                        if admission::admit(ctx, &head, &mut bufs.write, false, self.peer)
-                            != Admitted::Yes
-                        {
-                            batch.close = true;
-                            break;
-                        }
-                    }
-                    if self.parser.in_body() && !self.slot.reserve(more) {
-                        let bufs = self.slot.buffers();
-                        let named = refused(ctx, &bufs.read[self.start..self.filled]);
-                        refuse(ctx, Reject::MemoryBudget, named, self.peer, &mut bufs.write);
-                        batch.close = true;
-                        break;
-                    }
-                    if send_continue {
-                        self.slot.buffers().write.extend_from_slice(CONTINUE);
-                    }
-                    break;
-                }
-                Ok(Step::Request(request)) => {
-                    // A read behind a write of this batch that is not durable yet would
-                    // not count it (reads count durable records only): the batch ends
-                    // before it, and it is answered once the write is durable.
-                    let read = matches!(request.head.method, Method::Get | Method::Head);
-                    if read && batch.durable.is_some() {
-                        batch.more = true;
-                        break;
-                    }
-                    // A request behind another in the buffer arrived with it.
-                    let began = self.request_began.unwrap_or_else(Instant::now);
-                    let deadline = *batch.deadline.get_or_insert(began + self.request_timeout);
-                    let admitted = match self.body_began {
-                        Some(_) => Admitted::Yes, // at its head, above
-                        None => {
-                            admission::admit(ctx, &request.head, &mut bufs.write, true, self.peer)
-                        }
-                    };
-                    self.start += request.consumed;
-                    batch.requests += 1;
-                    self.request_began = None;
-                    self.body_began = None;
-                    match admitted {
-                        Admitted::Yes => {}
-                        Admitted::No { close: true } => {
-                            batch.close = true;
-                            break;
-                        }
-                        Admitted::No { close: false } => continue,
-                    }
-                    let mut outcome = middleware::handle(ctx, &request, &mut bufs.write, self.peer);
-                    if let Some(deferred) = outcome.deferred.take() {
-                        // The id the onion gave it, for a 503 if its answer is late.
-                        let id = deferred.call.as_ref().map(|call| call.id);
-                        table.set_deadline(key, deadline);
-                        let write = &mut bufs.write;
-                        let finished = future::or(
-                            async {
-                                Some(middleware::finish(ctx, deferred, &request, write).await)
-                            },
-                            async {
-                                expired(table, key).await;
-                                None
-                            },
-                        )
-                        .await;
-                        let Some(finished) = finished else {
-                            let write = &mut bufs.write;
-                            let who = (id, self.peer);
-                            refuse_request(ctx, Reject::AnswerTimeout, &request.head, who, write);
-                            batch.close = true;
-                            break;
-                        };
-                        outcome = finished;
-                    }
-                    batch.durable = outcome.durable.max(batch.durable);
-                    if !outcome.keep_alive {
-                        batch.close = true;
-                        break;
-                    }
-                }
-                Err(reject) => {
-                    refuse(ctx, reject, refused(ctx, input), self.peer, &mut bufs.write);
-                    batch.close = true;
-                    break;
-                }
-            }
-        }
-        batch
     }
 
     /// Writes every queued response with one write.

@@ -6,6 +6,7 @@
 
 use crate::api::middleware::{self, Answer};
 use crate::api::outcome::Call;
+use crate::api::refusal::{self, Dialect, Refusal};
 use crate::base::logger::Peer;
 use crate::http::parse::{Head, Method};
 use crate::http::reject::Reject;
@@ -57,16 +58,16 @@ pub(super) fn refuse(
     peer: Peer,
     out: &mut Vec<u8>,
 ) {
-    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close).for_path(refused.target());
+    let mut reply = Reply::new(out, ctx.date(), ConnHeader::Close);
     let mark = reply.mark();
     let id = refused.id.unwrap_or_else(|| ctx.next_request_id());
     // A refusal before a whole head names no request: it gets an id for the log only.
     if refused.id.is_some() {
         reply.set_request_id(id);
     }
-    reply.reject(reject, None);
-    ctx.metrics().rejected(reject);
     let target = refused.target();
+    refusal::refuse(&mut reply, Dialect::of(target), Refusal::Reject(reject));
+    ctx.metrics().rejected(reject);
     account(ctx, refused.method, target, &reply, mark, id, peer);
 }
 
@@ -126,7 +127,7 @@ pub(super) fn refuse_request(
     }
     reply.set_request_id(call.id);
     reply.closing();
-    reply.reject(reject, None);
+    refusal::refuse_to(&mut reply, head, Refusal::Reject(reject));
     ctx.metrics().rejected(reject);
     let route = route::found(head.method, head.path);
     middleware::answered(ctx, route, head, &reply, mark, "-", &call);

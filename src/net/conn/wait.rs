@@ -56,32 +56,10 @@ impl Connection<'_> {
         if let Err(reject) = self.make_room() {
             return self.refuse_and_close(reject).await.map(Some);
         }
-        // A request now partly received started its header clock. The deadline goes to
-        // the table, whose sweeper ends the read once it passes.
         let now = Instant::now();
-        if self.start < self.filled && self.request_began.is_none() {
-            self.request_began = Some(now);
-        }
-        if self.parser.in_body() && self.body_began.is_none() {
-            self.body_began = Some(now);
-        }
-        let mut deadline = match (self.request_began, self.body_began) {
-            // A body must keep arriving, and be whole within body_timeout_ms.
-            (_, Some(body)) => (now + self.idle_timeout).min(body + self.body_timeout),
-            (Some(began), None) => began + self.header_timeout,
-            (None, None) => now + self.idle_timeout,
-        };
-        // And the whole request within request_timeout_ms of its first byte.
-        let whole = self
-            .request_began
-            .filter(|_| self.filled > self.start)
-            .map(|began| began + self.request_timeout);
-        let whole_first = whole.is_some_and(|whole| whole < deadline);
-        if let Some(whole) = whole.filter(|_| whole_first) {
-            deadline = whole;
-        }
-        let key = self.slot.key();
+        let (deadline, whole_first) = self.read_deadline(now);
         if deadline > now {
+            let key = self.slot.key();
             let (table, bufs) = self.slot.parts();
             table.set_deadline(key, deadline);
             let stream = &mut self.stream;
@@ -106,20 +84,48 @@ impl Connection<'_> {
                 Err(Interrupt::Expired) => {}
             }
         }
-        // Timed out: a request in progress gets a 408; a quiet connection closes.
+        self.timed_out(whole_first).await.map(Some)
+    }
+
+    /// When the next read must end, and whether that is the whole-request deadline.
+    /// A request now partly received starts its header clock, a body its body clock.
+    /// The deadline goes to the table, whose sweeper ends the read once it passes.
+    fn read_deadline(&mut self, now: Instant) -> (Instant, bool) {
+        if self.start < self.filled && self.request_began.is_none() {
+            self.request_began = Some(now);
+        }
+        if self.parser.in_body() && self.body_began.is_none() {
+            self.body_began = Some(now);
+        }
+        let deadline = match (self.request_began, self.body_began) {
+            // A body must keep arriving, and be whole within body_timeout_ms.
+            (_, Some(body)) => (now + self.idle_timeout).min(body + self.body_timeout),
+            (Some(began), None) => began + self.header_timeout,
+            (None, None) => now + self.idle_timeout,
+        };
+        // And the whole request within request_timeout_ms of its first byte.
+        let whole = self
+            .request_began
+            .filter(|_| self.filled > self.start)
+            .map(|began| began + self.request_timeout);
+        match whole {
+            Some(whole) if whole < deadline => (whole, true),
+            _ => (deadline, false),
+        }
+    }
+
+    /// A read timed out: a request in progress gets a 408; a quiet connection closes.
+    async fn timed_out(&mut self, whole_first: bool) -> io::Result<Ending> {
         if whole_first {
-            return self
-                .refuse_and_close(Reject::RequestTimeout)
-                .await
-                .map(Some);
+            return self.refuse_and_close(Reject::RequestTimeout).await;
         }
         if self.body_began.is_some() {
-            return self.refuse_and_close(Reject::BodyTimeout).await.map(Some);
+            return self.refuse_and_close(Reject::BodyTimeout).await;
         }
         if self.filled > 0 {
-            return self.refuse_and_close(Reject::HeaderTimeout).await.map(Some);
+            return self.refuse_and_close(Reject::HeaderTimeout).await;
         }
-        Ok(Some(Ending::Quiet))
+        Ok(Ending::Quiet)
     }
 }
 
