@@ -12,7 +12,7 @@ mod pg;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     export, get, post, wait_until, Server, ADMIN_TOKEN as ADMIN, BIN,
@@ -298,24 +298,36 @@ fn kill_9_of_the_shipper_mid_batch_neither_loses_nor_duplicates() {
     // migration commits would leave nothing to count.
     let empty = common::temp_dir();
     ship_once(empty.path(), &pg, "schema");
-    let mut seed = 7u64;
+    // Each run is killed as soon as the database shows it committed a batch, while
+    // the next batch is on its way: a kill that depends on a sleep instead can come
+    // after a fast run has already shipped everything.
+    let mut interrupted = 0;
     for _ in 0..8 {
+        let shipped = count(&pg, "SELECT count(*) FROM epro_records");
+        if shipped == total {
+            break;
+        }
         let mut child: Child = ship_cmd(&data, &pg, "n1", &["--batch", "3"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 40));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&pg, "SELECT count(*) FROM epro_records") == shipped
+            && child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
+        if count(&pg, "SELECT count(*) FROM epro_records") < total {
+            interrupted += 1;
+        }
     }
-    let before = count(&pg, "SELECT count(*) FROM epro_records");
     assert!(
-        before < total,
-        "the kills came too late to interrupt anything"
+        interrupted >= 4,
+        "only {interrupted} kills came before the shipper finished"
     );
     ship_once(&data, &pg, "n1");
     assert_eq!(count(&pg, "SELECT count(*) FROM epro_records"), total);
