@@ -4,9 +4,9 @@
 # noise (and where perf has no hardware counters). The server runs under
 # `valgrind --tool=callgrind` while a small client sends N requests (8 keep-alive
 # connections, one request in flight each, as wrk sends them); then, per call, the
-# inclusive instructions of the onion (`middleware::handle`, and `middleware::finish`
+# inclusive instructions of the onion (`api::middleware::handle`, and `api::middleware::finish`
 # for a write answered by its key's owner shard) and of the access line
-# (`logger::access`). Whole-process counts are not used: timers and idle polling
+# (`base::logger::access`). Whole-process counts are not used: timers and idle polling
 # scale with wall time under valgrind, not with requests. Kernel work (TCP, io_uring,
 # fdatasync) is not counted either: scripts/bench.sh's system CPU column shows it.
 #
@@ -73,7 +73,7 @@ run() { # requests -> the callgrind file
   local n=$1 port=$((20000 + RANDOM % 20000)) out="$WORK/cg.$1"
   RUST_LOG=$LOG valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$BIN" serve --config "$WORK/config.toml" --listen 127.0.0.1:$port --shards "$SHARDS" \
-    --data-dir "$WORK/data-$n" --durability "$DURABILITY" 2>"$WORK/log.$n" >/dev/null &
+    --data-dir "$WORK/data-$n" --init --durability "$DURABILITY" 2>"$WORK/log.$n" >/dev/null &
   local pid=$!
   for _ in $(seq 600); do   # every shard recovered and ready (slowly, under valgrind)
     python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
@@ -88,7 +88,7 @@ echo "$WORKLOAD, $N requests, shards=$SHARDS durability=$DURABILITY RUST_LOG=$LO
 # Per function: its inclusive cost summed over its callers, over its calls.
 callgrind_annotate --inclusive=yes "$WORK/cg.$N" 2>/dev/null | python3 -c '
 import re, sys
-wanted = ("middleware::handle", "middleware::finish::{{closure}}", "logger::access")
+wanted = ("api::middleware::handle", "api::middleware::finish::{{closure}}", "base::logger::access")
 seen = {}
 for line in sys.stdin:
     m = re.match(r"\s*([\d,]+) \([^)]*\)\s+=> .*epro_ingest::(\S+) \(([\d,]+)x\)", line)

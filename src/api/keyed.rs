@@ -50,8 +50,7 @@ pub fn defer(head: &Head<'_>, write: KeyedWrite) -> Outcome {
 
 /// Whether this shard owns `write`'s key (and decides it without a message).
 pub fn owned_here(ctx: &Context, write: &Keyed<'_>) -> bool {
-    let shards = ctx.peers().map_or(1, |peers| peers.shards());
-    keys::owner(write.principal, write.key, shards) == ctx.shard()
+    keys::owner(write.principal, write.key, ctx.shards()) == ctx.shard()
 }
 
 /// On a receiving shard that does not own the key: has `write` stored by its owner
@@ -62,8 +61,7 @@ pub async fn answer(
     request: &Request<'_>,
     reply: &mut Reply<'_>,
 ) {
-    let shards = ctx.peers().map_or(1, |peers| peers.shards());
-    let owner = keys::owner(&write.principal, &write.key, shards);
+    let owner = keys::owner(&write.principal, &write.key, ctx.shards());
     let key_in_body = write.key_in_body;
     let answer = match ctx.peers() {
         Some(peers) => match peers.keyed(owner, write).await {
