@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_channel::oneshot;
@@ -18,19 +18,7 @@ use log::{info, warn};
 use crate::base::exit::{Exit, Fatal};
 use crate::base::task;
 use crate::config::Config;
-use crate::domain::index::Index;
-use crate::domain::keys::{self, Entry, KeyTable};
 use crate::domain::ratelimit;
-use crate::domain::validate::Validator;
-use crate::log::datadir::retired_logs;
-use crate::log::files::shard_dir;
-use crate::log::locations::Locations;
-use crate::log::open::{open_shard, Opened};
-use crate::log::record::{Kind, Record};
-use crate::log::recover::ScanProgress;
-use crate::log::salvage::salvage_shard;
-use crate::log::time::ShardTime;
-use crate::log::Log;
 use crate::net::accept;
 use crate::net::conn::table::Connections;
 use crate::runtime::owner::ShardOwner;
@@ -39,8 +27,10 @@ use crate::shard::context::Context;
 use crate::shard::peers::{self, Message, Peers};
 
 pub mod heartbeat;
+pub mod recovery;
 
 use heartbeat::Heartbeat;
+pub use recovery::recover;
 
 /// How long shutdown waits for in-flight requests before closing what is left: longer
 /// than a slow fdatasync, shorter than systemd's default stop timeout (90 s).
@@ -216,27 +206,6 @@ fn window_ns(config: &Config) -> u64 {
     config.idempotency_window_hours * 3600 * 1_000_000_000
 }
 
-/// A stored report's `submissionId`, if it has one.
-fn submission_id(validator: &mut Validator, r: &Record<'_>) -> Option<String> {
-    match r.kind {
-        Kind::Report => validator
-            .submit(r.body, |s| s.submission_id.map(str::to_owned))
-            .ok()
-            .flatten(),
-        _ => None,
-    }
-}
-
-fn key_entry(r: &Record<'_>) -> Entry {
-    Entry {
-        kind: r.kind,
-        shard: r.shard,
-        seq: r.seq,
-        received_ns: r.received_ns,
-        body_hash: keys::body_hash(r.body),
-    }
-}
-
 /// Puts each reload the process sends in force here, and says so.
 async fn apply_reloads(ctx: Rc<Context>, mut reloads: UnboundedReceiver<Reload>) {
     while let Some(reload) = reloads.next().await {
@@ -286,177 +255,6 @@ async fn expire_keys(ctx: Rc<Context>) {
             ctx.keys().expire(oldest);
         }
     }
-}
-
-/// How often a long recovery says how far it has come.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// A recovery's progress reporter: a log line about once a second (segments, records,
-/// MB/s and the time left at that rate), so a long start is never silent.
-fn progress_log(shard: u16, began: Instant, every: Duration) -> impl FnMut(&ScanProgress) {
-    let mut last = began;
-    move |p: &ScanProgress| {
-        if last.elapsed() < every {
-            return;
-        }
-        last = Instant::now();
-        let mb = p.bytes as f64 / 1e6;
-        let rate = mb / began.elapsed().as_secs_f64();
-        let left = (p.total_bytes.saturating_sub(p.bytes)) as f64 / 1e6 / rate.max(1e-3);
-        info!(
-            "shard {shard}: recovering: {}/{} segments, {} records, {mb:.0} of {:.0} MB at \
-             {rate:.0} MB/s, about {left:.0} s left",
-            p.segments_done,
-            p.segments,
-            p.records,
-            p.total_bytes as f64 / 1e6,
-        );
-    }
-}
-
-/// Opens this shard's log on the blocking pool (scan, cut a torn tail, rebuild the
-/// index, write the run's manifest), starts the flusher and installs log and index in
-/// `ctx`. The index counts a record once it is durable, through the rules for stored
-/// bodies ([`Validator::for_stored`]); keys come from the log and from its retired
-/// logs.
-pub async fn recover(ctx: &Context) -> Result<(), Fatal> {
-    let damaged = |e: String| Fatal::new(Exit::Data, e);
-    let dir = shard_dir(&ctx.config().data_dir, ctx.shard());
-    let shard = ctx.shard() as u16;
-    let scan_dir = dir.clone();
-    let data_dir = ctx.config().data_dir.clone();
-    let shards = ctx.peers().map_or(1, |peers| peers.shards());
-    let began = Instant::now();
-    #[cfg(feature = "test-seams")]
-    let every = ctx
-        .config()
-        .test_seams
-        .progress_every_ms
-        .map_or(PROGRESS_EVERY, Duration::from_millis);
-    #[cfg(not(feature = "test-seams"))]
-    let every = PROGRESS_EVERY;
-    let window_ns = window_ns(ctx.config());
-    let wall_ns = crate::base::clock::now_ns();
-    let (opened, index, keys, locations, time) = glommio::executor()
-        .spawn_blocking(
-            move || -> Result<(Opened, Index, KeyTable, Locations, ShardTime), String> {
-                let mut index = Index::default();
-                let mut keys = KeyTable::default();
-                let mut locations = Locations::default();
-                let mut validator = Validator::for_stored();
-                // The window is measured along the chain: from the earlier of the wall
-                // clock and the latest receivedAt stored, which only grows as the scan
-                // goes, so a key left out on the way is out of the final window too.
-                let mut last_ns = 0;
-                let each = |r: &Record<'_>, offset: u64| {
-                    locations.add(r.seq, offset);
-                    last_ns = last_ns.max(r.received_ns);
-                    let oldest = wall_ns.min(last_ns).saturating_sub(window_ns);
-                    let submission_id = index.add_recovered(&mut validator, r);
-                    let key = r.key.or(submission_id.as_deref());
-                    if let Some(key) = key.filter(|_| r.received_ns >= oldest) {
-                        keys.insert(r.principal, key, key_entry(r));
-                    }
-                };
-                let opened = open_shard(&scan_dir, shard, each, progress_log(shard, began, every))?;
-                let time = ShardTime::new(last_ns, wall_ns);
-                let oldest_key_ns = time.own_ns().saturating_sub(window_ns);
-                keys.expire(oldest_key_ns);
-                // A retired log's records are no longer served, but their keys still
-                // hold: a retry of one is answered with its first answer, never
-                // stored again. Read past any damage, as `export --salvage` reads.
-                // This shard reads the retired logs of shard numbers that map to it
-                // (all of its own, and any past the shard count), skipping those
-                // retired before the window began: none of their keys still holds.
-                let mut remembered = 0;
-                let mine = retired_logs(&data_dir).into_iter().filter(|l| {
-                    usize::from(l.shard) % shards == usize::from(shard)
-                        && l.retired_ns >= oldest_key_ns
-                });
-                for retired in mine {
-                    info!("shard {shard}: reading keys of {}", retired.path.display());
-                    salvage_shard(&retired.path, retired.shard, |r, _| {
-                        if r.received_ns < oldest_key_ns {
-                            return;
-                        }
-                        let key = r
-                            .key
-                            .map(str::to_owned)
-                            .or_else(|| submission_id(&mut validator, r));
-                        if let Some(key) = key {
-                            keys.insert(r.principal, &key, key_entry(r));
-                            remembered += 1;
-                        }
-                    });
-                }
-                if remembered > 0 {
-                    info!(
-                        "shard {shard}: remembered {remembered} idempotency keys of retired logs"
-                    );
-                }
-                Ok((opened, index, keys, locations, time))
-            },
-        )
-        .await
-        .map_err(damaged)?;
-    if let Some(torn) = &opened.scan.torn {
-        warn!(
-            "shard {shard}: cut torn tail of {} at offset {}..{} ({}): the last write group, never \
-             synced; {} valid records after the damage were cut with it; bytes saved in {}",
-            torn.path.display(),
-            torn.offset,
-            torn.dirty_end,
-            torn.reason,
-            torn.valid_after,
-            opened.torn_copy.as_deref().map_or("-".into(), |p| p.display().to_string()),
-        );
-    }
-    info!(
-        "shard {shard}: recovered {} records in {} segments in {:?} ({} not counted in reads); \
-         next sequence number {}",
-        opened.scan.records,
-        opened.scan.segments,
-        began.elapsed(),
-        index.unindexed,
-        opened.next_seq
-    );
-    let config = ctx.config();
-    let log = Rc::new(Log::new(
-        dir,
-        config.segment_bytes,
-        config.durability,
-        opened.resume(),
-        opened.manifest,
-        time,
-    ));
-    let live_index = Rc::clone(ctx.index());
-    let live_locations = Rc::clone(ctx.locations());
-    *live_locations.borrow_mut() = locations;
-    let mut validator = Validator::for_stored();
-    let on_durable = move |r: &Record<'_>, offset: u64| {
-        live_locations.borrow_mut().add(r.seq, offset);
-        live_index.borrow_mut().add_stored(&mut validator, r);
-    };
-    task::spawn(
-        "flusher",
-        Rc::clone(&log).run_flusher(opened.last, on_durable),
-    )
-    .detach();
-    // Not ready until there is a segment to write to; a full disk is waited out here.
-    log.started().await;
-    if !log.is_healthy() {
-        // A filesystem without fallocate never gets better: no restart helps.
-        let exit = match log.unsupported_filesystem() {
-            true => Exit::Unsupported,
-            false => Exit::Data,
-        };
-        return Err(Fatal::new(
-            exit,
-            format!("shard {shard}: cannot open its log for writing (see the error above)"),
-        ));
-    }
-    ctx.open(log, index, keys);
-    Ok(())
 }
 
 /// Graceful shutdown: readyz turns 503, accepting stops, connections are told to close
