@@ -1,7 +1,8 @@
 //! One shard's life on its own executor: bind its listener, start its timers
 //! (cached `Date`, connection sweeper, log flushes), serve while its log is recovered
 //! (`/readyz` says 503 meanwhile), join the mesh, then wait for the stop message and
-//! drain: stop accepting, let connections finish their responses, sync the log.
+//! drain by closing its gates ([`Gate`]) in order: the front (stop accepting, let
+//! connections finish their responses), the log (its last sync), the timers.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use log::{info, warn};
 
 use crate::base::exit::{Exit, Fatal};
+use crate::base::gate::Gate;
 use crate::base::task;
 use crate::config::Config;
 use crate::domain::ratelimit;
@@ -64,6 +66,22 @@ pub enum Started {
     Stopped,
 }
 
+/// The shard's gates, closed in this order at shutdown: the front (the accept loop
+/// and every connection), then the log (its flusher, its watcher), then the timers.
+#[derive(Default)]
+struct Gates {
+    front: Gate,
+    log: Gate,
+    timers: Gate,
+}
+
+/// What a shard that listens holds until it has stopped.
+struct Shard {
+    ctx: Rc<Context>,
+    conns: Rc<Connections>,
+    gates: Gates,
+}
+
 /// Runs shard `id`: serves requests once `go` fires (every shard has recovered), until
 /// `stop` fires (or its sender is gone), then drains.
 pub async fn serve(
@@ -79,90 +97,17 @@ pub async fn serve(
         mut stop,
         reload,
     } = orders;
-    let listener = match glommio::net::TcpListener::bind(addr) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = reports.bound.send(Err(cannot_listen(addr, e.into())));
-            return;
-        }
-    };
-    let local = listener.local_addr().unwrap_or(addr);
-    crate::base::logger::buffer_this_thread(id);
-    task::spawn("log flush", async {
-        loop {
-            glommio::timer::sleep(crate::base::logger::FLUSH_EVERY).await;
-            crate::base::logger::flush_this_thread();
-        }
-    })
-    .detach();
-    let conns = Connections::new(config.limits.max_connections, config.limits.memory_budget());
-    let ctx = Rc::new(Context::new(id, config));
-    task::spawn("date", ctx.date_cache().run()).detach();
-    task::spawn("sweeper", Rc::clone(&conns).sweep()).detach();
-    let heartbeat = reports.heartbeat;
-    task::spawn("heartbeat", async move {
-        loop {
-            heartbeat.beat();
-            glommio::timer::sleep(heartbeat::BEAT_EVERY).await;
-        }
-    })
-    .detach();
-    let _ = reports.bound.send(Ok(local));
-    let acceptor = task::spawn(
-        "accept",
-        accept::run(Rc::clone(&ctx), Rc::clone(&conns), listener),
-    );
-    let Ok((senders, receivers)) = mesh.join().await else {
-        let _ = reports.ready.send(Err(Fatal::new(
-            Exit::Fault,
-            format!("shard {id}: joining the shard mesh failed"),
-        )));
+    let Some(shard) = Shard::listen(id, config, addr, &reports.bound, reports.heartbeat) else {
         return;
     };
-    ctx.join_peers(Peers::new(senders));
-    task::spawn("reload", apply_reloads(Rc::clone(&ctx), reload)).detach();
-    // A stop during recovery ends the shard there: nothing was accepted yet.
-    let recovered = futures_lite::future::or(async { Some(recover(&ctx).await) }, async {
-        let _ = (&mut stop).await;
-        None
-    })
-    .await;
-    match recovered {
-        Some(Ok(())) => {}
-        Some(Err(message)) => {
-            let _ = reports.ready.send(Err(message));
-            return;
-        }
-        None => {
-            let _ = reports.ready.send(Ok(Started::Stopped));
-            return;
-        }
+    let started = shard.start(mesh, reload, &mut stop).await;
+    let ready = matches!(started, Ok(Started::Ready));
+    let _ = reports.ready.send(started);
+    if !ready {
+        return;
     }
-    // Peers' queries are answered only from a complete index.
-    peers::serve(ctx.index(), Rc::new(ShardOwner(Rc::clone(&ctx))), receivers);
-    // Keys in this shard's log that another shard owns (the number of shards changed
-    // since they were stored) go to their owners before anything is served.
-    if let Some(peers) = ctx.peers() {
-        let foreign = ctx.keys().take_foreign(id, peers.shards());
-        if !foreign.is_empty() {
-            info!(
-                "shard {id}: handing {} idempotency keys to their owners",
-                foreign.len()
-            );
-            if let Err(e) = peers.hand_over(foreign).await {
-                let _ = reports
-                    .ready
-                    .send(Err(Fatal::new(Exit::Data, format!("shard {id}: {e}"))));
-                return;
-            }
-        }
-    }
-    task::spawn("key expiry", expire_keys(Rc::clone(&ctx))).detach();
-    task::spawn("watch the live segment", watch_log(Rc::clone(&ctx))).detach();
-    task::spawn("rate limit shares", share_rate_limits(Rc::clone(&ctx))).detach();
-    let _ = reports.ready.send(Ok(Started::Ready));
     // Serve once the process says every shard has recovered.
-    let serving = Rc::clone(&ctx);
+    let serving = Rc::clone(&shard.ctx);
     let report = reports.serving;
     task::spawn("start serving", async move {
         if go.await.is_ok() {
@@ -172,7 +117,160 @@ pub async fn serve(
     })
     .detach();
     let _ = stop.await;
-    shutdown(&ctx, &conns, acceptor).await;
+    shard.shutdown().await;
+}
+
+impl Shard {
+    /// Binds the shard's listener, starts its timers, says where it listens and starts
+    /// accepting; `None` once it said why it cannot listen.
+    fn listen(
+        id: usize,
+        config: Arc<Config>,
+        addr: SocketAddr,
+        bound: &mpsc::Sender<Result<SocketAddr, Fatal>>,
+        heartbeat: Heartbeat,
+    ) -> Option<Shard> {
+        let listener = match glommio::net::TcpListener::bind(addr) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = bound.send(Err(cannot_listen(addr, e.into())));
+                return None;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        crate::base::logger::buffer_this_thread(id);
+        let shard = Shard {
+            conns: Connections::new(config.limits.max_connections, config.limits.memory_budget()),
+            ctx: Rc::new(Context::new(id, config)),
+            gates: Gates::default(),
+        };
+        shard.start_timers(heartbeat);
+        let _ = bound.send(Ok(local));
+        let (ctx, conns) = (Rc::clone(&shard.ctx), Rc::clone(&shard.conns));
+        let front = shard.gates.front.clone();
+        task::spawn("accept", accept::run(ctx, conns, listener, front)).detach();
+        Some(shard)
+    }
+
+    /// The shard's timers, which run until their gate closes: log lines flushed, the
+    /// cached `Date`, the connection sweeper, the heartbeat.
+    fn start_timers(&self, heartbeat: Heartbeat) {
+        let timers = &self.gates.timers;
+        let flush_lines = async {
+            loop {
+                glommio::timer::sleep(crate::base::logger::FLUSH_EVERY).await;
+                crate::base::logger::flush_this_thread();
+            }
+        };
+        task::spawn("log flush", timers.until_closing(flush_lines)).detach();
+        let date = self.ctx.date_cache().run();
+        task::spawn("date", timers.until_closing(date)).detach();
+        let sweep = Rc::clone(&self.conns).sweep();
+        task::spawn("sweeper", timers.until_closing(sweep)).detach();
+        let beat = async move {
+            loop {
+                heartbeat.beat();
+                glommio::timer::sleep(heartbeat::BEAT_EVERY).await;
+            }
+        };
+        task::spawn("heartbeat", timers.until_closing(beat)).detach();
+    }
+
+    /// Joins the mesh and recovers the log (a stop meanwhile ends the start there:
+    /// nothing was accepted yet), then answers peers, hands foreign keys over and
+    /// starts the chores of a recovered shard.
+    async fn start(
+        &self,
+        mesh: MeshBuilder<Message, Full>,
+        reload: UnboundedReceiver<Reload>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Result<Started, Fatal> {
+        let ctx = &self.ctx;
+        let Ok((senders, receivers)) = mesh.join().await else {
+            return Err(Fatal::new(
+                Exit::Fault,
+                format!("shard {}: joining the shard mesh failed", ctx.shard()),
+            ));
+        };
+        ctx.join_peers(Peers::new(senders));
+        task::spawn("reload", apply_reloads(Rc::clone(ctx), reload)).detach();
+        let recovered =
+            futures_lite::future::or(async { Some(recover(ctx, &self.gates.log).await) }, async {
+                let _ = stop.await;
+                None
+            })
+            .await;
+        match recovered {
+            Some(result) => result?,
+            None => return Ok(Started::Stopped),
+        }
+        // Peers' queries are answered only from a complete index.
+        peers::serve(ctx.index(), Rc::new(ShardOwner(Rc::clone(ctx))), receivers);
+        hand_over_foreign_keys(ctx).await?;
+        self.start_chores();
+        Ok(Started::Ready)
+    }
+
+    /// What a recovered shard does every so often: keys expire, the live segment is
+    /// looked at, rate limits are shared.
+    fn start_chores(&self) {
+        let (ctx, timers) = (&self.ctx, &self.gates.timers);
+        let expiry = timers.until_closing(expire_keys(Rc::clone(ctx)));
+        task::spawn("key expiry", expiry).detach();
+        let watch = self.gates.log.until_closing(watch_log(Rc::clone(ctx)));
+        task::spawn("watch the live segment", watch).detach();
+        let shares = timers.until_closing(share_rate_limits(Rc::clone(ctx)));
+        task::spawn("rate limit shares", shares).detach();
+    }
+
+    /// Graceful shutdown: readyz turns 503; the front closes (accepting stops,
+    /// connections are told to close: idle ones at once, busy ones after their current
+    /// responses, within [`DRAIN_DEADLINE`]); the log is synced; the timers stop.
+    async fn shutdown(self) {
+        let ctx = &self.ctx;
+        ctx.begin_shutdown();
+        let front = self.gates.front.close();
+        self.conns.shutdown_reads();
+        let drained = glommio::timer::timeout(DRAIN_DEADLINE, async {
+            front.await;
+            Ok(())
+        });
+        if drained.await.is_err() {
+            warn!(
+                "shard {}: {} connections still busy after {DRAIN_DEADLINE:?}; closing them",
+                ctx.shard(),
+                self.conns.live()
+            );
+        }
+        if let Some(log) = ctx.log() {
+            log.close();
+        }
+        self.gates.log.close().await;
+        self.gates.timers.close().await;
+        info!("shard {}: stopped", ctx.shard());
+        crate::base::logger::flush_this_thread();
+    }
+}
+
+/// Keys in this shard's log that another shard owns (the number of shards changed
+/// since they were stored) go to their owners before anything is served.
+async fn hand_over_foreign_keys(ctx: &Context) -> Result<(), Fatal> {
+    let id = ctx.shard();
+    let Some(peers) = ctx.peers() else {
+        return Ok(());
+    };
+    let foreign = ctx.keys().take_foreign(id, peers.shards());
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    info!(
+        "shard {id}: handing {} idempotency keys to their owners",
+        foreign.len()
+    );
+    peers
+        .hand_over(foreign)
+        .await
+        .map_err(|e| Fatal::new(Exit::Data, format!("shard {id}: {e}")))
 }
 
 /// Why the listener could not bind, with the fix: another address for an address in
@@ -255,29 +353,4 @@ async fn expire_keys(ctx: Rc<Context>) {
             ctx.keys().expire(oldest);
         }
     }
-}
-
-/// Graceful shutdown: readyz turns 503, accepting stops, connections are told to close
-/// (idle ones at once, busy ones after their current responses), the log is synced.
-async fn shutdown(ctx: &Context, conns: &Connections, acceptor: glommio::Task<()>) {
-    ctx.begin_shutdown();
-    let _ = acceptor.cancel().await;
-    conns.shutdown_reads();
-    let drained = glommio::timer::timeout(DRAIN_DEADLINE, async {
-        conns.drained().await;
-        Ok(())
-    });
-    if drained.await.is_err() {
-        warn!(
-            "shard {}: {} connections still busy after {DRAIN_DEADLINE:?}; closing them",
-            ctx.shard(),
-            conns.live()
-        );
-    }
-    if let Some(log) = ctx.log() {
-        log.close();
-        log.stopped().await;
-    }
-    info!("shard {}: stopped", ctx.shard());
-    crate::base::logger::flush_this_thread();
 }

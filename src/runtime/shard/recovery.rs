@@ -10,6 +10,7 @@ use log::{info, warn};
 
 use super::window_ns;
 use crate::base::exit::{Exit, Fatal};
+use crate::base::gate::Gate;
 use crate::base::task;
 use crate::domain::index::Index;
 use crate::domain::keys::{self, Entry, KeyTable};
@@ -29,11 +30,11 @@ use crate::shard::context::Context;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Opens this shard's log on the blocking pool (scan, cut a torn tail, rebuild the
-/// index, write the run's manifest), starts the flusher and installs log and index in
-/// `ctx`. The index counts a record once it is durable, through the rules for stored
-/// bodies ([`Validator::for_stored`]); keys come from the log and from its retired
-/// logs.
-pub async fn recover(ctx: &Context) -> Result<(), Fatal> {
+/// index, write the run's manifest), starts the flusher inside `gate` (closing it
+/// waits for the flusher's last sync) and installs log and index in `ctx`. The index
+/// counts a record once it is durable, through the rules for stored bodies
+/// ([`Validator::for_stored`]); keys come from the log and from its retired logs.
+pub async fn recover(ctx: &Context, gate: &Gate) -> Result<(), Fatal> {
     let plan = Plan::new(ctx);
     let shard = plan.shard;
     let began = plan.began;
@@ -42,7 +43,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Fatal> {
         .await
         .map_err(|e| Fatal::new(Exit::Data, e))?;
     report(shard, &scanned, began);
-    open_for_writing(ctx, scanned).await
+    open_for_writing(ctx, scanned, gate).await
 }
 
 /// What the scan on the blocking pool needs to know.
@@ -188,10 +189,10 @@ fn report(shard: u16, scanned: &Scanned, began: Instant) {
     );
 }
 
-/// Makes the log writable: starts its flusher, which feeds the live index and record
-/// locations as records become durable, waits for a segment to write to, and installs
-/// log, index and keys in `ctx`.
-async fn open_for_writing(ctx: &Context, scanned: Scanned) -> Result<(), Fatal> {
+/// Makes the log writable: starts its flusher inside `gate`, which feeds the live
+/// index and record locations as records become durable, waits for a segment to write
+/// to, and installs log, index and keys in `ctx`.
+async fn open_for_writing(ctx: &Context, scanned: Scanned, gate: &Gate) -> Result<(), Fatal> {
     let Scanned {
         opened,
         index,
@@ -218,7 +219,7 @@ async fn open_for_writing(ctx: &Context, scanned: Scanned) -> Result<(), Fatal> 
         live_index.borrow_mut().add_stored(&mut validator, r);
     };
     let flusher = Rc::clone(&log).run_flusher(opened.last, on_durable);
-    task::spawn("flusher", flusher).detach();
+    task::spawn("flusher", gate.inside(flusher)).detach();
     // Not ready until there is a segment to write to; a full disk is waited out here.
     log.started().await;
     if !log.is_healthy() {
