@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use epro_ingest::api::middleware;
+use epro_ingest::base::gate::Gate;
 use epro_ingest::base::logger::Peer;
 use epro_ingest::config::{Config, Overrides};
 use epro_ingest::http::request::{RequestParser, Step};
@@ -68,7 +69,7 @@ fn a_submit_allocates_nothing_in_steady_state() {
         .io_memory(1 << 20)
         .spawn(move || async move {
             let ctx = Context::new(0, Arc::clone(&config));
-            shard::recover(&ctx).await.unwrap();
+            shard::recover(&ctx, &Gate::new()).await.unwrap();
             ctx.start_serving();
             let one = format!(
                 "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",

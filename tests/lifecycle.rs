@@ -151,3 +151,41 @@ fn sigterm_answers_a_half_received_request_with_503() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(export(&dir.path().join("data")).is_empty());
 }
+
+/// Answers still being written when SIGTERM comes (here large ones, to a client that
+/// reads them only after the signal) are written whole before the process exits 0:
+/// shutdown waits for every connection inside the shard's front gate.
+#[test]
+fn sigterm_waits_for_a_response_still_being_written() {
+    use std::io::Write;
+    const REQUESTS: usize = 16;
+    let server = Server::start("", &[]);
+    let mut stream = server.connect();
+    let one = common::get(&mut stream, "/openapi.json", "");
+    assert_eq!(one.status, 200);
+    let len = one.body.len();
+    // Megabytes of answers: far more than the kernel buffers between server and
+    // client hold, so the server is still writing them when the signal comes.
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(REQUESTS);
+    stream.write_all(&request).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = std::thread::spawn(move || server.terminate());
+    // Without the drain the process would be gone by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    assert!(
+        received.len() > REQUESTS * len,
+        "only {} of over {} bytes of answers arrived before the connection closed",
+        received.len(),
+        REQUESTS * len
+    );
+    let mut rest = &received[..];
+    for _ in 0..REQUESTS {
+        let r = common::read_response(&mut rest).expect("a response");
+        assert_eq!((r.status, r.body.len()), (200, len));
+    }
+    assert!(rest.is_empty(), "{} bytes after the answers", rest.len());
+    let (status, _dir) = stopping.join().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

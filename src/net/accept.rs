@@ -12,6 +12,7 @@ use glommio::net::{TcpListener, TcpStream};
 use log::warn;
 
 use crate::api::refusal::{self, Dialect, Refusal};
+use crate::base::gate::Gate;
 use crate::base::task;
 use crate::http::reject::Reject;
 use crate::http::response::{ConnHeader, Reply};
@@ -24,8 +25,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// How long the 503 to a connection over the limit may take to send.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Accepts until the task is cancelled; each connection runs as its own task.
-pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener) {
+/// Accepts until the `front` gate closes (the listener closes with it). Each
+/// connection, and each refusal over the limit, runs as its own task inside the gate,
+/// so that closing it waits for them.
+pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener, front: Gate) {
+    let accepting = front.until_closing(accept(ctx, conns, listener, front.clone()));
+    accepting.await;
+}
+
+async fn accept(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener, front: Gate) {
     let header_timeout = Duration::from_millis(ctx.config().limits.header_timeout_ms);
     let send_buffer = ctx.config().limits.send_buffer_bytes;
     loop {
@@ -46,11 +54,12 @@ pub async fn run(ctx: Rc<Context>, conns: Rc<Connections>, listener: TcpListener
         let deadline = Instant::now() + header_timeout;
         match conns.open(deadline) {
             Some(slot) => {
-                task::spawn("connection", conn::serve(Rc::clone(&ctx), stream, slot)).detach();
+                let serve = conn::serve(Rc::clone(&ctx), stream, slot);
+                task::spawn("connection", front.inside(serve)).detach();
             }
             None => {
                 ctx.metrics().rejected(Reject::Overloaded);
-                task::spawn("refusal", refuse(ctx.date(), stream)).detach();
+                task::spawn("refusal", front.inside(refuse(ctx.date(), stream))).detach();
             }
         }
     }

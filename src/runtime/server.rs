@@ -3,33 +3,24 @@
 //! every shard by message, and the exit once every shard has ended. Start-up is the
 //! only time shards wait on each other.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use futures_channel::mpsc::unbounded;
 use futures_channel::oneshot;
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
-use glommio::{LocalExecutorBuilder, Placement};
 use log::{info, warn};
 
 use crate::base::exit::{Exit, Fatal};
 use crate::config::Config;
-use crate::runtime::listen;
 use crate::runtime::reload::{Reload, Reloader};
-use crate::runtime::shard::heartbeat::Heartbeats;
-use crate::runtime::shard::{self, Orders, Reports, Started};
-use crate::shard::peers::Message;
 
+mod shards;
 mod starting;
 mod watchdog;
 
 /// Memory each executor registers with io_uring. It counts against `RLIMIT_MEMLOCK`
 /// (see [`check_memlock`]); 1 MiB keeps two shards inside the common 8 MiB default.
 pub const IO_MEMORY: usize = 1 << 20;
-/// Capacity of each channel of the shard mesh: queries waiting for one peer.
-const MESH_CHANNEL: usize = 64;
 
 /// The CPUs to run shards on: `config.cpus` or the process's affinity mask, cut to
 /// `config.shards`. A shard is never placed outside the affinity mask.
@@ -161,106 +152,16 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), Fatal> {
         (0..cpus.len()).map(|_| unbounded::<Reload>()).unzip();
     let reloader = Reloader::new(Config::clone(&config), reload_txs);
     let stops = watch_signals(cpus.len(), Arc::clone(&stopping), reloader)?;
-    let mut orders = stops.into_iter().zip(reload_rxs);
-    let (ended_tx, ended_rx) = mpsc::channel::<usize>();
-    let (gos, go_rxs): (Vec<_>, Vec<_>) = (0..cpus.len()).map(|_| oneshot::channel()).unzip();
-    let mut go_rxs = go_rxs.into_iter();
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<Started, Fatal>>();
-    let (serving_tx, serving_rx) = mpsc::channel::<()>();
-    let mesh: MeshBuilder<Message, Full> = MeshBuilder::full(cpus.len(), MESH_CHANNEL);
-    let heartbeats = Heartbeats::new(cpus.len());
-    let mut addr = config.listen;
-    // Claimed before binding; with port 0, once shard 0 has its port.
-    let mut claim = match addr.port() {
-        0 => None,
-        _ => Some(listen::claim_before_bind(addr).map_err(|m| Fatal::new(Exit::InUse, m))?),
-    };
-    let mut handles = Vec::with_capacity(cpus.len());
-    starting::quiet_executor_panics();
-    for (id, &cpu) in cpus.iter().enumerate() {
-        let (bound_tx, bound_rx) = mpsc::channel::<Result<SocketAddr, Fatal>>();
-        let shard_config = Arc::clone(&config);
-        let reports = Reports {
-            bound: bound_tx,
-            ready: ready_tx.clone(),
-            serving: serving_tx.clone(),
-            heartbeat: heartbeats.of(id),
-        };
-        let (stop, reload) = orders.next().expect("one stop and reload per shard");
-        let orders = Orders {
-            stop,
-            go: go_rxs.next().expect("one go per shard"),
-            reload,
-        };
-        let mesh = mesh.clone();
-        let ended = Ended {
-            shard: id,
-            tx: ended_tx.clone(),
-        };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{id}"))
-            .io_memory(IO_MEMORY)
-            .spawn(move || async move {
-                starting::executor_up();
-                let _ended = ended;
-                shard::serve(id, shard_config, addr, reports, orders, mesh).await
-            })
-            .map_err(|e| format!("cannot start shard {id} on CPU {cpu}: {e}"))?;
-        match bound_rx.recv() {
-            Ok(Ok(bound)) => {
-                addr = bound;
-                if claim.is_none() {
-                    claim = Some(listen::claim(addr).map_err(|m| Fatal::new(Exit::InUse, m))?);
-                }
-            }
-            Ok(Err(fatal)) => return Err(fatal),
-            // The executor ended before running the shard: io_uring could not be set up.
-            Err(_) => {
-                let cause = match handle.join() {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "executor exited early".to_string(),
-                };
-                return Err(starting::no_io_uring(id, cpu, &cause));
-            }
-        }
-        handles.push(handle);
+    let (mut process, links) = shards::wire(stops, reload_rxs);
+    // The claim on the address lives as long as the shards serve.
+    let (handles, _claim) = shards::start_shards(&config, cpus, links)?;
+    if !process.wait_ready(handles.len())? {
+        return Ok(());
     }
-    info!("listening on {addr}");
-    let _claim = claim;
-    drop(ready_tx);
-    drop(serving_tx);
-    // Every shard reports once its log is recovered; a corrupt log stops the server.
-    // A stop signal during recovery ends the process at once, without waiting for the
-    // scans still running on the blocking threads.
-    for _ in 0..handles.len() {
-        match ready_rx.recv() {
-            Ok(Ok(Started::Ready)) => {}
-            Ok(Ok(Started::Stopped)) => {
-                info!("stopped during recovery, before accepting any record");
-                return Ok(());
-            }
-            Ok(Err(fatal)) => return Err(fatal),
-            Err(_) => return Err(Fatal::new(Exit::Fault, "a shard ended during start-up")),
-        }
-    }
-    // Every shard recovered: tell each to serve, and say ready once all do.
-    for go in gos {
-        let _ = go.send(());
-    }
-    for _ in 0..handles.len() {
-        if serving_rx.recv().is_err() {
-            return Err(Fatal::new(Exit::Fault, "a shard ended before serving"));
-        }
-    }
-    info!("ready: {} shards recovered", handles.len());
-    notify_systemd(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
-    ]);
     // A shard ends only when told to stop. One that ends otherwise (a panic that
     // escaped a task, a fatal error) ends the process, loudly, rather than leaving it
     // half-serving: a supervisor then restarts it whole.
-    let first = watchdog::watch(&heartbeats, &ended_rx);
+    let first = watchdog::watch(&process.heartbeats, &process.ended);
     if !stopping.load(Ordering::SeqCst) {
         return Err(Fatal::new(
             Exit::Fault,
@@ -283,19 +184,6 @@ pub fn run(config: Config, cpus: &[usize]) -> Result<(), Fatal> {
 fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
         warn!("telling systemd the service state failed: {e}");
-    }
-}
-
-/// Reports a shard's end to the process, however it ended: returning, or a panic
-/// unwinding out of its executor.
-struct Ended {
-    shard: usize,
-    tx: mpsc::Sender<usize>,
-}
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.tx.send(self.shard);
     }
 }
 

@@ -1,8 +1,8 @@
 //! One shard's connection table: a `slab` of live connections and a pool of spare
 //! buffer sets, so a new connection reuses the buffers a closed one left behind instead
 //! of allocating (the thread-per-core form of Gin's `sync.Pool`). The table also
-//! enforces the timeouts, keeps the shard's memory budget and tells shutdown when the
-//! last connection has closed.
+//! enforces the timeouts, keeps the shard's memory budget and interrupts every wait
+//! for input at shutdown.
 //!
 //! **Memory.** Every connection holds its base buffers ([`BUFFER_SIZE`] to read and to
 //! write). What they grow beyond that (a large head or body being received, a decoded
@@ -101,8 +101,6 @@ struct Table {
     /// The memory budget, and what live connections are charged against it now.
     budget: usize,
     charged: usize,
-    /// Who waits in [`Connections::drained`] for the last connection to close.
-    drain_waiter: Option<Waker>,
 }
 
 /// Live connections (by slab key) and spare buffer sets.
@@ -121,7 +119,6 @@ impl Connections {
                 max,
                 budget,
                 charged: 0,
-                drain_waiter: None,
             }),
         })
     }
@@ -172,11 +169,6 @@ impl Connections {
             buffers.reset();
             table.spare.push(buffers);
         }
-        if table.live.is_empty() {
-            if let Some(waiter) = table.drain_waiter.take() {
-                waiter.wake();
-            }
-        }
     }
 
     /// Connection `key` must receive something by `deadline`: set before each read. A
@@ -218,20 +210,6 @@ impl Connections {
         for (_, live) in self.table.borrow_mut().live.iter_mut() {
             interrupt(live, Interrupt::Shutdown);
         }
-    }
-
-    /// Resolves once no connection is live.
-    pub async fn drained(&self) {
-        poll_fn(|cx| {
-            let mut table = self.table.borrow_mut();
-            if table.live.is_empty() {
-                Poll::Ready(())
-            } else {
-                table.drain_waiter = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
     }
 
     /// The shard's sweeper: ends the reads of connections past their deadline, until
