@@ -1,5 +1,5 @@
 //! Configuration: the TOML file of DESIGN section 3, command-line overrides, and the
-//! embedded defaults used when there is no file at all;
+//! embedded defaults used when there is no file at all (their principal: [`admin`]);
 //! the rules every value meets are in `check.rs`.
 
 use std::fmt;
@@ -13,6 +13,7 @@ use crate::domain::ratelimit::Rate;
 use crate::http::parse::Limits;
 use crate::log::Durability;
 
+pub mod admin;
 mod check;
 mod proxies;
 
