@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::out;
 use super::progress::{advance, progress_bar};
+use crate::base::logger::COMMAND;
 use crate::log::{backup, export, retire};
 
 /// `export`: every record as a JSON line on stdout, with a progress bar on a terminal.
@@ -22,7 +23,7 @@ pub fn export(data_dir: &Path, salvage: bool) -> Result<(), String> {
     );
     bar.finish_and_clear();
     let count = exported?;
-    log::info!("exported {count} records");
+    log::info!(target: COMMAND, "exported {count} records");
     Ok(())
 }
 
@@ -30,6 +31,7 @@ pub fn export(data_dir: &Path, salvage: bool) -> Result<(), String> {
 pub fn backup(data_dir: &Path, to: &Path) -> Result<(), String> {
     for c in backup::backup(data_dir, to)? {
         log::info!(
+            target: COMMAND,
             "shard {}: {} records, up to s{}-{}{}",
             c.shard,
             c.records,
@@ -42,14 +44,14 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<(), String> {
             }
         );
     }
-    log::info!("backup in {} verifies", to.display());
+    log::info!(target: COMMAND, "backup in {} verifies", to.display());
     Ok(())
 }
 
 /// `restore`: where each shard's new records start.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<(), String> {
     for (shard, first) in backup::restore(from, data_dir)? {
-        log::info!("shard {shard}: new records start at s{shard}-{first}");
+        log::info!(target: COMMAND, "shard {shard}: new records start at s{shard}-{first}");
     }
     Ok(())
 }
@@ -60,10 +62,14 @@ pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<(), String> {
     let next = done.next_seq;
     match done.moved_to {
         Some(retired) => log::info!(
+            target: COMMAND,
             "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
             retired.display()
         ),
-        None => log::info!("shard {shard}: its log was gone; new records start at s{shard}-{next}"),
+        None => log::info!(
+            target: COMMAND,
+            "shard {shard}: its log was gone; new records start at s{shard}-{next}"
+        ),
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::base::logger::COMMAND;
 use crate::domain::auth::{Principal, Role};
 
 /// The admin principal, its token read from `<data_dir>/admin.token` or generated there.
@@ -16,6 +17,7 @@ pub fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
     log::info!(
+        target: COMMAND,
         "no config file: admin bearer token is in {}",
         path.display()
     );

@@ -34,6 +34,11 @@ pub enum Format {
     Json,
 }
 
+/// The target of the commands' own lines (an export's count, a backup's shards, the
+/// generated admin token's file), whichever module writes them: the binary's name, as
+/// `RUST_LOG` selects them.
+pub const COMMAND: &str = "epro_ingest";
+
 /// The process's format, set once at start ([`set_format`]); shard threads copy it.
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
