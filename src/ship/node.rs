@@ -144,26 +144,6 @@ fn write(data_dir: &Path, id: &str, inode: u64) -> Result<(), String> {
     sync_dir(data_dir)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_file_reads_back_and_a_bad_one_does_not() {
-        assert_eq!(
-            parse("0b1c9a7e-2f1d-4c3b-8a9e-1234567890ab\ninode 42\n"),
-            Some(("0b1c9a7e-2f1d-4c3b-8a9e-1234567890ab".into(), 42))
-        );
-        assert_eq!(parse("abc\n"), None);
-        assert_eq!(parse("abc\ninode x\n"), None);
-        assert_eq!(parse("\ninode 4\n"), None);
-        let id = new_id().unwrap();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_ne!(new_id().unwrap(), id);
-    }
-}
-
 /// The node's name: `given` (`--node`), else the one kept in `<data_dir>/ship-node`,
 /// else the host name, kept there for the next run (rows and cursors are per node
 /// name, so a renamed host does not ship everything again under a new name).
@@ -192,4 +172,24 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_reads_back_and_a_bad_one_does_not() {
+        assert_eq!(
+            parse("0b1c9a7e-2f1d-4c3b-8a9e-1234567890ab\ninode 42\n"),
+            Some(("0b1c9a7e-2f1d-4c3b-8a9e-1234567890ab".into(), 42))
+        );
+        assert_eq!(parse("abc\n"), None);
+        assert_eq!(parse("abc\ninode x\n"), None);
+        assert_eq!(parse("\ninode 4\n"), None);
+        let id = new_id().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(new_id().unwrap(), id);
+    }
 }
