@@ -1,24 +1,21 @@
 //! `epro-ingest`: `serve` parses the command line and config, checks the machine and
 //! hands over to [`epro_ingest::runtime::server`], which starts one shard per CPU and shuts
-//! down on SIGTERM/SIGINT; `check-config` checks a config file; `export` and `verify`
-//! read a data directory offline. Every failure is one clear message and an exit
-//! status that says whether a restart may help ([`epro_ingest::base::exit`]).
+//! down on SIGTERM/SIGINT; `check-config` checks a config file; the offline commands
+//! ([`epro_ingest::cli`], [`epro_ingest::ship`]) read a data directory beside it. Every
+//! failure is one clear message and an exit status that says whether a restart may help
+//! ([`epro_ingest::base::exit`]); a reader of stdout that leaves early ends a command
+//! quietly ([`epro_ingest::cli::out`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use epro_ingest::base::exit::{Exit, Fatal};
-use epro_ingest::cli;
-use epro_ingest::config::{Config, Overrides};
-use epro_ingest::domain::auth::{Principal, Role};
-use epro_ingest::log::Durability;
-use epro_ingest::log::{backup, datadir, export, retire};
+use epro_ingest::cli::{out, tools};
+use epro_ingest::config::{admin, Config, Overrides};
+use epro_ingest::log::{datadir, Durability};
 use epro_ingest::runtime::server;
 use epro_ingest::ship;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -172,7 +169,22 @@ enum Command {
 
 fn main() -> ExitCode {
     epro_ingest::base::logger::init();
-    let result = match Cli::parse().command {
+    let result = run(Cli::parse().command);
+    // The reader of stdout left (`| head`): it had what it wanted.
+    if out::stopped() == Some(out::Stopped::Closed) {
+        return ExitCode::from(out::CLOSED_STATUS);
+    }
+    match result.and_then(|()| out::written()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            log::error!("{fatal}");
+            ExitCode::from(fatal.exit.code())
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Fatal> {
+    match command {
         Command::Serve {
             config,
             listen,
@@ -193,29 +205,19 @@ fn main() -> ExitCode {
             init,
         ),
         Command::CheckConfig { config } => check_config(config.as_deref()),
-        Command::Probe { addr, path } => probe(&addr, &path).map_err(Fatal::from),
-        Command::Export { data_dir, salvage } => {
-            let bar = cli::progress::progress_bar(&data_dir, "export");
-            let exported = export::export(
-                &data_dir,
-                &mut std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
-                salvage,
-                &mut cli::progress::advance(&bar),
-            );
-            bar.finish_and_clear();
-            exported
-                .map(|count| {
-                    log::info!("exported {count} records");
-                })
-                .map_err(Fatal::from)
-        }
+        Command::Probe { addr, path } => Ok(tools::probe(&addr, &path)?),
+        Command::Export { data_dir, salvage } => Ok(tools::export(&data_dir, salvage)?),
         Command::Verify {
             data_dir,
             heads,
             against,
-        } => cli::verify::verify(&data_dir, heads, against.as_deref()).map_err(Fatal::from),
+        } => Ok(epro_ingest::cli::verify::verify(
+            &data_dir,
+            heads,
+            against.as_deref(),
+        )?),
         Command::Openapi => {
-            print!("{}", epro_ingest::api::openapi::document());
+            out::print(&epro_ingest::api::openapi::document());
             Ok(())
         }
         Command::Ship {
@@ -225,66 +227,18 @@ fn main() -> ExitCode {
             once,
             batch,
             take_over,
-        } => node_name(&data_dir, node)
-            .and_then(|node| {
-                ship(ship::Options {
-                    node_id: ship::node::identity(&data_dir, take_over)?,
-                    take_over,
-                    data_dir,
-                    conninfo: postgres,
-                    node,
-                    once,
-                    batch: batch.max(1),
-                })
-            })
-            .map_err(Fatal::from),
-        Command::Backup { data_dir, to } => backup::backup(&data_dir, &to)
-            .map(|copied| {
-                for c in copied {
-                    log::info!(
-                        "shard {}: {} records, up to s{}-{}{}",
-                        c.shard,
-                        c.records,
-                        c.shard,
-                        c.next_seq.saturating_sub(1),
-                        if c.cut > 0 {
-                            format!(" ({} bytes of a half-written group left out)", c.cut)
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-                log::info!("backup in {} verifies", to.display());
-            })
-            .map_err(Fatal::from),
-        Command::Restore { from, data_dir } => backup::restore(&from, &data_dir)
-            .map(|next| {
-                for (shard, first) in next {
-                    log::info!("shard {shard}: new records start at s{shard}-{first}");
-                }
-            })
-            .map_err(Fatal::from),
-        Command::RetireShard { data_dir, shard } => retire::retire_shard(&data_dir, shard)
-            .map(|done| {
-                let next = done.next_seq;
-                match done.moved_to {
-                    Some(retired) => log::info!(
-                        "shard {shard}: old log moved to {}; new records start at s{shard}-{next}",
-                        retired.display()
-                    ),
-                    None => log::info!(
-                        "shard {shard}: its log was gone; new records start at s{shard}-{next}"
-                    ),
-                }
-            })
-            .map_err(Fatal::from),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(fatal) => {
-            log::error!("{fatal}");
-            ExitCode::from(fatal.exit.code())
-        }
+        } => Ok(ship::until_signalled(&ship::Options {
+            node: ship::node::name(&data_dir, node)?,
+            node_id: ship::node::identity(&data_dir, take_over)?,
+            take_over,
+            data_dir,
+            conninfo: postgres,
+            once,
+            batch: batch.max(1),
+        })?),
+        Command::Backup { data_dir, to } => Ok(tools::backup(&data_dir, &to)?),
+        Command::Restore { from, data_dir } => Ok(tools::restore(&from, &data_dir)?),
+        Command::RetireShard { data_dir, shard } => Ok(tools::retire_shard(&data_dir, shard)?),
     }
 }
 
@@ -303,41 +257,11 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Resu
     server::check_nofile(&mut config, cpus.len()).map_err(system_error)?;
     let _held = datadir::open(&config.data_dir, cpus.len(), init)?;
     if !config.from_file {
-        config.principals.push(generated_admin(&config.data_dir)?);
+        config
+            .principals
+            .push(admin::generated_admin(&config.data_dir)?);
     }
     server::run(config, &cpus)
-}
-
-/// `probe`: one `GET path` to `addr` within 3 s; Ok on a 200.
-fn probe(addr: &str, path: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::net::{TcpStream, ToSocketAddrs};
-    let limit = std::time::Duration::from_secs(3);
-    let target = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("probe: {addr:?} is not an address"))?;
-    let mut stream = TcpStream::connect_timeout(&target, limit)
-        .map_err(|e| format!("probe: connecting to {addr}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(limit));
-    let _ = stream.set_write_timeout(Some(limit));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("probe: writing to {addr}: {e}"))?;
-    let mut head = [0u8; 12];
-    stream
-        .read_exact(&mut head)
-        .map_err(|e| format!("probe: reading from {addr}: {e}"))?;
-    match &head[9..12] {
-        b"200" => Ok(()),
-        status => Err(format!(
-            "probe: GET {path} answered {}",
-            String::from_utf8_lossy(status)
-        )),
-    }
 }
 
 /// `check-config`: the config as `serve` would load it, without starting anything.
@@ -346,9 +270,9 @@ fn check_config(path: Option<&Path>) -> Result<(), Fatal> {
         .map_err(|e| Fatal::new(Exit::Config, e.to_string()))?;
     let file = path.map_or("embedded defaults".to_string(), |p| p.display().to_string());
     let limited = config.rates().iter().filter(|r| r.is_some()).count();
-    println!(
+    out::print(&format!(
         "ok: {file}: listen {}, data_dir {}, durability {}, {} principals ({limited} with a \
-         rate limit), shards {}",
+         rate limit), shards {}\n",
         config.listen,
         config.data_dir.display(),
         format!("{:?}", config.durability).to_lowercase(),
@@ -356,86 +280,6 @@ fn check_config(path: Option<&Path>) -> Result<(), Fatal> {
         config
             .shards
             .map_or("one per CPU".to_string(), |n| n.to_string()),
-    );
+    ));
     Ok(())
-}
-
-/// Without a config file, the one principal is an admin whose token is generated once
-/// into `<data_dir>/admin.token` (mode 0600): never a shared default secret.
-fn generated_admin(data_dir: &Path) -> Result<Principal, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("admin.token");
-    let token = match std::fs::read_to_string(&path) {
-        Ok(token) => token.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut random = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut random))
-                .map_err(|e| format!("reading /dev/urandom: {e}"))?;
-            let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, token.as_bytes()))
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            token
-        }
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
-    };
-    log::info!(
-        "no config file: admin bearer token is in {}",
-        path.display()
-    );
-    Ok(Principal {
-        id: "admin".to_string(),
-        token,
-        role: Role::Admin,
-        projects: vec!["*".to_string()],
-        rate_per_second: None,
-        burst: None,
-    })
-}
-
-/// `ship`: SIGTERM or SIGINT stop it after its current transaction, with status 0.
-fn ship(opts: ship::Options) -> Result<(), String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| format!("ship: cannot handle signals: {e}"))?;
-    }
-    match ship::run(&opts, &stop) {
-        Ok(_) => Ok(()),
-        Err(ship::Stop::Shards(message) | ship::Stop::Fatal(message)) => Err(message),
-    }
-}
-
-/// The node's name: `--node`, else the one kept in `<data_dir>/ship-node`, else the
-/// host name, kept there for the next run (rows and cursors are per node name).
-fn node_name(data_dir: &Path, given: Option<String>) -> Result<String, String> {
-    if let Some(node) = given {
-        return Ok(node);
-    }
-    let path = data_dir.join("ship-node");
-    match std::fs::read_to_string(&path) {
-        Ok(kept) if !kept.trim().is_empty() => Ok(kept.trim().to_string()),
-        Ok(_) | Err(_) if !data_dir.is_dir() => {
-            Err(format!("{}: not a data directory", data_dir.display()))
-        }
-        _ => {
-            let node = host_name();
-            std::fs::write(&path, format!("{node}\n"))
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            Ok(node)
-        }
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_string())
 }

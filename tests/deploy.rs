@@ -233,3 +233,22 @@ fn check_config_accepts_the_example_and_names_a_fault_with_status_78() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A command whose stdout's reader has gone (`epro-ingest openapi | head -1`) ends
+/// quietly with status 141, as a tool stopped by SIGPIPE does: no panic, no message.
+#[test]
+fn a_command_whose_stdout_reader_left_ends_quietly() {
+    for args in [&["openapi"][..], &["check-config"]] {
+        // A socket whose peer is closed: every write to it fails with EPIPE.
+        let (stdout, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_epro-ingest"))
+            .args(args)
+            .stdout(std::os::fd::OwnedFd::from(stdout))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}

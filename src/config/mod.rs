@@ -1,5 +1,6 @@
 //! Configuration: the TOML file of DESIGN section 3, command-line overrides, and the
-//! embedded defaults used when there is no file at all.
+//! embedded defaults used when there is no file at all (their principal: [`admin`]);
+//! the rules every value meets are in `check.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,10 +10,11 @@ use serde::Deserialize;
 
 use crate::domain::auth::Principal;
 use crate::domain::ratelimit::Rate;
-use crate::domain::validate::MAX_ID;
-use crate::http::parse::{Limits, MAX_HEADERS_CAP};
+use crate::http::parse::Limits;
 use crate::log::Durability;
 
+pub mod admin;
+mod check;
 mod proxies;
 
 pub use proxies::Cidr;
@@ -252,14 +254,7 @@ impl Config {
     /// Reads `path` (if any), applies `overrides`, and checks every value.
     pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
         let file = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    ConfigError(format!("invalid config file {}: {e}", path.display()))
-                })?
-            }
+            Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         let listen_text = overrides
@@ -290,20 +285,7 @@ impl Config {
             principals: file.principals,
             segment_bytes: file.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES),
             log_format: file.log_format.unwrap_or_default(),
-            trusted_proxies: file
-                .trusted_proxies
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    Cidr::parse(text).ok_or_else(|| {
-                        ConfigError(format!(
-                            "trusted_proxies[{i}]: {text:?} is not an IP address or a network \
-                             (10.0.0.0/8, fd00::/8)"
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            trusted_proxies: trusted_proxies(file.trusted_proxies.unwrap_or_default())?,
             idempotency_window_hours: file
                 .idempotency_window_hours
                 .unwrap_or(DEFAULT_IDEMPOTENCY_WINDOW_HOURS),
@@ -315,138 +297,28 @@ impl Config {
         config.check()?;
         Ok(config)
     }
+}
 
-    fn check(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
-        let bad = |key: &str, rule: &str| Err(ConfigError(format!("{key}: {rule}")));
-        if self.shards == Some(0) {
-            return bad("shards", "must be at least 1");
-        }
-        if matches!(&self.cpus, Some(cpus) if cpus.is_empty()) {
-            return bad("cpus", "must list at least one CPU");
-        }
-        if !(64 << 10..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return bad(
-                "segment_bytes",
-                "must be between 65536 and 1073741824 (1 GiB)",
-            );
-        }
-        if !(1..=24 * 366).contains(&self.idempotency_window_hours) {
-            return bad(
-                "idempotency_window_hours",
-                "must be between 1 and 8784 (a year)",
-            );
-        }
-        if l.max_body_bytes == 0 || l.max_body_bytes > 1 << 30 {
-            return bad("limits.max_body_bytes", "must be between 1 and 1073741824");
-        }
-        if !(256..=1 << 20).contains(&l.max_head_bytes) {
-            return bad("limits.max_head_bytes", "must be between 256 and 1048576");
-        }
-        if !(1..=MAX_HEADERS_CAP).contains(&l.max_headers) {
-            return bad("limits.max_headers", "must be between 1 and 128");
-        }
-        if l.max_connections == 0 {
-            return bad("limits.max_connections", "must be at least 1");
-        }
-        if l.header_timeout_ms == 0 {
-            return bad("limits.header_timeout_ms", "must be at least 1");
-        }
-        if l.idle_timeout_ms == 0 {
-            return bad("limits.idle_timeout_ms", "must be at least 1");
-        }
-        if l.request_timeout_ms == 0 {
-            return bad("limits.request_timeout_ms", "must be at least 1");
-        }
-        if l.body_timeout_ms == 0 {
-            return bad("limits.body_timeout_ms", "must be at least 1");
-        }
-        if l.memory_budget_bytes
-            .is_some_and(|b| b < l.largest_request())
-        {
-            return bad(
-                "limits.memory_budget_bytes",
-                &format!(
-                    "must hold one largest request: at least {} (max_head_bytes + 4 x \
-                     max_body_bytes + 64 KiB)",
-                    l.largest_request()
-                ),
-            );
-        }
-        if !(1..=64 << 20).contains(&l.shed_pending_bytes) {
-            return bad(
-                "limits.shed_pending_bytes",
-                "must be between 1 and 67108864 (the log's cap on bytes waiting for the disk)",
-            );
-        }
-        let rates = self
-            .principals
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (format!("principals[{i}]."), p.rate_per_second, p.burst))
-            .chain([(
-                "limits.default_".to_string(),
-                l.default_rate_per_second,
-                l.default_burst,
-            )]);
-        for (prefix, rate, burst) in rates {
-            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0 && r <= 1e9)) {
-                return bad(
-                    &format!("{prefix}rate_per_second"),
-                    "must be a number above 0 (requests a second)",
-                );
-            }
-            if burst == Some(0) {
-                return bad(&format!("{prefix}burst"), "must be at least 1");
-            }
-        }
-        if l.send_buffer_bytes != 0 && !(4096..=16 << 20).contains(&l.send_buffer_bytes) {
-            return bad(
-                "limits.send_buffer_bytes",
-                "must be 0 (the kernel's autotuning) or between 4096 and 16777216",
-            );
-        }
-        if l.shed_inflight == 0 {
-            return bad("limits.shed_inflight", "must be at least 1");
-        }
-        if self.from_file && self.principals.is_empty() {
-            return bad(
-                "principals",
-                "the config file lists none, so every request would get 401: add a [[principals]] \
-                 entry (without a config file, an admin token is generated instead)",
-            );
-        }
-        for (i, p) in self.principals.iter().enumerate() {
-            if p.id.is_empty() || p.id.len() > MAX_ID {
-                return bad(&format!("principals[{i}].id"), "must be 1 to 128 bytes");
-            }
-            // Ids go into log lines, JSON and the record's principal field, where a 0x00
-            // separates a keyed record's idempotency key.
-            if p.id.chars().any(char::is_control) {
-                return bad(
-                    &format!("principals[{i}].id"),
-                    "must not contain control characters",
-                );
-            }
-            if self.principals[..i].iter().any(|q| q.id == p.id) {
-                return bad(
-                    &format!("principals[{i}].id"),
-                    "is already used by another principal",
-                );
-            }
-            if p.token.len() < 16 {
-                return bad(
-                    &format!("principals[{i}].token"),
-                    "must be at least 16 characters",
-                );
-            }
-            if self.principals[..i].iter().any(|q| q.token == p.token) {
-                return bad(
-                    &format!("principals[{i}].token"),
-                    "is already used by another principal",
-                );
-            }
-        }
-        Ok(())
-    }
+/// The config file as written, every key known.
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str::<FileConfig>(&text)
+        .map_err(|e| ConfigError(format!("invalid config file {}: {e}", path.display())))
+}
+
+/// `trusted_proxies`: each an address or a network.
+fn trusted_proxies(texts: Vec<String>) -> Result<Vec<Cidr>, ConfigError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            Cidr::parse(text).ok_or_else(|| {
+                ConfigError(format!(
+                    "trusted_proxies[{i}]: {text:?} is not an IP address or a network \
+                     (10.0.0.0/8, fd00::/8)"
+                ))
+            })
+        })
+        .collect()
 }

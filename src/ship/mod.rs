@@ -109,51 +109,63 @@ impl Progress {
     }
 }
 
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            shipped: 0,
+            refused: 0,
+            last_ns: 0,
+            began: Instant::now(),
+            logged: None,
+            cursors: BTreeMap::new(),
+            lag: Lag::default(),
+        }
+    }
+
+    /// The final line; an error naming the shards that `--once` left unshipped.
+    fn done(&self, failures: Vec<String>) -> Result<u64, Stop> {
+        log::info!(
+            "ship: done: {} records shipped in {:.1} s ({} of them without what PostgreSQL \
+             refused of them)",
+            self.shipped,
+            self.began.elapsed().as_secs_f64(),
+            self.refused
+        );
+        if !failures.is_empty() {
+            return Err(Stop::Shards(format!(
+                "ship: {} shard(s) not shipped to their end: {}",
+                failures.len(),
+                failures.join("; ")
+            )));
+        }
+        Ok(self.shipped)
+    }
+}
+
+/// `epro-ingest ship`: [`run`] until done, or until SIGTERM or SIGINT stop it after
+/// its current transaction, with status 0.
+pub fn until_signalled(opts: &Options) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("ship: cannot handle signals: {e}"))?;
+    }
+    match run(opts, &stop) {
+        Ok(_) => Ok(()),
+        Err(Stop::Shards(message) | Stop::Fatal(message)) => Err(message),
+    }
+}
+
 /// Ships until done (`once`) or stopped (`stop` set); the number of records shipped.
 pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
-    let mut progress = Progress {
-        shipped: 0,
-        refused: 0,
-        last_ns: 0,
-        began: Instant::now(),
-        logged: None,
-        cursors: BTreeMap::new(),
-        lag: Lag::default(),
-    };
+    let mut progress = Progress::new();
     let mut shards = Shards::default();
-    let mut client: Option<Client> = None;
-    let mut down_since: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut link = Link::new();
     let mut failures = Vec::new();
     let mut checked = false;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let conn = match client.as_mut() {
-            Some(conn) => conn,
-            None => match connect(opts) {
-                Ok(conn) => {
-                    if down_since.take().is_some() {
-                        log::info!("ship: PostgreSQL is back; continuing");
-                    }
-                    backoff = Duration::from_millis(100);
-                    client.insert(conn)
-                }
-                // PostgreSQL answered, and refused for good: retrying will not help.
-                Err(e) if !transient(&e) => {
-                    return Err(Stop::Fatal(format!("ship: PostgreSQL: {}", describe(&e))))
-                }
-                Err(e) => {
-                    if down_since.is_none() {
-                        log::warn!("ship: cannot reach PostgreSQL, retrying: {}", describe(&e));
-                        down_since = Some(Instant::now());
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
+    while !stop.load(Ordering::Relaxed) {
+        let Some(conn) = link.connection(opts)? else {
+            continue;
         };
         // Once per run, before the first pass.
         let check = if checked {
@@ -175,34 +187,70 @@ pub fn run(opts: &Options, stop: &Arc<AtomicBool>) -> Result<u64, Stop> {
                     std::thread::sleep(POLL_EVERY);
                 }
             }
-            Err(PassError::Db(e)) if transient(&e) => {
-                // The connection broke (PostgreSQL restarted, say): reconnect; the
-                // interrupted transaction was rolled back, its records come again.
-                log::warn!("ship: lost PostgreSQL, reconnecting: {}", describe(&e));
-                client = None;
-                down_since = Some(Instant::now());
-            }
-            Err(PassError::Db(e)) => {
-                return Err(Stop::Fatal(format!("ship: PostgreSQL: {}", describe(&e))))
-            }
+            Err(PassError::Db(e)) if transient(&e) => link.lost(&e),
+            Err(PassError::Db(e)) => return Err(fatal(&e)),
             Err(PassError::Stop(stop)) => return Err(stop),
         }
     }
-    log::info!(
-        "ship: done: {} records shipped in {:.1} s ({} of them without what PostgreSQL \
-         refused of them)",
-        progress.shipped,
-        progress.began.elapsed().as_secs_f64(),
-        progress.refused
-    );
-    if !failures.is_empty() {
-        return Err(Stop::Shards(format!(
-            "ship: {} shard(s) not shipped to their end: {}",
-            failures.len(),
-            failures.join("; ")
-        )));
+    progress.done(failures)
+}
+
+/// The connection to PostgreSQL, made again after it breaks, with a growing wait
+/// while PostgreSQL cannot be reached.
+struct Link {
+    client: Option<Client>,
+    down_since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            client: None,
+            down_since: None,
+            backoff: Duration::from_millis(100),
+        }
     }
-    Ok(progress.shipped)
+
+    /// The connection, made if there is none; `None` after a wait while PostgreSQL
+    /// cannot be reached (said once per outage). An error when PostgreSQL answered and
+    /// refused for good: retrying will not help.
+    fn connection(&mut self, opts: &Options) -> Result<Option<&mut Client>, Stop> {
+        if self.client.is_some() {
+            return Ok(self.client.as_mut());
+        }
+        match connect(opts) {
+            Ok(conn) => {
+                if self.down_since.take().is_some() {
+                    log::info!("ship: PostgreSQL is back; continuing");
+                }
+                self.backoff = Duration::from_millis(100);
+                Ok(Some(self.client.insert(conn)))
+            }
+            Err(e) if !transient(&e) => Err(fatal(&e)),
+            Err(e) => {
+                if self.down_since.is_none() {
+                    log::warn!("ship: cannot reach PostgreSQL, retrying: {}", describe(&e));
+                    self.down_since = Some(Instant::now());
+                }
+                std::thread::sleep(self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The connection broke (PostgreSQL restarted, say): reconnect; the interrupted
+    /// transaction was rolled back, its records come again.
+    fn lost(&mut self, e: &postgres::Error) {
+        log::warn!("ship: lost PostgreSQL, reconnecting: {}", describe(e));
+        self.client = None;
+        self.down_since = Some(Instant::now());
+    }
+}
+
+fn fatal(e: &postgres::Error) -> Stop {
+    Stop::Fatal(format!("ship: PostgreSQL: {}", describe(e)))
 }
 
 /// Whether reconnecting and retrying can get past `e`: a broken connection, a server

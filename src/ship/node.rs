@@ -5,6 +5,7 @@
 //! directory it was created in: a copy of a data directory (another node provisioned
 //! from it, a backup restored beside it) sits in another directory and is told apart
 //! from the node it was copied from, before it ships anything under that node's name.
+//! The node's name ([`name`]) is kept beside it in `<data-dir>/ship-node`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -141,6 +142,36 @@ fn write(data_dir: &Path, id: &str, inode: u64) -> Result<(), String> {
     let temp = temporary(data_dir, id, inode)?;
     fs::rename(&temp, &path).map_err(|e| fail("renaming into place", &path, e))?;
     sync_dir(data_dir)
+}
+
+/// The node's name: `given` (`--node`), else the one kept in `<data_dir>/ship-node`,
+/// else the host name, kept there for the next run (rows and cursors are per node
+/// name, so a renamed host does not ship everything again under a new name).
+pub fn name(data_dir: &Path, given: Option<String>) -> Result<String, String> {
+    if let Some(node) = given {
+        return Ok(node);
+    }
+    let path = data_dir.join("ship-node");
+    match fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => Ok(kept.trim().to_string()),
+        Ok(_) | Err(_) if !data_dir.is_dir() => {
+            Err(format!("{}: not a data directory", data_dir.display()))
+        }
+        _ => {
+            let node = host_name();
+            fs::write(&path, format!("{node}\n"))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(node)
+        }
+    }
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use super::sync::sync_segments;
 use super::{describe, schema, transient, Options, Progress, Stop};
 use crate::domain::validate::Validator;
 use crate::log::files::list_segments;
-use crate::log::recover::scan_shard_from;
+use crate::log::record::Record;
+use crate::log::recover::{scan_shard_from, Scanned};
 
 /// Why a shard's pass ended early.
 pub enum ShardError {
@@ -181,18 +182,16 @@ fn read(
     stop: &AtomicBool,
     (sender, used): (SyncSender<Batch>, Receiver<Batch>),
 ) -> Result<(), String> {
-    let mut validator = Validator::for_stored();
-    let mut batch = Batch::new(opts.batch);
+    let mut out = Batcher::new(opts, sender, used);
     let mut failed: Option<String> = None;
     let mut checked = false;
-    let mut gone = false;
     let mut next = cursor;
     let scanned = scan_shard_from(
         dir,
         shard,
         recheck.from(cursor),
         |record, at| {
-            if failed.is_some() || gone || stop.load(Ordering::Relaxed) {
+            if failed.is_some() || out.gone || stop.load(Ordering::Relaxed) {
                 return;
             }
             if let Some(why) = recheck.observe(record, &at.hash) {
@@ -209,29 +208,15 @@ fn read(
                     return;
                 }
             }
-            let row = (record, &at.hash);
-            let keyed = copy_line(&mut validator, &opts.node, row, &mut batch.lines);
-            batch.records.push(Line {
-                seq: record.seq,
-                offset: at.offset,
-                received_ns: record.received_ns,
-                end: batch.lines.len(),
-                keyed,
-            });
+            out.append(record, at);
             next = record.seq + 1;
-            if batch.records.len() >= opts.batch {
-                let full = std::mem::replace(&mut batch, Batch::reuse(&used, opts.batch));
-                gone = sender.send(full).is_err();
-            }
         },
         |_| {},
     );
     if let Some(why) = failed {
         return Err(why);
     }
-    if !batch.records.is_empty() && !gone {
-        let _ = sender.send(batch);
-    }
+    out.finish();
     match scanned {
         Err(damage) => Err(format!(
             "stopped at record s{shard}-{next}: shipped up to the damage, stopping: {damage}"
@@ -240,6 +225,57 @@ fn read(
             .finish()
             .map_or(Ok(()), |why| Err(format!("{why}; stopping"))),
         Ok(_) => Ok(()),
+    }
+}
+
+/// The reader's side of the batches: COPY lines appended, full batches sent to the
+/// committer, shipped ones taken back to fill again.
+struct Batcher<'a> {
+    opts: &'a Options,
+    validator: Validator,
+    batch: Batch,
+    sender: SyncSender<Batch>,
+    used: Receiver<Batch>,
+    /// The committer stopped taking batches.
+    gone: bool,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(opts: &'a Options, sender: SyncSender<Batch>, used: Receiver<Batch>) -> Self {
+        Batcher {
+            opts,
+            validator: Validator::for_stored(),
+            batch: Batch::new(opts.batch),
+            sender,
+            used,
+            gone: false,
+        }
+    }
+
+    /// Appends `record`'s COPY line; sends the batch once it is full.
+    fn append(&mut self, record: &Record<'_>, at: &Scanned) {
+        let row = (record, &at.hash);
+        let lines = &mut self.batch.lines;
+        let keyed = copy_line(&mut self.validator, &self.opts.node, row, lines);
+        self.batch.records.push(Line {
+            seq: record.seq,
+            offset: at.offset,
+            received_ns: record.received_ns,
+            end: self.batch.lines.len(),
+            keyed,
+        });
+        if self.batch.records.len() >= self.opts.batch {
+            let next = Batch::reuse(&self.used, self.opts.batch);
+            let full = std::mem::replace(&mut self.batch, next);
+            self.gone = self.sender.send(full).is_err();
+        }
+    }
+
+    /// Sends the last batch, if it holds any record and the committer still takes them.
+    fn finish(self) {
+        if !self.batch.records.is_empty() && !self.gone {
+            let _ = self.sender.send(self.batch);
+        }
     }
 }
 

@@ -34,6 +34,11 @@ pub enum Format {
     Json,
 }
 
+/// The target of the commands' own lines (an export's count, a backup's shards, the
+/// generated admin token's file), whichever module writes them: the binary's name, as
+/// `RUST_LOG` selects them.
+pub const COMMAND: &str = "epro_ingest";
+
 /// The process's format, set once at start ([`set_format`]); shard threads copy it.
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
@@ -285,72 +290,90 @@ pub fn access(a: &Access<'_>) -> Logged {
     }
     let now = coarse_now_ns();
     let code = <[u8; 3]>::try_from(a.status.as_bytes()).unwrap_or(*b"000");
-    if fold::is_refusal(code) {
-        let taken = FOLDS.with(|folds| {
-            let mut folds = folds.try_borrow_mut().ok()?;
-            Some(folds.take(code, now / 1_000_000_000))
-        });
-        if let Some((line, due)) = taken {
-            if let Some(folded) = due {
-                write_folded(now, folded);
-            }
-            if !line {
-                return Logged::Folded;
-            }
-        }
+    if fold::is_refusal(code) && folded(code, now) {
+        return Logged::Folded;
     }
     emit(false, |out| {
         if format_now() == Format::Json {
-            json_head(out, Level::Info, "access");
-            for (key, value) in [
-                (&b",\"method\":"[..], a.method),
-                (b",\"route\":", a.route),
-                (b",\"path\":", a.path),
-            ] {
-                out.extend_from_slice(key);
-                json_str(out, value);
-            }
-            out.extend_from_slice(b",\"status\":");
-            out.extend_from_slice(a.status.as_bytes());
-            out.extend_from_slice(b",\"bytes\":");
-            out.extend_from_slice(itoa::Buffer::new().format(a.bytes).as_bytes());
-            out.extend_from_slice(b",\"us\":");
-            out.extend_from_slice(itoa::Buffer::new().format(a.micros).as_bytes());
-            for (key, value) in [
-                (&b",\"principal\":"[..], a.principal),
-                (b",\"peer\":", a.peer),
-                (b",\"request_id\":", a.request_id),
-            ] {
-                out.extend_from_slice(key);
-                json_str(out, value);
-            }
-            out.extend_from_slice(b"}\n");
-            return;
-        }
-        access_head(out, now);
-        // Put together piece by piece: a line per request, so no formatting machinery.
-        for part in [
-            a.method.as_bytes(),
-            b" ",
-            a.path.as_bytes(),
-            b" ",
-            a.status.as_bytes(),
-            b" ",
-            itoa::Buffer::new().format(a.bytes).as_bytes(),
-            b"B ",
-            itoa::Buffer::new().format(a.micros).as_bytes(),
-            b"us principal=",
-            a.principal.as_bytes(),
-            b" peer=",
-            a.peer.as_bytes(),
-            b" id=",
-            a.request_id.as_bytes(),
-            b"\n",
-        ] {
-            out.extend_from_slice(part);
+            access_json(out, a);
+        } else {
+            access_text(out, a, now);
         }
     });
     Logged::Written
+}
+
+/// Whether a refusal with status `code` is folded instead of written; writes the
+/// folded line that falls due.
+#[inline]
+fn folded(code: [u8; 3], now: u64) -> bool {
+    let taken = FOLDS.with(|folds| {
+        let mut folds = folds.try_borrow_mut().ok()?;
+        Some(folds.take(code, now / 1_000_000_000))
+    });
+    let Some((line, due)) = taken else {
+        return false;
+    };
+    if let Some(folded) = due {
+        write_folded(now, folded);
+    }
+    !line
+}
+
+/// An access line as a JSON object.
+#[inline]
+fn access_json(out: &mut Vec<u8>, a: &Access<'_>) {
+    json_head(out, Level::Info, "access");
+    for (key, value) in [
+        (&b",\"method\":"[..], a.method),
+        (b",\"route\":", a.route),
+        (b",\"path\":", a.path),
+    ] {
+        out.extend_from_slice(key);
+        json_str(out, value);
+    }
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(a.status.as_bytes());
+    out.extend_from_slice(b",\"bytes\":");
+    out.extend_from_slice(itoa::Buffer::new().format(a.bytes).as_bytes());
+    out.extend_from_slice(b",\"us\":");
+    out.extend_from_slice(itoa::Buffer::new().format(a.micros).as_bytes());
+    for (key, value) in [
+        (&b",\"principal\":"[..], a.principal),
+        (b",\"peer\":", a.peer),
+        (b",\"request_id\":", a.request_id),
+    ] {
+        out.extend_from_slice(key);
+        json_str(out, value);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// An access line as text, put together piece by piece: a line per request, so no
+/// formatting machinery.
+#[inline]
+fn access_text(out: &mut Vec<u8>, a: &Access<'_>, now: u64) {
+    access_head(out, now);
+    for part in [
+        a.method.as_bytes(),
+        b" ",
+        a.path.as_bytes(),
+        b" ",
+        a.status.as_bytes(),
+        b" ",
+        itoa::Buffer::new().format(a.bytes).as_bytes(),
+        b"B ",
+        itoa::Buffer::new().format(a.micros).as_bytes(),
+        b"us principal=",
+        a.principal.as_bytes(),
+        b" peer=",
+        a.peer.as_bytes(),
+        b" id=",
+        a.request_id.as_bytes(),
+        b"\n",
+    ] {
+        out.extend_from_slice(part);
+    }
 }
 
 thread_local! {

@@ -18,7 +18,7 @@ pub mod render;
 pub mod resource_types;
 pub mod structure;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::domain::validate::{is_clean_id, Rules, MAX_ID, NO_PROJECT};
 
@@ -78,44 +78,8 @@ pub fn fields(body: &[u8]) -> Option<Fields> {
 }
 
 fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
-    let structural = |i: Issue| Refused {
-        invalid: true,
-        issues: vec![i],
-    };
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        structural(issue(
-            "structure",
-            "QuestionnaireResponse",
-            &format!("not JSON: {e}"),
-        ))
-    })?;
-    // serde_json keeps the last of two equal names, and the body is stored whole: a
-    // second `meta` or `status` would be checked while the first is what readers see.
-    let unique = match rules {
-        Rules::Create => crate::domain::malformed::names_once(body),
-        Rules::Stored => Ok(()),
-    };
-    if let Err(e) = unique {
-        return Err(structural(issue(
-            "structure",
-            "QuestionnaireResponse",
-            &e.to_string(),
-        )));
-    }
-    let Some(object) = value.as_object() else {
-        return Err(structural(issue(
-            "structure",
-            "QuestionnaireResponse",
-            "the resource must be a JSON object",
-        )));
-    };
-    if object.get("resourceType").and_then(Value::as_str) != Some("QuestionnaireResponse") {
-        return Err(structural(issue(
-            "invalid",
-            "QuestionnaireResponse.resourceType",
-            "resourceType must be QuestionnaireResponse",
-        )));
-    }
+    let value = parse(body, rules)?;
+    let object = questionnaire_response(&value)?;
     if rules == Rules::Create {
         let issues = r4::check(object);
         if !issues.is_empty() {
@@ -125,6 +89,63 @@ fn check(body: &[u8], rules: Rules) -> Result<Fields, Refused> {
             });
         }
     }
+    profile(object, rules)
+}
+
+/// A refusal for one structural issue: the body is not a resource at all.
+fn structural(code: &'static str, path: &'static str, text: &str) -> Refused {
+    Refused {
+        invalid: true,
+        issues: vec![issue(code, path, text)],
+    }
+}
+
+/// The body as JSON, each name once per object on creation.
+fn parse(body: &[u8], rules: Rules) -> Result<Value, Refused> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        structural(
+            "structure",
+            "QuestionnaireResponse",
+            &format!("not JSON: {e}"),
+        )
+    })?;
+    // serde_json keeps the last of two equal names, and the body is stored whole: a
+    // second `meta` or `status` would be checked while the first is what readers see.
+    let unique = match rules {
+        Rules::Create => crate::domain::malformed::names_once(body),
+        Rules::Stored => Ok(()),
+    };
+    match unique {
+        Ok(()) => Ok(value),
+        Err(e) => Err(structural(
+            "structure",
+            "QuestionnaireResponse",
+            &e.to_string(),
+        )),
+    }
+}
+
+/// The value's object, if it is a QuestionnaireResponse.
+fn questionnaire_response(value: &Value) -> Result<&Map<String, Value>, Refused> {
+    let Some(object) = value.as_object() else {
+        return Err(structural(
+            "structure",
+            "QuestionnaireResponse",
+            "the resource must be a JSON object",
+        ));
+    };
+    if object.get("resourceType").and_then(Value::as_str) != Some("QuestionnaireResponse") {
+        return Err(structural(
+            "invalid",
+            "QuestionnaireResponse.resourceType",
+            "resourceType must be QuestionnaireResponse",
+        ));
+    }
+    Ok(object)
+}
+
+/// This server's profile: a patient subject, `authored`, and the project and site tags.
+fn profile(object: &Map<String, Value>, rules: Rules) -> Result<Fields, Refused> {
     let mut issues = Vec::new();
     let patient = patient(object.get("subject"), &mut issues);
     if object.get("authored").is_none() {

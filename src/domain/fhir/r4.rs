@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::primitive::{self, Fault};
 use super::resource_types::RESOURCE_TYPES;
-use super::structure::{elements, Cx, Shape, Ty};
+use super::structure::{elements, Cx, El, Shape, Ty};
 use super::Issue;
 
 /// The most issues one refusal lists: an OperationOutcome stays small whatever the
@@ -52,54 +52,65 @@ impl Walk {
     }
 
     fn object(&mut self, map: &Map<String, Value>, cx: Cx, path: &str) {
-        let els = elements(cx);
-        for el in els {
+        for el in elements(cx) {
             match el.shape {
-                Shape::One(ty) => {
-                    let here = format!("{path}.{}", el.name);
-                    let value = map.get(el.name);
-                    let ext = map.get(&format!("_{}", el.name));
-                    if let Some(value) = value {
-                        self.value(value, ty, el.many, &here);
-                    } else if el.required && ext.is_none() {
-                        self.push("required", here.clone(), format!("{} is required", el.name));
-                    }
-                    if let (Some(ext), Ty::P(_)) = (ext, ty) {
-                        self.primitive_element(ext, el.many, &format!("{path}._{}", el.name));
-                    }
-                }
-                Shape::Choice(types) => {
-                    let given: Vec<_> = types
-                        .iter()
-                        .filter(|(t, _)| {
-                            map.contains_key(&format!("{}{t}", el.name))
-                                || map.contains_key(&format!("_{}{t}", el.name))
-                        })
-                        .collect();
-                    if given.len() > 1 {
-                        let names: Vec<String> = given
-                            .iter()
-                            .map(|(t, _)| format!("{}{t}", el.name))
-                            .collect();
-                        let why = format!(
-                            "{}[x] takes one type; given as {}",
-                            el.name,
-                            names.join(" and ")
-                        );
-                        self.push("structure", format!("{path}.{}[x]", el.name), why);
-                    }
-                    for (t, ty) in given {
-                        let name = format!("{}{t}", el.name);
-                        if let Some(value) = map.get(&name) {
-                            self.value(value, *ty, false, &format!("{path}.{name}"));
-                        }
-                        if let (Some(ext), Ty::P(_)) = (map.get(&format!("_{name}")), ty) {
-                            self.primitive_element(ext, false, &format!("{path}._{name}"));
-                        }
-                    }
-                }
+                Shape::One(ty) => self.element(map, el, ty, path),
+                Shape::Choice(types) => self.choice(map, el, types, path),
             }
         }
+        self.unknown_keys(map, cx, path);
+        self.invariants(map, cx, path);
+    }
+
+    /// Element `el` of type `ty`, and its primitive extension `_name`.
+    fn element(&mut self, map: &Map<String, Value>, el: &El, ty: Ty, path: &str) {
+        let here = format!("{path}.{}", el.name);
+        let value = map.get(el.name);
+        let ext = map.get(&format!("_{}", el.name));
+        if let Some(value) = value {
+            self.value(value, ty, el.many, &here);
+        } else if el.required && ext.is_none() {
+            self.push("required", here.clone(), format!("{} is required", el.name));
+        }
+        if let (Some(ext), Ty::P(_)) = (ext, ty) {
+            self.primitive_element(ext, el.many, &format!("{path}._{}", el.name));
+        }
+    }
+
+    /// A `name[x]` choice: one type given at most, each given one checked.
+    fn choice(&mut self, map: &Map<String, Value>, el: &El, types: &[(&str, Ty)], path: &str) {
+        let given: Vec<_> = types
+            .iter()
+            .filter(|(t, _)| {
+                map.contains_key(&format!("{}{t}", el.name))
+                    || map.contains_key(&format!("_{}{t}", el.name))
+            })
+            .collect();
+        if given.len() > 1 {
+            let names: Vec<String> = given
+                .iter()
+                .map(|(t, _)| format!("{}{t}", el.name))
+                .collect();
+            let why = format!(
+                "{}[x] takes one type; given as {}",
+                el.name,
+                names.join(" and ")
+            );
+            self.push("structure", format!("{path}.{}[x]", el.name), why);
+        }
+        for (t, ty) in given {
+            let name = format!("{}{t}", el.name);
+            if let Some(value) = map.get(&name) {
+                self.value(value, *ty, false, &format!("{path}.{name}"));
+            }
+            if let (Some(ext), Ty::P(_)) = (map.get(&format!("_{name}")), ty) {
+                self.primitive_element(ext, false, &format!("{path}._{name}"));
+            }
+        }
+    }
+
+    /// Names that are no element of `cx` in R4.
+    fn unknown_keys(&mut self, map: &Map<String, Value>, cx: Cx, path: &str) {
         for key in map.keys() {
             let top = cx == Cx::QuestionnaireResponse && key == "resourceType";
             if !top && !known(cx, key) {
@@ -110,7 +121,6 @@ impl Walk {
                 );
             }
         }
-        self.invariants(map, cx, path);
     }
 
     fn invariants(&mut self, map: &Map<String, Value>, cx: Cx, path: &str) {

@@ -171,182 +171,169 @@ const EXTENSION_TYPES: &[(&str, Ty)] = &[
 /// The elements of `cx`, in the specification's order.
 pub fn elements(cx: Cx) -> &'static [El] {
     match cx {
-        Cx::QuestionnaireResponse => {
-            const E: &[El] = &[
-                one("id", Pr(P::Id)),
-                one("meta", C(Cx::Meta)),
-                one("implicitRules", Pr(P::Uri)),
-                one("language", Pr(P::Code)),
-                one("text", C(Cx::Narrative)),
-                many("contained", Ty::Resource),
-                EXTENSION,
-                MODIFIER_EXTENSION,
-                one("identifier", C(Cx::Identifier)),
-                many("basedOn", C(Cx::Reference)),
-                many("partOf", C(Cx::Reference)),
-                one("questionnaire", Pr(P::Canonical)),
-                required("status", Pr(P::CodeOf(QR_STATUSES))),
-                one("subject", C(Cx::Reference)),
-                one("encounter", C(Cx::Reference)),
-                one("authored", Pr(P::DateTime)),
-                one("author", C(Cx::Reference)),
-                one("source", C(Cx::Reference)),
-                many("item", C(Cx::Item)),
-            ];
-            E
-        }
-        Cx::Item => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                MODIFIER_EXTENSION,
-                required("linkId", Pr(P::String)),
-                one("definition", Pr(P::Uri)),
-                one("text", Pr(P::String)),
-                many("answer", C(Cx::Answer)),
-                many("item", C(Cx::Item)),
-            ];
-            E
-        }
-        Cx::Answer => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                MODIFIER_EXTENSION,
-                choice("value", ANSWER_TYPES),
-                many("item", C(Cx::Item)),
-            ];
-            E
-        }
-        Cx::Meta => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("versionId", Pr(P::Id)),
-                one("lastUpdated", Pr(P::Instant)),
-                one("source", Pr(P::Uri)),
-                many("profile", Pr(P::Canonical)),
-                many("security", C(Cx::Coding)),
-                many("tag", C(Cx::Coding)),
-            ];
-            E
-        }
-        Cx::Narrative => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                required(
-                    "status",
-                    Pr(P::CodeOf(&[
-                        "generated",
-                        "extensions",
-                        "additional",
-                        "empty",
-                    ])),
-                ),
-                required("div", Pr(P::Xhtml)),
-            ];
-            E
-        }
-        Cx::Extension => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                required("url", Pr(P::Uri)),
-                choice("value", EXTENSION_TYPES),
-            ];
-            E
-        }
-        Cx::Identifier => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one(
-                    "use",
-                    Pr(P::CodeOf(&[
-                        "usual",
-                        "official",
-                        "temp",
-                        "secondary",
-                        "old",
-                    ])),
-                ),
-                one("type", C(Cx::CodeableConcept)),
-                one("system", Pr(P::Uri)),
-                one("value", Pr(P::String)),
-                one("period", C(Cx::Period)),
-                one("assigner", C(Cx::Reference)),
-            ];
-            E
-        }
-        Cx::Reference => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("reference", Pr(P::String)),
-                one("type", Pr(P::Uri)),
-                one("identifier", C(Cx::Identifier)),
-                one("display", Pr(P::String)),
-            ];
-            E
-        }
-        Cx::Coding => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("system", Pr(P::Uri)),
-                one("version", Pr(P::String)),
-                one("code", Pr(P::Code)),
-                one("display", Pr(P::String)),
-                one("userSelected", Pr(P::Boolean)),
-            ];
-            E
-        }
-        Cx::CodeableConcept => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                many("coding", C(Cx::Coding)),
-                one("text", Pr(P::String)),
-            ];
-            E
-        }
-        Cx::Period => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("start", Pr(P::DateTime)),
-                one("end", Pr(P::DateTime)),
-            ];
-            E
-        }
-        Cx::Quantity => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("value", Pr(P::Decimal)),
-                one("comparator", Pr(P::CodeOf(&["<", "<=", ">=", ">"]))),
-                one("unit", Pr(P::String)),
-                one("system", Pr(P::Uri)),
-                one("code", Pr(P::Code)),
-            ];
-            E
-        }
-        Cx::Attachment => {
-            const E: &[El] = &[
-                ID,
-                EXTENSION,
-                one("contentType", Pr(P::Code)),
-                one("language", Pr(P::Code)),
-                one("data", Pr(P::Base64Binary)),
-                one("url", Pr(P::Url)),
-                one("size", Pr(P::UnsignedInt)),
-                one("hash", Pr(P::Base64Binary)),
-                one("title", Pr(P::String)),
-                one("creation", Pr(P::DateTime)),
-            ];
-            E
-        }
+        Cx::QuestionnaireResponse => QUESTIONNAIRE_RESPONSE_ELEMENTS,
+        Cx::Item => ITEM_ELEMENTS,
+        Cx::Answer => ANSWER_ELEMENTS,
+        Cx::Meta => META_ELEMENTS,
+        Cx::Narrative => NARRATIVE_ELEMENTS,
+        Cx::Extension => EXTENSION_ELEMENTS,
+        Cx::Identifier => IDENTIFIER_ELEMENTS,
+        Cx::Reference => REFERENCE_ELEMENTS,
+        Cx::Coding => CODING_ELEMENTS,
+        Cx::CodeableConcept => CODEABLE_CONCEPT_ELEMENTS,
+        Cx::Period => PERIOD_ELEMENTS,
+        Cx::Quantity => QUANTITY_ELEMENTS,
+        Cx::Attachment => ATTACHMENT_ELEMENTS,
         Cx::PrimitiveElement => &[ID, EXTENSION],
     }
 }
+
+const QUESTIONNAIRE_RESPONSE_ELEMENTS: &[El] = &[
+    one("id", Pr(P::Id)),
+    one("meta", C(Cx::Meta)),
+    one("implicitRules", Pr(P::Uri)),
+    one("language", Pr(P::Code)),
+    one("text", C(Cx::Narrative)),
+    many("contained", Ty::Resource),
+    EXTENSION,
+    MODIFIER_EXTENSION,
+    one("identifier", C(Cx::Identifier)),
+    many("basedOn", C(Cx::Reference)),
+    many("partOf", C(Cx::Reference)),
+    one("questionnaire", Pr(P::Canonical)),
+    required("status", Pr(P::CodeOf(QR_STATUSES))),
+    one("subject", C(Cx::Reference)),
+    one("encounter", C(Cx::Reference)),
+    one("authored", Pr(P::DateTime)),
+    one("author", C(Cx::Reference)),
+    one("source", C(Cx::Reference)),
+    many("item", C(Cx::Item)),
+];
+
+const ITEM_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    MODIFIER_EXTENSION,
+    required("linkId", Pr(P::String)),
+    one("definition", Pr(P::Uri)),
+    one("text", Pr(P::String)),
+    many("answer", C(Cx::Answer)),
+    many("item", C(Cx::Item)),
+];
+
+const ANSWER_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    MODIFIER_EXTENSION,
+    choice("value", ANSWER_TYPES),
+    many("item", C(Cx::Item)),
+];
+
+const META_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("versionId", Pr(P::Id)),
+    one("lastUpdated", Pr(P::Instant)),
+    one("source", Pr(P::Uri)),
+    many("profile", Pr(P::Canonical)),
+    many("security", C(Cx::Coding)),
+    many("tag", C(Cx::Coding)),
+];
+
+const NARRATIVE_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    required(
+        "status",
+        Pr(P::CodeOf(&[
+            "generated",
+            "extensions",
+            "additional",
+            "empty",
+        ])),
+    ),
+    required("div", Pr(P::Xhtml)),
+];
+
+const EXTENSION_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    required("url", Pr(P::Uri)),
+    choice("value", EXTENSION_TYPES),
+];
+
+const IDENTIFIER_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one(
+        "use",
+        Pr(P::CodeOf(&[
+            "usual",
+            "official",
+            "temp",
+            "secondary",
+            "old",
+        ])),
+    ),
+    one("type", C(Cx::CodeableConcept)),
+    one("system", Pr(P::Uri)),
+    one("value", Pr(P::String)),
+    one("period", C(Cx::Period)),
+    one("assigner", C(Cx::Reference)),
+];
+
+const REFERENCE_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("reference", Pr(P::String)),
+    one("type", Pr(P::Uri)),
+    one("identifier", C(Cx::Identifier)),
+    one("display", Pr(P::String)),
+];
+
+const CODING_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("system", Pr(P::Uri)),
+    one("version", Pr(P::String)),
+    one("code", Pr(P::Code)),
+    one("display", Pr(P::String)),
+    one("userSelected", Pr(P::Boolean)),
+];
+
+const CODEABLE_CONCEPT_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    many("coding", C(Cx::Coding)),
+    one("text", Pr(P::String)),
+];
+
+const PERIOD_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("start", Pr(P::DateTime)),
+    one("end", Pr(P::DateTime)),
+];
+
+const QUANTITY_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("value", Pr(P::Decimal)),
+    one("comparator", Pr(P::CodeOf(&["<", "<=", ">=", ">"]))),
+    one("unit", Pr(P::String)),
+    one("system", Pr(P::Uri)),
+    one("code", Pr(P::Code)),
+];
+
+const ATTACHMENT_ELEMENTS: &[El] = &[
+    ID,
+    EXTENSION,
+    one("contentType", Pr(P::Code)),
+    one("language", Pr(P::Code)),
+    one("data", Pr(P::Base64Binary)),
+    one("url", Pr(P::Url)),
+    one("size", Pr(P::UnsignedInt)),
+    one("hash", Pr(P::Base64Binary)),
+    one("title", Pr(P::String)),
+    one("creation", Pr(P::DateTime)),
+];

@@ -46,13 +46,6 @@ pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
     let (mut depth, mut in_string, mut i) = (0usize, false, 0);
     // The first unpaired surrogate escape.
     let mut unpaired: Option<usize> = None;
-    let unit_at = |at: usize| {
-        (json.get(at..at + 2) == Some(b"\\u"))
-            .then(|| json.get(at + 2..at + 6).and_then(hex_unit))
-            .flatten()
-    };
-    let high = |unit: u16| (0xD800..0xDC00).contains(&unit);
-    let low = |unit: u16| (0xDC00..0xE000).contains(&unit);
     // This runs on every body of the request path: inside a string it only looks for
     // the next quote or backslash.
     while i < json.len() {
@@ -60,26 +53,18 @@ pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
             let Some(k) = json[i..].iter().position(|&b| b == b'"' || b == b'\\') else {
                 break;
             };
-            i += k + 1;
-            if json[i - 1] == b'"' {
+            let at = i + k;
+            if json[at] == b'"' {
                 in_string = false;
+                i = at + 1;
                 continue;
             }
-            if !pairs {
-                i += 1;
-                continue;
-            }
-            match unit_at(i - 1) {
-                // A high one must be followed at once by a low one.
-                Some(unit) if high(unit) && unit_at(i + 5).is_some_and(low) => i += 11,
-                Some(unit) if high(unit) || low(unit) => {
-                    unpaired.get_or_insert(i - 1);
-                    i += 5;
-                }
-                Some(_) => i += 5,
-                // Another escape (a malformed one is the parser's to refuse).
-                None => i += 1,
-            }
+            i = at
+                + if pairs {
+                    escape_len(json, at, &mut unpaired)
+                } else {
+                    2
+                };
             continue;
         }
         match json[i] {
@@ -100,6 +85,33 @@ pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
     match unpaired {
         Some(at) => Err(Invalid::Malformed(at, Fault::Surrogate)),
         None => Ok(()),
+    }
+}
+
+/// The UTF-16 unit of a `\uXXXX` escape at `at`, if one is there.
+#[inline]
+fn unit_at(json: &[u8], at: usize) -> Option<u16> {
+    (json.get(at..at + 2) == Some(b"\\u"))
+        .then(|| json.get(at + 2..at + 6).and_then(hex_unit))
+        .flatten()
+}
+
+/// The length of the escape whose backslash is at `at`, a surrogate pair counted
+/// whole; the first surrogate escape that is not half of a pair goes into `unpaired`.
+#[inline]
+fn escape_len(json: &[u8], at: usize, unpaired: &mut Option<usize>) -> usize {
+    let high = |unit: u16| (0xD800..0xDC00).contains(&unit);
+    let low = |unit: u16| (0xDC00..0xE000).contains(&unit);
+    match unit_at(json, at) {
+        // A high one must be followed at once by a low one.
+        Some(unit) if high(unit) && unit_at(json, at + 6).is_some_and(low) => 12,
+        Some(unit) if high(unit) || low(unit) => {
+            unpaired.get_or_insert(at);
+            6
+        }
+        Some(_) => 6,
+        // Another escape (a malformed one is the parser's to refuse).
+        None => 2,
     }
 }
 
