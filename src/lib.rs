@@ -16,7 +16,7 @@
 //! | 7 | [`api`] | one request: admission, the onion (recovery, access log, auth, role rule), the endpoints, FHIR intake, reads across shards, keyed writes, the answers, the OpenAPI document |
 //! | 6 | [`shard`] | what one shard owns (its [`Context`](shard::context::Context)) and the message mesh between shards |
 //! | 5 | [`config`], [`metrics`] | the TOML file and its defaults; per-shard counters and `/metrics` |
-//! | 4 | [`route`], [`ship`], [`cli`] | the route table and its compile-time tree; `ship` into PostgreSQL; the offline commands' output |
+//! | 4 | [`route`], [`ship`], [`cli`] | the route table and its compile-time tree; `ship` into PostgreSQL; the offline commands (export, verify, backup, restore, retire-shard, probe) and their output |
 //! | 3 | [`domain`] | rules with no shard in sight: auth, rate limits, body validation, FHIR R4, idempotency keys, the read index |
 //! | 2 | [`log`] | the per-shard append-only log: format, group commit, recovery, the offline tools (`export`, `verify`, `retire-shard`, `backup`) |
 //! | 1 | [`http`] | HTTP/1.1 on the wire only: httparse and strict framing, limits, `Reply` |

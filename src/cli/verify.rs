@@ -197,7 +197,7 @@ fn say_not_covered(reports: &[ShardReport], against: bool, say: Say) {
         say.line(
             "not covered: without --against, a tail rewritten and re-chained, a cut tail and a \
              rewritten MANIFEST all verify; check against heads kept off this machine \
-             (`verify --against FILE`; README, \"Tamper evidence\")"
+             (`verify --against FILE`; docs/tamper-evidence.md)"
                 .to_string(),
         );
         return;

@@ -26,7 +26,7 @@ pub const PROJECT_SYSTEM: &str = "urn:epro-ingest:project";
 pub const SITE_SYSTEM: &str = "urn:epro-ingest:site";
 
 /// The canonical URL of this server's QuestionnaireResponse profile (listed in the
-/// CapabilityStatement's `supportedProfile`; the README says what it requires).
+/// CapabilityStatement's `supportedProfile`; docs/fhir.md says what it requires).
 pub const PROFILE: &str = "urn:epro-ingest:StructureDefinition/epro-questionnaireresponse";
 
 /// One problem with a resource, as an `OperationOutcome.issue`.
