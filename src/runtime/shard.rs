@@ -340,6 +340,16 @@ fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> Fatal {
 /// How often keys past the idempotency window are forgotten.
 const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
 
+/// [`KEY_EXPIRY_EVERY`], or the period a test sets (`test-seams` builds).
+fn key_expiry_every(config: &Config) -> Duration {
+    #[cfg(feature = "test-seams")]
+    if let Some(ms) = config.test_seams.key_expiry_every_ms {
+        return Duration::from_millis(ms);
+    }
+    let _ = config;
+    KEY_EXPIRY_EVERY
+}
+
 fn window_ns(config: &Config) -> u64 {
     config.idempotency_window_hours * 3600 * 1_000_000_000
 }
@@ -386,8 +396,9 @@ async fn watch_log(ctx: Rc<Context>) {
 /// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`]: measured on
 /// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
 async fn expire_keys(ctx: Rc<Context>) {
+    let every = key_expiry_every(ctx.config());
     loop {
-        glommio::timer::sleep(KEY_EXPIRY_EVERY).await;
+        glommio::timer::sleep(every).await;
         if let Some(log) = ctx.log() {
             let oldest = log.own_ns().saturating_sub(window_ns(ctx.config()));
             ctx.keys().expire(oldest);
