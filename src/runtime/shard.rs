@@ -21,7 +21,6 @@ use crate::base::exit::{Exit, Fatal};
 use crate::base::gate::Gate;
 use crate::base::task;
 use crate::config::Config;
-use crate::domain::ratelimit;
 use crate::net::accept;
 use crate::net::conn::table::Connections;
 use crate::runtime::owner::ShardOwner;
@@ -29,6 +28,7 @@ use crate::runtime::reload::Reload;
 use crate::shard::context::Context;
 use crate::shard::peers::{self, Message, Peers};
 
+pub mod chores;
 pub mod fronts;
 pub mod heartbeat;
 pub mod recovery;
@@ -149,7 +149,7 @@ impl Shard {
             conns: Connections::new(config.limits.max_connections, config.limits.memory_budget()),
             ctx: Rc::new(Context::new(id, config)),
             gates: Gates::default(),
-            fronts: Fronts::new(),
+            fronts: Fronts::default(),
         };
         shard.start_timers(heartbeat);
         let _ = bound.send(Ok(local));
@@ -227,11 +227,14 @@ impl Shard {
     /// looked at, rate limits are shared.
     fn start_chores(&self) {
         let (ctx, timers) = (&self.ctx, &self.gates.timers);
-        let expiry = timers.until_closing(expire_keys(Rc::clone(ctx)));
+        let expiry = timers.until_closing(chores::expire_keys(Rc::clone(ctx)));
         task::spawn("key expiry", expiry).detach();
-        let watch = self.gates.log.until_closing(watch_log(Rc::clone(ctx)));
+        let watch = self
+            .gates
+            .log
+            .until_closing(chores::watch_log(Rc::clone(ctx)));
         task::spawn("watch the live segment", watch).detach();
-        let shares = timers.until_closing(share_rate_limits(Rc::clone(ctx)));
+        let shares = timers.until_closing(chores::share_rate_limits(Rc::clone(ctx)));
         task::spawn("rate limit shares", shares).detach();
     }
 
@@ -337,71 +340,11 @@ fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> Fatal {
     Fatal::new(exit, format!("cannot listen on {addr}: {e}: {fix}"))
 }
 
-/// How often keys past the idempotency window are forgotten.
-const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
-
-/// [`KEY_EXPIRY_EVERY`], or the period a test sets (`test-seams` builds).
-fn key_expiry_every(config: &Config) -> Duration {
-    #[cfg(feature = "test-seams")]
-    if let Some(ms) = config.test_seams.key_expiry_every_ms {
-        return Duration::from_millis(ms);
-    }
-    let _ = config;
-    KEY_EXPIRY_EVERY
-}
-
-fn window_ns(config: &Config) -> u64 {
-    config.idempotency_window_hours * 3600 * 1_000_000_000
-}
-
 /// Puts each reload the process sends in force here, and says so.
 async fn apply_reloads(ctx: Rc<Context>, mut reloads: UnboundedReceiver<Reload>) {
     while let Some(reload) = reloads.next().await {
         let update = &reload.update;
         ctx.reload(update.principals.clone(), &update.rates);
         let _ = reload.applied.send(ctx.shard());
-    }
-}
-
-/// Every [`ratelimit::PERIOD`] while some principal has a limit (a reload may add or
-/// remove them): tells the other shards what each principal tried here, and
-/// rebalances this shard's share of every limit.
-async fn share_rate_limits(ctx: Rc<Context>) {
-    loop {
-        glommio::timer::sleep(ratelimit::PERIOD).await;
-        if !ctx.limiter().is_active() {
-            continue;
-        }
-        let demand = ctx.limiter().tick();
-        if let Some(peers) = ctx.peers() {
-            peers.send_demand(&demand).await;
-        }
-    }
-}
-
-/// How often an idle shard looks at its live segment.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
-
-/// Has the log look at its live segment every [`WATCH_EVERY`] ([`Log::look`]); a busy
-/// one looks before each write group anyway.
-async fn watch_log(ctx: Rc<Context>) {
-    loop {
-        glommio::timer::sleep(WATCH_EVERY).await;
-        if let Some(log) = ctx.log() {
-            log.look();
-        }
-    }
-}
-
-/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`]: measured on
-/// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
-async fn expire_keys(ctx: Rc<Context>) {
-    let every = key_expiry_every(ctx.config());
-    loop {
-        glommio::timer::sleep(every).await;
-        if let Some(log) = ctx.log() {
-            let oldest = log.own_ns().saturating_sub(window_ns(ctx.config()));
-            ctx.keys().expire(oldest);
-        }
     }
 }

@@ -16,12 +16,14 @@ pub struct Fronts {
     closed: UnboundedReceiver<usize>,
 }
 
-impl Fronts {
-    pub fn new() -> Fronts {
+impl Default for Fronts {
+    fn default() -> Fronts {
         let (heard, closed) = unbounded();
         Fronts { heard, closed }
     }
+}
 
+impl Fronts {
     /// Where the side answering peers says that peer `from`'s front has closed.
     pub fn heard(&self) -> UnboundedSender<usize> {
         self.heard.clone()
