@@ -251,6 +251,11 @@ fn serve(config_path: Option<PathBuf>, overrides: Overrides, init: bool) -> Resu
     if let Some(seconds) = config.test_seams.clock_offset_s {
         epro_ingest::base::clock::seam::set_offset(seconds);
     }
+    #[cfg(feature = "test-seams")]
+    if let Some(path) = config.test_seams.clock_offset_file.clone() {
+        epro_ingest::base::clock::seam::follow(path)
+            .map_err(|e| Fatal::new(Exit::Other, format!("clock seam: {e}")))?;
+    }
     epro_ingest::base::logger::set_format(config.log_format);
     let cpus = server::plan_cpus(&config).map_err(config_error)?;
     server::check_memlock(cpus.len()).map_err(system_error)?;

@@ -7,7 +7,7 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{export, post, report, verify, Server};
+use common::{export, post, report, verify, Server, DEVICE_TOKEN as DEVICE};
 
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
@@ -188,4 +188,120 @@ fn sigterm_waits_for_a_response_still_being_written() {
     assert!(rest.is_empty(), "{} bytes after the answers", rest.len());
     let (status, _dir) = stopping.join().unwrap();
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Keyed writes whose key another shard owns, in flight when SIGTERM comes: the owner
+/// keeps answering its peers, its log open, until every shard's connections have
+/// drained. Each answered request is stored (a 200 whose id `export` lists) or cleanly
+/// refused; none is a 503 for a log its owner already closed.
+#[test]
+fn sigterm_lets_keyed_writes_in_flight_reach_their_owner() {
+    let server = Server::start(common::DEVICE_CONFIG, &[]);
+    // Connections on one shard only, keys owned by the other: the owner has nothing to
+    // drain of its own and would be the first to close its log.
+    let (front, streams) = connections_on_one_shard(&server);
+    let owner = 1 - front;
+    let loads: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| std::thread::spawn(move || keyed_load(stream, owner, i)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let answers: Vec<(String, common::Response)> =
+        loads.into_iter().flat_map(|l| l.join().unwrap()).collect();
+    let exported: std::collections::HashSet<String> = export(&dir.path().join("data"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut stored = 0;
+    let mut wrong = Vec::new();
+    for (key, r) in &answers {
+        let clean = r.status == 503 && r.error().starts_with("the server is shutting down");
+        if r.status == 200 && exported.contains(r.json()["id"].as_str().unwrap()) {
+            stored += 1;
+        } else if !clean {
+            wrong.push(format!("{key}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(stored > 0, "no keyed write was answered");
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers neither stored nor a clean refusal, first: {:?}",
+        wrong.len(),
+        answers.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+/// Connections that all landed on one shard (the kernel spreads them; an unkeyed
+/// submit's id names the shard that took it): that shard, and up to four of them.
+fn connections_on_one_shard(server: &Server) -> (usize, Vec<std::net::TcpStream>) {
+    let mut by_shard: [Vec<std::net::TcpStream>; 2] = Default::default();
+    for i in 0..64 {
+        let mut stream = server.connect();
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &report(&format!("P-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let shard = if r.json()["id"].as_str().unwrap().starts_with("s0-") {
+            0
+        } else {
+            1
+        };
+        by_shard[shard].push(stream);
+        if by_shard[shard].len() == 4 {
+            break;
+        }
+    }
+    let front = usize::from(by_shard[1].len() > by_shard[0].len());
+    (front, std::mem::take(&mut by_shard[front]))
+}
+
+/// Sends keyed submits (keys that shard `owner` owns), 64 pipelined at a time, until
+/// the server closes the connection: every (key, answer) it got.
+fn keyed_load(
+    mut stream: std::net::TcpStream,
+    owner: usize,
+    tag: usize,
+) -> Vec<(String, common::Response)> {
+    use std::io::Write;
+    let mut keys = (0..)
+        .map(|n| format!("k{tag}-{n}"))
+        .filter(|key| epro_ingest::domain::keys::owner("site-app-001", key, 2) == owner);
+    let mut answers = Vec::new();
+    loop {
+        let batch: Vec<String> = keys.by_ref().take(64).collect();
+        let mut bytes = Vec::new();
+        for key in &batch {
+            let body = report(key);
+            bytes.extend_from_slice(
+                format!(
+                    "POST /epro/submit HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {DEVICE}\r\n\
+                     Content-Type: application/json\r\nIdempotency-Key: {key}\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+        if stream.write_all(&bytes).is_err() {
+            return answers;
+        }
+        for key in batch {
+            // The server ends the stream after its last answer (or inside a response
+            // when it is gone): stop there.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                common::read_response(&mut stream)
+            }));
+            match read {
+                Ok(Some(r)) => answers.push((key, r)),
+                _ => return answers,
+            }
+        }
+    }
 }

@@ -26,6 +26,29 @@ pub mod seam {
     pub fn set_offset(seconds: i64) {
         OFFSET_NS.store(seconds.saturating_mul(1_000_000_000), Ordering::Relaxed);
     }
+
+    /// How often [`follow`] re-reads its file.
+    const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Sets the offset to the seconds written in `path` now and, on a thread of its
+    /// own, every [`FOLLOW_EVERY`] from then on: rewriting the file steps the clock
+    /// while the server runs. A file missing or not a number leaves the offset as it is.
+    pub fn follow(path: std::path::PathBuf) -> std::io::Result<()> {
+        let read = move || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Ok(seconds) = text.trim().parse() {
+                set_offset(seconds);
+            }
+        };
+        read();
+        std::thread::Builder::new()
+            .name("clock seam".into())
+            .spawn(move || loop {
+                std::thread::sleep(FOLLOW_EVERY);
+                read();
+            })
+            .map(drop)
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` is always 30 bytes.

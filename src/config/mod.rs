@@ -150,8 +150,9 @@ struct FileConfig {
     principals: Vec<Principal>,
 }
 
-/// Faults the tests inject through requests, to prove what happens on a panic, and a
-/// faster progress clock. Only in builds with the `test-seams` feature.
+/// Faults the tests inject through requests, to prove what happens on a panic, faster
+/// progress and key-expiry clocks, and a wall clock set off (or stepped while running).
+/// Only in builds with the `test-seams` feature.
 #[cfg(feature = "test-seams")]
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +169,12 @@ pub struct TestSeams {
     pub progress_every_ms: Option<u64>,
     /// The server's wall clock reads this many seconds off the real time.
     pub clock_offset_s: Option<i64>,
+    /// The server's wall clock reads the seconds written in this file off the real
+    /// time, re-read while it runs: a test steps the clock by rewriting the file.
+    pub clock_offset_file: Option<PathBuf>,
+    /// Keys past the idempotency window are forgotten this often instead of every
+    /// 10 minutes.
+    pub key_expiry_every_ms: Option<u64>,
 }
 
 /// Command-line values that override the file.

@@ -2,7 +2,8 @@
 //! (cached `Date`, connection sweeper, log flushes), serve while its log is recovered
 //! (`/readyz` says 503 meanwhile), join the mesh, then wait for the stop message and
 //! drain by closing its gates ([`Gate`]) in order: the front (stop accepting, let
-//! connections finish their responses), the log (its last sync), the timers.
+//! connections finish their responses), the answers to peers (once every shard's front
+//! has closed: [`fronts`]), the log (its last sync), the timers.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,7 +21,6 @@ use crate::base::exit::{Exit, Fatal};
 use crate::base::gate::Gate;
 use crate::base::task;
 use crate::config::Config;
-use crate::domain::ratelimit;
 use crate::net::accept;
 use crate::net::conn::table::Connections;
 use crate::runtime::owner::ShardOwner;
@@ -28,9 +28,12 @@ use crate::runtime::reload::Reload;
 use crate::shard::context::Context;
 use crate::shard::peers::{self, Message, Peers};
 
+pub mod chores;
+pub mod fronts;
 pub mod heartbeat;
 pub mod recovery;
 
+use fronts::Fronts;
 use heartbeat::Heartbeat;
 pub use recovery::recover;
 
@@ -67,10 +70,12 @@ pub enum Started {
 }
 
 /// The shard's gates, closed in this order at shutdown: the front (the accept loop
-/// and every connection), then the log (its flusher, its watcher), then the timers.
+/// and every connection), then the answers to peers (their message loops and the
+/// work those start), then the log (its flusher, its watcher), then the timers.
 #[derive(Default)]
 struct Gates {
     front: Gate,
+    peers: Gate,
     log: Gate,
     timers: Gate,
 }
@@ -80,6 +85,7 @@ struct Shard {
     ctx: Rc<Context>,
     conns: Rc<Connections>,
     gates: Gates,
+    fronts: Fronts,
 }
 
 /// Runs shard `id`: serves requests once `go` fires (every shard has recovered), until
@@ -143,6 +149,7 @@ impl Shard {
             conns: Connections::new(config.limits.max_connections, config.limits.memory_budget()),
             ctx: Rc::new(Context::new(id, config)),
             gates: Gates::default(),
+            fronts: Fronts::default(),
         };
         shard.start_timers(heartbeat);
         let _ = bound.send(Ok(local));
@@ -205,7 +212,12 @@ impl Shard {
             None => return Ok(Started::Stopped),
         }
         // Peers' queries are answered only from a complete index.
-        peers::serve(ctx.index(), Rc::new(ShardOwner(Rc::clone(ctx))), receivers);
+        let owner = ShardOwner {
+            ctx: Rc::clone(ctx),
+            gate: self.gates.peers.clone(),
+            fronts: self.fronts.heard(),
+        };
+        peers::serve(ctx.index(), Rc::new(owner), receivers, &self.gates.peers);
         hand_over_foreign_keys(ctx).await?;
         self.start_chores();
         Ok(Started::Ready)
@@ -215,18 +227,38 @@ impl Shard {
     /// looked at, rate limits are shared.
     fn start_chores(&self) {
         let (ctx, timers) = (&self.ctx, &self.gates.timers);
-        let expiry = timers.until_closing(expire_keys(Rc::clone(ctx)));
+        let expiry = timers.until_closing(chores::expire_keys(Rc::clone(ctx)));
         task::spawn("key expiry", expiry).detach();
-        let watch = self.gates.log.until_closing(watch_log(Rc::clone(ctx)));
+        let watch = self
+            .gates
+            .log
+            .until_closing(chores::watch_log(Rc::clone(ctx)));
         task::spawn("watch the live segment", watch).detach();
-        let shares = timers.until_closing(share_rate_limits(Rc::clone(ctx)));
+        let shares = timers.until_closing(chores::share_rate_limits(Rc::clone(ctx)));
         task::spawn("rate limit shares", shares).detach();
     }
 
     /// Graceful shutdown: readyz turns 503; the front closes (accepting stops,
     /// connections are told to close: idle ones at once, busy ones after their current
-    /// responses, within [`DRAIN_DEADLINE`]); the log is synced; the timers stop.
-    async fn shutdown(self) {
+    /// responses, within [`DRAIN_DEADLINE`]); peers are answered until their fronts
+    /// have closed too (within another [`DRAIN_DEADLINE`]); the log is synced; the
+    /// timers stop.
+    async fn shutdown(mut self) {
+        self.drain_front().await;
+        self.wait_for_peer_fronts().await;
+        self.gates.peers.close().await;
+        if let Some(log) = self.ctx.log() {
+            log.close();
+        }
+        self.gates.log.close().await;
+        self.gates.timers.close().await;
+        info!("shard {}: stopped", self.ctx.shard());
+        crate::base::logger::flush_this_thread();
+    }
+
+    /// Closes the front: readyz turns 503, accepting stops, connections finish their
+    /// responses and close, within [`DRAIN_DEADLINE`].
+    async fn drain_front(&self) {
         let ctx = &self.ctx;
         ctx.begin_shutdown();
         let front = self.gates.front.close();
@@ -242,13 +274,24 @@ impl Shard {
                 self.conns.live()
             );
         }
-        if let Some(log) = ctx.log() {
-            log.close();
+    }
+
+    /// Tells every other shard that this one's front has closed, and waits (within
+    /// [`DRAIN_DEADLINE`]) until each has said the same: until then a peer's connection
+    /// may still hand this shard a keyed write to store.
+    async fn wait_for_peer_fronts(&mut self) {
+        let Some(peers) = self.ctx.peers() else {
+            return;
+        };
+        peers.say_front_closed().await;
+        let (shards, me) = (peers.shards(), self.ctx.shard());
+        let open = self.fronts.all_closed(shards, me, DRAIN_DEADLINE).await;
+        if !open.is_empty() {
+            warn!(
+                "shard {me}: shards {open:?} still draining after {DRAIN_DEADLINE:?}; \
+                 closing the log"
+            );
         }
-        self.gates.log.close().await;
-        self.gates.timers.close().await;
-        info!("shard {}: stopped", ctx.shard());
-        crate::base::logger::flush_this_thread();
     }
 }
 
@@ -297,60 +340,11 @@ fn cannot_listen(addr: SocketAddr, e: std::io::Error) -> Fatal {
     Fatal::new(exit, format!("cannot listen on {addr}: {e}: {fix}"))
 }
 
-/// How often keys past the idempotency window are forgotten.
-const KEY_EXPIRY_EVERY: Duration = Duration::from_secs(600);
-
-fn window_ns(config: &Config) -> u64 {
-    config.idempotency_window_hours * 3600 * 1_000_000_000
-}
-
 /// Puts each reload the process sends in force here, and says so.
 async fn apply_reloads(ctx: Rc<Context>, mut reloads: UnboundedReceiver<Reload>) {
     while let Some(reload) = reloads.next().await {
         let update = &reload.update;
         ctx.reload(update.principals.clone(), &update.rates);
         let _ = reload.applied.send(ctx.shard());
-    }
-}
-
-/// Every [`ratelimit::PERIOD`] while some principal has a limit (a reload may add or
-/// remove them): tells the other shards what each principal tried here, and
-/// rebalances this shard's share of every limit.
-async fn share_rate_limits(ctx: Rc<Context>) {
-    loop {
-        glommio::timer::sleep(ratelimit::PERIOD).await;
-        if !ctx.limiter().is_active() {
-            continue;
-        }
-        let demand = ctx.limiter().tick();
-        if let Some(peers) = ctx.peers() {
-            peers.send_demand(&demand).await;
-        }
-    }
-}
-
-/// How often an idle shard looks at its live segment.
-const WATCH_EVERY: Duration = Duration::from_secs(1);
-
-/// Has the log look at its live segment every [`WATCH_EVERY`] ([`Log::look`]); a busy
-/// one looks before each write group anyway.
-async fn watch_log(ctx: Rc<Context>) {
-    loop {
-        glommio::timer::sleep(WATCH_EVERY).await;
-        if let Some(log) = ctx.log() {
-            log.look();
-        }
-    }
-}
-
-/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`]: measured on
-/// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
-async fn expire_keys(ctx: Rc<Context>) {
-    loop {
-        glommio::timer::sleep(KEY_EXPIRY_EVERY).await;
-        if let Some(log) = ctx.log() {
-            let oldest = log.own_ns().saturating_sub(window_ns(ctx.config()));
-            ctx.keys().expire(oldest);
-        }
     }
 }

@@ -3,8 +3,9 @@
 //! read queries from its own index, whether it can take writes (so that `/readyz`
 //! speaks for the whole process), keyed writes for the idempotency keys it owns, its
 //! counters for a `/metrics` scrape, peers' rate-limit demand, where one of its records
-//! is, its chain head on stable storage, and keys handed over at start-up. A message carries a oneshot channel for its answer.
-//! A plain submit never crosses shards, and no lock is shared.
+//! is, its chain head on stable storage, keys handed over at start-up, and, at
+//! shutdown, that a peer's front has closed. A message carries a oneshot channel for
+//! its answer. A plain submit never crosses shards, and no lock is shared.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,6 +13,7 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
+use crate::base::gate::Gate;
 use crate::domain::index::{Answer, Index, Query};
 use crate::domain::keys::{Entry, KeyedAnswer, KeyedWrite};
 use crate::log::locations::Location;
@@ -51,6 +53,9 @@ pub enum Message {
         keys: Vec<(Box<str>, Entry)>,
         reply: oneshot::Sender<()>,
     },
+    /// Shard `from` has closed its front (shutdown): none of its connections will hand
+    /// this shard work any more (no answer).
+    FrontClosed { from: usize },
 }
 
 /// Whether a shard can take writes now; if not, what was done to its live segment when
@@ -73,6 +78,8 @@ pub trait Owner {
     fn head(&self) -> (u64, Hash);
     /// Takes in keys this shard owns.
     fn take_keys(&self, keys: Vec<(Box<str>, Entry)>);
+    /// Peer `from` has closed its front.
+    fn front_closed(&self, from: usize);
 }
 
 /// This shard's sending ends of the mesh.
@@ -204,6 +211,18 @@ impl Peers {
         }
     }
 
+    /// Tells every other shard that this one's front has closed (best effort: a shard
+    /// that is gone is skipped).
+    pub async fn say_front_closed(&self) {
+        let from = self.senders.peer_id();
+        for peer in self.others() {
+            let _ = self
+                .senders
+                .send_to(peer, Message::FrontClosed { from })
+                .await;
+        }
+    }
+
     /// Where record `seq` of shard `shard` is.
     pub async fn locate(&self, shard: usize, seq: u64) -> Result<Option<Location>, &'static str> {
         let (reply, answer) = oneshot::channel();
@@ -274,13 +293,18 @@ impl Peers {
     }
 }
 
-/// Answers every peer's messages until the mesh closes: queries from `index`, the
-/// rest through `owner`.
-pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Receivers<Message>) {
+/// Answers every peer's messages inside `gate`, until the mesh closes or the gate
+/// starts closing: queries from `index`, the rest through `owner`.
+pub fn serve(
+    index: &Rc<RefCell<Index>>,
+    owner: Rc<dyn Owner>,
+    mut receivers: Receivers<Message>,
+    gate: &Gate,
+) {
     for (_, stream) in receivers.streams() {
         let index = Rc::clone(index);
         let owner = Rc::clone(&owner);
-        crate::base::task::spawn("peer queries", async move {
+        let answering = gate.until_closing(async move {
             while let Some(message) = stream.recv().await {
                 match message {
                     Message::Query { query, reply } => {
@@ -302,9 +326,10 @@ pub fn serve(index: &Rc<RefCell<Index>>, owner: Rc<dyn Owner>, mut receivers: Re
                         owner.take_keys(keys);
                         let _ = reply.send(());
                     }
+                    Message::FrontClosed { from } => owner.front_closed(from),
                 }
             }
-        })
-        .detach();
+        });
+        crate::base::task::spawn("peer queries", answering).detach();
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::window_ns;
+use super::chores::window_ns;
 use crate::base::exit::{Exit, Fatal};
 use crate::base::gate::Gate;
 use crate::base::task;
