@@ -13,7 +13,8 @@
 //! [`watch`] what was done to the live segment from outside and saving its records,
 //! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
-//! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
+//! [`recover`] reading back (start-up recovery, export, verify), [`checks`] the record
+//! checks it shares with [`salvage`], [`export`] the
 //! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
 //! directory's lock, [`evidence`] every place that knows which ids were given (and the
 //! rule that the next id is past all of them), [`retire`] the `retire-shard` command,
@@ -33,6 +34,7 @@
 //! until a restart, once what it holds is saved ([`watch`]).
 
 pub mod backup;
+pub mod checks;
 pub mod datadir;
 pub mod evidence;
 pub mod export;
