@@ -14,8 +14,9 @@
 //! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
 //! `flusher` the task that writes, [`files`] a shard directory's files by name,
 //! [`recover`] reading back (start-up recovery, export, verify), [`checks`] the record
-//! checks it shares with [`salvage`], [`export`] the
-//! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
+//! checks it shares with [`salvage`], [`export`] and [`verify`] the offline commands,
+//! [`id`] the record id and hex as they print them, [`heads`] the saved chain heads
+//! `verify` checks, [`datadir`] the
 //! directory's lock, [`evidence`] every place that knows which ids were given (and the
 //! rule that the next id is past all of them), [`retire`] the `retire-shard` command,
 //! [`lost`] the ids that damage took, as `verify` and `export --salvage` report them.
@@ -41,6 +42,7 @@ pub mod export;
 pub mod files;
 mod flusher;
 pub mod heads;
+pub mod id;
 pub mod locations;
 pub mod lost;
 pub mod manifest;
@@ -52,6 +54,7 @@ pub mod retire;
 pub mod salvage;
 pub mod segment;
 pub mod time;
+pub mod verify;
 pub mod watch;
 pub mod window;
 

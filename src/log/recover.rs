@@ -144,6 +144,10 @@ pub struct Scanned {
     pub hash: Hash,
 }
 
+/// Hears how far `export` or `verify` has come: the shard being read and its scan's
+/// progress (a salvage scan reports nothing until its shard is done).
+pub type Progress<'p> = &'p mut dyn FnMut(u16, &ScanProgress);
+
 /// Records between two progress reports within a segment.
 const PROGRESS_RECORDS: u64 = 8192;
 
