@@ -1,8 +1,8 @@
 //! The shard's flusher task: takes the pending batch, writes each write group with one
-//! write and one `fdatasync` (rotating segments as they fill: `rotate`), then wakes the waiters
-//! and reports each record of the group as durable. It keeps the manifest current: a
-//! new segment is listed before any record goes into it, ids are reserved a block
-//! ahead, and a clean stop is marked once everything is synced.
+//! write and one `fdatasync` (rotating segments as they fill: `rotate`), then wakes the
+//! waiters and reports each record of the group as durable. It keeps the manifest
+//! current: a new segment is listed before any record goes into it, ids are reserved a
+//! block ahead, and a clean stop is marked once everything is synced.
 
 use std::future::poll_fn;
 use std::io;
