@@ -22,7 +22,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::log::checks;
+use crate::log::checks::{self, check_listing, no_manifest};
 use crate::log::files::{list_segments, segment_name, SegmentFile};
 use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
@@ -426,17 +426,6 @@ impl<E: FnMut(&Record<'_>, &Scanned), P: FnMut(&ScanProgress)> Walk<E, P> {
     }
 }
 
-/// Segments without a `MANIFEST`: which segments and ids the shard had can no longer
-/// be checked, so this is damage, never a log to continue ([`crate::log::evidence`]).
-pub fn no_manifest(dir: &Path) -> Corruption {
-    Corruption::at(
-        &dir.join(MANIFEST),
-        0,
-        "missing: the shard has segments but no MANIFEST, so which segments and ids it had \
-         cannot be checked",
-    )
-}
-
 /// Damaged bytes at `offset` of a segment: a torn tail if the last, never-synced write
 /// group explains them, else corruption. `next` is the (shard, sequence number) the
 /// damaged record should have had: its group's first record, or later in that group.
@@ -517,67 +506,4 @@ fn after_clean_shutdown(dir: &Path, scan: &ShardScan, end: u64) -> Result<(), Co
         ));
     }
     Ok(())
-}
-
-/// Checks the segment files against the manifest: each listed one present and at least
-/// its preallocated size. Returns the unlisted ones, which may only follow every listed
-/// one (created just before a crash; the scan then finds them empty).
-pub fn check_listing(
-    dir: &Path,
-    segments: &[SegmentFile],
-    manifest: Option<&Manifest>,
-) -> Result<Vec<Listed>, Corruption> {
-    let Some(manifest) = manifest else {
-        return Ok(Vec::new());
-    };
-    for listed in &manifest.segments {
-        let path = dir.join(segment_name(listed.first_seq));
-        let len = match fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Corruption::at(
-                    &path,
-                    0,
-                    "segment listed in the manifest is missing",
-                ))
-            }
-            Err(e) => return Err(Corruption::unreadable(&path, e)),
-        };
-        if len < listed.size {
-            return Err(Corruption::at(
-                &path,
-                len as usize,
-                format!(
-                    "segment is {len} bytes, shorter than the {} it was preallocated to: truncated",
-                    listed.size
-                ),
-            ));
-        }
-    }
-    let last_listed = manifest.segments.last().map_or(0, |s| s.first_seq);
-    let mut unlisted = Vec::new();
-    for segment in segments {
-        if manifest
-            .segments
-            .iter()
-            .any(|l| l.first_seq == segment.first_seq)
-        {
-            continue;
-        }
-        if segment.first_seq <= last_listed {
-            return Err(Corruption::at(
-                &segment.path,
-                0,
-                "segment not listed in the manifest (copied in?)",
-            ));
-        }
-        let size = fs::metadata(&segment.path)
-            .map_err(|e| Corruption::unreadable(&segment.path, e))?
-            .len();
-        unlisted.push(Listed {
-            first_seq: segment.first_seq,
-            size,
-        });
-    }
-    Ok(unlisted)
 }

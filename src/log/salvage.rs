@@ -8,14 +8,14 @@
 
 use std::path::Path;
 
-use crate::log::checks;
+use crate::log::checks::{self, check_listing, no_manifest};
 use crate::log::files::{list_segments, SegmentFile};
 use crate::log::lost::{Gaps, Lost};
 use crate::log::manifest::{Listed, Manifest};
 use crate::log::record::{
     decode, decode_header, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN, VERSION_UNCHAINED,
 };
-use crate::log::recover::{check_listing, no_manifest, Corruption};
+use crate::log::recover::Corruption;
 use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.
