@@ -15,10 +15,10 @@ use crate::log::recover::Corruption;
 use crate::log::window::Window;
 
 /// Why a chained segment may not be followed by an unchained one.
-pub const UNCHAINED_AFTER_CHAINED: &str = "an unchained (version 1) segment after a chained one";
+const UNCHAINED_AFTER_CHAINED: &str = "an unchained (version 1) segment after a chained one";
 
 /// Why zeros that are followed by data do not end a segment's records.
-pub const ZEROS_THEN_DATA: &str = "zeros where a record should start, with data after them";
+const ZEROS_THEN_DATA: &str = "zeros where a record should start, with data after them";
 
 /// A segment whose chaining is `chained`, after segments one of which was chained
 /// (`chained_before`): an unchained one may not follow a chained one.
