@@ -93,7 +93,7 @@ fn prefer_return<'h>(head: &Head<'h>) -> Option<&'h [u8]> {
     })
 }
 
-/// The record id (`s<shard>-<seq>`, as [`crate::log::export::record_id`] writes it)
+/// The record id (`s<shard>-<seq>`, as [`crate::log::id::record_id`] writes it)
 /// without allocating.
 pub fn format_id(shard: u16, seq: u64, buf: &mut [u8; 32]) -> &[u8] {
     let mut shard_digits = itoa::Buffer::new();

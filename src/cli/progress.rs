@@ -6,7 +6,7 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::log::export;
+use crate::log::files;
 use crate::log::recover::ScanProgress;
 
 /// A progress bar on stderr over every byte of `data_dir`'s logs, when stderr is a
@@ -16,7 +16,7 @@ pub fn progress_bar(data_dir: &Path, verb: &'static str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(
-        Some(export::log_bytes(data_dir)),
+        Some(files::log_bytes(data_dir)),
         ProgressDrawTarget::stderr(),
     );
     let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left";

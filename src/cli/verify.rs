@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::out;
 use super::progress::{advance, progress_bar};
-use crate::log::export::{self, Backwards, ShardReport};
 use crate::log::heads::{self, Against, Head};
+use crate::log::verify::{self, Backwards, ShardReport};
 
 /// Checks every record of `data_dir` (against the saved heads in `against`, if any)
 /// and prints the report; with `heads`, stdout is the heads file and the report goes to
@@ -15,7 +15,7 @@ use crate::log::heads::{self, Against, Head};
 pub fn verify(data_dir: &Path, heads: bool, against: Option<&Path>) -> Result<(), String> {
     let saved = saved_heads(against)?;
     let bar = progress_bar(data_dir, "verify");
-    let reports = export::verify(data_dir, &saved, &mut advance(&bar));
+    let reports = verify::verify(data_dir, &saved, &mut advance(&bar));
     bar.finish_and_clear();
     let reports = reports?;
     let say = Say { heads };

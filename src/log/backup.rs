@@ -22,9 +22,9 @@ use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 
 use crate::log::evidence::{check_copy, copied_shards};
-use crate::log::export::{self, shard_dirs};
-use crate::log::files::{segment_name, shard_dir};
+use crate::log::files::{segment_name, shard_dir, shard_dirs};
 use crate::log::manifest::{Manifest, MANIFEST};
+use crate::log::verify;
 
 /// Ids a restored shard skips past its backup, besides the restore's stamp: 2^48, more
 /// than a node can give out in years (9 years at a million records a second). With
@@ -156,7 +156,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<Vec<Copied>, String> {
 fn cut_half_written_groups(to: &Path) -> Result<Vec<Copied>, String> {
     let mut cuts = Vec::new();
     let mut copied = Vec::new();
-    for report in export::verify(to, &[], &mut |_, _| {})? {
+    for report in verify::verify(to, &[], &mut |_, _| {})? {
         let scan = report.result.map_err(|problem| {
             format!("the copy of shard {} is damaged: {problem}", report.shard)
         })?;
@@ -183,7 +183,7 @@ fn cut_half_written_groups(to: &Path) -> Result<Vec<Copied>, String> {
         return Ok(copied);
     }
     copied.clear();
-    for report in export::verify(to, &[], &mut |_, _| {})? {
+    for report in verify::verify(to, &[], &mut |_, _| {})? {
         let shard = report.shard;
         let scan = report
             .result
@@ -213,7 +213,7 @@ pub fn restore(from: &Path, to: &Path) -> Result<Vec<(u16, u64)>, String> {
             to.display()
         ));
     }
-    let reports = export::verify(from, &[], &mut |_, _| {})?;
+    let reports = verify::verify(from, &[], &mut |_, _| {})?;
     let stamp = restore_stamp();
     let mut next = Vec::new();
     for report in reports {

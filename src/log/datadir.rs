@@ -11,7 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::base::exit::{Exit, Fatal};
-use crate::log::export::shard_dirs;
+use crate::log::files::shard_dirs;
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";

@@ -1,9 +1,12 @@
 //! A shard directory's files by name: segments (`<first seq, 20 digits>.seg`), the
-//! shard directories of a data directory, and the temporary files a crash can leave.
+//! shard directories of a data directory (and the bytes of their segments), and the
+//! temporary files a crash can leave.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::log::evidence::copied_shards;
 
 /// Replaces `target` with `bytes`, durably: written and synced under `tmp`, renamed
 /// over `target`, and the directory holding it synced. A crash leaves the old file or
@@ -98,4 +101,66 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// The shard directories of a data directory, by shard number. An entry that looks
+/// like a shard directory but is not named as this server names them (`shard-01`, a
+/// copy `shard-1.bak`) is an error: its records would be silently ignored or doubled.
+pub fn shard_dirs(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
+    let mut shards = Vec::new();
+    let entries =
+        fs::read_dir(data_dir).map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?;
+        let name = entry.file_name();
+        let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix("shard-")) else {
+            if name.to_string_lossy().starts_with("shard") {
+                return Err(stray(&entry.path()));
+            }
+            continue;
+        };
+        match suffix.parse::<u16>() {
+            Ok(n) if n.to_string() == suffix => shards.push((n, entry.path())),
+            _ => return Err(stray(&entry.path())),
+        }
+    }
+    shards.sort_unstable_by_key(|&(n, _)| n);
+    Ok(shards)
+}
+
+fn stray(path: &Path) -> String {
+    format!(
+        "{}: not a shard directory this server writes (shard-<n>): a copy or a stray? \
+         Move it out of the data directory",
+        path.display()
+    )
+}
+
+/// The shards of `data_dir`, or why it is not a data directory (empty, or a shard
+/// directory given in its place).
+pub fn shards_of(data_dir: &Path) -> Result<Vec<(u16, PathBuf)>, String> {
+    let shards = shard_dirs(data_dir)?;
+    // A data directory whose every log was removed still has the reservations' copies.
+    if shards.is_empty() && copied_shards(data_dir).is_empty() {
+        let looks_like_shard = list_segments(data_dir).is_ok_and(|s| !s.is_empty());
+        let hint = if looks_like_shard {
+            "it holds segments: it is a shard directory; pass the data directory above it"
+        } else {
+            "no shard-<n> directory in it: is it the data directory (--data-dir of serve)?"
+        };
+        return Err(format!("{}: {hint}", data_dir.display()));
+    }
+    Ok(shards)
+}
+
+/// Bytes of segment files in every shard of `data_dir`: the whole of a progress bar.
+pub fn log_bytes(data_dir: &Path) -> u64 {
+    let shards = shard_dirs(data_dir).unwrap_or_default();
+    let segments = shards
+        .iter()
+        .flat_map(|(_, dir)| list_segments(dir).unwrap_or_default());
+    segments
+        .filter_map(|s| fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum()
 }

@@ -10,7 +10,7 @@
 //!
 //! A shard with no record yet has `seq=0` and 64 zeros.
 
-use crate::log::export::hex;
+use crate::log::id::hex;
 use crate::log::record::{Hash, GENESIS, HASH_LEN};
 
 /// A shard's chain head.

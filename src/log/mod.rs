@@ -12,9 +12,11 @@
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
 //! [`watch`] what was done to the live segment from outside and saving its records,
 //! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
-//! `flusher` the task that writes, [`files`] a shard directory's files by name,
-//! [`recover`] reading back (start-up recovery, export, verify), [`export`] the
-//! offline commands, [`heads`] the saved chain heads they check, [`datadir`] the
+//! `flusher` the task that writes, `rotate` the segments it writes to, [`files`] a shard directory's files by name,
+//! [`recover`] reading back (start-up recovery, export, verify), [`checks`] the record
+//! checks it shares with [`salvage`], [`export`] and [`verify`] the offline commands,
+//! [`id`] the record id and hex as they print them, [`heads`] the saved chain heads
+//! `verify` checks, [`datadir`] the
 //! directory's lock, [`evidence`] every place that knows which ids were given (and the
 //! rule that the next id is past all of them), [`retire`] the `retire-shard` command,
 //! [`lost`] the ids that damage took, as `verify` and `export --salvage` report them.
@@ -33,12 +35,14 @@
 //! until a restart, once what it holds is saved ([`watch`]).
 
 pub mod backup;
+pub mod checks;
 pub mod datadir;
 pub mod evidence;
 pub mod export;
 pub mod files;
 mod flusher;
 pub mod heads;
+pub mod id;
 pub mod locations;
 pub mod lost;
 pub mod manifest;
@@ -47,9 +51,11 @@ pub mod open;
 pub mod record;
 pub mod recover;
 pub mod retire;
+mod rotate;
 pub mod salvage;
 pub mod segment;
 pub mod time;
+pub mod verify;
 pub mod watch;
 pub mod window;
 
@@ -188,6 +194,43 @@ struct State {
     /// Who waits in [`Log::started`] and [`Log::stopped`].
     start_waiter: Option<Waker>,
     stop_waiter: Option<Waker>,
+}
+
+impl State {
+    /// Whether the log takes a record now, or why not.
+    #[inline]
+    fn admits(&self) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        if let Some(fault) = self.fault {
+            return Err(LogError::Stopped(fault));
+        }
+        if self.no_space {
+            return Err(LogError::NoSpace);
+        }
+        if self.pending.bytes.len() >= MAX_PENDING || self.next_seq >= self.reserved_seq {
+            return Err(LogError::Behind);
+        }
+        Ok(())
+    }
+}
+
+/// The write group a record `seq` of `len` bytes, encoded at `start` of the batch,
+/// goes into: the open one while it stays within [`BATCH_MAX`], else a new one.
+#[inline]
+fn group_for(groups: &mut Vec<Group>, start: usize, seq: u64, len: usize) -> &mut Group {
+    let group_start = groups.len().checked_sub(2).map_or(0, |i| groups[i].end);
+    match groups.last() {
+        Some(g) if g.end - group_start + len <= BATCH_MAX => {}
+        _ => groups.push(Group {
+            end: start,
+            first_seq: seq,
+            last_seq: seq,
+            last_hash: GENESIS,
+        }),
+    }
+    groups.last_mut().expect("one at least")
 }
 
 /// One shard's log writer.
@@ -329,49 +372,16 @@ impl Log {
         body: &[u8],
     ) -> Result<Appended, LogError> {
         let mut state = self.state.borrow_mut();
-        if state.closed {
-            return Err(LogError::Closed);
-        }
-        if let Some(fault) = state.fault {
-            return Err(LogError::Stopped(fault));
-        }
-        if state.no_space {
-            return Err(LogError::NoSpace);
-        }
-        if state.pending.bytes.len() >= MAX_PENDING || state.next_seq >= state.reserved_seq {
-            return Err(LogError::Behind);
-        }
+        state.admits()?;
         let len = Record::encoded_len(principal, key, body).map_err(|_| LogError::Unencodable)?;
-        let (received_ns, step) = state.time.stamp(wall_ns);
-        if let Some(step) = step {
-            log::warn!(
-                "shard {}: the clock reads {:.3} s before the last receivedAt stored; \
-                 receivedAt goes on from the shard's own clock until it catches up",
-                self.shard,
-                step as f64 / 1e9
-            );
-        }
+        let received_ns = self.stamp(&mut state, wall_ns);
         let seq = state.next_seq;
         state.next_seq += 1;
         // Field by field from here: the record borrows the chain while the batch grows.
         let state = &mut *state;
         let pending = &mut state.pending;
         let start = pending.bytes.len();
-        let groups = pending.groups.len();
-        let group_start = groups.checked_sub(2).map_or(0, |i| pending.groups[i].end);
-        let group = match pending.groups.last_mut() {
-            // Continue the open group while it stays within BATCH_MAX.
-            Some(g) if g.end - group_start + len <= BATCH_MAX => g,
-            _ => {
-                pending.groups.push(Group {
-                    end: start,
-                    first_seq: seq,
-                    last_seq: seq,
-                    last_hash: GENESIS,
-                });
-                pending.groups.last_mut().expect("pushed above")
-            }
-        };
+        let group = group_for(&mut pending.groups, start, seq, len);
         let record = Record {
             kind,
             shard: self.shard,
@@ -396,6 +406,22 @@ impl Log {
             flusher.wake();
         }
         Ok(Appended { seq, received_ns })
+    }
+
+    /// Stamps `receivedAt` for a record taken in when the wall clock read `wall_ns`,
+    /// saying so when the clock stepped back.
+    #[inline]
+    fn stamp(&self, state: &mut State, wall_ns: u64) -> u64 {
+        let (received_ns, step) = state.time.stamp(wall_ns);
+        if let Some(step) = step {
+            log::warn!(
+                "shard {}: the clock reads {:.3} s before the last receivedAt stored; \
+                 receivedAt goes on from the shard's own clock until it catches up",
+                self.shard,
+                step as f64 / 1e9
+            );
+        }
+        received_ns
     }
 
     /// Resolves once record `seq` is on stable storage.

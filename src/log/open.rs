@@ -70,11 +70,42 @@ pub fn open_shard(
         ),
         None => None,
     };
+    make_segments_private(dir)?;
+    let next_seq = resume_seq(data_dir, shard, &scan, copied);
+    let last = continued_segment(shard, &scan, next_seq)?;
+    let manifest = Manifest {
+        shard,
+        reserved_seq: next_seq + RESERVE_BLOCK,
+        clean_end: None,
+        segments: listed_segments(dir, &scan)?,
+    };
+    manifest
+        .write(dir)
+        .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
+    if let (Some((segment, end)), None) = (&scan.last, &last) {
+        release_unused(shard, &segment.path, *end);
+    }
+    Ok(Opened {
+        scan,
+        manifest,
+        next_seq,
+        last,
+        torn_copy,
+    })
+}
+
+/// Every segment of the shard is readable and writable by the server alone (0600).
+fn make_segments_private(dir: &Path) -> Result<(), String> {
     for segment in list_segments(dir).map_err(|e| e.to_string())? {
         fs::set_permissions(&segment.path, fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("chmod 600 {}: {e}", segment.path.display()))?;
     }
-    // Past every piece of evidence (crate::log::evidence), not only the manifest's.
+    Ok(())
+}
+
+/// The next id: past every piece of evidence ([`crate::log::evidence`]), not only the
+/// manifest's (`copied`: past the reservation's copy), saying so when that is further.
+fn resume_seq(data_dir: &Path, shard: u16, scan: &ShardScan, copied: u64) -> u64 {
     let next_seq = scan
         .resume_seq()
         .max(copied)
@@ -86,12 +117,23 @@ pub fn open_shard(
             scan.resume_seq()
         );
     }
-    // A segment of an older version with records is never continued: new records
-    // would not match its version (unchained, version 1), or an older binary would
-    // take a record kind it does not know for damage (version 2). One without any
-    // becomes a segment of the current version (a new one would take its name: the
-    // same first sequence number).
-    let last = match &scan.last {
+    next_seq
+}
+
+/// The last segment to continue at `next_seq`, and where its records end; `None`
+/// when the next record starts a new segment.
+///
+/// A segment of an older version with records is never continued: new records
+/// would not match its version (unchained, version 1), or an older binary would
+/// take a record kind it does not know for damage (version 2). One without any
+/// becomes a segment of the current version (a new one would take its name: the
+/// same first sequence number).
+fn continued_segment(
+    shard: u16,
+    scan: &ShardScan,
+    next_seq: u64,
+) -> Result<Option<(PathBuf, u64)>, String> {
+    match &scan.last {
         Some((segment, end)) if next_seq == scan.next_seq => {
             let empty = *end == HEADER_LEN as u64;
             let current = scan.last_version == VERSION;
@@ -99,39 +141,24 @@ pub fn open_shard(
                 upgrade_empty_segment(&segment.path, shard, segment.first_seq)
                     .map_err(|e| format!("upgrading {}: {e}", segment.path.display()))?;
             }
-            (current || empty).then(|| (segment.path.clone(), *end))
+            Ok((current || empty).then(|| (segment.path.clone(), *end)))
         }
-        _ => None,
-    };
-    let manifest = Manifest {
-        shard,
-        reserved_seq: next_seq + RESERVE_BLOCK,
-        clean_end: None,
-        segments: listed_segments(dir, &scan)?,
-    };
-    manifest
-        .write(dir)
-        .map_err(|e| format!("writing the manifest of shard {shard}: {e}"))?;
-    // A last segment that is not continued (ids were skipped after a crash, or it is of
-    // an older version) gives back the disk blocks of its unused preallocated space, or every
-    // crash of a crash loop would leave a whole segment's worth behind. A hole reads as
-    // the zeros it replaces and the size stays: nothing a reader (ship, verify, export,
-    // possibly running now) or the manifest sees changes.
-    if let (Some((segment, end)), None) = (&scan.last, &last) {
-        if let Err(e) = release_tail(&segment.path, *end) {
-            log::warn!(
-                "shard {shard}: could not give back the unused space of {}: {e}",
-                segment.path.display()
-            );
-        }
+        _ => Ok(None),
     }
-    Ok(Opened {
-        scan,
-        manifest,
-        next_seq,
-        last,
-        torn_copy,
-    })
+}
+
+/// A last segment that is not continued (ids were skipped after a crash, or it is of
+/// an older version) gives back the disk blocks of its unused preallocated space, or
+/// every crash of a crash loop would leave a whole segment's worth behind. A hole reads
+/// as the zeros it replaces and the size stays: nothing a reader (ship, verify, export,
+/// possibly running now) or the manifest sees changes.
+fn release_unused(shard: u16, path: &Path, end: u64) {
+    if let Err(e) = release_tail(path, end) {
+        log::warn!(
+            "shard {shard}: could not give back the unused space of {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// The segments this run's manifest lists: the old manifest's and any created just

@@ -283,28 +283,10 @@ pub enum Decoded<'a> {
 /// Decodes the record at the start of `buf`; `expect` is the (shard, seq) it must carry
 /// (`None`: any, for searching past a bad record).
 pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
-    if buf.len() < field::PAYLOAD {
-        return if buf.iter().all(|&b| b == 0) {
-            Decoded::End
-        } else {
-            Decoded::Invalid("truncated record frame")
-        };
-    }
-    let crc = u32_at(buf, field::CRC);
-    let len = u32_at(buf, field::LEN) as usize;
-    if crc == 0 && len == 0 {
-        return Decoded::End;
-    }
-    if !(FIXED_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
-        return Decoded::Invalid("record length out of range");
-    }
-    let end = field::PAYLOAD + len;
-    if end > buf.len() {
-        return Decoded::Invalid("record extends past the end of the file");
-    }
-    if crc32c::crc32c(&buf[field::LEN..end]) != crc {
-        return Decoded::Invalid("record checksum mismatch");
-    }
+    let end = match frame(buf) {
+        Ok(end) => end,
+        Err(done) => return done,
+    };
     let Some((kind, keyed)) = Kind::from_byte(buf[field::KIND]) else {
         return Decoded::Invalid("unknown record kind");
     };
@@ -319,7 +301,7 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     let received_ns = u64_at(buf, field::RECEIVED_NS);
     let body_len = u32_at(buf, field::BODY_LEN) as usize;
     let group_index = u32_at(buf, field::GROUP_INDEX);
-    if FIXED_PAYLOAD + principal_len + body_len + trailer != len {
+    if FIXED_PAYLOAD + principal_len + body_len + trailer != end - field::PAYLOAD {
         return Decoded::Invalid("record field lengths disagree with the frame");
     }
     if expect.is_some_and(|e| e != (shard, seq)) {
@@ -330,13 +312,9 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
     }
     let body_at = field::PRINCIPAL + principal_len;
     let body_end = end - trailer;
-    let Ok(field) = std::str::from_utf8(&buf[field::PRINCIPAL..body_at]) else {
-        return Decoded::Invalid("principal is not UTF-8");
-    };
-    let (principal, key) = match (keyed, field.split_once('\0')) {
-        (false, None) => (field, None),
-        (true, Some((principal, key))) if !key.is_empty() => (principal, Some(key)),
-        _ => return Decoded::Invalid("principal field disagrees with the record kind"),
+    let (principal, key) = match principal_and_key(&buf[field::PRINCIPAL..body_at], keyed) {
+        Ok(field) => field,
+        Err(reason) => return Decoded::Invalid(reason),
     };
     let record = Record {
         kind,
@@ -352,6 +330,50 @@ pub fn decode(buf: &[u8], expect: Option<(u16, u64)>) -> Decoded<'_> {
         }),
     };
     Decoded::Record(record, end)
+}
+
+/// Where the record frame at the start of `buf` ends, once its length is in range and
+/// within `buf` and its checksum holds; else what is there instead (no record, or
+/// why not one).
+#[inline]
+fn frame(buf: &[u8]) -> Result<usize, Decoded<'static>> {
+    if buf.len() < field::PAYLOAD {
+        return Err(if buf.iter().all(|&b| b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid("truncated record frame")
+        });
+    }
+    let crc = u32_at(buf, field::CRC);
+    let len = u32_at(buf, field::LEN) as usize;
+    if crc == 0 && len == 0 {
+        return Err(Decoded::End);
+    }
+    if !(FIXED_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
+        return Err(Decoded::Invalid("record length out of range"));
+    }
+    let end = field::PAYLOAD + len;
+    if end > buf.len() {
+        return Err(Decoded::Invalid("record extends past the end of the file"));
+    }
+    if crc32c::crc32c(&buf[field::LEN..end]) != crc {
+        return Err(Decoded::Invalid("record checksum mismatch"));
+    }
+    Ok(end)
+}
+
+/// The principal and the idempotency key of a principal field: a keyed record's
+/// holds both, split by a NUL, and its key is not empty; another's holds no NUL.
+#[inline]
+fn principal_and_key(field: &[u8], keyed: bool) -> Result<(&str, Option<&str>), &'static str> {
+    let Ok(field) = std::str::from_utf8(field) else {
+        return Err("principal is not UTF-8");
+    };
+    match (keyed, field.split_once('\0')) {
+        (false, None) => Ok((field, None)),
+        (true, Some((principal, key))) if !key.is_empty() => Ok((principal, Some(key))),
+        _ => Err("principal field disagrees with the record kind"),
+    }
 }
 
 /// Encodes a segment header of the version written now.

@@ -22,11 +22,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::log::checks::{self, check_listing, no_manifest};
 use crate::log::files::{list_segments, segment_name, SegmentFile};
 use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{
-    decode, decode_header, field, fits_version, hash, u32_at, Decoded, Hash, Record, FIXED_LEN,
-    GENESIS, HEADER_LEN, MAX_PAYLOAD,
+    decode, decode_header, field, hash, u32_at, Decoded, Hash, Record, FIXED_LEN, GENESIS,
+    HEADER_LEN, MAX_PAYLOAD,
 };
 use crate::log::window::Window;
 
@@ -143,6 +144,10 @@ pub struct Scanned {
     pub hash: Hash,
 }
 
+/// Hears how far `export` or `verify` has come: the shard being read and its scan's
+/// progress (a salvage scan reports nothing until its shard is done).
+pub type Progress<'p> = &'p mut dyn FnMut(u16, &ScanProgress);
+
 /// Records between two progress reports within a segment.
 const PROGRESS_RECORDS: u64 = 8192;
 
@@ -168,162 +173,88 @@ pub fn scan_shard_from(
     dir: &Path,
     shard: u16,
     from_seq: u64,
-    mut each: impl FnMut(&Record<'_>, &Scanned),
-    mut progress: impl FnMut(&ScanProgress),
+    each: impl FnMut(&Record<'_>, &Scanned),
+    progress: impl FnMut(&ScanProgress),
 ) -> Result<ShardScan, Corruption> {
     // Segments first, then the manifest: beside a live server, the manifest read then
     // lists every segment seen (a segment is listed before any record goes into it).
     let segments = list_segments(dir).map_err(|e| Corruption::unreadable(dir, e))?;
-    let mut done = ScanProgress {
-        segments: segments.len(),
-        ..ScanProgress::default()
+    let sizes = segment_sizes(&segments)?;
+    let manifest = read_manifest(dir, shard)?;
+    if manifest.is_none() && !segments.is_empty() {
+        return Err(no_manifest(dir));
+    }
+    let unlisted = check_listing(dir, &segments, manifest.as_ref())?;
+    let start = segments
+        .iter()
+        .rposition(|s| s.first_seq <= from_seq)
+        .unwrap_or(0);
+    let mut walk = Walk {
+        shard,
+        scan: ShardScan {
+            next_seq: 1,
+            ..ShardScan::default()
+        },
+        chain: (start == 0).then_some(GENESIS),
+        chained_before: false,
+        done: ScanProgress {
+            segments: segments.len(),
+            total_bytes: sizes.iter().sum(),
+            ..ScanProgress::default()
+        },
+        each,
+        progress,
     };
+    for (i, segment) in segments.iter().enumerate().skip(start) {
+        // With a manifest, ids may have been skipped between segments (a block reserved
+        // before a crash); never may a segment start inside what came before.
+        let gap_allowed = manifest.is_some() || i == start;
+        walk.segment(segment, i + 1 == segments.len(), gap_allowed)?;
+        walk.segment_done(sizes[i]);
+    }
+    let mut scan = walk.scan;
+    let (manifest, unlisted) = recheck_unlisted(dir, shard, &scan, manifest, unlisted)?;
+    if let Some(end) = manifest.as_ref().and_then(|m| m.clean_end) {
+        after_clean_shutdown(dir, &scan, end)?;
+    }
+    scan.manifest = manifest;
+    scan.unlisted = unlisted;
+    Ok(scan)
+}
+
+/// The size of each segment file: the whole of the scan's progress.
+fn segment_sizes(segments: &[SegmentFile]) -> Result<Vec<u64>, Corruption> {
     let mut sizes = Vec::with_capacity(segments.len());
-    for segment in &segments {
+    for segment in segments {
         let meta = fs::metadata(&segment.path);
         sizes.push(
             meta.map_err(|e| Corruption::unreadable(&segment.path, e))?
                 .len(),
         );
     }
-    done.total_bytes = sizes.iter().sum();
-    let read_manifest =
-        || Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e));
-    let mut manifest = read_manifest()?;
-    if manifest.is_none() && !segments.is_empty() {
-        return Err(no_manifest(dir));
-    }
-    let mut unlisted = check_listing(dir, &segments, manifest.as_ref())?;
-    let mut scan = ShardScan {
-        next_seq: 1,
-        ..ShardScan::default()
-    };
-    let start = segments
-        .iter()
-        .rposition(|s| s.first_seq <= from_seq)
-        .unwrap_or(0);
-    // The hash the next record's `prev` must hold; unknown when starting mid-log.
-    let mut chain = (start == 0).then_some(GENESIS);
-    let mut chained_before = false;
-    for (i, segment) in segments.iter().enumerate().skip(start) {
-        let is_last = i + 1 == segments.len();
-        let path = &segment.path;
-        let unreadable = |e: io::Error| Corruption::unreadable(path, e);
-        let corrupt = |offset: u64, reason: String| Corruption::at(path, offset as usize, reason);
-        let mut w = Window::open(path).map_err(unreadable)?;
-        let header = w.get(0, HEADER_LEN).map_err(unreadable)?;
-        let header = decode_header(header).map_err(|r| corrupt(0, r.to_string()))?;
-        let first_seq = header.first_seq;
-        if header.shard != shard || first_seq != segment.first_seq {
-            return Err(corrupt(
-                0,
-                "segment header disagrees with its shard or file name".into(),
-            ));
-        }
-        // With a manifest, ids may have been skipped between segments (a block reserved
-        // before a crash); never may a segment start inside what came before.
-        let gap_allowed = manifest.is_some() || i == start;
-        let continues = first_seq == scan.next_seq || (gap_allowed && first_seq > scan.next_seq);
-        if !continues {
-            return Err(corrupt(
-                0,
-                format!(
-                    "sequence gap: expected first record {}, segment starts at {first_seq}",
-                    scan.next_seq
-                ),
-            ));
-        }
-        if chained_before && !header.chained {
-            return Err(corrupt(
-                0,
-                "an unchained (version 1) segment after a chained one".into(),
-            ));
-        }
-        chained_before |= header.chained;
-        scan.next_seq = first_seq;
-        scan.segments += 1;
-        let mut offset = HEADER_LEN as u64;
-        loop {
-            let expect = Some((shard, scan.next_seq));
-            let bytes = w.record_bytes(offset).map_err(unreadable)?;
-            let reason = match decode(bytes, expect) {
-                Decoded::Record(record, len) => {
-                    if !fits_version(&record, header.version) {
-                        return Err(corrupt(
-                            offset,
-                            "record kind or chaining disagrees with its segment's version: edited"
-                                .into(),
-                        ));
-                    }
-                    if record.prev.zip(chain.as_ref()).is_some_and(|(p, c)| p != c) {
-                        return Err(corrupt(
-                            offset,
-                            format!(
-                                "hash chain broken: record {} does not follow the record \
-                                 before it (history edited)",
-                                record.seq
-                            ),
-                        ));
-                    }
-                    let hash = hash(&bytes[..len]);
-                    chain = Some(hash);
-                    scan.head = Some((record.seq, hash));
-                    each(&record, &Scanned { offset, hash });
-                    scan.records += 1;
-                    scan.record_bytes += len as u64;
-                    scan.next_seq += 1;
-                    offset += len as u64;
-                    if scan.records % PROGRESS_RECORDS == 0 {
-                        progress(&ScanProgress {
-                            records: scan.records,
-                            bytes: done.bytes + offset,
-                            ..done
-                        });
-                    }
-                    continue;
-                }
-                Decoded::End => None,
-                Decoded::Invalid(reason) => Some(reason),
-            };
-            // Zeros end a segment only if nothing but zeros follows them.
-            let reason = match reason {
-                Some(reason) => reason,
-                None if !is_last || !w.any_nonzero_from(offset).map_err(unreadable)? => break,
-                None => "zeros where a record should start, with data after them",
-            };
-            let torn = torn_tail(
-                &mut w,
-                path,
-                offset,
-                (shard, scan.next_seq),
-                reason,
-                is_last,
-            )?;
-            scan.torn = Some(torn);
-            break;
-        }
-        if is_last {
-            scan.last = Some((segment.clone(), offset));
-            scan.last_version = header.version;
-        } else if w.any_nonzero_from(offset).map_err(unreadable)? {
-            return Err(corrupt(
-                offset,
-                "bytes after the last record of a closed segment".into(),
-            ));
-        }
-        done.segments_done += 1;
-        done.records = scan.records;
-        done.bytes += sizes[i];
-        progress(&done);
-    }
-    // Records go into a segment only once the manifest lists it. Beside a live server a
-    // segment seen unlisted may have been listed, then written, since the manifest was
-    // read (a segment is renamed into place before it is listed): read it again first.
+    Ok(sizes)
+}
+
+fn read_manifest(dir: &Path, shard: u16) -> Result<Option<Manifest>, Corruption> {
+    Manifest::read(dir, shard).map_err(|e| Corruption::at(&dir.join(MANIFEST), 0, e))
+}
+
+/// Records go into a segment only once the manifest lists it. Beside a live server a
+/// segment seen unlisted may have been listed, then written, since the manifest was
+/// read (a segment is renamed into place before it is listed): read it again first.
+/// Returns the manifest and the segments still unlisted, none of which may hold records.
+fn recheck_unlisted(
+    dir: &Path,
+    shard: u16,
+    scan: &ShardScan,
+    mut manifest: Option<Manifest>,
+    mut unlisted: Vec<Listed>,
+) -> Result<(Option<Manifest>, Vec<Listed>), Corruption> {
     if unlisted
         .first()
         .is_some_and(|u| scan.next_seq > u.first_seq)
     {
-        manifest = read_manifest()?;
+        manifest = read_manifest(dir, shard)?;
         let listed = |first_seq| {
             manifest
                 .as_ref()
@@ -341,23 +272,158 @@ pub fn scan_shard_from(
             ));
         }
     }
-    if let Some(end) = manifest.as_ref().and_then(|m| m.clean_end) {
-        after_clean_shutdown(dir, &scan, end)?;
-    }
-    scan.manifest = manifest;
-    scan.unlisted = unlisted;
-    Ok(scan)
+    Ok((manifest, unlisted))
 }
 
-/// Segments without a `MANIFEST`: which segments and ids the shard had can no longer
-/// be checked, so this is damage, never a log to continue ([`crate::log::evidence`]).
-pub fn no_manifest(dir: &Path) -> Corruption {
-    Corruption::at(
-        &dir.join(MANIFEST),
-        0,
-        "missing: the shard has segments but no MANIFEST, so which segments and ids it had \
-         cannot be checked",
-    )
+/// A strict scan in progress: what it found so far, what the next segment and record
+/// must follow, and who hears of each record and of the progress.
+struct Walk<E, P> {
+    shard: u16,
+    scan: ShardScan,
+    /// The hash the next record's `prev` must hold; unknown when starting mid-log.
+    chain: Option<Hash>,
+    /// Whether a chained segment came before.
+    chained_before: bool,
+    done: ScanProgress,
+    each: E,
+    progress: P,
+}
+
+impl<E: FnMut(&Record<'_>, &Scanned), P: FnMut(&ScanProgress)> Walk<E, P> {
+    /// Scans one segment: its header, its records, and what follows them.
+    fn segment(
+        &mut self,
+        segment: &SegmentFile,
+        is_last: bool,
+        gap_allowed: bool,
+    ) -> Result<(), Corruption> {
+        let path = &segment.path;
+        let unreadable = |e: io::Error| Corruption::unreadable(path, e);
+        let mut w = Window::open(path).map_err(unreadable)?;
+        let version = self.header(&mut w, segment, gap_allowed)?;
+        let offset = self.records(&mut w, path, version, is_last)?;
+        if is_last {
+            self.scan.last = Some((segment.clone(), offset));
+            self.scan.last_version = version;
+        } else if w.any_nonzero_from(offset).map_err(unreadable)? {
+            return Err(Corruption::at(
+                path,
+                offset as usize,
+                "bytes after the last record of a closed segment",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a segment's header against its shard, its name, the records before it
+    /// (`gap_allowed`: ids may have been skipped) and their chaining; returns its version.
+    fn header(
+        &mut self,
+        w: &mut Window,
+        segment: &SegmentFile,
+        gap_allowed: bool,
+    ) -> Result<u16, Corruption> {
+        let path = &segment.path;
+        let corrupt = |reason: String| Corruption::at(path, 0, reason);
+        let header = w
+            .get(0, HEADER_LEN)
+            .map_err(|e| Corruption::unreadable(path, e))?;
+        let header = decode_header(header).map_err(|r| corrupt(r.to_string()))?;
+        let first_seq = header.first_seq;
+        if header.shard != self.shard || first_seq != segment.first_seq {
+            return Err(corrupt(
+                "segment header disagrees with its shard or file name".into(),
+            ));
+        }
+        let next_seq = self.scan.next_seq;
+        let continues = first_seq == next_seq || (gap_allowed && first_seq > next_seq);
+        if !continues {
+            return Err(corrupt(format!(
+                "sequence gap: expected first record {next_seq}, segment starts at {first_seq}"
+            )));
+        }
+        if let Some(why) = checks::chaining_order(self.chained_before, header.chained) {
+            return Err(corrupt(why.into()));
+        }
+        self.chained_before |= header.chained;
+        self.scan.next_seq = first_seq;
+        self.scan.segments += 1;
+        Ok(header.version)
+    }
+
+    /// Scans a segment's records from its header on; returns where the valid ones end.
+    /// Damage there is a torn tail, or corruption.
+    fn records(
+        &mut self,
+        w: &mut Window,
+        path: &Path,
+        version: u16,
+        is_last: bool,
+    ) -> Result<u64, Corruption> {
+        let unreadable = |e: io::Error| Corruption::unreadable(path, e);
+        let mut offset = HEADER_LEN as u64;
+        loop {
+            let expect = Some((self.shard, self.scan.next_seq));
+            let bytes = w.record_bytes(offset).map_err(unreadable)?;
+            let reason = match decode(bytes, expect) {
+                Decoded::Record(record, len) => {
+                    self.record(&record, &bytes[..len], offset, version)
+                        .map_err(|why| Corruption::at(path, offset as usize, why))?;
+                    offset += len as u64;
+                    continue;
+                }
+                Decoded::End if !is_last => return Ok(offset),
+                Decoded::End => match checks::zeros_end(w, offset).map_err(unreadable)? {
+                    Some(reason) => reason,
+                    None => return Ok(offset),
+                },
+                Decoded::Invalid(reason) => reason,
+            };
+            let next = (self.shard, self.scan.next_seq);
+            self.scan.torn = Some(torn_tail(w, path, offset, next, reason, is_last)?);
+            return Ok(offset);
+        }
+    }
+
+    /// Takes a valid record (`bytes` as encoded) at `offset` of a segment of `version`,
+    /// once it is checked against the version and the chain.
+    fn record(
+        &mut self,
+        record: &Record<'_>,
+        bytes: &[u8],
+        offset: u64,
+        version: u16,
+    ) -> Result<(), String> {
+        if let Some(why) = checks::version_mismatch(record, version) {
+            return Err(why.into());
+        }
+        if let Some(why) = checks::chain_break(record, self.chain.as_ref()) {
+            return Err(why);
+        }
+        let hash = hash(bytes);
+        self.chain = Some(hash);
+        self.scan.head = Some((record.seq, hash));
+        (self.each)(record, &Scanned { offset, hash });
+        self.scan.records += 1;
+        self.scan.record_bytes += bytes.len() as u64;
+        self.scan.next_seq += 1;
+        if self.scan.records % PROGRESS_RECORDS == 0 {
+            (self.progress)(&ScanProgress {
+                records: self.scan.records,
+                bytes: self.done.bytes + offset + bytes.len() as u64,
+                ..self.done
+            });
+        }
+        Ok(())
+    }
+
+    /// Reports a segment of `size` bytes scanned.
+    fn segment_done(&mut self, size: u64) {
+        self.done.segments_done += 1;
+        self.done.records = self.scan.records;
+        self.done.bytes += size;
+        (self.progress)(&self.done);
+    }
 }
 
 /// Damaged bytes at `offset` of a segment: a torn tail if the last, never-synced write
@@ -440,67 +506,4 @@ fn after_clean_shutdown(dir: &Path, scan: &ShardScan, end: u64) -> Result<(), Co
         ));
     }
     Ok(())
-}
-
-/// Checks the segment files against the manifest: each listed one present and at least
-/// its preallocated size. Returns the unlisted ones, which may only follow every listed
-/// one (created just before a crash; the scan then finds them empty).
-pub fn check_listing(
-    dir: &Path,
-    segments: &[SegmentFile],
-    manifest: Option<&Manifest>,
-) -> Result<Vec<Listed>, Corruption> {
-    let Some(manifest) = manifest else {
-        return Ok(Vec::new());
-    };
-    for listed in &manifest.segments {
-        let path = dir.join(segment_name(listed.first_seq));
-        let len = match fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Corruption::at(
-                    &path,
-                    0,
-                    "segment listed in the manifest is missing",
-                ))
-            }
-            Err(e) => return Err(Corruption::unreadable(&path, e)),
-        };
-        if len < listed.size {
-            return Err(Corruption::at(
-                &path,
-                len as usize,
-                format!(
-                    "segment is {len} bytes, shorter than the {} it was preallocated to: truncated",
-                    listed.size
-                ),
-            ));
-        }
-    }
-    let last_listed = manifest.segments.last().map_or(0, |s| s.first_seq);
-    let mut unlisted = Vec::new();
-    for segment in segments {
-        if manifest
-            .segments
-            .iter()
-            .any(|l| l.first_seq == segment.first_seq)
-        {
-            continue;
-        }
-        if segment.first_seq <= last_listed {
-            return Err(Corruption::at(
-                &segment.path,
-                0,
-                "segment not listed in the manifest (copied in?)",
-            ));
-        }
-        let size = fs::metadata(&segment.path)
-            .map_err(|e| Corruption::unreadable(&segment.path, e))?
-            .len();
-        unlisted.push(Listed {
-            first_seq: segment.first_seq,
-            size,
-        });
-    }
-    Ok(unlisted)
 }

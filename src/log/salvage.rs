@@ -8,14 +8,14 @@
 
 use std::path::Path;
 
+use crate::log::checks::{self, check_listing, no_manifest};
 use crate::log::files::{list_segments, SegmentFile};
 use crate::log::lost::{Gaps, Lost};
 use crate::log::manifest::{Listed, Manifest};
 use crate::log::record::{
-    decode, decode_header, fits_version, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN,
-    VERSION_UNCHAINED,
+    decode, decode_header, hash, Decoded, Hash, Record, GENESIS, HEADER_LEN, VERSION_UNCHAINED,
 };
-use crate::log::recover::{check_listing, no_manifest, Corruption};
+use crate::log::recover::Corruption;
 use crate::log::window::Window;
 
 /// What a salvage scan of one shard found.
@@ -32,27 +32,9 @@ pub struct Salvage {
 /// that verifies, in order, with its hash.
 pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &Hash)) -> Salvage {
     let mut salvage = Salvage::default();
-    let segments = match list_segments(dir) {
-        Ok(segments) => segments,
-        Err(e) => {
-            salvage.problems.push(Corruption::unreadable(dir, e));
-            return salvage;
-        }
+    let Some((segments, manifest)) = read_listing(dir, shard, &mut salvage.problems) else {
+        return salvage;
     };
-    let manifest = match Manifest::read(dir, shard) {
-        Ok(None) if !segments.is_empty() => {
-            salvage.problems.push(no_manifest(dir));
-            None
-        }
-        Ok(manifest) => manifest,
-        Err(e) => {
-            salvage.problems.push(Corruption::at(dir, 0, e));
-            None
-        }
-    };
-    if let Err(problem) = check_listing(dir, &segments, manifest.as_ref()) {
-        salvage.problems.push(problem);
-    }
     let mut last = Last {
         seq: 0,
         hash: Some(GENESIS),
@@ -74,20 +56,21 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
         }
         before = segment.first_seq + 1;
         gaps.segment(segment.first_seq);
-        if let Err(problem) = salvage_segment(
-            &segment.path,
-            shard,
-            &mut last,
-            &mut |r, h| {
-                each(r, h);
-                salvage.records += 1;
-            },
-            (&mut salvage.problems, &mut gaps),
-        ) {
-            salvage.problems.push(problem);
+        let mut found = Found {
+            problems: &mut salvage.problems,
+            gaps: &mut gaps,
+        };
+        let mut take = |r: &Record<'_>, h: &Hash| {
+            each(r, h);
+            salvage.records += 1;
+        };
+        if let Err(problem) =
+            salvage_segment(&segment.path, shard, &mut last, &mut take, &mut found)
+        {
+            found.problems.push(problem);
             // The records the error hid are unknown: the next one's prev cannot be judged.
             last.hash = None;
-            gaps.damage();
+            found.gaps.damage();
         }
         if truncated(segment, listed) {
             gaps.damage();
@@ -101,6 +84,37 @@ pub fn salvage_shard(dir: &Path, shard: u16, mut each: impl FnMut(&Record<'_>, &
         manifest.as_ref().map(|m| m.reserved_seq),
     );
     salvage
+}
+
+/// The shard's segment files and its manifest, each problem with them going to
+/// `problems`; `None` when the directory cannot be listed.
+fn read_listing(
+    dir: &Path,
+    shard: u16,
+    problems: &mut Vec<Corruption>,
+) -> Option<(Vec<SegmentFile>, Option<Manifest>)> {
+    let segments = match list_segments(dir) {
+        Ok(segments) => segments,
+        Err(e) => {
+            problems.push(Corruption::unreadable(dir, e));
+            return None;
+        }
+    };
+    let manifest = match Manifest::read(dir, shard) {
+        Ok(None) if !segments.is_empty() => {
+            problems.push(no_manifest(dir));
+            None
+        }
+        Ok(manifest) => manifest,
+        Err(e) => {
+            problems.push(Corruption::at(dir, 0, e));
+            None
+        }
+    };
+    if let Err(problem) = check_listing(dir, &segments, manifest.as_ref()) {
+        problems.push(problem);
+    }
+    Some((segments, manifest))
 }
 
 /// Whether `segment` is shorter than the size the manifest lists for it: its end is cut.
@@ -119,98 +133,122 @@ struct Last {
     chained: bool,
 }
 
+/// What a salvage scan reports as it goes: each problem, and the damage for the ids
+/// it took.
+struct Found<'a> {
+    problems: &'a mut Vec<Corruption>,
+    gaps: &'a mut Gaps,
+}
+
 /// Salvages one segment: every record of `shard` past `last.seq` that verifies goes to
-/// `each`, every damaged range or chain break to `problems`. An I/O error ends the
+/// `each`, every damaged range or chain break to `found`. An I/O error ends the
 /// segment.
 fn salvage_segment(
     path: &Path,
     shard: u16,
     last: &mut Last,
     each: &mut impl FnMut(&Record<'_>, &Hash),
-    (problems, gaps): (&mut Vec<Corruption>, &mut Gaps),
+    found: &mut Found<'_>,
 ) -> Result<(), Corruption> {
     let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
     let mut w = Window::open(path).map_err(unreadable)?;
-    // Unknown with a damaged header: then records are not judged by their version.
-    let version = match decode_header(w.get(0, HEADER_LEN).map_err(unreadable)?) {
-        Ok(header) => Some(header.version),
-        Err(reason) => {
-            problems.push(Corruption::at(path, 0, reason));
-            gaps.damage();
-            None
-        }
-    };
-    let chained = version.map(|v| v != VERSION_UNCHAINED);
-    if chained == Some(false) && last.chained {
-        problems.push(Corruption::at(
-            path,
-            0,
-            "an unchained (version 1) segment after a chained one",
-        ));
-    }
-    last.chained |= chained == Some(true);
+    let version = segment_version(&mut w, path, last, found)?;
     let mut at = (HEADER_LEN as u64).min(w.file_len());
     while at < w.file_len() {
         let bytes = w.record_bytes(at).map_err(unreadable)?;
         let reason = match decode(bytes, None) {
             Decoded::Record(record, len) if record.shard == shard && record.seq > last.seq => {
-                if version.is_some_and(|v| !fits_version(&record, v)) {
-                    problems.push(Corruption::at(
-                        path,
-                        at as usize,
-                        "record kind or chaining disagrees with its segment's version: edited",
-                    ));
-                }
-                if record
-                    .prev
-                    .zip(last.hash.as_ref())
-                    .is_some_and(|(p, h)| p != h)
-                {
-                    problems.push(Corruption::at(
-                        path,
-                        at as usize,
-                        format!(
-                            "hash chain broken: record {} does not follow the record before it \
-                             (history edited)",
-                            record.seq
-                        ),
-                    ));
-                }
                 let hash = hash(&bytes[..len]);
-                gaps.record(record.seq);
+                let problems = record_problems(&record, version, last.hash.as_ref());
+                for why in problems.into_iter().flatten() {
+                    found.problems.push(Corruption::at(path, at as usize, why));
+                }
+                found.gaps.record(record.seq);
                 each(&record, &hash);
                 last.seq = record.seq;
                 last.hash = Some(hash);
                 at += len as u64;
                 continue;
             }
-            Decoded::End => None,
-            Decoded::Invalid(reason) => Some(reason),
-            Decoded::Record(..) => Some("a record of another shard, or out of order"),
-        };
-        let reason = match reason {
-            Some(reason) => reason,
-            None if !w.any_nonzero_from(at).map_err(unreadable)? => break,
-            None => "zeros where a record should start, with data after them",
+            Decoded::End => match checks::zeros_end(&mut w, at).map_err(unreadable)? {
+                Some(reason) => reason,
+                None => break,
+            },
+            Decoded::Invalid(reason) => reason,
+            Decoded::Record(..) => "a record of another shard, or out of order",
         };
         last.hash = None;
-        gaps.damage();
-        let next = w
-            .next_record(at + 1, shard, last.seq + 1)
-            .map_err(unreadable)?;
-        let end = match next {
-            Some((offset, _, _)) => offset,
-            None => w.nonzero_end(at).map_err(unreadable)?.max(at + 1),
-        };
-        problems.push(Corruption::at(
-            path,
-            at as usize,
-            format!("skipped bytes {at}..{end} ({} bytes): {reason}", end - at),
-        ));
-        match next {
-            Some((offset, _, _)) => at = offset,
+        found.gaps.damage();
+        match skip_damage(&mut w, path, at, (shard, last.seq + 1), reason, found)? {
+            Some(next) => at = next,
             None => break,
         }
     }
     Ok(())
+}
+
+/// The version of a segment's header, checked against the chaining before it; unknown
+/// with a damaged header: then records are not judged by their version.
+fn segment_version(
+    w: &mut Window,
+    path: &Path,
+    last: &mut Last,
+    found: &mut Found<'_>,
+) -> Result<Option<u16>, Corruption> {
+    let header = w
+        .get(0, HEADER_LEN)
+        .map_err(|e| Corruption::unreadable(path, e))?;
+    let version = match decode_header(header) {
+        Ok(header) => Some(header.version),
+        Err(reason) => {
+            found.problems.push(Corruption::at(path, 0, reason));
+            found.gaps.damage();
+            None
+        }
+    };
+    let chained = version.map(|v| v != VERSION_UNCHAINED);
+    if let Some(why) = chained.and_then(|c| checks::chaining_order(last.chained, c)) {
+        found.problems.push(Corruption::at(path, 0, why));
+    }
+    last.chained |= chained == Some(true);
+    Ok(version)
+}
+
+/// What is wrong with a record that is still salvaged: its kind or chaining against its
+/// segment's `version` (if known), its `prev` against the hash `before` it (if known).
+fn record_problems(
+    record: &Record<'_>,
+    version: Option<u16>,
+    before: Option<&Hash>,
+) -> [Option<String>; 2] {
+    let edited = version.and_then(|v| checks::version_mismatch(record, v));
+    [
+        edited.map(String::from),
+        checks::chain_break(record, before),
+    ]
+}
+
+/// Reports the damaged bytes from `at` (for `reason`) up to the next record that can
+/// be the shard's `next` (shard, sequence number) or later, and returns where that
+/// record starts; `None` when none follows.
+fn skip_damage(
+    w: &mut Window,
+    path: &Path,
+    at: u64,
+    (shard, next_seq): (u16, u64),
+    reason: &str,
+    found: &mut Found<'_>,
+) -> Result<Option<u64>, Corruption> {
+    let unreadable = |e: std::io::Error| Corruption::unreadable(path, e);
+    let next = w.next_record(at + 1, shard, next_seq).map_err(unreadable)?;
+    let end = match next {
+        Some((offset, _, _)) => offset,
+        None => w.nonzero_end(at).map_err(unreadable)?.max(at + 1),
+    };
+    found.problems.push(Corruption::at(
+        path,
+        at as usize,
+        format!("skipped bytes {at}..{end} ({} bytes): {reason}", end - at),
+    ));
+    Ok(next.map(|(offset, _, _)| offset))
 }

@@ -139,12 +139,37 @@ pub(super) fn rescue(
             .map_err(|e| ("creating the directory of", e))?;
     }
     let tmp = path.with_extension("seg.tmp");
+    write_copy(file, &tmp, pos, unwritten)?;
+    // Never over a file that is there: a replacement is left as it was found.
+    let saved = match fault {
+        Fault::Deleted => path.to_path_buf(),
+        _ => path.with_extension("seg.live-copy"),
+    };
+    let linked = std::fs::hard_link(&tmp, &saved).map_err(|e| ("linking the copy", e));
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ("fsync of directory", e))?;
+    }
+    Ok(saved)
+}
+
+/// Writes a durable copy of the open segment `file` to `tmp`: its first `pos` bytes,
+/// then `unwritten`, as large as the segment (the manifest lists it at its full size).
+fn write_copy(
+    file: &File,
+    tmp: &Path,
+    pos: u64,
+    unwritten: &[u8],
+) -> Result<(), (&'static str, io::Error)> {
     let copy = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
+        .open(tmp)
         .map_err(|e| ("creating", e))?;
     let mut chunk = vec![0u8; COPY_CHUNK];
     let mut at = 0;
@@ -162,19 +187,5 @@ pub(super) fn rescue(
     let size = file.metadata().map_err(|e| ("fstat", e))?.len();
     copy.set_len(size.max(pos + unwritten.len() as u64))
         .map_err(|e| ("sizing a copy", e))?;
-    copy.sync_all().map_err(|e| ("fsync of a copy", e))?;
-    // Never over a file that is there: a replacement is left as it was found.
-    let saved = match fault {
-        Fault::Deleted => path.to_path_buf(),
-        _ => path.with_extension("seg.live-copy"),
-    };
-    let linked = std::fs::hard_link(&tmp, &saved).map_err(|e| ("linking the copy", e));
-    let _ = std::fs::remove_file(&tmp);
-    linked?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ("fsync of directory", e))?;
-    }
-    Ok(saved)
+    copy.sync_all().map_err(|e| ("fsync of a copy", e))
 }

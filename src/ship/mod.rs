@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
-use crate::log::export::shard_dirs;
+use crate::log::files::shard_dirs;
 use lag::Lag;
 use shard::ShardError;
 

@@ -86,7 +86,7 @@ fn new_id() -> Result<String, String> {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let mut hex = Vec::with_capacity(32);
-    crate::log::export::hex(&bytes, &mut hex);
+    crate::log::id::hex(&bytes, &mut hex);
     let hex = String::from_utf8(hex).expect("hex digits");
     Ok(format!(
         "{}-{}-{}-{}-{}",

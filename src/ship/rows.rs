@@ -11,7 +11,7 @@
 
 use crate::base::clock::format_rfc3339;
 use crate::domain::validate::Validator;
-use crate::log::export::{hex, record_id};
+use crate::log::id::{hex, record_id};
 use crate::log::record::{Hash, Kind, Record};
 
 /// The columns of `epro_records` (and of the staging table), in COPY order.
