@@ -234,6 +234,14 @@ impl Drop for Server {
     }
 }
 
+/// `serve --listen 127.0.0.1:0 --shards SHARDS`, no more: the caller names the data
+/// directory (and a config), for a start that [`Server`] would not make (no `--init`).
+pub fn serve_cmd(shards: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", shards]);
+    cmd
+}
+
 /// Spawns `cmd` and waits for its `listening on ADDR` line; on failure returns the log.
 pub fn spawn_and_wait(mut cmd: Command) -> Result<(Child, SocketAddr, Arc<Mutex<String>>), String> {
     cmd.stdout(Stdio::null())
