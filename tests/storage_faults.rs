@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{
     get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
 };
-use faultfs::{Disk, Mount};
+use faultfs::{data_on_faultfs, Disk, Mount};
 
 use common::{ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
@@ -44,12 +44,8 @@ fn on_faultfs_config(
     config: &str,
 ) -> OnFaultFs {
     let dir = temp_dir();
+    let (disk, mount) = data_on_faultfs(dir.path());
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let disk = Disk::new();
-    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
-    std::fs::create_dir(mnt.join("data")).unwrap();
-    std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
     prepare(&mut disk.lock().unwrap());
     let server = if ready {
         Server::start_in(dir, config, &["--shards", shards])

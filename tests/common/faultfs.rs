@@ -200,6 +200,18 @@ fn resize(file: &mut File, size: usize) {
     file.dirty.retain(|&p| p * PAGE < size);
 }
 
+/// A fresh [`Disk`] mounted at `<dir>/mnt`, with `<dir>/data` a link to its `data`
+/// directory: a server started over `dir` keeps its log on the fault-injecting disk.
+pub fn data_on_faultfs(dir: &Path) -> (Arc<Mutex<Disk>>, Mount) {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
+    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
+    std::fs::create_dir(mnt.join("data")).unwrap();
+    std::os::unix::fs::symlink(mnt.join("data"), dir.join("data")).unwrap();
+    (disk, mount)
+}
+
 /// A mounted [`Disk`]; unmounted when dropped.
 pub struct Mount {
     at: std::path::PathBuf,
