@@ -9,6 +9,7 @@ mod common;
 mod faultfs;
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use std::io::Write;
 use common::{
     get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
 };
-use faultfs::{Disk, Mount};
+use faultfs::{data_on_faultfs, Disk, Mount};
 
 use common::{DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
@@ -44,12 +45,7 @@ fn on_faultfs(config: &str) -> OnFaultFs {
 /// A temp dir whose `data` is on a fresh fault-injecting filesystem.
 fn faultfs_dir() -> (tempfile::TempDir, Arc<Mutex<Disk>>, Mount) {
     let dir = temp_dir();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let disk = Disk::new();
-    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
-    std::fs::create_dir(mnt.join("data")).unwrap();
-    std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
+    let (disk, mount) = data_on_faultfs(dir.path());
     (dir, disk, mount)
 }
 
@@ -204,7 +200,8 @@ struct Seen {
 }
 
 /// Four clients submitting until `stop`, each on its own connection (reopened after
-/// a 503 closes one).
+/// a 503 closes one). A client whose server is gone (a failed test dropped it) ends
+/// quietly, so the test's own message is the one that stands.
 fn load(
     server: &Server,
     stop: &Arc<AtomicBool>,
@@ -217,15 +214,18 @@ fn load(
                 let mut stream = None;
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let s = stream.get_or_insert_with(|| {
-                        let s = std::net::TcpStream::connect(addr).unwrap();
-                        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                        s
-                    });
+                    let Some(s) = connected(&mut stream, addr) else {
+                        return;
+                    };
                     let patient = format!("P-{c}-{i}");
                     i += 1;
-                    s.write_all(&submit_request(&project_report(&patient)))
-                        .unwrap();
+                    // Refused or reset: connecting again tells whether the server is gone.
+                    if s.write_all(&submit_request(&project_report(&patient)))
+                        .is_err()
+                    {
+                        stream = None;
+                        continue;
+                    }
                     // A write waiting for the group that found the fault is not
                     // acknowledged: its connection closes unanswered.
                     let Some(r) = read_response(s) else {
@@ -247,6 +247,16 @@ fn load(
             })
         })
         .collect()
+}
+
+/// The client's connection, opened if it has none; `None` once nothing listens.
+fn connected(stream: &mut Option<TcpStream>, addr: SocketAddr) -> Option<&mut TcpStream> {
+    if stream.is_none() {
+        let s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        *stream = Some(s);
+    }
+    stream.as_mut()
 }
 
 fn live_segment(server: &Server) -> PathBuf {
