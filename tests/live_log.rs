@@ -20,27 +20,9 @@ use std::io::Write;
 use common::{
     get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
 };
-use faultfs::{data_on_faultfs, Disk, Mount};
+use faultfs::{data_on_faultfs, serve_on_faultfs, Disk, Mount};
 
 use common::{DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
-
-/// A 1-shard server under `config` whose data directory is on a fresh fault-injecting
-/// filesystem. Fields drop in order: the server before the mount.
-struct OnFaultFs {
-    server: Server,
-    disk: Arc<Mutex<Disk>>,
-    _mount: Mount,
-}
-
-fn on_faultfs(config: &str) -> OnFaultFs {
-    let (dir, disk, mount) = faultfs_dir();
-    let server = Server::start_in(dir, config, &["--shards", "1"]);
-    OnFaultFs {
-        server,
-        disk,
-        _mount: mount,
-    }
-}
 
 /// A temp dir whose `data` is on a fresh fault-injecting filesystem.
 fn faultfs_dir() -> (tempfile::TempDir, Arc<Mutex<Disk>>, Mount) {
@@ -111,7 +93,7 @@ fn sigterm(server: &Server) {
 #[test]
 fn a_clean_stop_on_a_full_disk_waits_to_write_every_acknowledged_async_record() {
     let config = format!("durability = \"async\"\n{CONFIG}");
-    let mut fs = on_faultfs(&config);
+    let mut fs = serve_on_faultfs(|_| {}, true, "1", &config);
     fs.disk.lock().unwrap().full = true;
     // Async acknowledges at once; the 64 KiB segment fills, the next cannot be created,
     // and what was acknowledged meanwhile waits in memory while writes are refused.
