@@ -8,7 +8,6 @@ mod common;
 #[path = "common/faultfs.rs"]
 mod faultfs;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,16 +150,7 @@ fn a_clean_stop_on_a_full_disk_waits_to_write_every_acknowledged_async_record() 
         "{status:?}: {}",
         fs.server.log()
     );
-    let exported: std::collections::HashMap<String, String> = common::export(&fs.server.data_dir())
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in &acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&fs.server.data_dir(), &acked);
     let (clean, out) = common::verify(&fs.server.data_dir());
     assert!(clean, "{out}");
 }
@@ -323,16 +313,7 @@ fn every_acknowledged_report_is_kept(
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
-    let exported: HashMap<String, String> = common::export(&data)
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&data, acked);
     let (clean, out) = common::verify(&data);
     assert!(clean, "{out}");
 }

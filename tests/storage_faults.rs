@@ -374,16 +374,7 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
     assert_eq!(counted, shed.to_string());
     // Every acknowledged report is in the log under its id.
     fs.disk.lock().unwrap().sync_delay = Duration::ZERO;
-    let exported: std::collections::HashMap<String, String> = common::export(&fs.server.data_dir())
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in &acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&fs.server.data_dir(), &acked);
 }
 
 #[test]

@@ -538,6 +538,21 @@ pub fn submit_until_gone(
     }
 }
 
+/// Asserts that every acknowledged `(id, patientId)` in `acked` is exported from
+/// `data_dir` under its id.
+pub fn assert_exported(data_dir: &Path, acked: &[(String, String)]) {
+    let exported: std::collections::HashMap<String, String> = export(data_dir)
+        .into_iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap().to_string();
+            (id, r["body"]["patientId"].as_str().unwrap().to_string())
+        })
+        .collect();
+    for (id, patient) in acked {
+        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
+    }
+}
+
 /// Runs `epro-ingest export` over `data_dir`: the JSON lines, parsed.
 pub fn export(data_dir: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
