@@ -1,6 +1,7 @@
 //! A shard directory's files by name: segments (`<first seq, 20 digits>.seg`), the
 //! shard directories of a data directory (and the bytes of their segments), and the
-//! temporary files a crash can leave.
+//! temporary files a crash can leave. Also the one directory fsync ([`sync_dir`]) that
+//! every writer of a directory (the log, backup, retire-shard, ship's node id) uses.
 
 use std::fs;
 use std::io;
