@@ -71,16 +71,8 @@ fn new_ids(dir: tempfile::TempDir, n: usize) -> BTreeSet<u64> {
 /// Asserts that the server refuses `dir`, with a line that says `why`.
 fn serve_refuses(dir: tempfile::TempDir, why: &str) -> tempfile::TempDir {
     let data = data(&dir);
-    let mut cmd = Command::new(common::BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--data-dir",
-    ])
-    .arg(&data);
+    let mut cmd = common::serve_cmd("1");
+    cmd.arg("--data-dir").arg(&data);
     match common::spawn_and_wait(cmd) {
         Ok((mut child, _, log)) => {
             // Recovery may still refuse after listening: wait for the exit.

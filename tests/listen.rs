@@ -27,10 +27,20 @@ fn serve(listen: &str, dir: &tempfile::TempDir) -> Command {
     cmd
 }
 
+/// A server started here, killed when dropped: a failing assertion leaves none running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Asserts that `cmd` exits non-zero by itself, with a line saying `why`.
 fn refused(cmd: Command, why: &str) {
-    let (mut child, log): (Option<Child>, Arc<Mutex<String>>) = match spawn_and_wait(cmd) {
-        Ok((child, _, log)) => (Some(child), log),
+    let (mut child, log): (Option<Running>, Arc<Mutex<String>>) = match spawn_and_wait(cmd) {
+        Ok((child, _, log)) => (Some(Running(child)), log),
         Err(log) => {
             // It exited before listening: 69, the address is held by another process.
             assert!(
@@ -40,13 +50,12 @@ fn refused(cmd: Command, why: &str) {
             (None, Arc::new(Mutex::new(log)))
         }
     };
-    if let Some(child) = child.as_mut() {
+    if let Some(Running(child)) = child.as_mut() {
         let exited = common::wait_until(Duration::from_secs(20), || {
             matches!(child.try_wait(), Ok(Some(_)))
         });
         if !exited {
-            let _ = child.kill();
-            let _ = child.wait();
+            // Running kills it as the panic unwinds.
             panic!(
                 "a second server started on the address:\n{}",
                 log.lock().unwrap()
@@ -93,14 +102,13 @@ fn a_second_server_on_the_same_port_is_refused() {
 #[test]
 fn a_specific_address_under_a_wildcard_server_is_refused() {
     let dir = temp_dir();
-    let (mut child, addr, _log) = spawn_and_wait(serve("0.0.0.0:0", &dir)).unwrap();
+    let (child, addr, _log) = spawn_and_wait(serve("0.0.0.0:0", &dir)).unwrap();
+    let _first = Running(child);
     let port = addr.port();
     refused(
         serve(&format!("127.0.0.1:{port}"), &temp_dir()),
         &format!("another process listens on 0.0.0.0:{port}, which overlaps it"),
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Two servers started at the same moment on one address, several times over: exactly

@@ -8,7 +8,7 @@ mod common;
 #[path = "common/faultfs.rs"]
 mod faultfs;
 
-use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,37 +19,14 @@ use std::io::Write;
 use common::{
     get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
 };
-use faultfs::{Disk, Mount};
+use faultfs::{data_on_faultfs, serve_on_faultfs, Disk, Mount};
 
 use common::{DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
-
-/// A 1-shard server under `config` whose data directory is on a fresh fault-injecting
-/// filesystem. Fields drop in order: the server before the mount.
-struct OnFaultFs {
-    server: Server,
-    disk: Arc<Mutex<Disk>>,
-    _mount: Mount,
-}
-
-fn on_faultfs(config: &str) -> OnFaultFs {
-    let (dir, disk, mount) = faultfs_dir();
-    let server = Server::start_in(dir, config, &["--shards", "1"]);
-    OnFaultFs {
-        server,
-        disk,
-        _mount: mount,
-    }
-}
 
 /// A temp dir whose `data` is on a fresh fault-injecting filesystem.
 fn faultfs_dir() -> (tempfile::TempDir, Arc<Mutex<Disk>>, Mount) {
     let dir = temp_dir();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let disk = Disk::new();
-    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
-    std::fs::create_dir(mnt.join("data")).unwrap();
-    std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
+    let (disk, mount) = data_on_faultfs(dir.path());
     (dir, disk, mount)
 }
 
@@ -115,7 +92,7 @@ fn sigterm(server: &Server) {
 #[test]
 fn a_clean_stop_on_a_full_disk_waits_to_write_every_acknowledged_async_record() {
     let config = format!("durability = \"async\"\n{CONFIG}");
-    let mut fs = on_faultfs(&config);
+    let mut fs = serve_on_faultfs(|_| {}, true, "1", &config);
     fs.disk.lock().unwrap().full = true;
     // Async acknowledges at once; the 64 KiB segment fills, the next cannot be created,
     // and what was acknowledged meanwhile waits in memory while writes are refused.
@@ -173,16 +150,7 @@ fn a_clean_stop_on_a_full_disk_waits_to_write_every_acknowledged_async_record() 
         "{status:?}: {}",
         fs.server.log()
     );
-    let exported: std::collections::HashMap<String, String> = common::export(&fs.server.data_dir())
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in &acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&fs.server.data_dir(), &acked);
     let (clean, out) = common::verify(&fs.server.data_dir());
     assert!(clean, "{out}");
 }
@@ -204,7 +172,8 @@ struct Seen {
 }
 
 /// Four clients submitting until `stop`, each on its own connection (reopened after
-/// a 503 closes one).
+/// a 503 closes one). A client whose server is gone (a failed test dropped it) ends
+/// quietly, so the test's own message is the one that stands.
 fn load(
     server: &Server,
     stop: &Arc<AtomicBool>,
@@ -217,15 +186,18 @@ fn load(
                 let mut stream = None;
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let s = stream.get_or_insert_with(|| {
-                        let s = std::net::TcpStream::connect(addr).unwrap();
-                        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                        s
-                    });
+                    let Some(s) = connected(&mut stream, addr) else {
+                        return;
+                    };
                     let patient = format!("P-{c}-{i}");
                     i += 1;
-                    s.write_all(&submit_request(&project_report(&patient)))
-                        .unwrap();
+                    // Refused or reset: connecting again tells whether the server is gone.
+                    if s.write_all(&submit_request(&project_report(&patient)))
+                        .is_err()
+                    {
+                        stream = None;
+                        continue;
+                    }
                     // A write waiting for the group that found the fault is not
                     // acknowledged: its connection closes unanswered.
                     let Some(r) = read_response(s) else {
@@ -247,6 +219,16 @@ fn load(
             })
         })
         .collect()
+}
+
+/// The client's connection, opened if it has none; `None` once nothing listens.
+fn connected(stream: &mut Option<TcpStream>, addr: SocketAddr) -> Option<&mut TcpStream> {
+    if stream.is_none() {
+        let s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        *stream = Some(s);
+    }
+    stream.as_mut()
 }
 
 fn live_segment(server: &Server) -> PathBuf {
@@ -331,16 +313,7 @@ fn every_acknowledged_report_is_kept(
     let (status, dir) = server.terminate();
     assert!(status.success());
     let data = dir.path().join("data");
-    let exported: HashMap<String, String> = common::export(&data)
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&data, acked);
     let (clean, out) = common::verify(&data);
     assert!(clean, "{out}");
 }

@@ -8,10 +8,12 @@ mod common;
 mod faultfs;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/shipper.rs"]
+#[allow(dead_code)]
+mod shipper;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -19,25 +21,7 @@ use common::{
     DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE,
 };
 use pg::Postgres;
-
-fn ship_cmd(data: &Path, pg: &Postgres, node: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["ship", "--data-dir"])
-        .arg(data)
-        .args(["--postgres", &pg.conninfo, "--node", node])
-        .args(extra);
-    cmd
-}
-
-fn ship_once(data: &Path, pg: &Postgres, node: &str) -> Output {
-    let out = ship_cmd(data, pg, node, &["--once"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ship --once failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use shipper::{count, ship_cmd, ship_once};
 
 fn report(patient: &str, project: Option<&str>, site: &str, key: Option<&str>) -> String {
     let project = project.map_or(String::new(), |p| format!(r#""projectId":"{p}","#));
@@ -92,10 +76,6 @@ fn submit_keys(server: &Server, keys: std::ops::Range<usize>) {
         let body = report(&format!("pat-{i}"), Some("P001"), "S01", Some(&key));
         assert_eq!(post(&mut stream, "/epro/submit", DEVICE, &body).status, 200);
     }
-}
-
-fn count(pg: &Postgres, sql: &str) -> i64 {
-    pg.client().query_one(sql, &[]).unwrap().get(0)
 }
 
 #[test]
@@ -529,17 +509,12 @@ fn a_log_rewritten_behind_the_shipper_stops_it() {
 #[test]
 fn a_record_the_disk_could_not_sync_is_not_shipped() {
     use common::{project_report, read_response, submit_request};
-    use faultfs::{Cut, Disk, Mount};
+    use faultfs::{data_on_faultfs, Cut, Mount};
     use std::io::Write;
     let pg = Postgres::start();
     let dir = common::temp_dir();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let disk = Disk::new();
-    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
-    std::fs::create_dir(mnt.join("data")).unwrap();
-    let data = dir.path().join("data");
-    std::os::unix::fs::symlink(mnt.join("data"), &data).unwrap();
+    let (disk, mount) = data_on_faultfs(dir.path());
+    let (mnt, data) = (dir.path().join("mnt"), dir.path().join("data"));
     let mut server = Server::start_in(dir, CONFIG, &["--shards", "1"]);
     let mut stream = server.connect();
     for i in 0..3 {

@@ -8,6 +8,7 @@ mod common;
 #[allow(dead_code)]
 mod pg;
 #[path = "common/shipper.rs"]
+#[allow(dead_code)]
 mod shipper;
 
 use std::collections::BTreeSet;

@@ -14,17 +14,9 @@ mod shipper;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{export, post, Server, BIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
+use common::{export, Server, BIN, DEVICE_ADMIN_CONFIG as CONFIG};
 use pg::Postgres;
-use shipper::{count, ship_cmd, ship_once};
-
-fn submit(server: &Server, n: usize) {
-    for i in 0..n {
-        let body = format!(r#"{{"patientId":"P-{i}","projectId":"P1","reportData":"ok"}}"#);
-        let r = post(&mut server.connect(), "/epro/submit", DEVICE, &body);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-}
+use shipper::{count, ship_cmd, ship_once, submit};
 
 fn node_id(data: &Path) -> String {
     let text = std::fs::read_to_string(data.join("node-id")).unwrap();

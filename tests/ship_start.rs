@@ -12,17 +12,9 @@ mod shipper;
 
 use std::process::Stdio;
 
-use common::{export, post, Server, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
+use common::{export, Server, DEVICE_ADMIN_CONFIG as CONFIG};
 use pg::Postgres;
-use shipper::{count, ship_cmd};
-
-fn submit(server: &Server, n: usize) {
-    for i in 0..n {
-        let body = format!(r#"{{"patientId":"P-{i}","projectId":"P1","reportData":"ok"}}"#);
-        let r = post(&mut server.connect(), "/epro/submit", DEVICE, &body);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-}
+use shipper::{count, ship_cmd, submit};
 
 #[test]
 fn shippers_starting_together_on_an_empty_database_all_migrate_and_ship() {

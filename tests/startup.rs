@@ -380,16 +380,8 @@ fn a_missing_data_dir_needs_init() {
     let server = Server::start_in(dir, "", &["--shards", "1"]);
     let (status, dir) = server.terminate();
     assert!(status.success());
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--data-dir",
-    ])
-    .arg(dir.path().join("data"));
+    let mut cmd = common::serve_cmd("1");
+    cmd.arg("--data-dir").arg(dir.path().join("data"));
     let (mut child, _, _) = common::spawn_and_wait(cmd).expect("an existing dir needs no --init");
     let _ = child.kill();
     let _ = child.wait();

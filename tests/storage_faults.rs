@@ -8,60 +8,20 @@ mod common;
 mod faultfs;
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    get, post, project_report, read_response, submit_request, temp_dir, wait_until, Server,
-};
-use faultfs::{Disk, Mount};
+use common::{get, post, project_report, read_response, submit_request, wait_until, Server};
+use faultfs::{serve_on_faultfs, Disk, OnFaultFs};
 
 use common::{ADMIN_TOKEN as ADMIN, DEVICE_ADMIN_CONFIG as CONFIG, DEVICE_TOKEN as DEVICE};
 
-/// A 1-shard server whose data directory is on a fresh fault-injecting filesystem.
-/// Fields drop in order: the server before the mount.
-struct OnFaultFs {
-    server: Server,
-    disk: Arc<Mutex<Disk>>,
-    shard_dir: PathBuf,
-    _mount: Mount,
-}
-
-/// `ready`: wait until the server says it is ready (else only until it listens).
+/// A 1-shard server on a fresh fault-injecting disk (see [`serve_on_faultfs`]).
 fn on_faultfs(prepare: impl FnOnce(&mut Disk), ready: bool) -> OnFaultFs {
     on_faultfs_with(prepare, ready, "1")
 }
 
 fn on_faultfs_with(prepare: impl FnOnce(&mut Disk), ready: bool, shards: &str) -> OnFaultFs {
-    on_faultfs_config(prepare, ready, shards, CONFIG)
-}
-
-fn on_faultfs_config(
-    prepare: impl FnOnce(&mut Disk),
-    ready: bool,
-    shards: &str,
-    config: &str,
-) -> OnFaultFs {
-    let dir = temp_dir();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let disk = Disk::new();
-    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
-    std::fs::create_dir(mnt.join("data")).unwrap();
-    std::os::unix::fs::symlink(mnt.join("data"), dir.path().join("data")).unwrap();
-    prepare(&mut disk.lock().unwrap());
-    let server = if ready {
-        Server::start_in(dir, config, &["--shards", shards])
-    } else {
-        Server::start_listening_in(dir, config, &["--shards", shards])
-    };
-    OnFaultFs {
-        server,
-        disk,
-        shard_dir: mnt.join("data/shard-0"),
-        _mount: mount,
-    }
+    serve_on_faultfs(prepare, ready, shards, CONFIG)
 }
 
 fn readyz(server: &Server) -> u16 {
@@ -327,7 +287,7 @@ fn rss(pid: u32) -> u64 {
 fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
     // Every fdatasync takes 20 ms; more than 16 records waiting for it sheds writes.
     let config = format!("{CONFIG}\n[limits]\nshed_inflight = 16\n");
-    let fs = on_faultfs_config(
+    let fs = serve_on_faultfs(
         |disk| disk.sync_delay = Duration::from_millis(20),
         true,
         "1",
@@ -414,23 +374,14 @@ fn a_slow_disk_sheds_new_writes_and_loses_no_acknowledged_one() {
     assert_eq!(counted, shed.to_string());
     // Every acknowledged report is in the log under its id.
     fs.disk.lock().unwrap().sync_delay = Duration::ZERO;
-    let exported: std::collections::HashMap<String, String> = common::export(&fs.server.data_dir())
-        .into_iter()
-        .map(|r| {
-            let id = r["id"].as_str().unwrap().to_string();
-            (id, r["body"]["patientId"].as_str().unwrap().to_string())
-        })
-        .collect();
-    for (id, patient) in &acked {
-        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
-    }
+    common::assert_exported(&fs.server.data_dir(), &acked);
 }
 
 #[test]
 fn a_write_not_durable_within_request_timeout_gets_503_and_its_retry_the_first_answer() {
     // Every fdatasync takes 1.5 s; an answer is due within 300 ms of the request.
     let config = format!("{CONFIG}\n[limits]\nrequest_timeout_ms = 300\n");
-    let fs = on_faultfs_config(
+    let fs = serve_on_faultfs(
         |disk| disk.sync_delay = Duration::from_millis(1500),
         true,
         "1",

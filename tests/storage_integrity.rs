@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{export, get, post, project_report, verify, Server, BIN};
+use common::{export, get, post, project_report, verify, Server};
 use epro_ingest::log::files::list_segments;
 use epro_ingest::log::record::{decode, Decoded, HEADER_LEN};
 
@@ -70,18 +70,11 @@ fn refused(mut cmd: Command, exit: i32) -> String {
 /// Runs `serve` over `dir`'s data, expecting it to refuse.
 fn refused_start(dir: &Path) -> String {
     std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--config",
-    ])
-    .arg(dir.join("config.toml"))
-    .arg("--data-dir")
-    .arg(dir.join("data"));
+    let mut cmd = common::serve_cmd("1");
+    cmd.arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"));
     // 65 (EX_DATAERR): damage a restart cannot mend (RestartPreventExitStatus=).
     refused(cmd, 65)
 }
@@ -91,18 +84,11 @@ fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
     let server = Server::start(CONFIG, &[]);
     let data = server.data_dir();
     let config = data.parent().unwrap().join("config.toml");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "2",
-        "--config",
-    ])
-    .arg(&config)
-    .arg("--data-dir")
-    .arg(&data);
+    let mut cmd = common::serve_cmd("2");
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data);
     // 69 (EX_UNAVAILABLE): held by another process; no restart loop.
     let err = refused(cmd, 69);
     assert!(

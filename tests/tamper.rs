@@ -122,15 +122,8 @@ fn an_edited_record_with_its_crc_recomputed_breaks_the_chain() {
         "{out}"
     );
     // The server refuses to start on it, as on any corruption.
-    let start = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--data-dir",
-        ])
+    let start = common::serve_cmd("1")
+        .arg("--data-dir")
         .arg(data(&dir))
         .output()
         .unwrap();

@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;
 
 use crate::log::evidence::{check_copy, copied_shards};
-use crate::log::files::{segment_name, shard_dir, shard_dirs};
+use crate::log::files::{self, segment_name, shard_dir, shard_dirs};
 use crate::log::manifest::{Manifest, MANIFEST};
 use crate::log::verify;
 
@@ -91,13 +91,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
             copy_file(&entry.path(), &target)?;
         }
     }
-    sync_dir(to)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync of directory", dir))
+    files::sync_dir(to).map_err(|e| e.to_string())
 }
 
 /// `epro-ingest backup`: copies `data_dir` (running or not) into `to`, which must not
@@ -147,7 +141,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<Vec<Copied>, String> {
             copy_file(&entry.path(), &to.join(&*name))?;
         }
     }
-    sync_dir(to)?;
+    files::sync_dir(to).map_err(|e| e.to_string())?;
     cut_half_written_groups(to)
 }
 
@@ -246,10 +240,7 @@ pub fn restore(from: &Path, to: &Path) -> Result<Vec<(u16, u64)>, String> {
     }
     fs::rename(&building, to)
         .map_err(|e| format!("renaming {} to {}: {e}", building.display(), to.display()))?;
-    sync_dir(
-        to.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )?;
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
+    files::sync_dir(parent.unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
     Ok(next)
 }

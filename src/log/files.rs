@@ -1,6 +1,7 @@
 //! A shard directory's files by name: segments (`<first seq, 20 digits>.seg`), the
 //! shard directories of a data directory (and the bytes of their segments), and the
-//! temporary files a crash can leave.
+//! temporary files a crash can leave. Also the one directory fsync ([`sync_dir`]) that
+//! every writer of a directory (the log, backup, retire-shard, ship's node id) uses.
 
 use std::fs;
 use std::io;
@@ -14,24 +15,31 @@ use crate::log::evidence::copied_shards;
 pub fn replace_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |op: &str, p: &Path, e: io::Error| {
-        io::Error::new(e.kind(), format!("{op} {}: {e}", p.display()))
-    };
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(tmp)
-        .map_err(|e| err("creating", tmp, e))?;
+        .map_err(|e| with_path("creating", tmp, e))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_data())
-        .map_err(|e| err("writing", tmp, e))?;
-    fs::rename(tmp, target).map_err(|e| err("renaming to", target, e))?;
-    let dir = target.parent().unwrap_or(Path::new("."));
+        .map_err(|e| with_path("writing", tmp, e))?;
+    fs::rename(tmp, target).map_err(|e| with_path("renaming to", target, e))?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Syncs the directory `dir`, so the names created, renamed or removed in it last.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| err("fsync of directory", dir, e))
+        .map_err(|e| with_path("fsync of directory", dir, e))
+}
+
+/// `e`, of the same kind, saying which operation on which path failed:
+/// `<op> <path>: <e>`.
+pub fn with_path(op: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
 }
 
 /// A segment file of a shard.

@@ -12,7 +12,8 @@
 //! [`manifest`] the segments, reserved ids and clean-shutdown mark of a shard,
 //! [`watch`] what was done to the live segment from outside and saving its records,
 //! [`time`] the writer's clock (`receivedAt` never backwards; the idempotency window),
-//! `flusher` the task that writes, `rotate` the segments it writes to, [`files`] a shard directory's files by name,
+//! `flusher` the task that writes, `rotate` the segments it writes to, [`files`] a shard directory's files by name
+//! and a directory's fsync,
 //! [`recover`] reading back (start-up recovery, export, verify), [`checks`] the record
 //! checks it shares with [`salvage`], [`export`] and [`verify`] the offline commands,
 //! [`id`] the record id and hex as they print them, [`heads`] the saved chain heads

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::log::datadir::lock;
 use crate::log::evidence::{next_after_retiring, read_copy};
-use crate::log::files::shard_dir;
+use crate::log::files::{self, shard_dir};
 use crate::log::manifest::Manifest;
 
 /// What `retire-shard` did.
@@ -49,7 +49,7 @@ pub fn retire_shard(data_dir: &Path, shard: u16) -> Result<Retired, String> {
         return Err(e);
     }
     fault_point(5)?;
-    sync_dir(data_dir)?;
+    files::sync_dir(data_dir).map_err(|e| e.to_string())?;
     Ok(Retired {
         moved_to: present.then_some(prepared),
         next_seq,
@@ -80,7 +80,7 @@ fn prepare(data_dir: &Path, shard: u16, next_seq: u64) -> Result<PathBuf, String
                 .map_err(|e| format!("writing the new manifest of shard {shard}: {e}"))
         })
         .and_then(|()| fault_point(3))
-        .and_then(|()| sync_dir(data_dir))
+        .and_then(|()| files::sync_dir(data_dir).map_err(|e| e.to_string()))
         .and_then(|()| fault_point(4));
     match made {
         Ok(()) => Ok(path),
@@ -108,12 +108,6 @@ fn swap(data_dir: &Path, prepared: &Path, dir: &Path, present: bool) -> Result<(
             data_dir.display()
         )
     })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("fsync of directory {}: {e}", dir.display()))
 }
 
 /// A test seam: with `EPRO_TEST_RETIRE_FAULT=crash:<k>` the process exits at step `k`

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use glommio::io::{BufferedFile, OpenOptions};
 use glommio::GlommioError;
 
-use crate::log::files::segment_name;
+use crate::log::files::{self, segment_name};
 use crate::log::record::encode_header;
 use crate::log::watch::{rescue, watch, Fault};
 
@@ -329,10 +329,6 @@ impl Segment {
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
     glommio::executor()
-        .spawn_blocking(move || {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| op_err("fsync of directory", &dir, e))
-        })
+        .spawn_blocking(move || files::sync_dir(&dir))
         .await
 }

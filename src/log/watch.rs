@@ -149,9 +149,7 @@ pub(super) fn rescue(
     let _ = std::fs::remove_file(&tmp);
     linked?;
     if let Some(dir) = path.parent() {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ("fsync of directory", e))?;
+        super::files::sync_dir(dir).map_err(|e| ("saving", e))?;
     }
     Ok(saved)
 }

@@ -112,12 +112,6 @@ fn temporary(data_dir: &Path, id: &str, inode: u64) -> Result<std::path::PathBuf
     Ok(temp)
 }
 
-fn sync_dir(data_dir: &Path) -> Result<(), String> {
-    File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail("syncing", data_dir, e))
-}
-
 /// Creates the file unless it exists, one process at a time (shippers starting
 /// together beside each other take turns on `node-id.lock`); what it holds then.
 fn create(data_dir: &Path, inode: u64) -> Result<(String, u64), String> {
@@ -141,7 +135,7 @@ fn write(data_dir: &Path, id: &str, inode: u64) -> Result<(), String> {
     let path = data_dir.join(FILE);
     let temp = temporary(data_dir, id, inode)?;
     fs::rename(&temp, &path).map_err(|e| fail("renaming into place", &path, e))?;
-    sync_dir(data_dir)
+    crate::log::files::sync_dir(data_dir).map_err(|e| e.to_string())
 }
 
 /// The node's name: `given` (`--node`), else the one kept in `<data_dir>/ship-node`,

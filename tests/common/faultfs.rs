@@ -200,6 +200,55 @@ fn resize(file: &mut File, size: usize) {
     file.dirty.retain(|&p| p * PAGE < size);
 }
 
+/// A fresh [`Disk`] mounted at `<dir>/mnt`, with `<dir>/data` a link to its `data`
+/// directory: a server started over `dir` keeps its log on the fault-injecting disk.
+pub fn data_on_faultfs(dir: &Path) -> (Arc<Mutex<Disk>>, Mount) {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let disk = Disk::new();
+    let mount = Mount::new(&disk, &mnt).expect("mount the fault-injecting filesystem");
+    std::fs::create_dir(mnt.join("data")).unwrap();
+    std::os::unix::fs::symlink(mnt.join("data"), dir.join("data")).unwrap();
+    (disk, mount)
+}
+
+/// A server over a data directory on a fresh fault-injecting disk. Fields drop in
+/// order: the server before the mount.
+pub struct OnFaultFs {
+    pub server: crate::common::Server,
+    pub disk: Arc<Mutex<Disk>>,
+    /// Shard 0's directory, on the disk.
+    pub shard_dir: std::path::PathBuf,
+    pub _mount: Mount,
+}
+
+/// Starts a server of `shards` shards under `config` over a data directory on a fresh
+/// [`Disk`], `prepare`d first; `ready`: waits until it is ready (else only until it
+/// listens).
+pub fn serve_on_faultfs(
+    prepare: impl FnOnce(&mut Disk),
+    ready: bool,
+    shards: &str,
+    config: &str,
+) -> OnFaultFs {
+    use crate::common::{temp_dir, Server};
+    let dir = temp_dir();
+    let (disk, mount) = data_on_faultfs(dir.path());
+    let shard_dir = dir.path().join("mnt/data/shard-0");
+    prepare(&mut disk.lock().unwrap());
+    let server = if ready {
+        Server::start_in(dir, config, &["--shards", shards])
+    } else {
+        Server::start_listening_in(dir, config, &["--shards", shards])
+    };
+    OnFaultFs {
+        server,
+        disk,
+        shard_dir,
+        _mount: mount,
+    }
+}
+
 /// A mounted [`Disk`]; unmounted when dropped.
 pub struct Mount {
     at: std::path::PathBuf,

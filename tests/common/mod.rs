@@ -234,6 +234,14 @@ impl Drop for Server {
     }
 }
 
+/// `serve --listen 127.0.0.1:0 --shards SHARDS`, no more: the caller names the data
+/// directory (and a config), for a start that [`Server`] would not make (no `--init`).
+pub fn serve_cmd(shards: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", shards]);
+    cmd
+}
+
 /// Spawns `cmd` and waits for its `listening on ADDR` line; on failure returns the log.
 pub fn spawn_and_wait(mut cmd: Command) -> Result<(Child, SocketAddr, Arc<Mutex<String>>), String> {
     cmd.stdout(Stdio::null())
@@ -527,6 +535,21 @@ pub fn submit_until_gone(
                 _ => return,
             }
         }
+    }
+}
+
+/// Asserts that every acknowledged `(id, patientId)` in `acked` is exported from
+/// `data_dir` under its id.
+pub fn assert_exported(data_dir: &Path, acked: &[(String, String)]) {
+    let exported: std::collections::HashMap<String, String> = export(data_dir)
+        .into_iter()
+        .map(|r| {
+            let id = r["id"].as_str().unwrap().to_string();
+            (id, r["body"]["patientId"].as_str().unwrap().to_string())
+        })
+        .collect();
+    for (id, patient) in acked {
+        assert_eq!(exported.get(id), Some(patient), "acknowledged {id} lost");
     }
 }
 
