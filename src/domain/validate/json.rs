@@ -2,6 +2,7 @@
 //! nesting depth, surrogate pairs) and, for a body refused, where and what its fault
 //! is ([`crate::domain::malformed`] for those inside strings).
 
+use crate::base::bytes::find2;
 use crate::domain::malformed::{hex_unit, Fault};
 use crate::domain::validate::{Invalid, Rules};
 
@@ -72,7 +73,8 @@ pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
 }
 
 /// Just past the closing quote of the string whose text starts at `i` (escapes
-/// skipped, surrogates checked when `pairs`); `None` when the body ends first.
+/// skipped, surrogates checked when `pairs`); `None` when the body ends first. Most
+/// of a body is strings: the search for a quote or backslash is [`find2`]'s.
 #[inline]
 fn string_end(
     json: &[u8],
@@ -81,7 +83,7 @@ fn string_end(
     unpaired: &mut Option<usize>,
 ) -> Option<usize> {
     loop {
-        let at = i + quote_or_backslash(json.get(i..)?)?;
+        let at = i + find2(json.get(i..)?, b'"', b'\\')?;
         if json[at] == b'"' {
             return Some(at + 1);
         }
@@ -92,29 +94,6 @@ fn string_end(
                 2
             };
     }
-}
-
-/// The offset of the first `"` or `\` in `s`. This runs over every string of every
-/// body on the request path: eight bytes at a time, with the zero-byte test of
-/// "Bit Twiddling Hacks" on the bytes XORed with each sought one (exact for the
-/// lowest such byte, the one wanted).
-#[inline]
-fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let hit = zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\')));
-        if hit != 0 {
-            return Some(at + (hit.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let mut rest = chunks.remainder().iter();
-    rest.position(|&b| b == b'"' || b == b'\\').map(|k| at + k)
 }
 
 /// The UTF-16 unit of a `\uXXXX` escape at `at`, if one is there.
@@ -147,31 +126,6 @@ fn escape_len(json: &[u8], at: usize, unpaired: &mut Option<usize>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quote_or_backslash_finds_the_first() {
-        let naive = |s: &[u8]| s.iter().position(|&b| b == b'"' || b == b'\\');
-        // Bytes next to the sought ones, and with the high bit set, in every position.
-        let alphabet = [
-            b'"', b'\\', b'!', b'#', b'[', b']', 0xA2, 0xDC, 0x80, 0, 0xFF, b'a',
-        ];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        for len in 0..40 {
-            for _ in 0..200 {
-                let s: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        // Mostly plain bytes, so the sought ones come late too.
-                        let pick = (seed % 64) as usize;
-                        alphabet.get(pick).copied().unwrap_or(b'x')
-                    })
-                    .collect();
-                assert_eq!(quote_or_backslash(&s), naive(&s), "{s:?}");
-            }
-        }
-    }
 
     #[test]
     fn prescan_vectors() {
