@@ -72,10 +72,27 @@ pub fn format_rfc3339(ns: u64) -> [u8; RFC3339_LEN] {
     out
 }
 
+/// "00" to "99", so that digits are written two per division.
+const PAIRS: [[u8; 2]; 100] = {
+    let mut pairs = [[0; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        pairs[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    pairs
+};
+
+/// Writes the last `dst.len()` decimal digits of `v`, zero-padded.
 fn put(dst: &mut [u8], mut v: u64) {
-    for b in dst.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut end = dst.len();
+    while end >= 2 {
+        dst[end - 2..end].copy_from_slice(&PAIRS[(v % 100) as usize]);
+        v /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        dst[0] = b'0' + (v % 10) as u8;
     }
 }
 

@@ -2,6 +2,7 @@
 //! to us (RFC 9112 framing and the strictness rules of DESIGN section 4) and turns the
 //! head into a borrowed [`Head`]. "Need more bytes" is `Ok(None)`, never an error.
 
+use crate::base::bytes::find2;
 use crate::http::reject::Reject;
 
 /// Upper bound for `limits.max_headers`; sizes the on-stack header array.
@@ -259,12 +260,15 @@ fn is_reg_name(host: &[u8]) -> bool {
 
 /// httparse tolerates bare LF; RFC 9112 lets us refuse it, and we do.
 fn check_line_endings(head: &[u8]) -> Result<(), Reject> {
-    for (i, &b) in head.iter().enumerate() {
-        match b {
-            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(Reject::BareLf),
-            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(Reject::BareCr),
+    let mut i = 0;
+    while let Some(k) = find2(&head[i..], b'\r', b'\n') {
+        let at = i + k;
+        match head[at] {
+            b'\n' if at == 0 || head[at - 1] != b'\r' => return Err(Reject::BareLf),
+            b'\r' if head.get(at + 1) != Some(&b'\n') => return Err(Reject::BareCr),
             _ => {}
         }
+        i = at + 1;
     }
     Ok(())
 }

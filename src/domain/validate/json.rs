@@ -2,6 +2,7 @@
 //! nesting depth, surrogate pairs) and, for a body refused, where and what its fault
 //! is ([`crate::domain::malformed`] for those inside strings).
 
+use crate::base::bytes::find2;
 use crate::domain::malformed::{hex_unit, Fault};
 use crate::domain::validate::{Invalid, Rules};
 
@@ -43,32 +44,16 @@ pub(super) fn malformed(body: &[u8], e: &simd_json::Error, unpaired: Option<usiz
 /// kind with the parser.
 pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
     let pairs = rules == Rules::Create;
-    let (mut depth, mut in_string, mut i) = (0usize, false, 0);
+    let (mut depth, mut i) = (0usize, 0);
     // The first unpaired surrogate escape.
     let mut unpaired: Option<usize> = None;
-    // This runs on every body of the request path: inside a string it only looks for
-    // the next quote or backslash.
-    while i < json.len() {
-        if in_string {
-            let Some(k) = json[i..].iter().position(|&b| b == b'"' || b == b'\\') else {
-                break;
-            };
-            let at = i + k;
-            if json[at] == b'"' {
-                in_string = false;
-                i = at + 1;
-                continue;
-            }
-            i = at
-                + if pairs {
-                    escape_len(json, at, &mut unpaired)
-                } else {
-                    2
-                };
-            continue;
-        }
-        match json[i] {
-            b'"' => in_string = true,
+    while let Some(&b) = json.get(i) {
+        i += 1;
+        match b {
+            b'"' => match string_end(json, i, pairs, &mut unpaired) {
+                Some(end) => i = end,
+                None => break,
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -78,13 +63,36 @@ pub fn prescan(json: &[u8], max: usize, rules: Rules) -> Result<(), Invalid> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        i += 1;
     }
     // The whole body was scanned for depth first: a surrogate fault never lets a body
     // deeper than the rule reach a parser.
     match unpaired {
         Some(at) => Err(Invalid::Malformed(at, Fault::Surrogate)),
         None => Ok(()),
+    }
+}
+
+/// Just past the closing quote of the string whose text starts at `i` (escapes
+/// skipped, surrogates checked when `pairs`); `None` when the body ends first. Most
+/// of a body is strings: the search for a quote or backslash is [`find2`]'s.
+#[inline]
+fn string_end(
+    json: &[u8],
+    mut i: usize,
+    pairs: bool,
+    unpaired: &mut Option<usize>,
+) -> Option<usize> {
+    loop {
+        let at = i + find2(json.get(i..)?, b'"', b'\\')?;
+        if json[at] == b'"' {
+            return Some(at + 1);
+        }
+        i = at
+            + if pairs {
+                escape_len(json, at, unpaired)
+            } else {
+                2
+            };
     }
 }
 
