@@ -20,7 +20,7 @@
 //! | 3 | [`domain`] | rules with no shard in sight: auth, rate limits, body validation, FHIR R4, idempotency keys, the read index |
 //! | 2 | [`log`] | the per-shard append-only log: format, group commit, recovery, the offline tools (`export`, `verify`, `retire-shard`, `backup`) |
 //! | 1 | [`http`] | HTTP/1.1 on the wire only: httparse and strict framing, limits, `Reply` |
-//! | 0 | [`base`] | time, exit statuses, log lines, tasks, histograms |
+//! | 0 | [`base`] | byte search, time, exit statuses, log lines, tasks, histograms, gates |
 //!
 //! ## One submit, by file name
 //!
