@@ -1,7 +1,7 @@
 //! `epro-ingest ship`: every record of a data directory into PostgreSQL, exactly once.
 //!
 //! A separate process that only reads the logs (as `export` does), so it is safe beside
-//! a running server. Per shard ([`shard`]) it reads from its cursor on, stages up to
+//! a running server. Per shard (`shard`) it reads from its cursor on, stages up to
 //! `batch` records with one `COPY`, moves them into the tables ([`schema::move_staged`])
 //! and advances the cursor, all in one transaction: a crash of the shipper, the server
 //! or PostgreSQL at any moment neither loses nor duplicates a row. With `--once` it

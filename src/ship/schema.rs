@@ -16,7 +16,7 @@
 //!   answers for the whole fleet; like them, they count FHIR QuestionnaireResponses
 //!   as reports (migration 3).
 //! - `refused` (migration 3, both record tables): what PostgreSQL could not hold of a
-//!   record shipped without it ([`crate::ship::shard`]), NULL for every other row.
+//!   record shipped without it (`ship::shard`), NULL for every other row.
 
 use postgres::{Client, Transaction};
 

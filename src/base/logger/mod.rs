@@ -4,7 +4,7 @@
 //! JSON object a line for journald or Loki:
 //! `{"ts":"2026-11-27T08:15:30.123456Z","level":"INFO","target":"...","shard":0,"msg":"..."}`.
 //! The access log ([`access`]) carries its fields as keys of their own in JSON; its
-//! refusals are bounded per second ([`fold`]).
+//! refusals are bounded per second (`fold`).
 //!
 //! On a shard thread a record is formatted into that thread's own buffer, and the
 //! buffer is written with one `write` when the shard's timer flushes it (every 100 ms),
@@ -283,7 +283,7 @@ pub enum Logged {
     Off,
 }
 
-/// Writes one access log line, or folds a refusal's ([`fold`]).
+/// Writes one access log line, or folds a refusal's (`fold`).
 pub fn access(a: &Access<'_>) -> Logged {
     if !access_enabled() {
         return Logged::Off;

@@ -250,7 +250,7 @@ pub fn stored_outcome(id: &str) -> String {
 }
 
 /// This server's profile as an R4 StructureDefinition (a constraint on
-/// QuestionnaireResponse): what [`check`] requires beyond R4.
+/// QuestionnaireResponse): what `check` requires beyond R4.
 pub fn structure_definition() -> String {
     let element = |path: &str, extra: Value| {
         let mut e = json!({"id": path, "path": path});

@@ -46,7 +46,7 @@ pub async fn share_rate_limits(ctx: Rc<Context>) {
 /// How often an idle shard looks at its live segment.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
-/// Has the log look at its live segment every [`WATCH_EVERY`] ([`Log::look`]); a busy
+/// Has the log look at its live segment every `WATCH_EVERY` ([`Log::look`](crate::log::Log::look)); a busy
 /// one looks before each write group anyway.
 pub async fn watch_log(ctx: Rc<Context>) {
     loop {
@@ -57,7 +57,7 @@ pub async fn watch_log(ctx: Rc<Context>) {
     }
 }
 
-/// Forgets keys past the idempotency window, every [`KEY_EXPIRY_EVERY`]: measured on
+/// Forgets keys past the idempotency window, every `KEY_EXPIRY_EVERY`: measured on
 /// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
 pub async fn expire_keys(ctx: Rc<Context>) {
     let every = key_expiry_every(ctx.config());
