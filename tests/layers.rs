@@ -3,7 +3,11 @@
 //! nothing else. So there is no import cycle between rooms, and a reader can learn a
 //! room by reading only the rooms below it. `src/lib.rs` describes the floors.
 
-use std::path::{Path, PathBuf};
+#[path = "common/source.rs"]
+mod source;
+
+use source::rust_files;
+use std::path::Path;
 
 /// Each room and its floor, bottom up. Rooms on one floor do not import each other.
 const FLOORS: &[(&str, u8)] = &[
@@ -122,17 +126,6 @@ fn violations(file: &Path, room: &str, text: &str) -> Vec<String> {
             )),
         })
         .collect()
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 #[test]

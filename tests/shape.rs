@@ -3,6 +3,10 @@
 //! request can be followed by named steps). The baselines in `src/bin/` are rivals
 //! written the way their frameworks' guides write them, so they are not held to it.
 
+#[path = "common/source.rs"]
+mod source;
+
+use source::rust_files;
 use std::path::{Path, PathBuf};
 
 const LONGEST: usize = 60;
@@ -10,17 +14,6 @@ const LOOSE_FILES: usize = 6;
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The name of the function a line starts, if it starts one.
