@@ -11,7 +11,10 @@
 //! Steady-state updates allocate nothing: keys are looked up by `&str` and only a new
 //! project, site, subject or tag allocates its key once.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
+
+/// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
 
 use crate::domain::pending::Pending;
 use crate::domain::validate::{Submission, Validator, NO_PROJECT};
@@ -50,11 +53,9 @@ pub struct Index {
     pending: Pending,
 }
 
+/// The value under `key`, inserted (its key allocated) only if new.
 fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
-    }
-    map.get_mut(key).expect("inserted above")
+    map.entry_ref(key).or_default()
 }
 
 /// Counts a stored report; one without a `projectId` under [`NO_PROJECT`].
