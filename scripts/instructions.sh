@@ -4,9 +4,12 @@
 # noise (and where perf has no hardware counters). The server runs under
 # `valgrind --tool=callgrind` while a small client sends N requests (8 keep-alive
 # connections, one request in flight each, as wrk sends them); then, per call, the
-# inclusive instructions of the onion (`api::middleware::handle`, and `api::middleware::finish`
-# for a write answered by its key's owner shard) and of the access line
-# (`base::logger::access`). Whole-process counts are not used: timers and idle polling
+# inclusive instructions of the onion (`api::middleware::handle`, and
+# `api::middleware::finish` for a write answered by its key's owner shard), of the access
+# line (`base::logger::access`), of the head's parsing (`http::request::RequestParser::
+# next`), and of counting each durable record into the read index
+# (`domain::index::Index::add_durable`; `Index::add` where a record's body is parsed
+# again to count it). Whole-process counts are not used: timers and idle polling
 # scale with wall time under valgrind, not with requests. Kernel work (TCP, io_uring,
 # fdatasync) is not counted either: scripts/bench.sh's system CPU column shows it.
 #
@@ -88,7 +91,9 @@ echo "$WORKLOAD, $N requests, shards=$SHARDS durability=$DURABILITY RUST_LOG=$LO
 # Per function: its inclusive cost summed over its callers, over its calls.
 callgrind_annotate --inclusive=yes "$WORK/cg.$N" 2>/dev/null | python3 -c '
 import re, sys
-wanted = ("api::middleware::handle", "api::middleware::finish::{{closure}}", "base::logger::access")
+wanted = ("api::middleware::handle", "api::middleware::finish::{{closure}}", "base::logger::access",
+          "http::request::RequestParser::next", "domain::index::Index::add",
+          "domain::index::Index::add_durable")
 seen = {}
 for line in sys.stdin:
     m = re.match(r"\s*([\d,]+) \([^)]*\)\s+=> .*epro_ingest::(\S+) \(([\d,]+)x\)", line)

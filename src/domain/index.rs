@@ -1,16 +1,23 @@
 //! Each shard's in-memory read index over its own records: per project and site, the
 //! subjects with their report counts and last receive times, and each patient's tags.
 //! Updated as each record becomes durable (never before: a read counts only what is
-//! on stable storage), rebuilt from the log at start-up. A read is a
-//! [`Query`] each shard answers from its own index ([`Index::answer`]); the answers of
-//! every shard are merged by [`crate::domain::merge`].
+//! on stable storage), rebuilt from the log at start-up. A report validated on this
+//! shard is counted by the fields its validation read, kept until then in
+//! [`crate::domain::pending`]; any other record is parsed again from its stored
+//! bytes. A read is a [`Query`] each shard answers from its own index
+//! ([`Index::answer`]); the answers of every shard are merged by
+//! [`crate::domain::merge`].
 //!
 //! Steady-state updates allocate nothing: keys are looked up by `&str` and only a new
 //! project, site, subject or tag allocates its key once.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
 
-use crate::domain::validate::{Validator, NO_PROJECT};
+/// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
+
+use crate::domain::pending::Pending;
+use crate::domain::validate::{Submission, Validator, NO_PROJECT};
 use crate::log::record::{Kind, Record};
 
 /// One subject's reports at one site of one project, on one shard.
@@ -42,13 +49,32 @@ pub struct Index {
     pub projects: HashMap<String, ProjectStats>,
     /// Stored records the validator's rules refused when counting them.
     pub unindexed: u64,
+    /// Reports validated here and appended, waiting to be durable.
+    pending: Pending,
 }
 
+/// The value under `key`, inserted (its key allocated) only if new.
 fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+    map.entry_ref(key).or_default()
+}
+
+/// Counts a stored report; one without a `projectId` under [`NO_PROJECT`].
+fn count_report(
+    projects: &mut HashMap<String, ProjectStats>,
+    patient: &str,
+    project: Option<&str>,
+    site: Option<&str>,
+    received_ns: u64,
+) {
+    let p = slot(projects, project.unwrap_or(NO_PROJECT));
+    p.reports += 1;
+    p.last_ns = p.last_ns.max(received_ns);
+    *slot(&mut p.subjects, patient) += 1;
+    if let Some(site) = site {
+        let s = slot(&mut slot(&mut p.sites, site).subjects, patient);
+        s.reports += 1;
+        s.last_ns = s.last_ns.max(received_ns);
     }
-    map.get_mut(key).expect("inserted above")
 }
 
 impl Index {
@@ -60,16 +86,7 @@ impl Index {
         site: Option<&str>,
         received_ns: u64,
     ) {
-        let project = project.unwrap_or(NO_PROJECT);
-        let p = slot(&mut self.projects, project);
-        p.reports += 1;
-        p.last_ns = p.last_ns.max(received_ns);
-        *slot(&mut p.subjects, patient) += 1;
-        if let Some(site) = site {
-            let s = slot(&mut slot(&mut p.sites, site).subjects, patient);
-            s.reports += 1;
-            s.last_ns = s.last_ns.max(received_ns);
-        }
+        count_report(&mut self.projects, patient, project, site, received_ns);
     }
 
     /// Records a tag on a patient of a project (once per name).
@@ -87,6 +104,27 @@ impl Index {
     /// said, never skipped silently.
     pub fn add_stored(&mut self, validator: &mut Validator, record: &Record<'_>) {
         self.add(validator, record, false);
+    }
+
+    /// Remembers the fields `report` was validated with on this shard, appended as
+    /// `seq`, so it is counted by them once durable ([`Index::add_durable`]).
+    pub fn expect_report(&mut self, seq: u64, report: &Submission<'_>) {
+        self.pending.push(seq, report);
+    }
+
+    /// Counts a record that just became durable: a report this shard validated by
+    /// the fields it was validated with (the same parser read them from the same
+    /// bytes, so they equal what [`Index::add_stored`] reads), anything else through
+    /// [`Index::add_stored`].
+    pub fn add_durable(&mut self, validator: &mut Validator, record: &Record<'_>) {
+        if record.kind == Kind::Report {
+            if let Some(f) = self.pending.take(record.seq) {
+                let (projects, at) = (&mut self.projects, record.received_ns);
+                count_report(projects, f.patient, f.project, f.site, at);
+                return;
+            }
+        }
+        self.add_stored(validator, record);
     }
 
     /// As [`Index::add_stored`], at start-up: also returns a report's `submissionId`,

@@ -11,8 +11,9 @@ use crate::api::outcome::Outcome;
 use crate::api::refusal::{Refusal, Resource, Why};
 use crate::base::clock;
 use crate::domain::fhir;
+use crate::domain::keys::KeyedAnswer;
 use crate::domain::keys::{Keyed, KeyedWrite};
-use crate::domain::validate::is_json_media_type;
+use crate::domain::validate::{is_json_media_type, Submission};
 use crate::http::response::Reply;
 use crate::log::record::Kind;
 use crate::log::{Appended, LogError};
@@ -48,7 +49,8 @@ fn write(ask: &Ask<'_>, reply: &mut Reply<'_>, kind: Kind) -> Handled {
     media_type(head.content_type, kind)?;
     let header_key = keyed::header_key(head).map_err(Refusal::BadKey);
     let received_ns = clock::now_ns();
-    let keep = |key: Key<'_>| store(ask, kind, key, received_ns);
+    let keep =
+        |key: Key<'_>, report: Option<&Submission<'_>>| store(ask, kind, key, received_ns, report);
     let stored = match kind {
         Kind::Fhir => resource(ask, header_key, keep)?,
         Kind::Tag => tag(ask, header_key?, keep)?,
@@ -75,7 +77,7 @@ fn media_type(content_type: Option<&[u8]>, kind: Kind) -> Result<(), Refusal> {
 fn report(
     ask: &Ask<'_>,
     header_key: Option<&str>,
-    store: impl FnOnce(Key<'_>) -> Stored,
+    store: impl FnOnce(Key<'_>, Option<&Submission<'_>>) -> Stored,
 ) -> Result<Stored, Refusal> {
     let who = ask.who;
     let validated = ask.ctx.validator().submit(ask.request.body, |submission| {
@@ -91,7 +93,7 @@ fn report(
             (Some(body), _) => Some((body, true)),
             (None, header) => header.map(|header| (header, false)),
         };
-        Ok(store(key))
+        Ok(store(key, Some(submission)))
     });
     validated.map_err(Refusal::Invalid)?
 }
@@ -100,14 +102,14 @@ fn report(
 fn tag(
     ask: &Ask<'_>,
     header_key: Option<&str>,
-    store: impl FnOnce(Key<'_>) -> Stored,
+    store: impl FnOnce(Key<'_>, Option<&Submission<'_>>) -> Stored,
 ) -> Result<Stored, Refusal> {
     let who = ask.who;
     let validated = ask.ctx.validator().tag(ask.request.body, |tag| {
         if !who.may_access(tag.project_id) {
             return Err(Refusal::Fixed(Why::TagForbidden));
         }
-        Ok(store(header_key.map(|key| (key, false))))
+        Ok(store(header_key.map(|key| (key, false)), None))
     });
     validated.map_err(Refusal::Invalid)?
 }
@@ -117,7 +119,7 @@ fn tag(
 fn resource(
     ask: &Ask<'_>,
     header_key: Result<Option<&str>, Refusal>,
-    store: impl FnOnce(Key<'_>) -> Stored,
+    store: impl FnOnce(Key<'_>, Option<&Submission<'_>>) -> Stored,
 ) -> Result<Stored, Refusal> {
     let fields = fhir::validate(ask.request.body).map_err(|_| Refusal::InvalidResource)?;
     if fields
@@ -127,7 +129,7 @@ fn resource(
     {
         return Err(Refusal::Resource(Resource::Forbidden));
     }
-    Ok(store(header_key?.map(|key| (key, false))))
+    Ok(store(header_key?.map(|key| (key, false)), None))
 }
 
 /// What storing a validated record came to.
@@ -143,15 +145,30 @@ enum Stored {
 }
 
 /// Appends a validated record, or, when it has a key, has its key's owner decide:
-/// this shard at once, or another one later.
-fn store(ask: &Ask<'_>, kind: Kind, key: Key<'_>, received_ns: u64) -> Stored {
+/// this shard at once, or another one later. A report appended here leaves its
+/// validated fields for the index to count it by once durable.
+fn store(
+    ask: &Ask<'_>,
+    kind: Kind,
+    key: Key<'_>,
+    received_ns: u64,
+    report: Option<&Submission<'_>>,
+) -> Stored {
     let (ctx, body) = (ask.ctx, ask.request.body);
     let principal = &ask.who.id;
+    let expect = |seq: u64| {
+        if let Some(report) = report {
+            ctx.index().borrow_mut().expect_report(seq, report);
+        }
+    };
     let Some((key, key_in_body)) = key else {
         let appended = match ctx.log() {
             Some(log) => log.append(kind, principal, None, received_ns, body),
             None => Err(LogError::Closed),
         };
+        if let Ok(appended) = &appended {
+            expect(appended.seq);
+        }
         return Stored::Appended(appended);
     };
     let write = Keyed {
@@ -165,8 +182,12 @@ fn store(ask: &Ask<'_>, kind: Kind, key: Key<'_>, received_ns: u64) -> Stored {
     if !keyed::owned_here(ctx, &write) {
         return Stored::Keyed(write.to_write());
     }
+    let decision = keyed::decide(ctx, &write);
+    if let KeyedAnswer::Stored(entry) = &decision.answer {
+        expect(entry.seq);
+    }
     Stored::KeyedHere {
-        decision: keyed::decide(ctx, &write),
+        decision,
         key_in_body,
     }
 }

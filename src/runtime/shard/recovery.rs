@@ -216,7 +216,7 @@ async fn open_for_writing(ctx: &Context, scanned: Scanned, gate: &Gate) -> Resul
     let mut validator = Validator::for_stored();
     let on_durable = move |r: &Record<'_>, offset: u64| {
         live_locations.borrow_mut().add(r.seq, offset);
-        live_index.borrow_mut().add_stored(&mut validator, r);
+        live_index.borrow_mut().add_durable(&mut validator, r);
     };
     let flusher = Rc::clone(&log).run_flusher(opened.last, on_durable);
     task::spawn("flusher", gate.inside(flusher)).detach();
