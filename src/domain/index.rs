@@ -13,12 +13,12 @@
 
 use std::hash::RandomState;
 
-/// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
-pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
-
 use crate::domain::pending::Pending;
 use crate::domain::validate::{Submission, Validator, NO_PROJECT};
 use crate::log::record::{Kind, Record};
+
+/// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
 
 /// One subject's reports at one site of one project, on one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
