@@ -456,7 +456,9 @@ fn permissions_self_or_admin() {
     assert_eq!(r.json()["userId"], "device-1");
 }
 
-/// Reports from many connections (so both shards store some), then exact reads.
+/// Reports from many connections (so both shards store some), then exact reads. Half
+/// the threads send a `submissionId`: those reports are stored by their key's owner
+/// shard, often not the one that received them, and must count just the same.
 #[test]
 fn summary_and_subjects_are_exact_across_shards_and_restarts() {
     let server = Server::start(CONFIG, &[]);
@@ -467,8 +469,13 @@ fn summary_and_subjects_are_exact_across_shards_and_restarts() {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
                 for i in 0..25 {
                     // 8 x 25 = 200 reports: patients P-0..P-9, sites S1 (even i) and S2 (odd i).
+                    let key = if t % 2 == 1 {
+                        format!(r#""submissionId":"sub-{t}-{i}","#)
+                    } else {
+                        String::new()
+                    };
                     let body = format!(
-                        r#"{{"patientId":"P-{}","projectId":"P001","siteId":"S{}","reportData":"x"}}"#,
+                        r#"{{{key}"patientId":"P-{}","projectId":"P001","siteId":"S{}","reportData":"x"}}"#,
                         (t * 25 + i) % 10,
                         1 + i % 2
                     );

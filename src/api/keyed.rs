@@ -41,7 +41,7 @@ pub fn header_key<'h>(head: &Head<'h>) -> Result<Option<&'h str>, &'static str> 
 
 /// Defers a keyed write to its key's owner shard, which answers it ([`answer`]).
 pub fn defer(head: &Head<'_>, write: KeyedWrite) -> Outcome {
-    let principal = write.principal.clone();
+    let principal = write.borrowed().principal.to_owned();
     Outcome {
         deferred: Some(Deferred::new(Work::Keyed(write), principal)),
         ..Outcome::after(head)
@@ -61,8 +61,8 @@ pub async fn answer(
     request: &Request<'_>,
     reply: &mut Reply<'_>,
 ) {
-    let owner = keys::owner(&write.principal, &write.key, ctx.shards());
-    let key_in_body = write.key_in_body;
+    let (borrowed, key_in_body) = (write.borrowed(), write.key_in_body);
+    let owner = keys::owner(borrowed.principal, borrowed.key, ctx.shards());
     let answer = match ctx.peers() {
         Some(peers) => match peers.keyed(owner, write).await {
             Ok(answer) => answer,
@@ -109,6 +109,8 @@ pub struct Decision {
 }
 
 /// On the owner shard: stores `write` unless its key is known, and says what happened.
+/// A report stored now is counted into the read index, once durable, by the fields
+/// its validation read.
 pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
     let Some(log) = ctx.log() else {
         return Decision {
@@ -138,6 +140,9 @@ pub fn decide(ctx: &Context, write: &Keyed<'_>) -> Decision {
                 body_hash,
             })
         });
+    if let (KeyedAnswer::Stored(e), Some(report)) = (&answer, write.report) {
+        ctx.index().borrow_mut().expect_report(e.seq, report);
+    }
     // A replayed record stored by another shard (before the number of shards changed)
     // is durable already: it was recovered from that shard's log.
     let durable = match answer {

@@ -13,8 +13,8 @@
 
 use std::hash::RandomState;
 
-use crate::domain::pending::Pending;
-use crate::domain::validate::{Submission, Validator, NO_PROJECT};
+use crate::domain::pending::{Fields, Pending};
+use crate::domain::validate::{Validator, NO_PROJECT};
 use crate::log::record::{Kind, Record};
 
 /// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
@@ -106,9 +106,10 @@ impl Index {
         self.add(validator, record, false);
     }
 
-    /// Remembers the fields `report` was validated with on this shard, appended as
-    /// `seq`, so it is counted by them once durable ([`Index::add_durable`]).
-    pub fn expect_report(&mut self, seq: u64, report: &Submission<'_>) {
+    /// Remembers the fields a report appended to this shard's log as `seq` was
+    /// validated with (on this shard or the one that received it), so it is counted
+    /// by them once durable ([`Index::add_durable`]).
+    pub fn expect_report(&mut self, seq: u64, report: Fields<'_>) {
         self.pending.push(seq, report);
     }
 

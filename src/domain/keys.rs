@@ -16,6 +16,7 @@ use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use crate::domain::pending::Fields;
 use crate::log::record::Kind;
 use crate::log::LogError;
 
@@ -46,44 +47,74 @@ pub struct Keyed<'a> {
     pub key_in_body: bool,
     pub received_ns: u64,
     pub body: &'a [u8],
+    /// A report's counted fields, as its validation read them, so that the owner
+    /// counts it once durable without parsing it again.
+    pub report: Option<Fields<'a>>,
 }
 
 impl Keyed<'_> {
-    /// A copy to send to the key's owner shard.
+    /// A copy to send to the key's owner shard, in one allocation.
     pub fn to_write(&self) -> KeyedWrite {
+        let fields = self.report.map(|f| (f.patient, f.project, f.site));
+        let (patient, project, site) = fields.unwrap_or_default();
+        let parts = [
+            self.body,
+            self.principal.as_bytes(),
+            self.key.as_bytes(),
+            patient.as_bytes(),
+            project.unwrap_or_default().as_bytes(),
+            site.unwrap_or_default().as_bytes(),
+        ];
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let ends = parts.map(|part| {
+            bytes.extend_from_slice(part);
+            bytes.len()
+        });
         KeyedWrite {
             kind: self.kind,
-            principal: self.principal.to_owned(),
-            key: self.key.to_owned(),
             key_in_body: self.key_in_body,
             received_ns: self.received_ns,
-            body: self.body.to_vec(),
+            bytes,
+            ends,
+            report: self.report.map(|f| [f.project.is_some(), f.site.is_some()]),
         }
     }
 }
 
-/// A keyed record on its way to its owner shard on another core.
+/// A keyed record on its way to its owner shard on another core: a [`Keyed`] that
+/// owns its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyedWrite {
     pub kind: Kind,
-    pub principal: String,
-    pub key: String,
-    /// The key is the body's `submissionId` (else it came only as a header, and the
-    /// record carries it).
     pub key_in_body: bool,
     pub received_ns: u64,
-    pub body: Vec<u8>,
+    /// Body, principal, key, then a report's patient, project and site, back to back.
+    bytes: Vec<u8>,
+    /// Where each of those six parts ends in `bytes`.
+    ends: [usize; 6],
+    /// A report's: whether it has a project and a site.
+    report: Option<[bool; 2]>,
 }
 
 impl KeyedWrite {
     pub fn borrowed(&self) -> Keyed<'_> {
+        let part = |i: usize| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.bytes[start..self.ends[i]]
+        };
+        let text = |i: usize| std::str::from_utf8(part(i)).expect("copied from a str");
         Keyed {
             kind: self.kind,
-            principal: &self.principal,
-            key: &self.key,
+            principal: text(1),
+            key: text(2),
             key_in_body: self.key_in_body,
             received_ns: self.received_ns,
-            body: &self.body,
+            body: part(0),
+            report: self.report.map(|[project, site]| Fields {
+                patient: text(3),
+                project: project.then(|| text(4)),
+                site: site.then(|| text(5)),
+            }),
         }
     }
 }
@@ -313,5 +344,32 @@ mod tests {
 
     fn owner_is(p: &str, k: &str, shard: usize) -> bool {
         owner(p, k, 2) == shard
+    }
+
+    #[test]
+    fn a_write_sent_to_the_owner_borrows_back_as_it_was() {
+        let report = |project, site| Fields {
+            patient: "P-é",
+            project,
+            site,
+        };
+        let writes = [
+            (Kind::Report, Some(report(Some("P001"), Some("S1")))),
+            (Kind::Report, Some(report(None, Some("S1")))),
+            (Kind::Report, Some(report(Some(""), None))),
+            (Kind::Tag, None),
+        ];
+        for (kind, report) in writes {
+            let keyed = Keyed {
+                kind,
+                principal: "site-app-001",
+                key: "sub-1",
+                key_in_body: true,
+                received_ns: 7,
+                body: br#"{"patientId":"P-\u00e9"}"#,
+                report,
+            };
+            assert_eq!(keyed.to_write().borrowed(), keyed);
+        }
     }
 }

@@ -11,12 +11,23 @@ use std::collections::VecDeque;
 
 use crate::domain::validate::Submission;
 
-/// The counted fields of one report, borrowed from [`Pending`].
-#[derive(Debug, PartialEq, Eq)]
+/// The counted fields of one report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fields<'a> {
     pub patient: &'a str,
     pub project: Option<&'a str>,
     pub site: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields a valid report is counted by.
+    pub fn of(report: &Submission<'a>) -> Self {
+        Fields {
+            patient: report.patient_id,
+            project: report.project_id,
+            site: report.site_id,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -43,7 +54,7 @@ const RELEASE_AT: usize = 16 * 1024;
 
 impl Pending {
     /// Remembers the fields of the report appended as `seq` (sequence numbers rise).
-    pub fn push(&mut self, seq: u64, report: &Submission<'_>) {
+    pub fn push(&mut self, seq: u64, report: Fields<'_>) {
         let start = self.base + self.text.len() as u64;
         let mut put = |s: &str| {
             self.text.push_str(s);
@@ -52,9 +63,9 @@ impl Pending {
         let entry = Entry {
             seq,
             start,
-            patient: put(report.patient_id),
-            project: report.project_id.map(&mut put),
-            site: report.site_id.map(&mut put),
+            patient: put(report.patient),
+            project: report.project.map(&mut put),
+            site: report.site.map(&mut put),
         };
         self.entries.push_back(entry);
     }
@@ -106,25 +117,20 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn report<'a>(
-        patient: &'a str,
-        project: Option<&'a str>,
-        site: Option<&'a str>,
-    ) -> Submission<'a> {
-        Submission {
-            patient_id: patient,
-            project_id: project,
-            site_id: site,
-            submission_id: None,
+    fn report<'a>(patient: &'a str, project: Option<&'a str>, site: Option<&'a str>) -> Fields<'a> {
+        Fields {
+            patient,
+            project,
+            site,
         }
     }
 
     #[test]
     fn fields_come_back_by_sequence_number() {
         let mut p = Pending::default();
-        p.push(3, &report("P-1", Some("X"), None));
-        p.push(4, &report("P-2", None, Some("S")));
-        p.push(6, &report("P-3", Some("Y"), Some("T")));
+        p.push(3, report("P-1", Some("X"), None));
+        p.push(4, report("P-2", None, Some("S")));
+        p.push(6, report("P-3", Some("Y"), Some("T")));
         let want = |patient, project, site| Fields {
             patient,
             project,
@@ -141,8 +147,8 @@ mod tests {
     #[test]
     fn older_entries_never_made_durable_are_dropped() {
         let mut p = Pending::default();
-        p.push(1, &report("A", None, None));
-        p.push(2, &report("B", None, None));
+        p.push(1, report("A", None, None));
+        p.push(2, report("B", None, None));
         assert_eq!(
             p.take(2).map(|f| f.patient.to_owned()),
             Some("B".to_owned())
@@ -155,7 +161,7 @@ mod tests {
         let mut p = Pending::default();
         let patient = "P-".repeat(60);
         for seq in 1..=100_000u64 {
-            p.push(seq, &report(&patient, Some("PROJECT"), Some("SITE")));
+            p.push(seq, report(&patient, Some("PROJECT"), Some("SITE")));
             if seq > 10 {
                 let f = p.take(seq - 10).expect("pushed");
                 assert_eq!(f.patient, patient);

@@ -11,7 +11,8 @@ use crate::api::outcome::Outcome;
 use crate::api::refusal::{Refusal, Resource, Why};
 use crate::base::clock;
 use crate::domain::fhir;
-use crate::domain::keys::{Keyed, KeyedAnswer, KeyedWrite};
+use crate::domain::keys::{Keyed, KeyedWrite};
+use crate::domain::pending::Fields;
 use crate::domain::validate::{is_json_media_type, Submission};
 use crate::http::response::Reply;
 use crate::log::record::Kind;
@@ -144,8 +145,8 @@ enum Stored {
 }
 
 /// Appends a validated record, or, when it has a key, has its key's owner decide:
-/// this shard at once, or another one later. A report appended here leaves its
-/// validated fields for the index to count it by once durable.
+/// this shard at once, or another one later. A report leaves its validated fields
+/// for the index of the shard that appends it, to count it by once durable.
 fn store(
     ask: &Ask<'_>,
     kind: Kind,
@@ -155,18 +156,14 @@ fn store(
 ) -> Stored {
     let (ctx, body) = (ask.ctx, ask.request.body);
     let principal = &ask.who.id;
-    let expect = |seq: u64| {
-        if let Some(report) = report {
-            ctx.index().borrow_mut().expect_report(seq, report);
-        }
-    };
+    let report = report.map(Fields::of);
     let Some((key, key_in_body)) = key else {
         let appended = match ctx.log() {
             Some(log) => log.append(kind, principal, None, received_ns, body),
             None => Err(LogError::Closed),
         };
-        if let Ok(appended) = &appended {
-            expect(appended.seq);
+        if let (Ok(appended), Some(report)) = (&appended, report) {
+            ctx.index().borrow_mut().expect_report(appended.seq, report);
         }
         return Stored::Appended(appended);
     };
@@ -177,16 +174,13 @@ fn store(
         key_in_body,
         received_ns,
         body,
+        report,
     };
     if !keyed::owned_here(ctx, &write) {
         return Stored::Keyed(write.to_write());
     }
-    let decision = keyed::decide(ctx, &write);
-    if let KeyedAnswer::Stored(entry) = &decision.answer {
-        expect(entry.seq);
-    }
     Stored::KeyedHere {
-        decision,
+        decision: keyed::decide(ctx, &write),
         key_in_body,
     }
 }
