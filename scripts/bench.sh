@@ -198,10 +198,10 @@ for round in $(seq "$ROUNDS"); do
   for name in $SERVERS; do
     start "$name"
     case "$name" in
-      ours-async) workloads="submit keyed route health" ;;
-      ours-sync) workloads="submit keyed" ;;
-      base-async|axum-buffered) workloads="submit route health" ;;
-      base-sync|axum-durable) workloads="submit" ;;
+      ours-async|base-async) workloads="submit keyed route health" ;;
+      ours-sync|base-sync) workloads="submit keyed" ;;
+      axum-buffered) workloads="submit route health" ;;
+      axum-durable) workloads="submit" ;;
       floor) workloads="health submit" ;;   # submit: read the request, answer 200 ok
     esac
     for w in $workloads; do
@@ -231,14 +231,15 @@ print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for (name, w), (rps, p50, p99, cpu, bad, user, system) in sorted(med.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     print(f"| {w} | {name} | {rps:.0f} | {p50:.0f} | {p99:.0f} | {cpu:.2f} | {user:.2f} | {system:.2f} | {bad} |")
 print()
-print("| ratio | req/s | CPU µs/req |")
-print("|---|---:|---:|")
+print("| ratio | req/s | CPU µs/req | user CPU µs/req |")
+print("|---|---:|---:|---:|")
 ratios = []
 def ratio(a, b, label):
     if a in med and b in med:
         r = (label, med[a][0] / med[b][0], med[a][3] / med[b][3])
         ratios.append(r)
-        print(f"| {label} | {r[1]:.2f} | {r[2]:.2f} |")
+        user = f"{med[a][5] / med[b][5]:.2f}" if med[b][5] else "-"
+        print(f"| {label} | {r[1]:.2f} | {r[2]:.2f} | {user} |")
 ratio(("ours-async", "submit"), ("axum-buffered", "submit"), "submit: ours async / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-buffered", "submit"), "submit: ours sync / axum buffered")
 ratio(("ours-sync", "submit"), ("axum-durable", "submit"), "submit: ours sync / axum durable")
@@ -252,6 +253,8 @@ ratio(("ours-async", "submit"), ("floor", "submit"), "submit async: ours / floor
 ratio(("ours-sync", "submit"), ("floor", "submit"), "submit sync: ours / floor")
 ratio(("ours-async", "submit"), ("base-async", "submit"), "submit async: ours / base")
 ratio(("ours-sync", "submit"), ("base-sync", "submit"), "submit sync: ours / base")
+ratio(("ours-async", "keyed"), ("base-async", "keyed"), "keyed async: ours / base")
+ratio(("ours-sync", "keyed"), ("base-sync", "keyed"), "keyed sync: ours / base")
 ratio(("ours-async", "route"), ("base-async", "route"), "route: ours / base")
 ratio(("ours-async", "health"), ("base-async", "health"), "health: ours / base")
 
