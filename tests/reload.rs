@@ -158,3 +158,17 @@ fn a_bad_file_is_refused_whole_and_rate_limits_reload_too() {
         post(&mut stream, "/epro/submit", OLD, &report(&format!("Q-{i}"))).status == 200
     }));
 }
+
+#[test]
+fn a_reload_judges_the_file_with_the_command_lines_flags_as_the_start_did() {
+    // `shards = 0` alone is refused; the flag the server started with (`--shards 2`)
+    // overrides it, so the file started the server and must reload too.
+    let server = Server::start(
+        &config(OLD, "").replace("segment_bytes", "shards = 0\nsegment_bytes"),
+        &[],
+    );
+    let next = config(NEW, "").replace("segment_bytes", "shards = 0\nsegment_bytes");
+    reload(&server, &next, "reloaded ");
+    assert_eq!(submit_status(&server, NEW), 200);
+    assert_eq!(submit_status(&server, OLD), 401);
+}

@@ -215,6 +215,9 @@ pub struct Config {
     pub from_file: bool,
     /// The config file, re-read on SIGHUP for its principals and rate limits.
     pub file: Option<PathBuf>,
+    /// The command line's values, applied again when the file is re-read, so a reload
+    /// judges the file as the start did.
+    pub overrides: Overrides,
 }
 
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -264,6 +267,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let given = overrides.clone();
         let listen_text = overrides
             .listen
             .or(file.listen)
@@ -300,6 +304,7 @@ impl Config {
             test_seams: file.test_seams,
             from_file: path.is_some(),
             file: path.map(Path::to_path_buf),
+            overrides: given,
         };
         config.check()?;
         Ok(config)

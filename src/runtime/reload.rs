@@ -1,6 +1,7 @@
 //! SIGHUP: the config file's principals, tokens and rate limits read again and put in
 //! force on every shard by message, without a restart and without a lock on the request
-//! path. A file that does not load (bad TOML, a rule broken) is refused whole and the
+//! path. The file is judged with the command line's values applied, as at the start.
+//! A file that does not load (bad TOML, a rule broken) is refused whole and the
 //! principals in force stay; the log says what changed by principal id, never a token.
 //! Every other key applies at the next start.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures_channel::mpsc::UnboundedSender;
 use log::{error, info, warn};
 
-use crate::config::{Config, Overrides};
+use crate::config::Config;
 use crate::domain::auth::Principal;
 use crate::domain::ratelimit::Rate;
 
@@ -47,7 +48,7 @@ impl Reloader {
             warn!("SIGHUP: no config file to reload (the generated admin token stays)");
             return;
         };
-        let new = match Config::load(Some(&file), Overrides::default()) {
+        let new = match Config::load(Some(&file), self.config.overrides.clone()) {
             Ok(new) => new,
             Err(e) => {
                 error!("reload refused, the principals in force stay: {e}");
@@ -140,6 +141,7 @@ fn describe(old: &Config, new: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Overrides;
     use crate::domain::auth::Role;
 
     fn principal(id: &str, token: &str, role: Role) -> Principal {
