@@ -8,6 +8,10 @@
 //! Memory: a key costs its map entry (48 bytes, in a table kept at most 7/8 full) and
 //! a heap copy of principal and key: measured at 166 bytes per key for a million
 //! 36-byte UUID keys of a 12-byte principal.
+//! Pauses: a hash map doubles as it grows and moves every key when it does, on the
+//! request path. The table is [`PARTS`] maps, a key's part picked by its hash, so a
+//! doubling moves a sixty-fourth of the keys, and forgetting old keys can go a part at a
+//! time (`cargo bench --bench keys` measures both layouts).
 //! Keys older than the window (`idempotency_window_hours`) are forgotten: a retry
 //! after that is stored as a new record. The window is measured on the shard's own
 //! clock, which no step of the wall clock moves ([`crate::log::time`]).
@@ -131,10 +135,21 @@ pub enum KeyedAnswer {
     Refused(LogError),
 }
 
-/// The keys one shard owns: `principal`, 0x00, `key` to where its record is.
-#[derive(Default)]
+/// How many maps a [`KeyTable`] is split into.
+pub const PARTS: usize = 64;
+
+/// The keys one shard owns: `principal`, 0x00, `key` to where its record is, in
+/// [`PARTS`] maps.
 pub struct KeyTable {
-    map: HashMap<Box<str>, Entry>,
+    parts: Vec<HashMap<Box<str>, Entry>>,
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable {
+            parts: (0..PARTS).map(|_| HashMap::new()).collect(),
+        }
+    }
 }
 
 impl KeyTable {
@@ -149,7 +164,7 @@ impl KeyTable {
         body_hash: u64,
         store: impl FnOnce() -> Result<Entry, LogError>,
     ) -> KeyedAnswer {
-        match self.map.entry(map_key(principal, key)) {
+        match self.parts[part(principal, key)].entry(map_key(principal, key)) {
             Slot::Occupied(known) => {
                 let e = *known.get();
                 if e.body_hash == body_hash && e.kind == kind {
@@ -172,7 +187,10 @@ impl KeyTable {
     }
 
     fn insert_joined(&mut self, joined: Box<str>, entry: Entry) {
-        let kept = self.map.entry(joined).or_insert(entry);
+        let (principal, key) = split(&joined);
+        let kept = self.parts[part(principal, key)]
+            .entry(joined)
+            .or_insert(entry);
         if (entry.received_ns, entry.shard, entry.seq) < (kept.received_ns, kept.shard, kept.seq) {
             *kept = entry;
         }
@@ -180,21 +198,30 @@ impl KeyTable {
 
     /// Forgets keys received before `oldest_ns`.
     pub fn expire(&mut self, oldest_ns: u64) {
-        self.map.retain(|_, e| e.received_ns >= oldest_ns);
+        for part in 0..PARTS {
+            self.expire_part(part, oldest_ns);
+        }
+    }
+
+    /// Forgets the keys of one part (`0..PARTS`) received before `oldest_ns`.
+    pub fn expire_part(&mut self, part: usize, oldest_ns: u64) {
+        self.parts[part].retain(|_, e| e.received_ns >= oldest_ns);
     }
 
     /// Takes out the keys another shard owns (after a change in the number of shards),
     /// by owner, for handing over.
     pub fn take_foreign(&mut self, me: usize, shards: usize) -> Vec<(usize, Box<str>, Entry)> {
         let mut foreign = Vec::new();
-        self.map.retain(|joined, entry| {
-            let (principal, key) = joined.split_once('\0').unwrap_or((joined, ""));
-            let owner = owner(principal, key, shards);
-            if owner != me {
-                foreign.push((owner, joined.clone(), *entry));
-            }
-            owner == me
-        });
+        for part in &mut self.parts {
+            part.retain(|joined, entry| {
+                let (principal, key) = split(joined);
+                let owner = owner(principal, key, shards);
+                if owner != me {
+                    foreign.push((owner, joined.clone(), *entry));
+                }
+                owner == me
+            });
+        }
         foreign
     }
 
@@ -204,6 +231,18 @@ impl KeyTable {
             self.insert_joined(joined, entry);
         }
     }
+}
+
+/// The part of a [`KeyTable`] that holds `principal`'s `key`: the low bits of the hash
+/// whose high bits pick the owner shard ([`owner`]), so each shard's keys spread over
+/// all parts.
+fn part(principal: &str, key: &str) -> usize {
+    key_crc(principal, key) as usize % PARTS
+}
+
+/// A table key back into principal and key.
+fn split(joined: &str) -> (&str, &str) {
+    joined.split_once('\0').unwrap_or((joined, ""))
 }
 
 fn map_key(principal: &str, key: &str) -> Box<str> {
@@ -217,9 +256,12 @@ fn map_key(principal: &str, key: &str) -> Box<str> {
 /// The shard that owns `principal`'s `key` among `shards`: a stable hash (CRC32C), the
 /// same in every process and every run with that many shards.
 pub fn owner(principal: &str, key: &str, shards: usize) -> usize {
-    let crc = crc32c::crc32c_append(crc32c::crc32c(principal.as_bytes()), key.as_bytes());
     // Multiply-shift spreads the CRC's bits over the shard range.
-    ((u64::from(crc) * shards as u64) >> 32) as usize
+    ((u64::from(key_crc(principal, key)) * shards as u64) >> 32) as usize
+}
+
+fn key_crc(principal: &str, key: &str) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(principal.as_bytes()), key.as_bytes())
 }
 
 /// A 64-bit hash of a body (SipHash): a retry with different bytes is told apart from
@@ -332,14 +374,44 @@ mod tests {
             table.insert("p", &format!("k{i}"), entry(i, i, 0));
         }
         let foreign = table.take_foreign(0, 2);
-        assert_eq!(table.map.len() + foreign.len(), 100);
+        assert_eq!(table.len() + foreign.len(), 100);
         assert!(foreign.iter().all(|(owner, joined, _)| {
             let (p, k) = joined.split_once('\0').unwrap();
             *owner == 1 && owner_is(p, k, 1)
         }));
         let mut other = KeyTable::default();
         other.take_in(foreign.into_iter().map(|(_, j, e)| (j, e)).collect());
-        assert_eq!(table.map.len() + other.map.len(), 100);
+        assert_eq!(table.len() + other.len(), 100);
+    }
+
+    impl KeyTable {
+        fn len(&self) -> usize {
+            self.parts.iter().map(HashMap::len).sum()
+        }
+    }
+
+    #[test]
+    fn a_shards_keys_spread_over_every_part_so_a_doubling_moves_few() {
+        // The keys one of four shards owns: their owner's hash bits are alike.
+        let mut table = KeyTable::default();
+        for i in 0..64_000 {
+            let key = format!("{i:08x}-4b1e-4c2a-9f3e");
+            if owner("site-app-001", &key, 4) == 2 {
+                table.insert("site-app-001", &key, entry(i, i, 0));
+            }
+        }
+        let sizes: Vec<usize> = table.parts.iter().map(HashMap::len).collect();
+        let mean = table.len() / PARTS;
+        assert!(mean > 200, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|&n| n > mean / 2 && n < mean * 2),
+            "{sizes:?}"
+        );
+        // A part forgets its old keys alone.
+        let part = part("site-app-001", &format!("{:08x}-4b1e-4c2a-9f3e", 0));
+        let before = table.len();
+        table.expire_part(part, u64::MAX);
+        assert_eq!(table.len(), before - sizes[part]);
     }
 
     fn owner_is(p: &str, k: &str, shard: usize) -> bool {

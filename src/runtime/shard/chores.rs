@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::domain::ratelimit;
+use crate::domain::{keys, ratelimit};
 use crate::shard::context::Context;
 
 /// How often keys past the idempotency window are forgotten.
@@ -59,13 +59,19 @@ pub async fn watch_log(ctx: Rc<Context>) {
 
 /// Forgets keys past the idempotency window, every `KEY_EXPIRY_EVERY`: measured on
 /// the shard's own clock, which no step of the wall clock moves ([`crate::log::time`]).
+/// One part of the key table at a time, yielding to the shard's requests between
+/// parts once the executor's time slice is spent, so a large table's scan does not
+/// hold the shard for its whole length.
 pub async fn expire_keys(ctx: Rc<Context>) {
     let every = key_expiry_every(ctx.config());
     loop {
         glommio::timer::sleep(every).await;
         if let Some(log) = ctx.log() {
             let oldest = log.own_ns().saturating_sub(window_ns(ctx.config()));
-            ctx.keys().expire(oldest);
+            for part in 0..keys::PARTS {
+                ctx.keys().expire_part(part, oldest);
+                glommio::yield_if_needed().await;
+            }
         }
     }
 }
