@@ -31,7 +31,7 @@ pub mod seam {
     const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
     /// Sets the offset to the seconds written in `path` now and, on a thread of its
-    /// own, every [`FOLLOW_EVERY`] from then on: rewriting the file steps the clock
+    /// own, every `FOLLOW_EVERY` from then on: rewriting the file steps the clock
     /// while the server runs. A file missing or not a number leaves the offset as it is.
     pub fn follow(path: std::path::PathBuf) -> std::io::Result<()> {
         let read = move || {

@@ -17,7 +17,7 @@ use crate::domain::pending::{Fields, Pending};
 use crate::domain::validate::{Validator, NO_PROJECT};
 use crate::log::record::{Kind, Record};
 
-/// A map keyed by an owned string, found by `&str` in one lookup ([`slot`]).
+/// A map keyed by an owned string, found by `&str` in one lookup (`slot`).
 pub type HashMap<K, V> = hashbrown::HashMap<K, V, RandomState>;
 
 /// One subject's reports at one site of one project, on one shard.
