@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use epro_ingest::log::manifest::Manifest;
+use epro_ingest::log::manifest::{Manifest, RESERVE_BLOCK};
 use epro_ingest::log::record::Kind;
 use epro_ingest::log::segment::Segment;
 use epro_ingest::log::time::ShardTime;
@@ -38,6 +38,7 @@ async fn run(durability: Durability, writers: usize, per_writer: usize) -> (f64,
         durability,
         Resume::FRESH,
         manifest,
+        RESERVE_BLOCK,
         ShardTime::new(0, epro_ingest::base::clock::now_ns()),
     ));
     glommio::spawn_local(Rc::clone(&log).run_flusher(None, |_, _| {})).detach();

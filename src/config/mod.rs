@@ -175,6 +175,9 @@ pub struct TestSeams {
     /// Keys past the idempotency window are forgotten this often instead of every
     /// 10 minutes.
     pub key_expiry_every_ms: Option<u64>,
+    /// Ids are reserved this many at a time instead of 2^20, so that a test reaches a
+    /// renewal of the reservation.
+    pub reserve_block: Option<u64>,
 }
 
 /// Command-line values that override the file.

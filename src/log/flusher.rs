@@ -12,10 +12,11 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
-use log::error;
+use log::{error, info, warn};
 
-use super::manifest::{Manifest, RESERVE_BLOCK};
+use super::manifest::{Manifest, MANIFEST};
 use super::record::{decode, Decoded, Record};
+use super::rotate::CREATE_RETRY;
 use super::segment::{Segment, Spare};
 use super::{Batch, Group, Log};
 
@@ -91,6 +92,8 @@ impl Log {
                         return Ok(());
                     }
                 }
+                // Idle with every id given (a renewal failed): try again.
+                self.renew_reservation().await;
                 continue;
             }
             if self
@@ -102,7 +105,7 @@ impl Log {
             }
             batch.clear();
             self.state.borrow_mut().spare = batch;
-            self.renew_reservation().await?;
+            self.renew_reservation().await;
         }
         if let Some(segment) = segment {
             // Closing a deleted segment would lose it: looked at once more first.
@@ -217,19 +220,46 @@ impl Log {
         }
     }
 
-    /// Reserves the next block of ids once less than half a block is left.
-    async fn renew_reservation(&self) -> io::Result<()> {
-        let (next_seq, reserved_seq) = {
+    /// Reserves the next block of ids once less than half a block is left. A failure
+    /// (no space for the manifest) is not fatal: the ids still reserved are given
+    /// out, then writes are refused ([`LogError::NoSpace`](super::LogError)) until a
+    /// renewal gets through. It is tried again after each write group, and each
+    /// second while idle, at most every [`CREATE_RETRY`].
+    async fn renew_reservation(&self) {
+        let (next_seq, reserved_seq, retry_at) = {
             let state = self.state.borrow();
-            (state.next_seq, state.reserved_seq)
+            (state.next_seq, state.reserved_seq, state.reserve_retry_at)
         };
-        if next_seq + RESERVE_BLOCK / 2 < reserved_seq {
-            return Ok(());
+        if next_seq + self.reserve_block / 2 < reserved_seq
+            || retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
         }
         // Cloned only here: once per half block of ids, not once per batch.
         let mut manifest = self.manifest.borrow().clone();
-        manifest.reserved_seq = next_seq + RESERVE_BLOCK;
-        self.write_manifest(manifest).await
+        manifest.reserved_seq = next_seq + self.reserve_block;
+        let written = self.write_manifest(manifest).await;
+        let mut state = self.state.borrow_mut();
+        match written {
+            Ok(()) => {
+                state.reserve_retry_at = None;
+                if std::mem::take(&mut state.reserve_failing) {
+                    info!("shard {}: ids reserved again; accepting writes", self.shard);
+                }
+            }
+            Err(e) => {
+                if !state.reserve_failing {
+                    warn!(
+                        "shard {}: cannot reserve more ids in {}: {e}; {} left, then writes are refused until it can, retried every {CREATE_RETRY:?}",
+                        self.shard,
+                        self.dir.join(MANIFEST).display(),
+                        state.reserved_seq.saturating_sub(state.next_seq),
+                    );
+                }
+                state.reserve_failing = true;
+                state.reserve_retry_at = Some(Instant::now() + CREATE_RETRY);
+            }
+        }
     }
 
     /// After a clean stop (everything appended is written and synced): the log ends

@@ -64,6 +64,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use manifest::Manifest;
 pub use metrics::{Durability, LogMetrics};
@@ -82,7 +83,8 @@ pub enum LogError {
     Behind,
     /// The record does not fit the format (see [`record::Unencodable`]).
     Unencodable,
-    /// No new segment can be created (the disk is full); retried until one can.
+    /// No new segment can be created, or no more ids reserved in the manifest (the
+    /// disk is full); retried until it can.
     NoSpace,
     /// The live segment was deleted, replaced or made read-only under the server:
     /// the shard's writes stopped until a restart.
@@ -180,6 +182,11 @@ struct State {
     durable_head: (u64, Hash),
     /// No new segment could be created (a full disk): writes wait and are refused.
     no_space: bool,
+    /// The last renewal of the reservation failed (a full disk): the ids left are
+    /// given out, then writes are refused until a renewal gets through.
+    reserve_failing: bool,
+    /// When a failed renewal is tried again.
+    reserve_retry_at: Option<Instant>,
     /// The flusher has a segment to write to (or has ended): the log can take records.
     started: bool,
     /// The flusher has ended (everything appended is durable, or the log failed).
@@ -207,13 +214,18 @@ impl State {
         if let Some(fault) = self.fault {
             return Err(LogError::Stopped(fault));
         }
-        if self.no_space {
+        if self.no_space || self.out_of_ids() {
             return Err(LogError::NoSpace);
         }
         if self.pending.bytes.len() >= MAX_PENDING || self.next_seq >= self.reserved_seq {
             return Err(LogError::Behind);
         }
         Ok(())
+    }
+
+    /// Every reserved id is given and no more could be reserved.
+    fn out_of_ids(&self) -> bool {
+        self.reserve_failing && self.next_seq >= self.reserved_seq
     }
 }
 
@@ -240,6 +252,8 @@ pub struct Log {
     dir: PathBuf,
     segment_bytes: u64,
     durability: Durability,
+    /// Ids are reserved this many at a time ([`manifest::RESERVE_BLOCK`]).
+    reserve_block: u64,
     state: RefCell<State>,
     /// The manifest as last written; only the flusher changes it.
     manifest: RefCell<Manifest>,
@@ -260,14 +274,15 @@ enum SpareState {
 
 impl Log {
     /// A writer that continues a recovered log at `resume`, under `manifest` as
-    /// written to disk (its reservation covers `resume.next_seq`), stamping time with
-    /// `time`.
+    /// written to disk (its reservation covers `resume.next_seq`), reserving ids
+    /// `reserve_block` at a time, stamping time with `time`.
     pub fn new(
         dir: PathBuf,
         segment_bytes: u64,
         durability: Durability,
         resume: Resume,
         manifest: Manifest,
+        reserve_block: u64,
         time: ShardTime,
     ) -> Log {
         let Resume {
@@ -281,12 +296,15 @@ impl Log {
             dir,
             segment_bytes,
             durability,
+            reserve_block,
             state: RefCell::new(State {
                 reserved_seq: manifest.reserved_seq,
                 log_end,
                 chain,
                 durable_head: (head_seq, chain),
                 no_space: false,
+                reserve_failing: false,
+                reserve_retry_at: None,
                 pending: Batch::with_capacity(BATCH_MAX),
                 spare: Batch::with_capacity(BATCH_MAX),
                 next_seq,
@@ -328,7 +346,11 @@ impl Log {
     /// Whether new records can still be stored.
     pub fn is_healthy(&self) -> bool {
         let state = self.state.borrow();
-        !state.failed && !state.closed && !state.no_space && state.fault.is_none()
+        !state.failed
+            && !state.closed
+            && !state.no_space
+            && !state.out_of_ids()
+            && state.fault.is_none()
     }
 
     /// What was done to the live segment under the server, if its writes stopped so.
@@ -505,6 +527,7 @@ mod tests {
             Durability::Async,
             Resume::FRESH,
             manifest,
+            manifest::RESERVE_BLOCK,
             ShardTime::new(0, 1),
         );
         let body = vec![b'x'; 64 << 10];

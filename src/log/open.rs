@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::log::datadir::create_private;
 use crate::log::evidence::{check_copy, retired_past};
 use crate::log::files::{list_segments, remove_unfinished};
-use crate::log::manifest::{Listed, Manifest, MANIFEST, RESERVE_BLOCK};
+use crate::log::manifest::{Listed, Manifest, MANIFEST};
 use crate::log::record::{encode_header, Record, GENESIS, HEADER_LEN, VERSION};
 use crate::log::recover::{scan_shard_from, ScanProgress, ShardScan, TornTail};
 
@@ -47,10 +47,13 @@ impl Opened {
 
 /// Opens shard `shard`'s log in `dir` (created, 0700; its parent is the data
 /// directory), calling `each` for every record and `progress` as the scan goes. The
-/// next id is past every piece of evidence ([`crate::log::evidence`]).
+/// next id is past every piece of evidence ([`crate::log::evidence`]); the manifest
+/// reserves `reserve_block` ids from it ([`crate::log::manifest::RESERVE_BLOCK`] but in
+/// tests).
 pub fn open_shard(
     dir: &Path,
     shard: u16,
+    reserve_block: u64,
     mut each: impl FnMut(&Record<'_>, u64),
     progress: impl FnMut(&ScanProgress),
 ) -> Result<Opened, String> {
@@ -75,7 +78,7 @@ pub fn open_shard(
     let last = continued_segment(shard, &scan, next_seq)?;
     let manifest = Manifest {
         shard,
-        reserved_seq: next_seq + RESERVE_BLOCK,
+        reserved_seq: next_seq + reserve_block,
         clean_end: None,
         segments: listed_segments(dir, &scan)?,
     };

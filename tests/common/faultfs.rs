@@ -71,6 +71,9 @@ pub struct Disk {
     pub synced_pages: u64,
     /// Faults on demand: `fallocate` answers ENOSPC (a full disk), `fsync` answers EIO.
     pub full: bool,
+    /// With `full`: a write past a file's end answers ENOSPC too (not even a small
+    /// file fits); writes into space already allocated still go through.
+    pub full_writes: bool,
     pub failing_sync: bool,
     /// Files (by inode number) that cannot be opened for writing: EACCES, as for a
     /// read-only file (root ignores a file's mode bits, so the tests need this).
@@ -98,6 +101,7 @@ impl Disk {
             lost_pages: 0,
             synced_pages: 0,
             full: false,
+            full_writes: false,
             failing_sync: false,
             read_only: Default::default(),
             no_fallocate: false,
@@ -490,11 +494,17 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         let mut disk = self.disk.lock().unwrap();
+        let full = disk.full && disk.full_writes;
         let Some(file) = disk.file(ino) else {
             return reply.error(nix::libc::ENOENT);
         };
         let start = offset as usize;
         let end = start + data.len();
+        // A full disk takes writes into space already allocated (a preallocated
+        // segment), and none past it.
+        if full && end > file.volatile.len() {
+            return reply.error(nix::libc::ENOSPC);
+        }
         if end > file.volatile.len() {
             file.volatile.resize(end, 0);
         }

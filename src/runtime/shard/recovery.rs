@@ -12,12 +12,14 @@ use super::chores::window_ns;
 use crate::base::exit::{Exit, Fatal};
 use crate::base::gate::Gate;
 use crate::base::task;
+use crate::config::Config;
 use crate::domain::index::Index;
 use crate::domain::keys::{self, Entry, KeyTable};
 use crate::domain::validate::Validator;
 use crate::log::datadir::retired_logs;
 use crate::log::files::shard_dir;
 use crate::log::locations::Locations;
+use crate::log::manifest::RESERVE_BLOCK;
 use crate::log::open::{open_shard, Opened};
 use crate::log::record::{Kind, Record};
 use crate::log::recover::ScanProgress;
@@ -57,6 +59,7 @@ struct Plan {
     every: Duration,
     window_ns: u64,
     wall_ns: u64,
+    reserve_block: u64,
 }
 
 impl Plan {
@@ -78,8 +81,20 @@ impl Plan {
             every,
             window_ns: window_ns(ctx.config()),
             wall_ns: crate::base::clock::now_ns(),
+            reserve_block: reserve_block(ctx.config()),
         }
     }
+}
+
+/// How many ids a manifest reserves at a time: [`RESERVE_BLOCK`], or what a test sets
+/// (`test-seams` builds).
+fn reserve_block(config: &Config) -> u64 {
+    #[cfg(feature = "test-seams")]
+    if let Some(block) = config.test_seams.reserve_block {
+        return block;
+    }
+    let _ = config;
+    RESERVE_BLOCK
 }
 
 /// What the scan rebuilt.
@@ -112,7 +127,7 @@ fn scan(plan: Plan) -> Result<Scanned, String> {
         }
     };
     let progress = progress_log(plan.shard, plan.began, plan.every);
-    let opened = open_shard(&plan.dir, plan.shard, each, progress)?;
+    let opened = open_shard(&plan.dir, plan.shard, plan.reserve_block, each, progress)?;
     let time = ShardTime::new(last_ns, plan.wall_ns);
     let oldest_key_ns = time.own_ns().saturating_sub(plan.window_ns);
     keys.expire(oldest_key_ns);
@@ -208,6 +223,7 @@ async fn open_for_writing(ctx: &Context, scanned: Scanned, gate: &Gate) -> Resul
         config.durability,
         opened.resume(),
         opened.manifest,
+        reserve_block(config),
         time,
     ));
     let live_index = Rc::clone(ctx.index());

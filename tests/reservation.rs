@@ -1,0 +1,106 @@
+//! The manifest's reservation of ids on a full disk. A renewal that finds no room for
+//! the manifest is not fatal: the shard gives out the ids still reserved, then refuses
+//! writes (503, not ready) until a renewal gets through, and no id is given twice.
+//! Ids are reserved 64 at a time here (`[test_seams] reserve_block`), so a renewal
+//! comes after about 32 records, well inside the first, preallocated, segment.
+
+mod common;
+#[path = "common/faultfs.rs"]
+mod faultfs;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{export, post, project_report, wait_until};
+use common::{DEVICE_ADMIN_CONFIG, DEVICE_TOKEN as DEVICE};
+use faultfs::{serve_on_faultfs, OnFaultFs};
+
+fn readyz(server: &common::Server) -> u16 {
+    common::probe_readyz(server.addr).0
+}
+
+#[test]
+fn a_full_disk_at_a_renewal_refuses_writes_once_the_reserved_ids_are_given() {
+    let config = format!("{DEVICE_ADMIN_CONFIG}\n[test_seams]\nreserve_block = 64\n");
+    let OnFaultFs {
+        server,
+        disk,
+        _mount,
+        ..
+    } = serve_on_faultfs(|_| {}, true, "1", &config);
+    {
+        let mut disk = disk.lock().unwrap();
+        disk.full = true;
+        disk.full_writes = true;
+    }
+    let mut stream = server.connect();
+    let mut acked = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..120 {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report(&format!("P-{i}")),
+        );
+        if r.status == 200 {
+            acked.push(r.json()["id"].as_str().unwrap().to_string());
+        } else {
+            assert_eq!(r.status, 503, "{}", r.text());
+            assert!(r.error().contains("no space"), "{}", r.error());
+        }
+        statuses.push(r.status);
+    }
+    // Every reserved id was given (past the failed renewal, at about 32), then none.
+    let given = statuses.iter().take_while(|&&s| s == 200).count();
+    assert!(given > 40 && given <= 64, "{statuses:?}\n{}", server.log());
+    assert!(statuses[given..].iter().all(|&s| s == 503), "{statuses:?}");
+    assert_eq!(readyz(&server), 503);
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .log()
+            .contains("cannot reserve more ids")),
+        "{}",
+        server.log()
+    );
+
+    // Room again: a renewal gets through while the shard is idle, and writes resume.
+    disk.lock().unwrap().full = false;
+    assert!(
+        wait_until(Duration::from_secs(10), || readyz(&server) == 200),
+        "{}",
+        server.log()
+    );
+    for i in 0..80 {
+        let r = post(
+            &mut stream,
+            "/epro/submit",
+            DEVICE,
+            &project_report(&format!("Q-{i}")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        acked.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .log()
+            .contains("ids reserved again")),
+        "{}",
+        server.log()
+    );
+
+    let (status, dir) = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let stored: Vec<String> = export(&dir.path().join("data"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an id stored twice");
+    assert_eq!(acked.iter().collect::<HashSet<_>>().len(), acked.len());
+    assert!(
+        acked.iter().all(|id| unique.contains(id)),
+        "an acked id lost"
+    );
+    assert_eq!(stored.len(), acked.len(), "a refused write was stored");
+}
