@@ -93,7 +93,7 @@ impl Log {
                     }
                 }
                 // Idle with every id given (a renewal failed): try again.
-                self.renew_reservation().await;
+                self.renew_reservation().await?;
                 continue;
             }
             if self
@@ -105,7 +105,7 @@ impl Log {
             }
             batch.clear();
             self.state.borrow_mut().spare = batch;
-            self.renew_reservation().await;
+            self.renew_reservation().await?;
         }
         if let Some(segment) = segment {
             // Closing a deleted segment would lose it: looked at once more first.
@@ -220,12 +220,12 @@ impl Log {
         }
     }
 
-    /// Reserves the next block of ids once less than half a block is left. A failure
-    /// (no space for the manifest) is not fatal: the ids still reserved are given
-    /// out, then writes are refused ([`LogError::NoSpace`](super::LogError)) until a
-    /// renewal gets through. It is tried again after each write group, and each
-    /// second while idle, at most every [`CREATE_RETRY`].
-    async fn renew_reservation(&self) {
+    /// Reserves the next block of ids once less than half a block is left. No room
+    /// for the manifest (ENOSPC, EDQUOT) is not fatal: the ids still reserved are
+    /// given out, then writes are refused ([`LogError::NoSpace`](super::LogError))
+    /// until a renewal gets through; it is tried again after write groups and while
+    /// idle, about every [`CREATE_RETRY`]. Any other failure is, as for a write.
+    async fn renew_reservation(&self) -> io::Result<()> {
         let (next_seq, reserved_seq, retry_at) = {
             let state = self.state.borrow();
             (state.next_seq, state.reserved_seq, state.reserve_retry_at)
@@ -233,8 +233,9 @@ impl Log {
         if next_seq + self.reserve_block / 2 < reserved_seq
             || retry_at.is_some_and(|at| Instant::now() < at)
         {
-            return;
+            return Ok(());
         }
+        let started = Instant::now();
         // Cloned only here: once per half block of ids, not once per batch.
         let mut manifest = self.manifest.borrow().clone();
         manifest.reserved_seq = next_seq + self.reserve_block;
@@ -244,9 +245,10 @@ impl Log {
             Ok(()) => {
                 state.reserve_retry_at = None;
                 if std::mem::take(&mut state.reserve_failing) {
-                    info!("shard {}: ids reserved again; accepting writes", self.shard);
+                    info!("shard {}: ids reserved again", self.shard);
                 }
             }
+            Err(e) if !no_room(&e) => return Err(e),
             Err(e) => {
                 if !state.reserve_failing {
                     warn!(
@@ -257,9 +259,12 @@ impl Log {
                     );
                 }
                 state.reserve_failing = true;
-                state.reserve_retry_at = Some(Instant::now() + CREATE_RETRY);
+                // From the attempt's start, less a little: the idle shard's next look
+                // comes about a second after the one that tried.
+                state.reserve_retry_at = Some(started + CREATE_RETRY * 9 / 10);
             }
         }
+        Ok(())
     }
 
     /// After a clean stop (everything appended is written and synced): the log ends
@@ -295,4 +300,12 @@ fn each_record(bytes: &[u8], f: &mut impl FnMut(&Record<'_>, u64)) {
         f(&record, at as u64);
         at += len;
     }
+}
+
+/// Whether `e` says the filesystem has no room (a full disk or quota), which passes.
+fn no_room(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

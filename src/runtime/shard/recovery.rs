@@ -91,7 +91,7 @@ impl Plan {
 fn reserve_block(config: &Config) -> u64 {
     #[cfg(feature = "test-seams")]
     if let Some(block) = config.test_seams.reserve_block {
-        return block;
+        return block.max(2);
     }
     let _ = config;
     RESERVE_BLOCK
