@@ -154,8 +154,9 @@ impl Default for KeyTable {
 
 impl KeyTable {
     /// Decides `principal`'s `key` for a `kind` record with this body hash: a key not
-    /// seen within the window is stored by `store` and remembered (one hash and one
-    /// probe of the table); a known one is a replay of the same bytes or a conflict.
+    /// seen within the window is stored by `store` and remembered (its part found by
+    /// CRC, then one hash and one probe of that part); a known one is a replay of the
+    /// same bytes or a conflict.
     pub fn claim(
         &mut self,
         principal: &str,
