@@ -187,6 +187,7 @@ fn the_whole_exposition_parses_with_the_prometheus_parser() {
         ("epro_log_group_records", "histogram"),
         ("epro_log_pending_bytes", "gauge"),
         ("epro_log_writes_stopped", "gauge"),
+        ("epro_log_no_space", "gauge"),
         ("process_cpu_seconds", "counter"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_open_fds", "gauge"),

@@ -12,12 +12,22 @@ mod faultfs;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{export, post, project_report, wait_until, Server};
+use common::{export, get, post, project_report, wait_until, Server};
 use common::{DEVICE_ADMIN_CONFIG, DEVICE_TOKEN as DEVICE};
 use faultfs::{serve_on_faultfs, OnFaultFs};
 
 fn readyz(server: &Server) -> u16 {
     common::probe_readyz(server.addr).0
+}
+
+/// The shard's `epro_log_no_space` gauge.
+fn no_space(server: &Server) -> String {
+    let metrics = get(&mut server.connect(), "/metrics", "").text();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("epro_log_no_space{shard=\"0\"} "))
+        .unwrap_or_else(|| panic!("no epro_log_no_space in:\n{metrics}"));
+    line.rsplit(' ').next().unwrap().to_string()
 }
 
 #[test]
@@ -58,6 +68,7 @@ fn a_full_disk_at_a_renewal_refuses_writes_once_the_reserved_ids_are_given() {
     assert_eq!(given, 64, "{statuses:?}\n{}", server.log());
     assert!(statuses[given..].iter().all(|&s| s == 503), "{statuses:?}");
     assert_eq!(readyz(&server), 503);
+    assert_eq!(no_space(&server), "1");
     assert!(
         wait_until(Duration::from_secs(5), || server
             .log()
@@ -83,6 +94,7 @@ fn a_full_disk_at_a_renewal_refuses_writes_once_the_reserved_ids_are_given() {
         assert_eq!(r.status, 200, "{}", r.text());
         acked.push(r.json()["id"].as_str().unwrap().to_string());
     }
+    assert_eq!(no_space(&server), "0");
     assert!(
         wait_until(Duration::from_secs(5), || server
             .log()

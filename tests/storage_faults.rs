@@ -92,6 +92,11 @@ fn a_disk_that_fills_up_is_waited_out_and_writes_resume_by_themselves() {
         wait_until(Duration::from_secs(20), || readyz(server) == 503),
         "never not-ready while full"
     );
+    let metrics = get(&mut server.connect(), "/metrics", "").text();
+    assert!(
+        metrics.contains("\nepro_log_no_space{shard=\"0\"} 1\n"),
+        "{metrics}"
+    );
     let mut stream = server.connect();
     let r = post(
         &mut stream,

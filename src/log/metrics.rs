@@ -25,6 +25,9 @@ pub struct LogMetrics {
     pub group_records: Histogram,
     /// The live segment was deleted, replaced or made read-only: writes stopped.
     pub writes_stopped: bool,
+    /// No room on the disk for a new segment or for more ids: writes are refused until
+    /// there is (set when a copy is taken, from the log's state).
+    pub no_space: bool,
 }
 
 impl LogMetrics {
@@ -35,6 +38,7 @@ impl LogMetrics {
             sync: Histogram::durations(),
             group_records: Histogram::new(GROUP_BOUNDS),
             writes_stopped: false,
+            no_space: false,
         }
     }
 }

@@ -330,8 +330,10 @@ impl Log {
 
     /// A copy of the log's counters, and the bytes of records waiting for the disk.
     pub fn metrics(&self) -> (LogMetrics, u64) {
-        let pending = self.state.borrow().pending.bytes.len() as u64;
-        (self.metrics.borrow().clone(), pending)
+        let state = self.state.borrow();
+        let mut metrics = self.metrics.borrow().clone();
+        metrics.no_space = state.no_space || state.out_of_ids();
+        (metrics, state.pending.bytes.len() as u64)
     }
 
     pub fn durability(&self) -> Durability {

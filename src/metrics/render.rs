@@ -213,6 +213,13 @@ fn log_metrics(out: &mut String, shards: &[ShardMetrics]) {
         shards,
         |s| u64::from(s.log.as_ref().is_some_and(|log| log.writes_stopped)),
     );
+    gauge_per_shard(
+        out,
+        "epro_log_no_space",
+        "1 while the disk has no room for a new segment or for more ids: writes refused.",
+        shards,
+        |s| u64::from(s.log.as_ref().is_some_and(|log| log.no_space)),
+    );
 }
 
 /// One histogram `name` per shard's log; its values are divided by `per`.
