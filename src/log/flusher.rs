@@ -243,14 +243,13 @@ impl Log {
         let mut state = self.state.borrow_mut();
         match written {
             Ok(()) => {
-                state.reserve_retry_at = None;
-                if std::mem::take(&mut state.reserve_failing) {
+                if state.reserve_retry_at.take().is_some() {
                     info!("shard {}: ids reserved again", self.shard);
                 }
             }
             Err(e) if !no_room(&e) => return Err(e),
             Err(e) => {
-                if !state.reserve_failing {
+                if state.reserve_retry_at.is_none() {
                     warn!(
                         "shard {}: cannot reserve more ids in {}: {e}; {} left, then writes are refused until it can, retried every {CREATE_RETRY:?}",
                         self.shard,
@@ -258,7 +257,6 @@ impl Log {
                         state.reserved_seq.saturating_sub(state.next_seq),
                     );
                 }
-                state.reserve_failing = true;
                 // From the attempt's start, less a little: the idle shard's next look
                 // comes about a second after the one that tried.
                 state.reserve_retry_at = Some(started + CREATE_RETRY * 9 / 10);

@@ -182,10 +182,8 @@ struct State {
     durable_head: (u64, Hash),
     /// No new segment could be created (a full disk): writes wait and are refused.
     no_space: bool,
-    /// The last renewal of the reservation failed (a full disk): the ids left are
-    /// given out, then writes are refused until a renewal gets through.
-    reserve_failing: bool,
-    /// When a failed renewal is tried again.
+    /// Set while the last renewal of the reservation failed (a full disk): when it
+    /// is tried again. Meanwhile the ids left are given out, then writes are refused.
     reserve_retry_at: Option<Instant>,
     /// The flusher has a segment to write to (or has ended): the log can take records.
     started: bool,
@@ -225,7 +223,7 @@ impl State {
 
     /// Every reserved id is given and no more could be reserved.
     fn out_of_ids(&self) -> bool {
-        self.reserve_failing && self.next_seq >= self.reserved_seq
+        self.reserve_retry_at.is_some() && self.next_seq >= self.reserved_seq
     }
 }
 
@@ -303,7 +301,6 @@ impl Log {
                 chain,
                 durable_head: (head_seq, chain),
                 no_space: false,
-                reserve_failing: false,
                 reserve_retry_at: None,
                 pending: Batch::with_capacity(BATCH_MAX),
                 spare: Batch::with_capacity(BATCH_MAX),
