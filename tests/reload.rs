@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{export, post, report, Server};
+use common::{assert_stored_once, post, report, Server};
 
 const OLD: &str = "device-token-old-0123456789";
 const NEW: &str = "device-token-new-9876543210";
@@ -112,13 +112,7 @@ fn a_token_rotated_under_load_flips_and_nothing_else_fails_or_is_lost() {
     let server = Arc::into_inner(server).unwrap();
     let (status, dir) = server.terminate();
     assert!(status.success());
-    let stored: Vec<String> = export(&dir.path().join("data"))
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "an id stored twice");
-    assert!(acknowledged.iter().all(|id| unique.contains(id)));
+    assert_stored_once(&dir.path().join("data"), &acknowledged);
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod faultfs;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{export, get, post, project_report, wait_until, Server};
+use common::{assert_stored_once, get, post, project_report, wait_until, Server};
 use common::{DEVICE_ADMIN_CONFIG, DEVICE_TOKEN as DEVICE};
 use faultfs::{serve_on_faultfs, OnFaultFs};
 
@@ -119,16 +119,7 @@ fn a_full_disk_at_a_renewal_refuses_writes_once_the_reserved_ids_are_given() {
 
     let (status, dir) = server.terminate();
     assert!(status.success(), "{status:?}");
-    let stored: Vec<String> = export(&dir.path().join("data"))
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    let unique: HashSet<&String> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "an id stored twice");
     assert_eq!(acked.iter().collect::<HashSet<_>>().len(), acked.len());
-    assert!(
-        acked.iter().all(|id| unique.contains(id)),
-        "an acked id lost"
-    );
+    let stored = assert_stored_once(&dir.path().join("data"), &acked);
     assert_eq!(stored.len(), acked.len(), "a refused write was stored");
 }

@@ -553,6 +553,24 @@ pub fn assert_exported(data_dir: &Path, acked: &[(String, String)]) {
     }
 }
 
+/// Asserts that `data_dir` stores no id twice and every id in `acked`; returns the
+/// ids stored.
+pub fn assert_stored_once<'a>(
+    data_dir: &Path,
+    acked: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let stored: Vec<String> = export(data_dir)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an id stored twice");
+    for id in acked {
+        assert!(unique.contains(id), "acknowledged {id} lost");
+    }
+    stored
+}
+
 /// Runs `epro-ingest export` over `data_dir`: the JSON lines, parsed.
 pub fn export(data_dir: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
