@@ -89,7 +89,7 @@ fn split(n: u64) -> String {
     format!("| {PARTS} parts (the shard's) | {worst:.2?} | {mean:.2?} | {longest:.2?} |")
 }
 
-/// The same keys and entries in one map, as the table was before it was split.
+/// The rival: the same keys and entries in one map.
 fn one_map(n: u64) -> String {
     let mut one: HashMap<Box<str>, Entry> = HashMap::new();
     let (worst, mean) = run(n, |k, i| {

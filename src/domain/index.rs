@@ -1,10 +1,10 @@
 //! Each shard's in-memory read index over its own records: per project and site, the
 //! subjects with their report counts and last receive times, and each patient's tags.
 //! Updated as each record becomes durable (never before: a read counts only what is
-//! on stable storage), rebuilt from the log at start-up. A report validated on this
-//! shard is counted by the fields its validation read, kept until then in
-//! [`crate::domain::pending`]; any other record is parsed again from its stored
-//! bytes. A read is a [`Query`] each shard answers from its own index
+//! on stable storage), rebuilt from the log at start-up. A report is counted by the
+//! fields its validation read (on this shard, or on the one that received it and
+//! handed a keyed write to this one), kept until then in [`crate::domain::pending`];
+//! any other record is parsed again from its stored bytes. A read is a [`Query`] each shard answers from its own index
 //! ([`Index::answer`]); the answers of every shard are merged by
 //! [`crate::domain::merge`].
 //!
